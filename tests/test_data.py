@@ -378,6 +378,8 @@ def test_unknown_dataset_option_and_classes_errors():
         data.load_dataset("digits", classes=(1, 1))
     with pytest.raises(CrobustError, match="distinct"):
         data.load_dataset("digits", classes=(1, 10))
+    with pytest.raises(CrobustError, match="download must be"):
+        data.load_dataset("mnist", download="false")  # a string would be truthy: refused
 
 
 def test_select_classes_and_subsample(digits):
@@ -385,10 +387,13 @@ def test_select_classes_and_subsample(digits):
     assert two.num_classes == 2 and two.classes == (5, 3)
     np.testing.assert_array_equal(two.train_images, digits.train_images[np.isin(digits.train_labels, (3, 5))])
     assert set(two.train_labels[digits.train_labels[np.isin(digits.train_labels, (3, 5))] == 5]) == {0}
-    assert data.select_classes(two, (3, 5)).classes == (3, 5)  # ids stay the original ones
+    swapped = data.select_classes(two, (3, 5))  # ids stay the original ones across reselection
+    assert swapped.classes == (3, 5)
+    np.testing.assert_array_equal(swapped.train_labels, 1 - two.train_labels)
     small = data.subsample(digits, n_train=100, n_test=20, seed=0)
     assert small.n_train == 100 and small.n_test == 20 and small.mean == digits.mean
-    assert np.bincount(small.train_labels, minlength=10).min() >= 9 and np.bincount(small.test_labels).tolist() == [2] * 10
+    assert np.bincount(small.train_labels, minlength=10).min() >= 9
+    assert np.bincount(small.test_labels).tolist() == [2] * 10
     again = data.subsample(digits, n_train=100, n_test=20, seed=0)
     np.testing.assert_array_equal(small.train_images, again.train_images)
     assert not np.array_equal(small.train_images, data.subsample(digits, n_train=100, seed=1).train_images)

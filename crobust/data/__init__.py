@@ -62,7 +62,7 @@ from crobust.data._splits import member_splits, validation_sizes, validation_spl
 
 __all__ = [
     "DATASETS", "DataMissingError", "Dataset", "REFERENCE_STATS", "UnverifiedDataWarning", "channel_stats",
-    "load_dataset", "member_splits", "resolve_data_dir", "select_classes", "subsample", "to_float",
+    "load_dataset", "load_digits", "load_synthetic_gaussian", "member_splits", "resolve_data_dir", "select_classes", "subsample", "to_float",
     "validation_sizes", "validation_split",
 ]
 
@@ -132,6 +132,8 @@ def load_dataset(name: str, *, data_dir=None, download: Optional[bool] = None, s
       DataMissingError: real data not found (and not downloaded); one line with the URL to get it.
     """
     check_choice("dataset", name, DATASETS)
+    if download is not None and not isinstance(download, (bool, np.bool_)):
+        raise CrobustError(f"download must be True, False or None, got {download!r}")
     unknown = sorted(set(options) - set(_OPTIONS[name]))
     if unknown:
         valid = ", ".join(("classes",) + _OPTIONS[name])
