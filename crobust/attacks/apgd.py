@@ -1,0 +1,252 @@
+"""Auto-PGD (Croce & Hein, ICML 2020): APGD-CE / APGD-DLR and the targeted APGD-T, as in AutoAttack.
+
+Usage::
+
+    import jax, jax.numpy as jnp
+    from crobust.attacks import apgd, apgd_t
+    W = jax.random.normal(jax.random.key(0), (64, 10))
+    logits_fn = lambda x: x.reshape(x.shape[0], -1) @ W
+    x = jax.random.uniform(jax.random.key(1), (8, 8, 8, 1)); y = jnp.arange(8) % 10
+    key = jax.random.key(2)
+    x_adv = apgd(logits_fn, x, y, key, eps=8/255, norm="linf", loss="ce", n_iter=100)   # APGD-CE
+    x_adv = apgd_t(logits_fn, x, y, key, eps=8/255, norm="linf", n_iter=100)            # APGD-T, 9 targets
+
+One run of N_iter iterations follows ``autopgd_base.py`` (``attack_single_run``) line by line:
+
+- start x⁰ = clip(x + ε·u/‖u‖∞), u ~ U(−1, 1)^d (ℓ∞: on the surface of the box), or x + ε·g/‖g‖₂, g ~ N(0, I)
+  (ℓ2: on the sphere); step η⁰ = 2ε per example;
+- z = Π(xᵏ + ηᵏ·d(∇ₓ L(xᵏ))),  xᵏ⁺¹ = Π(xᵏ + α(z − xᵏ) + (1 − α)(xᵏ − xᵏ⁻¹)),  α = 1 at k = 0, else 0.75;
+  d = sign (ℓ∞) or g/(‖g‖₂ + 1e-12) (ℓ2); Π clips to B_∞(x, ε) ∩ [0,1]^d, or for ℓ2 rescales δ to
+  δ/(‖δ‖₂ + 1e-12)·min(ε, ‖δ‖₂) then clips to [0, 1];
+- the best loss L_max, its point x_max and gradient are tracked (strict improvement); the last misclassified
+  iterate is kept as the adversarial example;
+- checkpoints: the first after p₁ = max(⌊0.22·N_iter⌋, 1) iterations, then every pⱼ iterations with
+  pⱼ₊₁ = max(pⱼ − max(⌊0.03·N_iter⌋, 1), max(⌊0.06·N_iter⌋, 1)). At a checkpoint the step is halved and the
+  iterate (and its gradient) restarts from x_max where either the loss increased in at most ρ·pⱼ of the last pⱼ
+  steps (ρ = 0.75; the first window compares the first loss with 0, as the reference's zero-initialised history
+  does) or the step was not reduced at the previous checkpoint and L_max did not improve since then.
+
+The loop is one ``lax.fori_loop``; the checkpoint logic is a masked update in every iteration.
+
+Restarts and targets: AutoAttack runs restarts (and APGD-T's targets) one after another on the points not yet
+broken. Here all R runs execute at once under ``vmap`` over run keys; for each example the first run (in order)
+that misclassifies supplies the result, which is exactly what the sequential cascade returns (a point already
+broken ignores later runs). APGD-T's targets are the classes ranked 2, 3, …, n_target_classes + 1 by the clean
+logits, and run j uses target j with the loss −(z_y − z_t)/(z_π1 − ½(z_π3 + z_π4) + 1e-12).
+
+Returned point (a choice the spec leaves open): points misclassified at x itself (argmax f(x) ≠ y) are returned
+unchanged, as AutoAttack does; an example that some run misclassifies gets that run's last misclassified iterate;
+an example no run breaks gets the highest-loss point of the run with the highest best loss (AutoAttack returns
+x there; returning the strongest point keeps robust accuracy identical and is more useful for measuring how far
+representations move).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from crobust._errors import CrobustError, check_choice
+from crobust.attacks import losses as _losses
+from crobust.attacks import projections as P
+from crobust.attacks._common import predicts, select_runs, value_and_input_grad
+from crobust.attacks._validate import check_positive_int, prepare
+
+_AA_TINY = 1e-12
+
+
+def schedule(n_iter: int) -> tuple[int, int, int]:
+    """AutoAttack's checkpoint constants (first interval p₁, minimum interval, decrement) for ``n_iter``."""
+    return max(int(0.22 * n_iter), 1), max(int(0.06 * n_iter), 1), max(int(0.03 * n_iter), 1)
+
+
+def checkpoints(n_iter: int) -> list[int]:
+    """The iterations (0-based) at which the step size may be halved, for inspection and tests."""
+    first, minimum, decrement = schedule(n_iter)
+    out, k, counter = [], first, 0
+    for i in range(n_iter):
+        counter += 1
+        if counter == k:
+            out.append(i)
+            counter, k = 0, max(k - decrement, minimum)
+    return out
+
+
+def _expand(v, x):
+    return jnp.reshape(v, v.shape + (1,) * (x.ndim - v.ndim))
+
+
+def _aa_normalize(v):
+    norms = P.lp_norm(v, "l2")
+    return v / _expand(norms + _AA_TINY, v), norms
+
+
+def _aa_project(x_new, x, eps, norm, clip):
+    """AutoAttack's projection (ℓ2: δ/(‖δ‖+1e-12)·min(ε, ‖δ‖), then clip)."""
+    if norm == "linf":
+        out = jnp.minimum(jnp.maximum(x_new, x - eps), x + eps)
+    else:
+        unit, norms = _aa_normalize(x_new - x)
+        out = x + unit * _expand(jnp.minimum(eps, norms), x)
+    return jnp.clip(out, 0.0, 1.0) if clip else out
+
+
+def _init_point(key, x, eps, norm, clip):
+    if norm == "linf":
+        t = jax.random.uniform(key, x.shape, x.dtype, -1.0, 1.0)
+        unit = t / _expand(P.lp_norm(t, "linf") + _AA_TINY, t)
+    else:
+        unit, _ = _aa_normalize(jax.random.normal(key, x.shape, x.dtype))
+    out = x + eps * unit
+    return jnp.clip(out, 0.0, 1.0) if clip else out
+
+
+def apgd_single_run(logits_fn, loss_fn, x, y, key, eps, norm: str, n_iter: int, rho: float = 0.75,
+                    clip: bool = True, x_init=None):
+    """One APGD run (AutoAttack's ``attack_single_run``), no input checks.
+
+    Args:
+      loss_fn: logits (N, C) → loss (N,) to maximise (labels / targets already bound).
+      y: labels (N,) that define success (argmax ≠ y).
+      x_init: a start point (N, ...) replacing the random one (for tests against a reference; ``key`` unused).
+
+    Returns:
+      (x_best (N, ...) highest-loss point, robust (N,) bool — no iterate was misclassified, loss_best (N,),
+      x_best_adv (N, ...) last misclassified iterate, or the start point if none).
+    """
+    first, minimum, decrement = schedule(n_iter)
+    image_shape = x.shape
+    x = x.reshape(image_shape[0], -1)  # work on (N, d): cheaper per-example broadcasting on CPU
+    evaluate = value_and_input_grad(lambda q: logits_fn(q.reshape(image_shape)), loss_fn)
+    n = x.shape[0]
+
+    x_adv = _init_point(key, x, eps, norm, clip) if x_init is None else x_init.reshape(x.shape)
+    loss, logits, grad = evaluate(x_adv)
+    state = dict(
+        x_adv=x_adv, momentum=jnp.zeros_like(x_adv), grad=grad, step=jnp.full((n,), 2.0, x.dtype) * eps,
+        x_best=x_adv, grad_best=grad, loss_best=loss, x_best_adv=x_adv, robust=predicts(logits, y),
+        loss_prev=jnp.zeros((n,), x.dtype), n_increase=jnp.zeros((n,), jnp.int32), counter=jnp.int32(0),
+        k=jnp.int32(first), loss_best_last_check=loss, reduced_last_check=jnp.ones((n,), bool),
+    )
+
+    def body(i, s):
+        a = jnp.where(i > 0, 0.75, 1.0)
+        grad2 = s["momentum"]  # x_adv − x_adv_old, carried instead of x_adv_old (saves a copy per iteration)
+        step = _expand(s["step"], x)
+        if norm == "linf":
+            z = _aa_project(s["x_adv"] + step * jnp.sign(s["grad"]), x, eps, norm, clip)
+        else:
+            z = _aa_project(s["x_adv"] + step * _aa_normalize(s["grad"])[0], x, eps, norm, clip)
+        x_new = _aa_project(s["x_adv"] + (z - s["x_adv"]) * a + grad2 * (1.0 - a), x, eps, norm, clip)
+        x_new = jax.lax.optimization_barrier(x_new)  # materialise once; XLA would otherwise recompute it per use
+
+        loss, logits, grad = evaluate(x_new)
+        correct = predicts(logits, y)
+        robust = s["robust"] & correct
+        x_best_adv = jnp.where(_expand(~correct, x), x_new, s["x_best_adv"])
+        improved = loss > s["loss_best"]
+        x_best = jnp.where(_expand(improved, x), x_new, s["x_best"])
+        grad_best = jnp.where(_expand(improved, x), grad, s["grad_best"])
+        loss_best = jnp.where(improved, loss, s["loss_best"])
+        n_increase = s["n_increase"] + (loss > s["loss_prev"]).astype(jnp.int32)
+        counter = s["counter"] + 1
+
+        at_check = counter == s["k"]
+        oscillating = n_increase.astype(x.dtype) <= s["k"].astype(x.dtype) * rho
+        no_improvement = ~s["reduced_last_check"] & (s["loss_best_last_check"] >= loss_best)
+        reduce = oscillating | no_improvement
+        halve = at_check & reduce
+        x_next = jnp.where(_expand(halve, x), x_best, x_new)
+        return dict(
+            x_adv=x_next, momentum=x_next - s["x_adv"],
+            grad=jnp.where(_expand(halve, x), grad_best, grad), step=jnp.where(halve, s["step"] / 2.0, s["step"]),
+            x_best=x_best, grad_best=grad_best, loss_best=loss_best, x_best_adv=x_best_adv, robust=robust,
+            loss_prev=loss, n_increase=jnp.where(at_check, 0, n_increase), counter=jnp.where(at_check, 0, counter),
+            k=jnp.where(at_check, jnp.maximum(s["k"] - decrement, minimum), s["k"]),
+            loss_best_last_check=jnp.where(at_check, loss_best, s["loss_best_last_check"]),
+            reduced_last_check=jnp.where(at_check, reduce, s["reduced_last_check"]),
+        )
+
+    s = jax.lax.fori_loop(0, n_iter, body, state)
+    return s["x_best"].reshape(image_shape), s["robust"], s["loss_best"], s["x_best_adv"].reshape(image_shape)
+
+
+def _combine(x, clean_correct, x_best, robust, loss_best, x_best_adv):
+    """Merge R runs (leading axis) per example: first success, else the highest-loss point; see module doc."""
+    success = ~robust                                                     # (R, N)
+    any_success = jnp.any(success, axis=0)
+    x_success = select_runs(x_best_adv, jnp.argmax(success, axis=0))
+    x_strongest = select_runs(x_best, jnp.argmax(loss_best, axis=0))
+    out = jnp.where(_expand(any_success, x), x_success, x_strongest)
+    return jnp.where(_expand(clean_correct, x), out, x)
+
+
+def apgd(logits_fn, x, y, key, *, eps, norm: str = "linf", loss: str = "ce", n_iter: int = 100,
+         n_restarts: int = 1, rho: float = 0.75, labels: str = "true", clip: bool = True):
+    """APGD with an untargeted loss (AutoAttack's ``APGDAttack.perturb``); see the module docstring.
+
+    Args:
+      logits_fn: images (N, ...) in [0, 1] → logits (N, C).
+      x: clean images (N, ...) in [0, 1].
+      y: integer labels (N,); may be ``None`` with ``labels='predicted'``.
+      key: PRNG key; restart r starts from ``split(key, n_restarts)[r]``.
+      eps: radius ε ≥ 0 (pixel units; scalar, may be traced).
+      norm: ``'linf'`` or ``'l2'``.
+      loss: ``'ce'`` (APGD-CE), ``'dlr'`` (APGD-DLR, C ≥ 3) or ``'margin'``.
+      n_iter: iterations per run (AutoAttack: 100).
+      n_restarts: runs (AutoAttack standard: 1), executed in parallel.
+      rho: the checkpoint's fraction threshold ρ (0.75).
+      labels: ``'true'`` or ``'predicted'``.
+      clip: clip to [0, 1] (``False``: unclipped, as the reference code's ART attacks).
+
+    Returns:
+      x_adv (N, ...) with ‖x_adv − x‖ ≤ ε.
+    """
+    x, y, eps, norm, _ = prepare(logits_fn, x, y, eps, norm, labels)
+    loss_fn = _losses.get(loss)
+    n_iter = check_positive_int(n_iter, "n_iter")
+    n_restarts = check_positive_int(n_restarts, "n_restarts")
+    clean_correct = predicts(logits_fn(x), y)
+
+    def run(run_key):
+        return apgd_single_run(logits_fn, lambda z: loss_fn(z, y), x, y, run_key, eps, norm, n_iter, rho, clip)
+
+    results = jax.vmap(run)(jax.random.split(key, n_restarts))
+    return _combine(x, clean_correct, *results)
+
+
+def apgd_t(logits_fn, x, y, key, *, eps, norm: str = "linf", n_iter: int = 100, n_target_classes: int = 9,
+           n_restarts: int = 1, rho: float = 0.75, loss: str = "dlr-targeted", labels: str = "true",
+           clip: bool = True):
+    """APGD-T: APGD on the targeted DLR loss towards each of the top ``n_target_classes`` other classes.
+
+    Targets are ranked by the clean logits f(x): run j (j = 1 … n_target_classes) targets the class with the
+    (j+1)-th largest clean logit, as AutoAttack's ``APGDAttack_targeted`` does; each target gets ``n_restarts``
+    runs (AutoAttack standard: 1) with keys ``split(key, n_target_classes·n_restarts)``. All runs execute at once.
+
+    Args are as :func:`apgd`, plus ``n_target_classes`` (≤ C − 1; AutoAttack: 9) and ``loss`` (``'dlr-targeted'``,
+    needs C ≥ 4, or ``'ce-targeted'``).
+    """
+    x, y, eps, norm, num_classes = prepare(logits_fn, x, y, eps, norm, labels)
+    check_choice("loss", loss, tuple(_losses.TARGETED))
+    loss_fn = _losses.TARGETED[loss]
+    n_iter = check_positive_int(n_iter, "n_iter")
+    n_restarts = check_positive_int(n_restarts, "n_restarts")
+    n_target_classes = check_positive_int(n_target_classes, "n_target_classes")
+    if n_target_classes > num_classes - 1:
+        raise CrobustError(f"n_target_classes must be <= C - 1 = {num_classes - 1} for logits with C={num_classes} "
+                           f"classes, got {n_target_classes}")
+    if loss == "dlr-targeted" and num_classes < 4:
+        raise CrobustError(f"loss 'dlr-targeted' needs at least 4 classes, the logits have C={num_classes}")
+    clean_logits = logits_fn(x)
+    clean_correct = predicts(clean_logits, y)
+    ranked = jax.lax.top_k(clean_logits, n_target_classes + 1)[1][:, 1:]         # (N, T)
+    targets = jnp.repeat(ranked.T, n_restarts, axis=0)                           # (T·R, N), target-major order
+
+    def run(run_key, target):
+        return apgd_single_run(logits_fn, lambda z: loss_fn(z, y, target), x, y, run_key, eps, norm, n_iter,
+                               rho, clip)
+
+    keys = jax.random.split(key, n_target_classes * n_restarts)
+    results = jax.vmap(run)(keys, targets)
+    return _combine(x, clean_correct, *results)

@@ -1,0 +1,53 @@
+"""Single-step attacks: FGSM (ℓ∞) and FGM (ℓ∞ or ℓ2).
+
+Usage::
+
+    import jax, jax.numpy as jnp
+    from crobust.attacks import fgsm, fgm
+    W = jax.random.normal(jax.random.key(0), (64, 10))
+    logits_fn = lambda x: x.reshape(x.shape[0], -1) @ W
+    x = jax.random.uniform(jax.random.key(1), (8, 8, 8, 1)); y = jnp.arange(8) % 10
+    x_adv = fgsm(logits_fn, x, y, eps=8/255)                  # x + ε·sign(∇ₓ CE), clipped to [0,1]
+    x_adv = fgm(logits_fn, x, y, eps=0.5, norm="l2")          # x + ε·∇ₓ CE/‖∇ₓ CE‖₂, clipped
+
+Maths: x_adv = Π(x + ε·d), d = sign(g) (ℓ∞) or g/‖g‖₂ (ℓ2, 0 where g = 0), g = ∇ₓ loss(f(x), y), Π the
+projection of :mod:`crobust.attacks.projections` (a no-op before clipping, since ‖ε·d‖ = ε). For a linear binary
+classifier this is the exact worst case in the unboxed ε-ball (and, for ℓ∞, also in the box-constrained one).
+"""
+
+from __future__ import annotations
+
+from crobust.attacks import losses as _losses
+from crobust.attacks import projections as P
+from crobust.attacks._common import value_and_input_grad
+from crobust.attacks._validate import prepare
+
+
+def fgm(logits_fn, x, y, key=None, *, eps, norm: str = "linf", loss: str = "ce", labels: str = "true",
+        clip: bool = True):
+    """Fast gradient method: one step of size ε along the steepest ascent direction of ``loss``.
+
+    Args:
+      logits_fn: images (N, ...) in [0, 1] → logits (N, C).
+      x: clean images (N, ...), float in [0, 1].
+      y: integer labels (N,); may be ``None`` with ``labels='predicted'``.
+      key: unused (FGM is deterministic); accepted so every attack has the signature (logits_fn, x, y, key).
+      eps: radius ε ≥ 0 in pixel units (scalar, may be traced).
+      norm: ``'linf'`` or ``'l2'``.
+      loss: ``'ce'``, ``'margin'`` or ``'dlr'``.
+      labels: ``'true'`` (use y) or ``'predicted'`` (argmax f(x), the reference code's choice).
+      clip: clip to [0, 1] (``False`` reproduces the reference code's unclipped attacks).
+
+    Returns:
+      x_adv (N, ...) with ‖x_adv − x‖ ≤ ε.
+    """
+    del key
+    x, y, eps, norm, _ = prepare(logits_fn, x, y, eps, norm, labels)
+    loss_fn = _losses.get(loss)
+    _, _, grad = value_and_input_grad(logits_fn, lambda z: loss_fn(z, y))(x)
+    return P.project(x + eps * P.steepest_direction(grad, norm), x, eps, norm, clip)
+
+
+def fgsm(logits_fn, x, y, key=None, *, eps, loss: str = "ce", labels: str = "true", clip: bool = True):
+    """FGSM (Goodfellow et al. 2015): :func:`fgm` with ``norm='linf'``, x_adv = clip(x + ε·sign(∇ₓ loss))."""
+    return fgm(logits_fn, x, y, key, eps=eps, norm="linf", loss=loss, labels=labels, clip=clip)

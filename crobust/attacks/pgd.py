@@ -1,0 +1,104 @@
+"""Projected gradient descent (Madry et al. 2018), with restarts vmapped and the per-example worst case kept.
+
+Usage::
+
+    import jax, jax.numpy as jnp
+    from crobust.attacks import pgd, presets
+    W = jax.random.normal(jax.random.key(0), (64, 10))
+    logits_fn = lambda x: x.reshape(x.shape[0], -1) @ W
+    x = jax.random.uniform(jax.random.key(1), (8, 8, 8, 1)); y = jnp.arange(8) % 10
+    key = jax.random.key(2)
+    x_adv = pgd(logits_fn, x, y, key, eps=8/255, **presets.PGD_EVAL)          # 30 steps × 10 restarts
+    x_adv = pgd(logits_fn, x, y, key, eps=8/255, **presets.PGD_REFERENCE_AT)  # the authors' AT attack
+
+Maths (one restart r, T = ``n_iter`` steps, step η, projection Π of :mod:`crobust.attacks.projections`):
+
+    x⁰ = Π(x + δ₀),  δ₀ ~ U(−ε, ε)^d (ℓ∞) or uniform in the ℓ2 ball (``random_start``), else δ₀ = 0
+    xᵗ⁺¹ = Π(xᵗ + η·d(gᵗ)),  gᵗ = ∇ₓ loss(f(xᵗ), y),  d = sign (ℓ∞) or g/‖g‖₂ (ℓ2, 0 where g = 0)
+
+and the restart's result is its last iterate x^T (as in ART and Madry et al.; no best-iterate tracking). NaN
+gradient entries are set to 0 (ART). R restarts run at once under ``vmap`` and one result per example is kept:
+
+- ``keep='max_loss'``: the restart whose x^T has the largest loss (the default);
+- ``keep='first_success'``: the first restart (in key order) whose x^T is misclassified; if none, max loss;
+- ``keep='last_success'``: ART's rule — restart 0's result, overwritten by every later restart that misclassifies
+  ("last success wins"); if none, restart 0's.
+
+"Misclassified" is argmax f(x^T) ≠ the label the attack uses (y, or the clean prediction with
+``labels='predicted'``). The default step is η = 2.5·ε/T (Madry et al.'s rule, so a straight path can cross the
+ball); the training preset fixes η = 2/255 as the reference code does. ε and η may be traced, so ``pgd`` runs
+inside a jitted, vmapped adversarial-training step.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from crobust._errors import check_choice
+from crobust.attacks import losses as _losses
+from crobust.attacks import projections as P
+from crobust.attacks._common import predicts, select_runs, value_and_input_grad
+from crobust.attacks._validate import check_eps, check_positive_int, prepare
+
+KEEP = ("max_loss", "first_success", "last_success")
+
+
+def pgd(logits_fn, x, y, key, *, eps, step_size=None, n_iter: int = 10, norm: str = "linf", loss: str = "ce",
+        n_restarts: int = 1, random_start: bool = True, keep: str = "max_loss", labels: str = "true",
+        clip: bool = True):
+    """PGD with random start and vmapped restarts; see the module docstring for the maths.
+
+    Args:
+      logits_fn: images (N, ...) in [0, 1] → logits (N, C).
+      x: clean images (N, ...) in [0, 1].
+      y: integer labels (N,); may be ``None`` with ``labels='predicted'``.
+      key: PRNG key for the random starts (restart r uses ``split(key, n_restarts)[r]``).
+      eps: radius ε ≥ 0 (pixel units; scalar, may be traced).
+      step_size: η (pixel units, may be traced); ``None`` → 2.5·ε/n_iter.
+      n_iter: number of gradient steps T (static).
+      norm: ``'linf'`` (sign steps) or ``'l2'`` (normalised steps).
+      loss: ``'ce'``, ``'margin'`` or ``'dlr'``.
+      n_restarts: number of restarts R (static), run in parallel under ``vmap``.
+      random_start: start from a uniform random point of the ball (else from x).
+      keep: how the restarts are combined per example: ``'max_loss'``, ``'first_success'``, ``'last_success'``.
+      labels: ``'true'`` or ``'predicted'`` (argmax f(x), the reference code's ART default).
+      clip: clip every iterate to [0, 1] (``False`` reproduces the reference code's unclipped attack).
+
+    Returns:
+      x_adv (N, ...) with ‖x_adv − x‖ ≤ ε (and in [0, 1] when ``clip``).
+    """
+    x, y, eps, norm, _ = prepare(logits_fn, x, y, eps, norm, labels)
+    loss_fn = _losses.get(loss)
+    check_choice("keep", keep, KEEP)
+    n_iter = check_positive_int(n_iter, "n_iter", minimum=0)
+    n_restarts = check_positive_int(n_restarts, "n_restarts")
+    step = 2.5 * eps / max(n_iter, 1) if step_size is None else check_eps(step_size, "step_size")
+    evaluate = value_and_input_grad(logits_fn, lambda z: loss_fn(z, y))
+
+    def one_restart(run_key):
+        x0 = P.random_start(run_key, x, eps, norm, clip) if random_start else x
+        x0 = P.project(x0, x, eps, norm, clip)
+
+        def body(_, x_adv):
+            _, _, grad = evaluate(x_adv)
+            return P.project(x_adv + step * P.steepest_direction(grad, norm), x, eps, norm, clip)
+
+        return jax.lax.fori_loop(0, n_iter, body, x0)
+
+    if n_restarts == 1:
+        return one_restart(jax.random.split(key, 1)[0])
+
+    x_runs = jax.vmap(one_restart)(jax.random.split(key, n_restarts))            # (R, N, ...)
+    logits = jax.vmap(logits_fn)(x_runs)                                         # (R, N, C)
+    success = ~jax.vmap(predicts, in_axes=(0, None))(logits, y)                  # (R, N)
+    run_loss = jax.vmap(loss_fn, in_axes=(0, None))(logits, y)                   # (R, N)
+    max_loss = jnp.argmax(run_loss, axis=0)
+    if keep == "max_loss":
+        index = max_loss
+    elif keep == "first_success":
+        index = jnp.where(jnp.any(success, axis=0), jnp.argmax(success, axis=0), max_loss)
+    else:  # last_success: restart 0 unless a later restart succeeds; the last such restart wins
+        last = n_restarts - 1 - jnp.argmax(success[::-1], axis=0)
+        index = jnp.where(jnp.any(success, axis=0), last, 0)
+    return select_runs(x_runs, index)
