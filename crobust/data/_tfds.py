@@ -8,11 +8,26 @@ offline and without TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    """tfds logs through absl (e.g. "Variant folder … has no dataset_info.json" while it merely *looks* for data);
+    keep those lines off stderr so a missing dataset is reported in our one line only."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def tensorflow_available() -> bool:
@@ -34,6 +49,12 @@ def _source_to_numpy(source) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_tfds(tfds_name: str, data_dir: Path) -> tuple[Optional[tuple], str]:
+    """:func:`_read_tfds` with tfds' absl log lines silenced."""
+    with _quiet_absl():
+        return _read_tfds(tfds_name, data_dir)
+
+
+def _read_tfds(tfds_name: str, data_dir: Path) -> tuple[Optional[tuple], str]:
     """Return ``(arrays, description)`` or ``(None, why_not)``.
 
     ``arrays`` is (train_images, train_labels, test_images, test_labels). Tries ``tfds.data_source`` first

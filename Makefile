@@ -1,0 +1,32 @@
+# crobust — `make test` and `make reproduce` work on a fresh machine: both set up .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+PRESET ?= auto
+STAMP   = $(VENV)/.installed
+
+.PHONY: install test reproduce bench bench-extras clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	@touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest
+
+# PRESET=auto picks `paper` on a GPU/TPU and `small` on a CPU and says why; PRESET=smoke|small|paper forces one.
+reproduce: install
+	$(BIN)/python -m experiments.reproduce --preset $(PRESET)
+
+bench: install
+	$(BIN)/python -m benchmarks
+
+# Optional reference implementations for `make bench` (CPU torch wheel + AutoAttack's PyTorch code).
+bench-extras: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0" pyautoattack
+
+clean:
+	rm -rf runs reports bench .pytest_cache

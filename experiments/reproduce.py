@@ -1,0 +1,106 @@
+"""Re-run every study of the paper and write one report per study plus an index of verdicts.
+
+    python -m experiments.reproduce [--preset auto|smoke|small|paper] [--studies a,b] [--out reports]
+
+``--preset auto`` (the default, what ``make reproduce`` uses) picks ``paper`` when JAX sees an accelerator and
+``small`` on a CPU, and prints which and why. Each study writes to ``<out>/<preset>/<study>/``; the index
+``<out>/<preset>/index.md`` lists every study with its verdicts. A study whose data is missing is marked
+*skipped* with the one-line reason (which dataset, where it was looked for, how to get it); it never falls back to
+other data. Exit status: 0 when every study completed or was skipped for missing data, 1 if any failed, 2 on bad
+input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+
+import jax
+
+from crobust._errors import CrobustError, check_choice
+from crobust.data import DataMissingError
+from crobust.records import atomic_write_text, write_json
+from experiments import STUDIES
+
+PRESETS = ("auto", "smoke", "small", "paper")
+
+
+def choose_preset(preset: str) -> tuple[str, str]:
+    """(preset, reason) — ``auto`` resolves to ``paper`` on an accelerator and ``small`` on a CPU."""
+    if preset != "auto":
+        return preset, "forced with --preset"
+    backend = jax.default_backend()
+    if backend in ("gpu", "tpu", "cuda", "rocm"):
+        devices = jax.devices()
+        return "paper", f"auto: JAX backend is {backend} ({len(devices)} × {devices[0].device_kind})"
+    return "small", f"auto: no accelerator found (JAX backend is {backend}); the paper preset needs a GPU or TPU"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.reproduce", description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="auto", help=f"one of: {', '.join(PRESETS)}")
+    p.add_argument("--studies", default=",".join(STUDIES), help=f"comma-separated subset of: {', '.join(STUDIES)}")
+    p.add_argument("--out", default="reports", help="output folder (default: reports)")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        check_choice("preset", args.preset, PRESETS)
+        studies = [s.strip() for s in args.studies.split(",") if s.strip()]
+        for s in studies:
+            check_choice("study", s, tuple(STUDIES))
+    except CrobustError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    preset, why = choose_preset(args.preset)
+    print(f"crobust reproduce: preset {preset} ({why}); studies: {', '.join(studies)}", flush=True)
+    root = os.path.join(args.out, preset)
+    results = []
+    t0 = time.perf_counter()
+    for name in studies:
+        module = importlib.import_module(STUDIES[name])
+        cfg = module.PRESETS[preset]
+        workdir = os.path.join(root, name)
+        t = time.perf_counter()
+        print(f"\n== {name} ({preset}) → {workdir}", flush=True)
+        entry = {"study": name, "title": getattr(module, "TITLE", name), "workdir": workdir}
+        try:
+            out = module.run(cfg, workdir, preset=preset, progress=not args.quiet)
+            entry.update(status="complete", verdicts=[v.line() for v in out["verdicts"]])
+        except DataMissingError as e:
+            print(f"skipped {name}: {e}", flush=True)
+            entry.update(status="skipped", reason=str(e))
+        except CrobustError as e:
+            print(f"error: {name}: {e}", file=sys.stderr, flush=True)
+            entry.update(status="failed", reason=str(e))
+        except Exception as e:  # keep going: one broken study must not cost the others
+            print(f"FAILED {name}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            entry.update(status="failed", reason=f"{type(e).__name__}: {e}")
+        entry["wall_time_s"] = round(time.perf_counter() - t, 1)
+        results.append(entry)
+    os.makedirs(root, exist_ok=True)
+    write_json(os.path.join(root, "index.json"), {"preset": preset, "why": why, "studies": results,
+                                                  "wall_time_s": round(time.perf_counter() - t0, 1)})
+    lines = [f"# crobust reproduction — preset `{preset}`", "", f"Preset: {why}.", ""]
+    for r in results:
+        lines.append(f"## {r['title']} — {r['status']} ({r['wall_time_s']} s)")
+        lines.append("")
+        if r["status"] == "complete":
+            lines.append(f"Report: [{r['study']}/report.md]({r['study']}/report.md)")
+            lines.append("")
+            lines += r["verdicts"]
+        else:
+            lines.append(f"{r['status']}: {r['reason']}")
+        lines.append("")
+    atomic_write_text(os.path.join(root, "index.md"), "\n".join(lines) + "\n")
+    print(f"\nindex: {os.path.join(root, 'index.md')} ({time.perf_counter() - t0:.0f} s)")
+    for r in results:
+        print(f"  {r['study']}: {r['status']}")
+    return 1 if any(r["status"] == "failed" for r in results) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
