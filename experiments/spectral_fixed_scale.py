@@ -34,8 +34,9 @@ Expected results:
 Choices where the paper is silent (PAPER.md §E1 lists width, depth, α grid, optimiser and attack as unknown):
 one hidden layer (the paper's theory setting, and the third-party reimplementation's); the 10-class task (the
 binary variant is ``--set classes=0,1``); the AdamW recipe of the reference code; PGD with true labels and clipping
-to [0, 1] (the evaluation convention, not the reference's training attack); the headline ε is the largest of the
-grid that is below the point where the α = 0 model is broken (set ``eps_linf_headline``/``eps_l2_headline``).
+to [0, 1] (the evaluation convention, not the reference's training attack); the headline ε of each preset is one at
+which the α = 0 model keeps a sizeable robust accuracy (digits: ℓ∞ 0.1 ≈ 48 %, ℓ2 0.5; an 8×8 image is small, so
+ℓ2 ε = 1 already breaks every model), so that a fall with α can be seen; the whole ε grid is reported as curves.
 """
 
 from __future__ import annotations
@@ -84,9 +85,9 @@ class Config:
     min_steps: int = 600
     val_ratio: float = 0.1
     eps_linf: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2)
-    eps_l2: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
+    eps_l2: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
     eps_linf_headline: float = 0.1
-    eps_l2_headline: float = 1.0
+    eps_l2_headline: float = 0.5
     pgd_steps: int = 20
     pgd_restarts: int = 2
     extra_attacks: tuple[str, ...] = ()
