@@ -131,6 +131,31 @@ def _attack_specs(attacks):
     return tuple(specs)
 
 
+def _freeze(specs):
+    """A hashable form of the validated attack list (static argument of the jitted runners)."""
+    return tuple((name, tuple(sorted(kwargs.items()))) for name, _, kwargs in specs)
+
+
+def _thaw(frozen):
+    return tuple((name, dict(items)) for name, items in frozen)
+
+
+@functools.partial(jax.jit, static_argnames=("logits_fn", "norm", "frozen"))
+def _run_one(x, y, key, eps, *, logits_fn, norm, frozen):
+    return robust_flags(logits_fn, x, y, key, eps, norm=norm, attacks=_thaw(frozen))
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "norm", "frozen"))
+def _run_population(params, keys, x, y, eps, *, apply_fn, norm, frozen):
+    def one_member(member_params, member_key):
+        arrays = robust_flags(functools.partial(apply_fn, member_params), x, y, member_key, eps, norm=norm,
+                              attacks=_thaw(frozen))
+        arrays.pop("x_adv")
+        return arrays
+
+    return jax.vmap(one_member)(params, keys)
+
+
 def _eps_grid(eps):
     values = np.atleast_1d(np.asarray(eps, dtype=np.float64))
     if values.ndim != 1 or values.size == 0:
@@ -360,8 +385,9 @@ def robust_accuracy(logits_fn, x, y, key, *, eps, norm: str = "linf", attacks=DE
     x, eps_values, norm, specs = _prepare_eval(x, y, eps, norm, attacks, on_fail)
     n, num_classes = logits_shape(logits_fn, x)
     y = check_labels(y, n, num_classes)
-    run = jax.jit(functools.partial(robust_flags, logits_fn, norm=norm, attacks=attacks))
-    arrays = run(x, y, key, jnp.asarray(eps_values, jnp.float32))
+    # jitted with logits_fn static: calling again with the same function object reuses the compiled program
+    arrays = dict(_run_one(x, y, key, jnp.asarray(eps_values, jnp.float32), logits_fn=logits_fn, norm=norm,
+                           frozen=_freeze(specs)))
     x_adv = arrays.pop("x_adv")
     return _build_report(arrays, eps_values, norm, specs, _grey_radius(x, norm),
                          np.asarray(x_adv) if return_adversarial else None,
@@ -393,15 +419,9 @@ def population_robust_accuracy(apply_fn, params, x, y, key, *, eps, norm: str = 
     n, num_classes = logits_shape(functools.partial(apply_fn, first), x)
     y = check_labels(y, n, num_classes)
 
-    def one_member(member_params, member_key, x, y, eps_grid):
-        arrays = robust_flags(functools.partial(apply_fn, member_params), x, y, member_key, eps_grid, norm=norm,
-                              attacks=attacks)
-        arrays.pop("x_adv")
-        return arrays
-
     keys = jax.vmap(lambda m: jax.random.fold_in(key, m))(jnp.arange(members))
-    run = jax.jit(jax.vmap(one_member, in_axes=(0, 0, None, None, None)))
-    arrays = run(params, keys, x, y, jnp.asarray(eps_values, jnp.float32))
+    arrays = _run_population(params, keys, x, y, jnp.asarray(eps_values, jnp.float32), apply_fn=apply_fn, norm=norm,
+                             frozen=_freeze(specs))
     grey_radius = _grey_radius(x, norm)
     reports = []
     for m in range(members):

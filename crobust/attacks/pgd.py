@@ -53,7 +53,8 @@ def pgd(logits_fn, x, y, key, *, eps, step_size=None, n_iter: int = 10, norm: st
       logits_fn: images (N, ...) in [0, 1] → logits (N, C).
       x: clean images (N, ...) in [0, 1].
       y: integer labels (N,); may be ``None`` with ``labels='predicted'``.
-      key: PRNG key for the random starts (restart r uses ``split(key, n_restarts)[r]``).
+      key: PRNG key for the random starts: a single restart uses ``key``; with R > 1 restart r uses
+        ``split(key, R)[r]`` (so restart r equals a one-restart call with that key).
       eps: radius ε ≥ 0 (pixel units; scalar, may be traced).
       step_size: η (pixel units, may be traced); ``None`` → 2.5·ε/n_iter.
       n_iter: number of gradient steps T (static).
@@ -87,7 +88,7 @@ def pgd(logits_fn, x, y, key, *, eps, step_size=None, n_iter: int = 10, norm: st
         return jax.lax.fori_loop(0, n_iter, body, x0)
 
     if n_restarts == 1:
-        return one_restart(jax.random.split(key, 1)[0])
+        return one_restart(key)
 
     x_runs = jax.vmap(one_restart)(jax.random.split(key, n_restarts))            # (R, N, ...)
     logits = jax.vmap(logits_fn)(x_runs)                                         # (R, N, C)

@@ -25,11 +25,17 @@ schedule, ``resc_schedule=False``). Images are (N, H, W, C); windows are square 
 - A candidate replaces x_best when its loss is lower, or when it is misclassified. Points already misclassified
   stop being updated; the loop (``lax.while_loop``) stops when every point is broken or after ``n_queries``.
 
-Deliberate differences from the reference, all in the law of the random draws only: window positions, signs and
-``eta`` transpositions are drawn independently per example (the reference draws one window position and, for
-ℓ∞, one sign vector for the whole batch per query), so results do not depend on how points are batched. For
-images smaller than the window the side is capped at min(H, W), and the ℓ2 start uses blocks of side
-max(⌊H/5⌋, 1) (the reference fails for H < 5).
+Deliberate differences from the reference, all in the law of the random draws only:
+
+- window positions, signs and ``eta`` transpositions are drawn independently per example (the reference draws one
+  window position and, for ℓ∞, one sign vector for the whole batch per query), so results do not depend on how
+  points are batched;
+- a window's corner is uniform on {0, …, H − s} (both ends). The reference's ``random_int(0, H − s)`` excludes
+  H − s, so a window narrower than the image never touches the last row or column: single-pixel windows late in
+  the schedule can then never fix those pixels, and on the linear-classifier tests (tests/test_attacks_linear.py)
+  that leaves points unbroken that are provably breakable;
+- for images smaller than the window the side is capped at min(H, W), and the ℓ2 start uses blocks of side
+  max(⌊H/5⌋, 1) (the reference fails for H < 5).
 
 Returned point: unchanged x for points misclassified at x (as AutoAttack); otherwise x_best (the broken point,
 or the lowest-margin point found).
@@ -112,9 +118,9 @@ def _window_mask(h, w, s, vh, vw):
     return ((ii >= vh) & (ii < vh + s) & (jj >= vw) & (jj < vw + s)).astype(jnp.float32)
 
 
-def _random_corner(key, extent, s):
-    """AutoAttack's ``random_int(0, extent − s)``: ⌊U·(extent − s)⌋, U ~ U[0, 1)."""
-    return jnp.floor(jax.random.uniform(key) * (extent - s)).astype(jnp.int32)
+def _corner(u, extent, s):
+    """A window corner uniform on {0, …, extent − s} (both ends included; see the module docstring), u ~ U[0, 1)."""
+    return jnp.minimum(jnp.floor(u * (extent - s + 1)).astype(jnp.int32), extent - s)
 
 
 def _random_sign(key, shape):
@@ -125,30 +131,35 @@ def _l2_norm(v):
     return jnp.sqrt(jnp.sum(v ** 2))
 
 
-def _linf_candidate(key, x, x_best, eps, s, clip):
-    """One ℓ∞ query for one example x (H, W, C)."""
+def _linf_candidate(u, sign, x, x_best, eps, s, clip, etas=None):
+    """One ℓ∞ query for one example x (H, W, C); u (5,) uniforms (window corner), sign (C,) ±1."""
     h, w, c = x.shape
-    k_h, k_w, k_sign = jax.random.split(key, 3)
-    mask = _window_mask(h, w, s, _random_corner(k_h, h, s), _random_corner(k_w, w, s))[:, :, None]
-    x_new = x_best + mask * (2.0 * eps * _random_sign(k_sign, (1, 1, c)))
+    mask = _window_mask(h, w, s, _corner(u[0], h, s), _corner(u[1], w, s))[:, :, None]
+    x_new = x_best + mask * (2.0 * eps * sign)
     x_new = jnp.minimum(jnp.maximum(x_new, x - eps), x + eps)
     return jnp.clip(x_new, 0.0, 1.0) if clip else x_new
 
 
-def _l2_candidate(key, x, x_best, eps, s, clip):
-    """One ℓ2 query for one example x (H, W, C), following AutoAttack's update."""
+def _l2_candidate(u, sign, x, x_best, eps, s, clip, etas):
+    """One ℓ2 query for one example x (H, W, C), following AutoAttack's update.
+
+    u (5,): uniforms for the two window corners and the transposition; sign (C,) ±1 per channel. ``etas``
+    (2, H, W): ``eta(s)`` at the origin, plain and transposed (shared by all examples of a query); the example's
+    pattern is one of them shifted to its window (``jnp.roll``: the pattern is zero beyond s and the window fits,
+    so nothing wraps).
+    """
     h, w, c = x.shape
-    keys = jax.random.split(key, 6)
-    vh, vw = _random_corner(keys[0], h, s), _random_corner(keys[1], w, s)
-    vh2, vw2 = _random_corner(keys[2], h, s), _random_corner(keys[3], w, s)
+    vh, vw = _corner(u[0], h, s), _corner(u[1], w, s)
+    vh2, vw2 = _corner(u[2], h, s), _corner(u[3], w, s)
     mask1 = _window_mask(h, w, s, vh, vw)[:, :, None]
     mask2 = _window_mask(h, w, s, vh2, vw2)[:, :, None]
     delta = x_best - x
     norms_window_1 = jnp.sqrt(jnp.sum((delta * mask1) ** 2, axis=(0, 1), keepdims=True))      # (1, 1, C)
     norm_image = _l2_norm(delta)
     norms_windows = _l2_norm(delta * jnp.maximum(mask1, mask2))
-    eta = eta_pattern(h, w, s, vh, vw, jax.random.uniform(keys[4]) > 0.5)[:, :, None]
-    new = eta * _random_sign(keys[5], (1, 1, c)) + delta * mask1 / (_TINY + norms_window_1)
+    eta = jnp.where(u[4] > 0.5, etas[1], etas[0])
+    eta = jnp.roll(eta, (vh, vw), axis=(0, 1))[:, :, None]
+    new = eta * sign + delta * mask1 / (_TINY + norms_window_1)
     new_norm = jnp.sqrt(jnp.sum((new * mask1) ** 2, axis=(0, 1), keepdims=True))
     scale = jnp.sqrt(jnp.maximum(eps ** 2 - norm_image ** 2, 0.0) / c + norms_windows ** 2)
     new = new / (_TINY + new_norm) * scale
@@ -183,7 +194,7 @@ def square(logits_fn, x, y, key, *, eps, norm: str = "linf", n_queries: int = 50
       logits_fn: images (N, H, W, C) in [0, 1] → logits (N, K). Only forward passes are used.
       x: clean images (N, H, W, C) in [0, 1].
       y: integer labels (N,); may be ``None`` with ``labels='predicted'``.
-      key: PRNG key (query i uses ``fold_in(key, i)``).
+      key: PRNG key (the start uses ``split(key)[0]``, query i ``fold_in(split(key)[1], i)``).
       eps: radius ε ≥ 0 (scalar, may be traced).
       norm: ``'linf'`` or ``'l2'``.
       n_queries: maximum number of queries per point (AutoAttack: 5000).
@@ -231,8 +242,14 @@ def square(logits_fn, x, y, key, *, eps, norm: str = "linf", n_queries: int = 50
     def body(state):
         i, x_best, margin_min, loss_min = state
         s = window_side(p_selection(i, n_queries, p_init, rescale_schedule), h, w, norm)
-        keys = jax.random.split(jax.random.fold_in(k_loop, i), x.shape[0])
-        x_new = jax.vmap(lambda k, xi, xb: candidate(k, xi, xb, eps, s, clip))(keys, x, x_best)
+        k_u, k_sign = jax.random.split(jax.random.fold_in(k_loop, i))
+        uniforms = jax.random.uniform(k_u, (x.shape[0], 5))                  # corners and transposition
+        signs = _random_sign(k_sign, (x.shape[0], x.shape[3]))
+        etas = None
+        if norm == "l2":
+            etas = jnp.stack([eta_pattern(h, w, s, 0, 0, False), eta_pattern(h, w, s, 0, 0, True)])
+        x_new = jax.vmap(lambda u, sg, xi, xb: candidate(u, sg, xi, xb, eps, s, clip, etas))(uniforms, signs, x,
+                                                                                             x_best)
         margin, new_loss = margin_and_loss(x_new)
         live = active(margin_min)
         lower = new_loss < loss_min

@@ -1,0 +1,169 @@
+"""crobust.evaluation: the RobustBench-style record, per-point worst case, ε grids, populations, and the checks."""
+
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import crobust.evaluation as E
+from crobust._errors import CrobustError
+from crobust.attacks import fgsm
+from crobust.models import MLP
+
+FAST = ("apgd-ce", ("apgd-t", {"n_iter": 20, "n_target_classes": 3}), ("square", {"n_queries": 300}))
+
+
+@functools.lru_cache(maxsize=None)
+def _population():
+    """3 MLPs (members) on 200 digit-like points, each lightly trained so clean accuracy is high but not 1."""
+    from sklearn.datasets import load_digits
+    import optax
+
+    digits = load_digits()
+    x = jnp.asarray((digits.images[:200] / 16.0).astype(np.float32)[..., None])
+    y = jnp.asarray(digits.target[:200].astype(np.int32))
+    model = MLP(num_classes=10, width=32, depth=2, mean=(0.3,), std=(0.4,))
+    params = jax.vmap(model.init, in_axes=(0, None))(jax.random.split(jax.random.key(0), 3), x[:1])
+    opt = optax.adam(1e-2)
+
+    def fit(p):
+        def step(carry, _):
+            p, s = carry
+            g = jax.grad(lambda q: optax.softmax_cross_entropy_with_integer_labels(model.apply(q, x), y).mean())(p)
+            u, s = opt.update(g, s)
+            return (optax.apply_updates(p, u), s), None
+        return jax.lax.scan(step, (p, opt.init(p)), None, length=60)[0][0]
+
+    return model, jax.jit(jax.vmap(fit))(params), x, y
+
+
+def _member(params, m):
+    return jax.tree.map(lambda p: p[m], params)
+
+
+def test_report_is_consistent_json_able_and_robustbench_shaped():
+    model, params, x, y = _population()
+    f = functools.partial(model.apply, _member(params, 0))
+    eps = [0, 8 / 255, 32 / 255, 0.5]
+    report = E.robust_accuracy(f, x, y, jax.random.key(0), eps=eps, norm="linf", attacks=FAST, on_fail="ignore")
+    clean = np.asarray(jnp.argmax(f(x), -1) == y)
+    assert report.clean_acc == pytest.approx(clean.mean())
+    np.testing.assert_array_equal(report.clean_correct, clean)
+    # ε = 0 gives clean accuracy exactly, with the same points
+    assert report.robust_acc[0] == report.clean_acc
+    np.testing.assert_array_equal(report.robust_flags[0], clean)
+    # per-point worst case: robust = clean ∧ every attack's flag; accuracies are their means
+    every = np.logical_and.reduce([report.attack_flags[a] for a in report.attack_flags])
+    np.testing.assert_array_equal(report.robust_flags, every & clean)
+    np.testing.assert_allclose(report.robust_acc, report.robust_flags.mean(1))
+    assert report.robust_acc_after["square"] == report.robust_acc
+    for a in report.attack_acc:
+        assert all(r <= s for r, s in zip(report.robust_acc, report.attack_acc[a]))
+    assert list(report.robust_acc) == sorted(report.robust_acc, reverse=True) and report.robust_acc[2] < 1
+    assert report.robust_acc[-1] <= 0.05 and report.checks["max_perturbation_excess"] <= 1e-6
+    info = report.model_info(1, name="mlp")
+    assert info["eps"] == "8/255" and info["threat_model"] == "Linf" and info["name"] == "mlp"
+    assert info["clean_acc"] == f"{100 * report.clean_acc:.2f}" and isinstance(info["unreliable"], bool)
+    assert report.eps_str == ("0", "8/255", "32/255", "0.5")
+    record = json.loads(json.dumps(report.to_dict(per_point=True)))
+    assert record["attacks"][1]["settings"]["n_iter"] == 20 and len(record["robust_flags"][0]) == len(y)
+
+
+def test_population_equals_a_loop_over_members():
+    """One compiled call for 3 members × 2 ε equals a Python loop over members of the single-model program
+    (``robust_flags``, the array core of ``robust_accuracy``)."""
+    model, params, x, y = _population()
+    eps = [8 / 255, 32 / 255]
+    attacks = ("apgd-ce", ("square", {"n_queries": 200}))
+    key = jax.random.key(3)
+    together = E.population_robust_accuracy(model.apply, params, x, y, key, eps=eps, attacks=attacks,
+                                            on_fail="ignore")
+    assert len(together) == 3
+    single = jax.jit(lambda p, k: E.robust_flags(functools.partial(model.apply, p), x, y, k, jnp.asarray(eps),
+                                                 attacks=attacks))
+    for m in range(3):
+        alone = single(_member(params, m), jax.random.fold_in(key, m))
+        np.testing.assert_array_equal(together[m].clean_correct, np.asarray(alone["clean_correct"]))
+        agree = np.mean(together[m].robust_flags == np.asarray(alone["robust"]))
+        assert agree >= 1 - 1.5 / len(y), agree           # at most one borderline point may differ by rounding
+    assert len({r.robust_acc for r in together}) > 1      # members differ
+    assert 0 < together[0].robust_acc[1] < together[0].robust_acc[0] <= together[0].clean_acc
+
+
+def _blocked_gradient_model():
+    rng = np.random.default_rng(0)
+    w = jnp.asarray(rng.normal(size=(64, 10)).astype(np.float32))
+    return lambda q: jax.lax.stop_gradient(q).reshape(q.shape[0], -1) @ w * 3.0
+
+
+def test_gradient_masking_is_flagged_loudly():
+    """A model that blocks gradients: zero gradients everywhere, the white-box attacks fail, Square does not."""
+    f = _blocked_gradient_model()
+    x = jnp.asarray(np.random.default_rng(1).uniform(0, 1, (100, 8, 8, 1)).astype(np.float32))
+    y = jnp.argmax(f(x), -1)
+    attacks = (("apgd-ce", {"n_iter": 10}), ("square", {"n_queries": 500}))
+    with pytest.warns(E.RobustnessCheckWarning, match="Square beats the white-box"):
+        report = E.robust_accuracy(f, x, y, jax.random.key(0), eps=[0.05], attacks=attacks)
+    # (the second call reuses the compiled program: same logits_fn object)
+    assert report.checks["zero_gradient_points_ce"] == 100 and not report.checks["passed"]
+    assert any("zero gradients" in m for m in report.checks["failures"])
+    assert report.model_info()["unreliable"] is True
+    with pytest.raises(CrobustError, match="checks failed"):
+        E.robust_accuracy(f, x, y, jax.random.key(0), eps=[0.05], attacks=attacks, on_fail="raise")
+
+
+def _fake_attack(behaviour):
+    def attack(logits_fn, x, y, key, *, eps, norm, **kwargs):
+        if behaviour == "too_far":
+            return jnp.clip(x + 2 * eps, 0, 1)
+        if behaviour == "weaker_at_large_eps":            # strong below ε = 0.05, does nothing above
+            return jnp.where(eps < 0.05, fgsm(logits_fn, x, y, eps=eps), x)
+        return x                                          # "nothing": never perturbs
+    return attack
+
+
+@pytest.mark.parametrize("behaviour,message", [
+    ("too_far", "perturbation exceeds eps"),
+    ("weaker_at_large_eps", "increases with eps"),
+    ("nothing", "grey image"),
+])
+def test_broken_attacks_are_caught_by_the_checks(monkeypatch, behaviour, message):
+    rng = np.random.default_rng(2)
+    w = jnp.asarray(rng.normal(size=(64, 10)).astype(np.float32))
+    f = lambda q: q.reshape(q.shape[0], -1) @ w
+    x = jnp.asarray(rng.uniform(0.2, 0.8, (60, 8, 8, 1)).astype(np.float32))
+    y = jnp.argmax(f(x), -1)
+    monkeypatch.setitem(E._ATTACKS, "fgsm", (_fake_attack(behaviour), {}))
+    with pytest.warns(E.RobustnessCheckWarning, match=message):
+        report = E.robust_accuracy(f, x, y, jax.random.key(0), eps=[0.02, 0.2, 0.5], attacks=("fgsm",))
+    assert not report.checks["passed"]
+
+
+def test_bad_input_names_the_argument():
+    f = _blocked_gradient_model()
+    x, y = jnp.full((4, 8, 8, 1), 0.5), jnp.array([0, 1, 2, 3])
+    key = jax.random.key(0)
+    with pytest.raises(CrobustError, match="attack"):
+        E.robust_accuracy(f, x, y, key, eps=[0.1], attacks=("apgd-ce", "fab-t"))
+    with pytest.raises(CrobustError, match="eps"):
+        E.robust_accuracy(f, x, y, key, eps=[0.1, -0.1])
+    with pytest.raises(CrobustError, match="norm"):
+        E.robust_accuracy(f, x, y, key, eps=0.1, norm="l1")
+    with pytest.raises(CrobustError, match="x must lie in"):
+        E.robust_accuracy(f, x * 3, y, key, eps=0.1)
+    with pytest.raises(CrobustError, match="y must have shape"):
+        E.robust_accuracy(f, x, y[:3], key, eps=0.1)
+    with pytest.raises(CrobustError, match="on_fail"):
+        E.robust_accuracy(f, x, y, key, eps=0.1, on_fail="shout")
+    with pytest.raises(CrobustError, match="attacks"):
+        E.robust_accuracy(f, x, y, key, eps=0.1, attacks=(("pgd", {"eps": 0.3}),))
+    with pytest.raises(CrobustError, match="leading member axis"):
+        E.population_robust_accuracy(lambda p, q: f(q), {"w": jnp.ones(())}, x, y, key, eps=0.1)
+
+
+def test_format_eps():
+    assert [E.format_eps(e) for e in (0, 1 / 255, 8 / 255, 16 / 255, 0.5, 1.0, 0.3)] == \
+        ["0", "1/255", "8/255", "16/255", "0.5", "1", "0.3"]
