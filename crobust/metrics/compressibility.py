@@ -62,14 +62,16 @@ def _normalised_magnitudes(theta):
     return a / jnp.where(m > 0, m, 1.0)[..., None], m
 
 
-def _head_tail(a, K: int, q: int):
+def _head_tail(a, K, q: int):
     """Σ of |θ|^q over the kept top-K (head) and over the rest (tail), and the K-th largest t (all on ``a``)."""
     ht, t = _head_tail_qs(a, K, (q,))
     return ht[q][0], ht[q][1], t
 
 
-def _head_tail_qs(a, K: int, qs):
-    """{q: (head, tail)} for several q sharing one threshold search, and the K-th largest t."""
+def _head_tail_qs(a, K, qs):
+    """{q: (head, tail)} for several q sharing one threshold search, and the K-th largest t.
+
+    K may be a Python int or a traced int32 scalar (one compiled program then serves every K)."""
     t = _kth(a, K)
     below = a < t[..., None]
     above = a > t[..., None]
@@ -88,11 +90,12 @@ def _head_tail_qs(a, K: int, qs):
     return out, t
 
 
-def _kth(a, K: int):
-    if K == 1:
-        return jnp.max(a, axis=-1)
-    if K == a.shape[-1]:
-        return jnp.min(a, axis=-1)
+def _kth(a, K):
+    if isinstance(K, int):
+        if K == 1:
+            return jnp.max(a, axis=-1)
+        if K == a.shape[-1]:
+            return jnp.min(a, axis=-1)
     return C.kth_largest(a, K)
 
 
@@ -102,23 +105,41 @@ def _err_from(head, tail, q: int):
     return r if q == 1 else jnp.sqrt(r)
 
 
-def _stats(theta, K: int, q: int):
-    """(ε_q, β) of θ (…, d) at the static kept count K."""
-    a, _ = _normalised_magnitudes(theta)
-    head, tail, t = _head_tail(a, K, q)
-    eps = _err_from(head, tail, q)
-    nonzero = jnp.max(a, axis=-1) > 0
-    beta = jnp.where(nonzero, 1.0 - t, 0.0)       # a is normalised so |θ|_(1) = 1
-    if K == 1:
-        beta = jnp.zeros_like(beta)               # exactly 0 (x / x may round when XLA uses a reciprocal)
-    return eps, beta
+def _vec_stats(v, K, qs=(1, 2)):
+    """On θ (…, d) at kept count K (int or traced): ({q: ε_q}, β, 1 − ε_1 as head/total, 1 − β as t/max).
+
+    β(K = 1) is exactly 0 (x / max may round when XLA multiplies by a reciprocal); the zero vector has ε = β = 0."""
+    a, vmax = _normalised_magnitudes(v)
+    qs_all = tuple(sorted(set(qs) | {1}))
+    ht, t = _head_tail_qs(a, K, qs_all)
+    errs = {q: _err_from(*ht[q], q) for q in qs}
+    live = (vmax > 0) & (jnp.asarray(K) > 1)
+    one_minus_beta = jnp.where(live, t, 1.0)
+    one_minus_eps1 = C.safe_div(ht[1][0], ht[1][0] + ht[1][1], 1.0)
+    return errs, 1.0 - one_minus_beta, one_minus_eps1, one_minus_beta
+
+
+@functools.partial(jax.jit, static_argnames=("qs",))
+def _vec_stats_jit(theta, K, qs):
+    errs, beta, _, _ = _vec_stats(theta, K, qs)
+    return errs, beta
+
+
+def _prepare(theta, k, kappa, q=None):
+    theta = C.check_vector(theta)
+    if q is not None:
+        C.check_q(q)
+    K = kept_count(theta.shape[-1], k, kappa=kappa)
+    return theta, jnp.int32(K), K
 
 
 # --------------------------------------------------------------------------------------------------------------
 # vectors
+#
+# The public functions validate their static arguments in Python, then call one jitted program per (shape, q) with
+# the kept count K as a traced scalar, so sweeping k does not recompile. They can be called inside jit / vmap.
 
 
-@functools.partial(jax.jit, static_argnames=("k", "kappa", "q"))
 def best_k_error(theta, k=None, *, kappa=None, q=2):
     """Relative best-k approximation error ε_q(θ, k) = ‖θ − θ_k‖_q / ‖θ‖_q along the last axis.
 
@@ -130,15 +151,10 @@ def best_k_error(theta, k=None, *, kappa=None, q=2):
     Returns:
       (...,) float32 in [0, 1); 0 for k = d and for the zero vector.
     """
-    theta = C.check_vector(theta)
-    q = C.check_q(q)
-    K = kept_count(theta.shape[-1], k, kappa=kappa)
-    a, _ = _normalised_magnitudes(theta)
-    head, tail, _ = _head_tail(a, K, q)
-    return _err_from(head, tail, q)
+    theta, K, _ = _prepare(theta, k, kappa, q)
+    return _vec_stats_jit(theta, K, (int(q),))[0][int(q)]
 
 
-@functools.partial(jax.jit, static_argnames=("k", "kappa", "q"))
 def reference_compressibility(theta, k=None, *, kappa=None, q=2):
     """1 − ε_q(θ, k), the reference code's "compressibility" (higher = more compressible). Shapes as
     :func:`best_k_error`."""
@@ -156,22 +172,18 @@ def is_compressible(theta, eps, k=None, *, kappa=None, q=2):
     return best_k_error(theta, k, kappa=kappa, q=q) <= eps
 
 
-@functools.partial(jax.jit, static_argnames=("k", "kappa"))
 def dispersion(theta, k=None, *, kappa=None):
     """Top-k dispersion β = 1 − |θ|_(k) / |θ|_(1) ∈ [0, 1] along the last axis; 0 for the zero vector and k = 1."""
-    theta = C.check_vector(theta)
-    K = kept_count(theta.shape[-1], k, kappa=kappa)
-    return _stats(theta, K, 1)[1]
+    theta, K, _ = _prepare(theta, k, kappa)
+    return _vec_stats_jit(theta, K, (1,))[1]
 
 
-@functools.partial(jax.jit, static_argnames=("k", "kappa", "q"))
 def compressibility_stats(theta, k=None, *, kappa=None, q=2):
     """{'eps': ε_q(θ, K), 'beta': β(θ, K), 'k': K} along the last axis (K broadcast to the batch, int32)."""
-    theta = C.check_vector(theta)
-    q = C.check_q(q)
-    K = kept_count(theta.shape[-1], k, kappa=kappa)
-    eps, beta = _stats(theta, K, q)
-    return {"eps": eps, "beta": beta, "k": jnp.full(eps.shape, K, jnp.int32)}
+    theta, K, Kpy = _prepare(theta, k, kappa, q)
+    errs, beta = _vec_stats_jit(theta, K, (int(q),))
+    eps = errs[int(q)]
+    return {"eps": eps, "beta": beta, "k": jnp.full(eps.shape, Kpy, jnp.int32)}
 
 
 @functools.partial(jax.jit, static_argnames=("q",))
@@ -213,14 +225,17 @@ def _smallest_k(theta, eps, q):
 # neurons and spectra
 
 
-@jax.jit
 def row_l1_norms(w):
     """ν = (‖w_1‖₁, …, ‖w_out‖₁): ℓ1 norm of each row (output neuron) of W (..., out, in) → (..., out)."""
     w = C.check_matrix(w)
+    return _row_l1(w)
+
+
+@jax.jit
+def _row_l1(w):
     return jnp.sum(jnp.abs(w), axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "kappa", "q"))
 def neuron_compressibility(w, k=None, *, kappa=None, q=2):
     """Neuron compressibility of W (..., out, in): {'eps_nu', 'beta_nu', 'k_nu'} on its row ℓ1 norms ν.
 
@@ -230,7 +245,6 @@ def neuron_compressibility(w, k=None, *, kappa=None, q=2):
     return {"eps_nu": s["eps"], "beta_nu": s["beta"], "k_nu": s["k"]}
 
 
-@functools.partial(jax.jit, static_argnames=("k", "kappa", "q", "method"))
 def spectral_compressibility(w, k=None, *, kappa=None, q=2, method="auto"):
     """Spectral compressibility of W (..., out, in): {'eps_sigma', 'beta_sigma', 'k_sigma'} on its singular values
     (h = min(out, in) of them; k or κ counts singular values). ``method`` as in
@@ -257,7 +271,6 @@ def spectral_smallest_k(w, eps, q=2, method="auto"):
 # the reference code's statistics (REFERENCE_CODE.md §6.1)
 
 
-@functools.partial(jax.jit, static_argnames=("kappa", "q", "flat"))
 def par_comp(w, kappa, q=2, flat=False):
     """The reference code's ``par_comp_κ``: 1 − mean over rows of ε_q(row, K(κ, in)) for W (..., out, in).
 

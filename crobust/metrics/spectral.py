@@ -22,8 +22,8 @@ so that no backend silently uses bf16/tf32 passes; results are float32.
 
 Singular values (:func:`singular_values`), ``method``:
 
-- ``'svd'``: ``jnp.linalg.svd(compute_uv=False)`` (LAPACK gesdd on CPU). Backward stable: every σ_i has absolute
-  error ≈ ε_mach·σ_1.
+- ``'svd'``: :func:`crobust._linalg.svdvals` (LAPACK gesvd, one matrix per call on CPU — see that module for the
+  jaxlib 0.10.2 batched-LAPACK deadlock it avoids). Backward stable: every σ_i has absolute error ≈ ε_mach·σ_1.
 - ``'gram'``: σ_i = √λ_i(G) with G = W Wᵀ or WᵀW (the smaller side), via Householder tridiagonalisation
   (``lax.linalg.tridiagonal``, LAPACK sytrd) and Sturm-sequence bisection for the eigenvalues
   (``jax.scipy.linalg.eigh_tridiagonal``), i.e. without eigenvectors. On this CPU it is ~3–5× faster than gesdd for
@@ -36,8 +36,9 @@ Singular values (:func:`singular_values`), ``method``:
   (nearly) low-rank layers, where the tail of tiny singular values matters for ε_σ and the effective rank, fall
   back to the SVD. Smaller matrices (cheap to decompose; the Gram route's compiled program is large) and other
   backends (``tridiagonal`` has no TPU lowering) use ``'svd'``. Under an outer ``jax.vmap`` the cond becomes a
-  select and both branches run (still correct, slower); :func:`singular_values` loops over its own leading axes
-  with ``lax.map`` for that reason.
+  select and both branches run; to avoid that (and batched LAPACK calls) the per-matrix routine is a
+  ``custom_vmap`` that turns an outer vmap into a ``lax.map`` on CPU, and :func:`singular_values` loops over its
+  own leading axes the same way.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from jax import lax
 from jax.scipy.linalg import eigh_tridiagonal
 from jax.scipy.special import entr
 
+from crobust import _linalg
 from crobust._errors import check_choice
 from crobust.metrics import _common as C
 
@@ -79,7 +81,7 @@ def _resolve_method(method: str, shape) -> str:
 
 def _sv_svd(w):
     with jax.default_matmul_precision("float32"):
-        return jnp.linalg.svd(w, compute_uv=False)
+        return _linalg.svdvals(w)
 
 
 def _sv_gram_normalised(w):
@@ -107,16 +109,33 @@ def _gram_error_too_large(sig_n):
     return jnp.logical_or(bad, ~jnp.all(jnp.isfinite(sig_n)))
 
 
-def _sv_single(w, method):
-    """(σ descending, used_svd) for one matrix w (m, n)."""
-    if method == "svd":
-        return _sv_svd(w), jnp.array(True)
+def _sv_gram_or_fallback(w, fallback_allowed):
+    """(σ descending, used_svd) for one matrix w (m, n) by the Gram route, with the SVD fallback if allowed."""
     sig_n, scale = _sv_gram_normalised(w)
-    if method == "gram":
+    if not fallback_allowed:
         return sig_n * scale, jnp.array(False)
     fallback = _gram_error_too_large(sig_n)
     sig = lax.cond(fallback, lambda: _sv_svd(w), lambda: sig_n * scale)
     return sig, fallback
+
+
+def _one_at_a_time(fallback_allowed):
+    """The Gram route for one matrix, wrapped so that under ``jax.vmap`` it becomes a ``lax.map``: a batched LAPACK
+    call (sytrd here) can deadlock jaxlib 0.10.2 on CPU (see :mod:`crobust._linalg`), and a cond under vmap would
+    run both branches."""
+    @jax.custom_batching.custom_vmap
+    def one(w):
+        return _sv_gram_or_fallback(w, fallback_allowed)
+
+    @one.def_vmap
+    def _(axis_size, in_batched, w):
+        del axis_size, in_batched
+        return lax.map(one, w), (True, True)
+
+    return one
+
+
+_GRAM_ONE = {True: _one_at_a_time(True), False: _one_at_a_time(False)}
 
 
 @functools.partial(jax.jit, static_argnames=("method",))
@@ -126,11 +145,14 @@ def singular_values_with_info(w, *, method="auto"):
     w = C.check_matrix(w)
     method = _resolve_method(method, w.shape)
     lead, (m, n) = w.shape[:-2], w.shape[-2:]
+    if method == "svd":                      # crobust._linalg: unbatched LAPACK calls on CPU, batched elsewhere
+        return _sv_svd(w), jnp.ones(lead, bool)
     flat = w.reshape((-1, m, n))
-    if method == "auto":
-        sig, used = lax.map(lambda x: _sv_single(x, method), flat)
+    one = _GRAM_ONE[method == "auto"]
+    if C.is_cpu():
+        sig, used = lax.map(one, flat)
     else:
-        sig, used = jax.vmap(lambda x: _sv_single(x, method))(flat)
+        sig, used = jax.vmap(lambda x: _sv_gram_or_fallback(x, method == "auto"))(flat)
     return sig.reshape(*lead, min(m, n)), used.reshape(lead)
 
 

@@ -1,0 +1,308 @@
+"""``layer_report``: every per-layer metric of every member of a population, in one jitted call.
+
+Usage::
+
+    params = jax.vmap(MLP(10, 2000, 5).init)(keys, x[:1])          # a population: leading member axis M
+    rep = layer_report(params, kappa=0.1)
+    rep["layer_metrics"]["eps_sigma_q2"]                             # (M, L) array, L = hidden layers + head
+    rows = report_rows(rep)                                          # one JSON-able dict per (member, layer)
+
+Per layer (W in the paper's orientation, out × in, from :func:`crobust.models.matrices.layer_matrices`; the head
+included), with k from the kept fraction κ by K = d − ⌊(1−κ)d⌋ (neurons: d = out; spectrum: d = min(out, in);
+entries of a row: d = in):
+
+=========================================  ====================================================================
+``norm_inf``, ``norm_2``, ``norm_fro``      ‖W‖_∞ (max row ℓ1), σ_1, ‖W‖_F
+``ratio_2_fro``, ``ratio_inf_fro``          ‖W‖₂/‖W‖_F, ‖W‖_∞/‖W‖_F
+``stable_rank``, ``effective_rank``         ‖W‖_F²/‖W‖₂², exp(H(σ/Σσ))
+``effective_rank_log_reference``            H(σ/Σσ), the reference code's ``par_er``
+``k_nu``, ``eps_nu_q1``, ``eps_nu_q2``,     neuron compressibility on row ℓ1 norms (ε for q = 1 and 2, β)
+``beta_nu``
+``k_sigma``, ``eps_sigma_q1``,              spectral compressibility on singular values
+``eps_sigma_q2``, ``beta_sigma``
+``thm31_spectral_rhs``,                     Theorem 3.1 right-hand sides (q = 1 exact-ε; :mod:`.bounds`) and
+``thm31_neuron_rhs_fro``,                   whether each bounds the measured norm (lhs ≤ rhs·(1 + 1e-5))
+``thm31_neuron_rhs_rows``,
+``thm31_spectral_holds``,
+``thm31_neuron_holds``
+``par_comp``                                the reference code's ``par_comp_κ`` (q = 2; entry compressibility of
+                                            rows, 1 − mean row error)
+``sv_used_svd``                             whether the singular values came from the SVD fallback (see
+                                            :func:`crobust.metrics.spectral.singular_values`)
+``align_A_inf``, ``align_R_inf``            A_∞(l), R_∞(l) for the pair (l, l+1) of encoder layers, neuron form;
+                                            NaN on the last encoder layer and the head
+``align_A_2``, ``align_R_2``                the same, spectral form, p = 2 (only with ``spectral_alignment``)
+=========================================  ====================================================================
+
+Per member (``network_metrics``): ``net_comp`` (the reference's ``net_comp_κ``, all layers with the head),
+``lipschitz_naive_inf``, ``lipschitz_naive_2``, ``lipschitz_aligned_inf`` and (with ``spectral_alignment`` or
+``direct_pair_bounds``) ``lipschitz_aligned_2``, ``n_pairs_inf`` / ``n_pairs_2``: the encoder (hidden layers, head
+excluded) Lipschitz bounds of Theorem 3.2 times ``input_scale``.
+
+Population handling: every leaf has a leading member axis M (``population=True``); a single model's params
+(``population=False``) is reported as M = 1. ``None`` infers it from the first layer's kernel rank. On CPU members
+are processed by ``lax.map`` (each step already uses every core, and the singular-value fallback stays a real
+branch); on accelerators by ``vmap``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from crobust._errors import CrobustError, check_choice
+from crobust.metrics import _common as C
+from crobust.metrics._common import kept_count
+from crobust.metrics.bounds import _chain_bound, encoder_lipschitz
+from crobust.metrics.compressibility import _vec_stats, net_comp
+from crobust.metrics.spectral import SV_METHODS, effective_rank, effective_rank_log_reference, stable_rank
+from crobust.metrics.spectral import singular_values_with_info
+from crobust.models.matrices import layer_matrices
+
+__all__ = ["layer_report", "matrix_report", "report_rows", "LAYER_METRICS"]
+
+LAYER_METRICS = (
+    "norm_inf", "norm_2", "norm_fro", "ratio_2_fro", "ratio_inf_fro", "stable_rank", "effective_rank",
+    "effective_rank_log_reference", "k_nu", "eps_nu_q1", "eps_nu_q2", "beta_nu", "k_sigma", "eps_sigma_q1",
+    "eps_sigma_q2", "beta_sigma", "thm31_spectral_rhs", "thm31_neuron_rhs_fro", "thm31_neuron_rhs_rows",
+    "thm31_spectral_holds", "thm31_neuron_holds", "par_comp", "sv_used_svd",
+)
+_RTOL = 1e-5
+
+
+def _layer_metrics(w, kappa, method):
+    """All per-layer metrics of one matrix w (out, in) → dict of () arrays."""
+    out, d_in = w.shape
+    h = min(out, d_in)
+    sig, used = singular_values_with_info(w, method=method)
+    nu = jnp.sum(jnp.abs(w), axis=-1)
+    fro = jnp.sqrt(jnp.sum(jnp.square(w)))
+    ninf = jnp.max(nu)
+    K_nu, K_sig, K_row = kept_count(out, kappa=kappa), kept_count(h, kappa=kappa), kept_count(d_in, kappa=kappa)
+    en, bn, omen, ombn = _vec_stats(nu, K_nu)
+    es, bs, omes, ombs = _vec_stats(sig, K_sig)
+    # rows: one threshold search serves par_comp (q = 2) and Theorem 3.1's row refinement (q = 1)
+    er, _, row_ome, _ = _vec_stats(w, K_row)
+    eps_r = 1.0 - jnp.min(row_ome)
+    rhs_sig = _chain_bound(omes, ombs, K_sig, math.sqrt(h) * fro)
+    rhs_fro = _chain_bound(omen, ombn, K_nu, math.sqrt(out * d_in) * fro)
+    rhs_rows = _chain_bound(omen, ombn, K_nu, math.sqrt(out * K_row) * fro / jnp.maximum(1.0 - eps_r, 1e-30))
+    tol = 1.0 + _RTOL
+    return {
+        "norm_inf": ninf, "norm_2": sig[0], "norm_fro": fro,
+        "ratio_2_fro": C.safe_div(sig[0], fro), "ratio_inf_fro": C.safe_div(ninf, fro),
+        "stable_rank": stable_rank(sig), "effective_rank": effective_rank(sig),
+        "effective_rank_log_reference": effective_rank_log_reference(sig),
+        "k_nu": jnp.float32(K_nu), "eps_nu_q1": en[1], "eps_nu_q2": en[2], "beta_nu": bn,
+        "k_sigma": jnp.float32(K_sig), "eps_sigma_q1": es[1], "eps_sigma_q2": es[2], "beta_sigma": bs,
+        "thm31_spectral_rhs": rhs_sig, "thm31_neuron_rhs_fro": rhs_fro, "thm31_neuron_rhs_rows": rhs_rows,
+        "thm31_spectral_holds": (sig[0] <= rhs_sig * tol).astype(jnp.float32),
+        "thm31_neuron_holds": ((ninf <= rhs_fro * tol) & (ninf <= rhs_rows * tol)).astype(jnp.float32),
+        "par_comp": 1.0 - jnp.mean(er[2]), "sv_used_svd": used.astype(jnp.float32),
+    }
+
+
+def _member_report(mats, *, kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, reference_stats,
+                   input_scale, n_hidden):
+    """Everything for one member: ({metric: (L,)}, {metric: ()})."""
+    per_layer = [_layer_metrics(w, kappa, method) for w in mats]
+    layer = {m: jnp.stack([pl[m] for pl in per_layer]) for m in per_layer[0]}
+    net = {}
+    if reference_stats:
+        net["net_comp"] = net_comp(list(mats), kappa=kappa, q=2)
+    hidden = list(mats[:n_hidden])
+    nan_col = jnp.full((len(mats),), jnp.nan, jnp.float32)
+    if lipschitz and hidden:
+        norms_inf = layer["norm_inf"][:n_hidden]
+        norms_2 = layer["norm_2"][:n_hidden]
+        net["lipschitz_naive_inf"] = jnp.prod(norms_inf) * input_scale
+        net["lipschitz_naive_2"] = jnp.prod(norms_2) * input_scale
+        li = encoder_lipschitz(hidden, "inf", kappa=kappa, form="neuron", mode="auto",
+                               direct=direct_pair_bounds, input_scale=input_scale)
+        net["lipschitz_aligned_inf"] = li["aligned"]
+        net["n_pairs_inf"] = jnp.sum(li["paired"]).astype(jnp.float32)
+        layer["align_A_inf"] = nan_col.at[: n_hidden - 1].set(li["A"])
+        layer["align_R_inf"] = nan_col.at[: n_hidden - 1].set(li["R"])
+        if spectral_alignment or direct_pair_bounds:
+            if spectral_alignment:
+                l2 = encoder_lipschitz(hidden, 2, kappa=kappa, form="spectral", mode="auto",
+                                       direct=direct_pair_bounds, input_scale=input_scale)
+                layer["align_A_2"] = nan_col.at[: n_hidden - 1].set(l2["A"])
+                layer["align_R_2"] = nan_col.at[: n_hidden - 1].set(l2["R"])
+                net["lipschitz_aligned_2"] = l2["aligned"]
+                net["n_pairs_2"] = jnp.sum(l2["paired"]).astype(jnp.float32)
+            else:
+                from crobust.metrics.alignment import max_pattern_norm
+                from crobust.metrics.bounds import lipschitz_aligned
+
+                factors = jnp.stack([max_pattern_norm(hidden[i], hidden[i + 1], 2, mode="bound")
+                                     for i in range(n_hidden - 1)]) if n_hidden > 1 else jnp.zeros((0,))
+                dp = lipschitz_aligned(norms_2, factors)
+                net["lipschitz_aligned_2"] = dp["bound"] * input_scale
+                net["n_pairs_2"] = jnp.sum(dp["paired"]).astype(jnp.float32)
+    return layer, net
+
+
+@functools.partial(jax.jit, static_argnames=("kappa", "method", "lipschitz", "spectral_alignment",
+                                             "direct_pair_bounds", "reference_stats", "input_scale", "n_hidden",
+                                             "loop"))
+def _report_core(mats, *, kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, reference_stats,
+                 input_scale, n_hidden, loop):
+    fn = functools.partial(_member_report, kappa=kappa, method=method, lipschitz=lipschitz,
+                           spectral_alignment=spectral_alignment, direct_pair_bounds=direct_pair_bounds,
+                           reference_stats=reference_stats, input_scale=input_scale, n_hidden=n_hidden)
+    with jax.default_matmul_precision("float32"):
+        if loop == "map":
+            return lax.map(fn, tuple(mats))
+        return jax.vmap(fn)(tuple(mats))
+
+
+def _validate(names, shapes, kappa, method, n_hidden, lipschitz):
+    check_choice("singular-value method", method, SV_METHODS)
+    kept_count(1, kappa=kappa)                                   # validates kappa
+    for n, s in zip(names, shapes):
+        if len(s) != 3:
+            raise CrobustError(f"layer {n!r} must be (M, out, in) with a member axis, got shape {tuple(s)}")
+    M = shapes[0][0]
+    if any(s[0] != M for s in shapes):
+        raise CrobustError(f"every layer needs the same member count, got {[s[0] for s in shapes]}")
+    n_hidden = len(shapes) - 1 if n_hidden is None else int(n_hidden)
+    if not 0 <= n_hidden <= len(shapes):
+        raise CrobustError(f"n_hidden must be in [0, {len(shapes)}], got {n_hidden}")
+    if lipschitz:
+        for i in range(n_hidden - 1):
+            if shapes[i + 1][2] != shapes[i][1]:
+                raise CrobustError(f"encoder layers {names[i]!r} {shapes[i][1:]} and {names[i + 1]!r} "
+                                   f"{shapes[i + 1][1:]} do not chain; pass lipschitz=False")
+    return M, n_hidden
+
+
+def _package(names, shapes, M, layer, net, static):
+    return {"layers": list(names), "shapes": [tuple(int(x) for x in s[1:]) for s in shapes], "members": int(M),
+            "layer_metrics": layer, "network_metrics": net,
+            "settings": {"kappa": static["kappa"], "sv_method": static["method"], "input_scale": static["input_scale"],
+                         "n_hidden": static["n_hidden"], "spectral_alignment": static["spectral_alignment"],
+                         "direct_pair_bounds": static["direct_pair_bounds"],
+                         "reference_stats": static["reference_stats"], "precision": "float32 (HIGHEST)",
+                         "member_loop": static["loop"]}}
+
+
+def _static(kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, reference_stats, input_scale,
+            n_hidden):
+    return dict(kappa=float(kappa), method=method, lipschitz=bool(lipschitz),
+                spectral_alignment=bool(spectral_alignment), direct_pair_bounds=bool(direct_pair_bounds),
+                reference_stats=bool(reference_stats), input_scale=float(input_scale), n_hidden=n_hidden,
+                loop="map" if C.is_cpu() else "vmap")
+
+
+def matrix_report(mats: Mapping, *, kappa=0.1, method="auto", n_hidden=None, lipschitz=True,
+                  spectral_alignment=False, direct_pair_bounds=False, reference_stats=True, input_scale=1.0):
+    """:func:`layer_report` on matrices already in the paper's orientation.
+
+    ``mats``: {layer name: W (M, out, in)} in forward order, every W with the member axis M. ``n_hidden``: how many
+    of the first layers form the encoder Φ for the Lipschitz bounds (default: all but the last, the head); they must
+    chain (out of one = in of the next). Conv layers can be included (matricised with
+    :func:`crobust.models.matrices.kernel_to_matrix`) with ``lipschitz=False``.
+    """
+    if not isinstance(mats, Mapping) or not mats:
+        raise CrobustError("mats must be a non-empty mapping {layer name: W (M, out, in)}")
+    names = list(mats)
+    arrs = [jnp.asarray(mats[n], jnp.float32) for n in names]
+    shapes = [tuple(a.shape) for a in arrs]
+    M, n_hidden = _validate(names, shapes, kappa, method, n_hidden, lipschitz)
+    st = _static(kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, reference_stats, input_scale,
+                 n_hidden)
+    layer, net = _report_core(tuple(arrs), **st)
+    return _package(names, shapes, M, layer, net, st)
+
+
+@functools.partial(jax.jit, static_argnames=("population", "kappa", "method", "lipschitz", "spectral_alignment",
+                                             "direct_pair_bounds", "reference_stats", "input_scale", "n_hidden",
+                                             "loop"))
+def _report_from_params(params, *, population, **static):
+    with jax.default_matmul_precision("float32"):
+        m = layer_matrices(params)
+    mats = tuple(m.values()) if population else tuple(w[None] for w in m.values())
+    return _report_core(mats, **static)
+
+
+def layer_report(params, *, kappa=0.1, population=None, method="auto", lipschitz=True, spectral_alignment=False,
+                 direct_pair_bounds=False, reference_stats=True, input_scale=1.0):
+    """Every metric of every layer of every member of an MLP / LowRankMLP population, in one jitted call.
+
+    Args:
+      params: the flax variables (or their ``'params'``) of an :class:`~crobust.models.MLP` or
+        :class:`~crobust.models.LowRankMLP`, every leaf with a leading member axis (or none: ``population=False``).
+      kappa: kept fraction for k_ν, k_σ, the per-row k of ``par_comp`` and Theorem 3.1's row refinement, and the
+        top-k sub-structures of the alignment terms (static; default 0.1 like the reference's ``par_comp_0.1``).
+      population: whether leaves carry the member axis; None infers it (layer matrices of rank 3 = population).
+      method: singular-value method ('auto', 'gram', 'svd'; :func:`crobust.metrics.spectral.singular_values`).
+      lipschitz: compute the encoder Lipschitz bounds (naive, aligned ∞).
+      spectral_alignment: also A_2 with rank-k truncations (needs singular vectors: a full SVD of every encoder
+        layer, seconds per 2000-wide layer on CPU) and the aligned p = 2 bound.
+      direct_pair_bounds: also bound max_D ‖W^{l+1} D W^l‖_p on the full matrices (a few width³ matrix products per
+        pair) and use it when smaller; gives an aligned p = 2 bound without singular vectors.
+      reference_stats: include ``net_comp`` (one extra pass over all weights).
+      input_scale: factor for the Lipschitz bounds, 1/min(std) when the model normalises pixel inputs inside.
+
+    Returns a dict: ``layers`` (names, forward order), ``shapes`` [(out, in)], ``members`` M, ``layer_metrics``
+    {metric: (M, L) array}, ``network_metrics`` {metric: (M,) array}, ``settings``. See the module docstring for the
+    metric names; :func:`report_rows` flattens it to records.
+    """
+    names = []
+
+    def shapes_of(p):                    # a list keeps forward order (a dict output would come back sorted)
+        m = layer_matrices(p)
+        names.extend(m)
+        return list(m.values())
+
+    with jax.default_matmul_precision("float32"):
+        shape_list = jax.eval_shape(shapes_of, params)
+    shp = dict(zip(names, shape_list))
+    nd = {s.ndim for s in shp.values()}
+    if population is None:
+        if len(nd) != 1 or nd.pop() not in (2, 3):
+            raise CrobustError(f"cannot tell whether params is a population from layer shapes "
+                               f"{ {n: s.shape for n, s in shp.items()} }; pass population=True/False")
+        population = next(iter(shp.values())).ndim == 3
+    want = 3 if population else 2
+    if any(s.ndim != want for s in shp.values()):
+        raise CrobustError(f"population={population} needs every layer matrix to have {want} dims, got "
+                           f"{ {n: s.shape for n, s in shp.items()} }")
+    shapes = [tuple(s.shape) if population else (1, *s.shape) for s in shp.values()]
+    n_hidden = sum(1 for n in names if n != "head")
+    M, n_hidden = _validate(names, shapes, kappa, method, n_hidden, lipschitz)
+    st = _static(kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, reference_stats, input_scale,
+                 n_hidden)
+    layer, net = _report_from_params(params, population=bool(population), **st)
+    return _package(names, shapes, M, layer, net, st)
+
+
+def report_rows(report) -> list:
+    """Flatten a report into JSON-able dicts: one per (member, layer) with ``member``, ``layer``, ``out``, ``in``
+    and every layer metric, then one per member with ``layer='network'`` and the network metrics. Values are Python
+    floats; non-finite values (an infinite Theorem 3.1 RHS when β = 1, NaN alignment on unpaired layers) become
+    None so the rows are strict JSON."""
+    def f(x):
+        x = float(x)
+        return x if math.isfinite(x) else None
+
+    lm = {k: np.asarray(v) for k, v in report["layer_metrics"].items()}
+    nm = {k: np.asarray(v) for k, v in report["network_metrics"].items()}
+    rows = []
+    for m in range(report["members"]):
+        for li, (name, shp) in enumerate(zip(report["layers"], report["shapes"])):
+            row = {"member": m, "layer": name, "out": shp[0], "in": shp[1]}
+            row.update({k: f(v[m, li]) for k, v in lm.items()})
+            rows.append(row)
+        if nm:
+            row = {"member": m, "layer": "network"}
+            row.update({k: f(v[m]) for k, v in nm.items()})
+            rows.append(row)
+    return rows
