@@ -26,7 +26,9 @@ One run of N_iter iterations follows ``autopgd_base.py`` (``attack_single_run``)
   steps (ρ = 0.75; the first window compares the first loss with 0, as the reference's zero-initialised history
   does) or the step was not reduced at the previous checkpoint and L_max did not improve since then.
 
-The loop is one ``lax.fori_loop``; the checkpoint logic is a masked update in every iteration.
+The schedule is static, so the loop is a ``lax.scan`` over checkpoints whose body is a ``lax.fori_loop`` of plain
+steps followed by the (masked, per-example) checkpoint update, then a ``fori_loop`` for the steps after the last
+checkpoint; no Python-level iteration.
 
 Restarts and targets: AutoAttack runs restarts (and APGD-T's targets) one after another on the points not yet
 broken. Here all R runs execute at once under ``vmap`` over run keys; for each example the first run (in order)
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from crobust._errors import CrobustError, check_choice
 from crobust.attacks import losses as _losses
@@ -123,51 +126,53 @@ def apgd_single_run(logits_fn, loss_fn, x, y, key, eps, norm: str, n_iter: int, 
     x_adv = _init_point(key, x, eps, norm, clip) if x_init is None else x_init.reshape(x.shape)
     loss, logits, grad = evaluate(x_adv)
     state = dict(
-        x_adv=x_adv, momentum=jnp.zeros_like(x_adv), grad=grad, step=jnp.full((n,), 2.0, x.dtype) * eps,
-        x_best=x_adv, grad_best=grad, loss_best=loss, x_best_adv=x_adv, robust=predicts(logits, y),
-        loss_prev=jnp.zeros((n,), x.dtype), n_increase=jnp.zeros((n,), jnp.int32), counter=jnp.int32(0),
-        k=jnp.int32(first), loss_best_last_check=loss, reduced_last_check=jnp.ones((n,), bool),
+        it=jnp.int32(0), x_adv=x_adv, momentum=jnp.zeros_like(x_adv), grad=grad,
+        step=jnp.full((n,), 2.0, x.dtype) * eps, x_best=x_adv, grad_best=grad, loss_best=loss, x_best_adv=x_adv,
+        robust=predicts(logits, y), loss_prev=jnp.zeros((n,), x.dtype), n_increase=jnp.zeros((n,), jnp.int32),
+        loss_best_last_check=loss, reduced_last_check=jnp.ones((n,), bool),
     )
 
-    def body(i, s):
-        a = jnp.where(i > 0, 0.75, 1.0)
-        grad2 = s["momentum"]  # x_adv − x_adv_old, carried instead of x_adv_old (saves a copy per iteration)
+    def one_step(_, s):
+        a = jnp.where(s["it"] > 0, 0.75, 1.0)
         step = _expand(s["step"], x)
         if norm == "linf":
             z = _aa_project(s["x_adv"] + step * jnp.sign(s["grad"]), x, eps, norm, clip)
         else:
             z = _aa_project(s["x_adv"] + step * _aa_normalize(s["grad"])[0], x, eps, norm, clip)
-        x_new = _aa_project(s["x_adv"] + (z - s["x_adv"]) * a + grad2 * (1.0 - a), x, eps, norm, clip)
-        x_new = jax.lax.optimization_barrier(x_new)  # materialise once; XLA would otherwise recompute it per use
-
+        x_new = _aa_project(s["x_adv"] + (z - s["x_adv"]) * a + s["momentum"] * (1.0 - a), x, eps, norm, clip)
         loss, logits, grad = evaluate(x_new)
         correct = predicts(logits, y)
-        robust = s["robust"] & correct
-        x_best_adv = jnp.where(_expand(~correct, x), x_new, s["x_best_adv"])
         improved = loss > s["loss_best"]
-        x_best = jnp.where(_expand(improved, x), x_new, s["x_best"])
-        grad_best = jnp.where(_expand(improved, x), grad, s["grad_best"])
-        loss_best = jnp.where(improved, loss, s["loss_best"])
-        n_increase = s["n_increase"] + (loss > s["loss_prev"]).astype(jnp.int32)
-        counter = s["counter"] + 1
-
-        at_check = counter == s["k"]
-        oscillating = n_increase.astype(x.dtype) <= s["k"].astype(x.dtype) * rho
-        no_improvement = ~s["reduced_last_check"] & (s["loss_best_last_check"] >= loss_best)
-        reduce = oscillating | no_improvement
-        halve = at_check & reduce
-        x_next = jnp.where(_expand(halve, x), x_best, x_new)
         return dict(
-            x_adv=x_next, momentum=x_next - s["x_adv"],
-            grad=jnp.where(_expand(halve, x), grad_best, grad), step=jnp.where(halve, s["step"] / 2.0, s["step"]),
-            x_best=x_best, grad_best=grad_best, loss_best=loss_best, x_best_adv=x_best_adv, robust=robust,
-            loss_prev=loss, n_increase=jnp.where(at_check, 0, n_increase), counter=jnp.where(at_check, 0, counter),
-            k=jnp.where(at_check, jnp.maximum(s["k"] - decrement, minimum), s["k"]),
-            loss_best_last_check=jnp.where(at_check, loss_best, s["loss_best_last_check"]),
-            reduced_last_check=jnp.where(at_check, reduce, s["reduced_last_check"]),
+            s, it=s["it"] + 1, x_adv=x_new, momentum=x_new - s["x_adv"], grad=grad,
+            x_best=jnp.where(_expand(improved, x), x_new, s["x_best"]),
+            grad_best=jnp.where(_expand(improved, x), grad, s["grad_best"]),
+            loss_best=jnp.where(improved, loss, s["loss_best"]),
+            x_best_adv=jnp.where(_expand(~correct, x), x_new, s["x_best_adv"]), robust=s["robust"] & correct,
+            loss_prev=loss, n_increase=s["n_increase"] + (loss > s["loss_prev"]).astype(jnp.int32),
         )
 
-    s = jax.lax.fori_loop(0, n_iter, body, state)
+    def checkpoint(s, window):
+        oscillating = s["n_increase"].astype(x.dtype) <= window.astype(x.dtype) * rho
+        no_improvement = ~s["reduced_last_check"] & (s["loss_best_last_check"] >= s["loss_best"])
+        reduce = oscillating | no_improvement
+        back = _expand(reduce, x)
+        return dict(
+            s, x_adv=jnp.where(back, s["x_best"], s["x_adv"]), grad=jnp.where(back, s["grad_best"], s["grad"]),
+            # the next momentum is (restart point − previous iterate) = momentum + (x_best − x_adv)
+            momentum=jnp.where(back, s["momentum"] + (s["x_best"] - s["x_adv"]), s["momentum"]),
+            step=jnp.where(reduce, s["step"] / 2.0, s["step"]), n_increase=jnp.zeros_like(s["n_increase"]),
+            loss_best_last_check=s["loss_best"], reduced_last_check=reduce,
+        )
+
+    def segment(s, window):
+        return checkpoint(jax.lax.fori_loop(0, window, one_step, s), window), None
+
+    # The checkpoint schedule is static: run `windows[j]` plain steps, then checkpoint j, then the tail.
+    marks = checkpoints(n_iter)
+    windows = jnp.asarray(np.diff([-1] + marks), jnp.int32)
+    s, _ = jax.lax.scan(segment, state, windows)
+    s = jax.lax.fori_loop(0, n_iter - 1 - marks[-1], one_step, s)
     return s["x_best"].reshape(image_shape), s["robust"], s["loss_best"], s["x_best_adv"].reshape(image_shape)
 
 
