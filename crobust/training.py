@@ -47,6 +47,7 @@ Design (DESIGN.md, "a population, not a seed"):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import sys
@@ -59,7 +60,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from crobust import regularizers
+from crobust import checkpoint as _checkpoint
+from crobust import parallel, regularizers
 from crobust._errors import CrobustError, check_choice
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -464,7 +466,8 @@ class Progress:
 
 def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: PopulationState | None = None,
         on_block: Callable[[PopulationState, dict], None] | None = None, progress: bool | Progress = True,
-        adversary: Callable | None = None, block_fn: Callable | None = None) -> FitResult:
+        adversary: Callable | None = None, block_fn: Callable | None = None, mesh=None,
+        checkpoint_dir=None, checkpoint_every: int | None = None) -> FitResult:
     """Train every member of a population until each has stopped, diverged or reached ``config.max_steps``.
 
     Args:
@@ -473,13 +476,22 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
       config: the shared :class:`TrainConfig`.
       members: a list of member dicts (see :func:`grid`).
       state: resume from this state (e.g. a checkpoint) instead of initialising.
-      on_block: called after every block with the new state and that block's per-member metrics (host numpy);
-        used for checkpoints.
+      on_block: called after every block with the new state and that block's per-member metrics (host numpy).
       progress: print progress lines (or pass a :class:`Progress`).
-      block_fn: a pre-built jitted block function (to share one compile across calls).
+      block_fn: a pre-built jitted block function (to share one compile across calls); state and data are then
+        passed to it as they are (no padding or sharding).
+      mesh: the mesh whose ``'members'`` axis the population is sharded over (default: every device of every
+        host, :func:`crobust.parallel.member_mesh`; one device is a mesh of one). The population is padded to a
+        multiple of the device count; padding members never appear in the result (:mod:`crobust.parallel`).
+      checkpoint_dir: write Orbax checkpoints of the whole state here, and resume from the newest one when it
+        exists (refused with a :class:`CrobustError` if it was written by a different configuration); while
+        training, SIGINT/SIGTERM finish the current block, checkpoint and raise
+        :class:`crobust.checkpoint.TrainingInterrupted` (:mod:`crobust.checkpoint`).
+      checkpoint_every: optimiser steps between checkpoints, rounded up to whole blocks (default: every block);
+        a checkpoint is also written when training ends.
 
     Returns:
-      :class:`FitResult`.
+      :class:`FitResult` (after a resume: the full history and the total training wall time).
     """
     members = [dict(m) for m in members]
     hparams = _member_hparams(members, config)
@@ -487,37 +499,77 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
         state = init_population(model, data, config, members)
     else:
         config.validate(int(data.train_labels.shape[0]))
-    images = jnp.asarray(data.train_images)
-    labels = jnp.asarray(data.train_labels, jnp.int32)
-    if block_fn is None:
-        block_fn = jax.jit(make_block_fn(model, config, adversary))
     prog = progress if isinstance(progress, Progress) else Progress(config.max_steps, enabled=bool(progress))
     history: dict[str, list] = {}
+    n_blocks, wall_before, ckpt = 0, 0.0, None
+    if checkpoint_dir is not None:
+        ckpt = _checkpoint.Checkpointer(
+            checkpoint_dir, description=_checkpoint.describe(model, data, config, members),
+            every_blocks=_checkpoint.every_blocks(config.eval_every if checkpoint_every is None else checkpoint_every,
+                                                  config.eval_every))
+        restored = ckpt.restore(state)
+        if restored is not None:
+            state, history, n_blocks, wall_before = (restored.state, restored.history, restored.n_blocks,
+                                                     restored.wall_time)
+            if prog.enabled:
+                print(f"[{prog.label}] resumed from {ckpt.path(n_blocks)} (step {restored.step})",
+                      file=prog.stream, flush=True)
+    elif checkpoint_every is not None:
+        raise CrobustError("checkpoint_every needs a checkpoint_dir")
+    alive_now = ~(np.asarray(state.stopped) | np.asarray(state.diverged))
+    start_step = int(np.max(np.asarray(state.step)))
+    images = jnp.asarray(data.train_images)
+    labels = jnp.asarray(data.train_labels, jnp.int32)
+    n_members, traces, get = len(members), None, (lambda tree: tree)
+    if block_fn is None:
+        layout = parallel.MemberLayout(n_members, mesh)
+        state, hparams = layout.put(state), layout.put(hparams)
+        images, labels = layout.put_replicated(images), layout.put_replicated(labels)
+        block, traces, get = make_block_fn(model, config, adversary), [0], layout.get
+
+        @functools.wraps(block)
+        def counted_block(*args):  # runs once per trace, i.e. once per compilation
+            traces[0] += 1
+            return block(*args)
+
+        block_fn = jax.jit(counted_block, in_shardings=(layout.sharding, layout.sharding, layout.replicated,
+                                                        layout.replicated),
+                           out_shardings=(layout.sharding, layout.replicated))
     t0 = time.perf_counter()
-    n_blocks = 0
-    start_step = int(jnp.max(state.step))
-    while True:
-        alive_before = ~(np.asarray(state.stopped) | np.asarray(state.diverged))
-        if not alive_before.any():
-            break
-        state, metrics = block_fn(state, hparams, images, labels)
-        metrics = jax.device_get(metrics)
-        n_blocks += 1
-        for k, v in metrics.items():
-            history.setdefault(k, []).append(np.asarray(v))
-        alive = int(np.sum(metrics["alive"]))
-        step = int(np.max(metrics["step"]))
-        val = metrics["val_loss"][metrics["evaluated"]]
-        prog.update(step, alive, len(members), float(np.nanmean(val)) if val.size else float("nan"),
-                    final=alive == 0)
-        if on_block is not None:
-            on_block(state, metrics)
-    wall = time.perf_counter() - t0
+    with _checkpoint.InterruptGuard(enabled=ckpt is not None, stream=prog.stream) as guard:
+        while alive_now.any():
+            state, metrics = block_fn(state, hparams, images, labels)
+            metrics = {k: np.asarray(v)[:n_members] for k, v in jax.device_get(metrics).items()}
+            n_blocks += 1
+            for k, v in metrics.items():
+                history.setdefault(k, []).append(v)
+            alive_now = metrics["alive"]
+            alive = int(np.sum(alive_now))
+            step = int(np.max(metrics["step"]))
+            val = metrics["val_loss"][metrics["evaluated"]]
+            prog.update(step, alive, n_members, float(np.nanmean(val)) if val.size else float("nan"),
+                        final=alive == 0)
+            if on_block is not None:
+                on_block(get(state), metrics)
+            if ckpt is not None:
+                stop = guard.requested()
+                if stop or alive == 0 or ckpt.due(n_blocks):
+                    path = ckpt.save(get(state), history, n_blocks, wall_before + time.perf_counter() - t0)
+                if stop:
+                    message = (f"interrupted ({guard.signal or 'signal on another host'}) at step {step}: "
+                               f"checkpoint written to {path}; rerun the same command to resume")
+                    print(message, file=prog.stream, flush=True)
+                    raise _checkpoint.TrainingInterrupted(message, ckpt.directory, step)
+    if ckpt is not None:
+        ckpt.close()
+    state = get(state)
+    wall = wall_before + time.perf_counter() - t0
     cache_size = getattr(block_fn, "_cache_size", None)
+    compiles = traces[0] if traces is not None else (int(cache_size()) if callable(cache_size) else -1)
     return FitResult(members=members, state=state,
                      history={k: np.stack(v) for k, v in history.items()} if history else {},
-                     wall_time=wall, steps_run=int(jnp.max(state.step)) - start_step,
-                     compiles=int(cache_size()) if callable(cache_size) else -1)
+                     wall_time=wall, steps_run=int(np.max(np.asarray(state.step))) - start_step,
+                     compiles=compiles)
 
 
 def evaluate(apply_fn, params, images, labels, *, batch_size: int = 2048):

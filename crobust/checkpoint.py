@@ -1,0 +1,294 @@
+"""Checkpoints of a population's training with Orbax: resume after a kill, a pre-emption or Ctrl-C, bit for bit.
+
+Usage::
+
+    result = crobust.fit(model, data, cfg, members, checkpoint_dir="runs/x/checkpoints", checkpoint_every=1000)
+    # killed (SIGKILL, pre-emption) or interrupted (Ctrl-C / SIGTERM)? Run the same call again: it restores the
+    # latest checkpoint, trains only what is left, and returns what an uninterrupted run returns (bitwise on CPU),
+    # including the full per-block history.
+
+What a checkpoint holds (one Orbax step per saved block, ``<dir>/<block>/``): the whole
+:class:`crobust.training.PopulationState` of the real members — parameters, optimiser state, per-member best
+parameters and best validation loss/step, early-stopping and divergence flags, the Frobenius reference norms,
+the members' splits, the per-member step (which is the data-order position: the batch of step s is a function of
+the member key and s) and the member keys (typed keys saved as ``jax.random.key_data`` and re-wrapped) — plus
+the fit loop's host-side history, the block count, the training wall time so far and a fingerprint of what
+determines training (train config, members, model, training data). Nothing else is needed to continue, so the
+resumed run computes exactly the numbers the uninterrupted one would.
+
+Atomicity: Orbax writes each checkpoint into ``<block>.orbax-checkpoint-tmp-*`` and renames it into place when
+it is complete; a directory with that suffix (a save that was killed) is never restored and is removed when the
+next run opens the folder. The last ``max_to_keep`` (2) checkpoints are kept; if the newest cannot be read the
+one before it is used. A checkpoint written by a different configuration is refused with one
+:class:`~crobust.CrobustError` naming what differs. Saving is synchronous (a few tens of ms for the studies'
+populations), collective on a multi-host run (every process calls it; put the folder on a file system every
+host sees), and happens every ``checkpoint_every`` optimiser steps (rounded up to whole blocks), at the end,
+and on an interrupt.
+
+Interrupts: while :func:`crobust.training.fit` runs with a checkpoint folder, SIGINT (Ctrl-C) and SIGTERM
+(what a pre-empted TPU VM or a batch scheduler sends) let the current block finish, write a checkpoint, print one
+line saying where it is and that rerunning the same command resumes, and raise :class:`TrainingInterrupted` (a
+``KeyboardInterrupt``). A second signal stops at once, without a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import warnings
+from typing import Any, Mapping, Sequence
+
+import jax
+import numpy as np
+
+from crobust._errors import CrobustError
+
+FORMAT = 1
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT/SIGTERM after writing a checkpoint; ``checkpoint_dir`` and ``step`` say where."""
+
+    def __init__(self, message: str, checkpoint_dir: str | None = None, step: int | None = None):
+        super().__init__(message)
+        self.message, self.checkpoint_dir, self.step = message, checkpoint_dir, step
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Fingerprint
+
+def _jsonable(x):
+    from crobust.records import _jsonable as j
+    return j(x)
+
+
+def describe(model, data, config, members: Sequence[Mapping]) -> dict:
+    """What determines a training run, as JSON-able data (the fingerprint hashes it)."""
+    images = np.ascontiguousarray(np.asarray(data.train_images))
+    labels = np.ascontiguousarray(np.asarray(data.train_labels))
+    digest = hashlib.sha256()
+    for a in (images, labels):
+        digest.update(str((a.dtype.str, a.shape)).encode())
+        digest.update(memoryview(a).cast("B"))
+    cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    return _jsonable({
+        "train_config": cfg,
+        "members": [dict(m) for m in members],
+        "model": repr(model),
+        "data": {"name": getattr(data, "name", None), "train_images": list(images.shape),
+                 "train_sha256": digest.hexdigest()},
+    })
+
+
+def fingerprint(description: Mapping) -> str:
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _differences(old: Mapping, new: Mapping) -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        if isinstance(a, Mapping) and isinstance(b, Mapping) and k == "train_config":
+            out += [f"{f} ({a.get(f)!r} → {b.get(f)!r})" for f in sorted(set(a) | set(b)) if a.get(f) != b.get(f)]
+        elif k == "members" and isinstance(a, list) and isinstance(b, list):
+            out.append(f"members ({len(a)} → {len(b)})" if len(a) != len(b) else "members (hyper-parameters/seeds)")
+        else:
+            out.append(k)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Save / restore
+
+def _is_key(x) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _leaf_dict(state) -> dict:
+    leaves = jax.tree.leaves(state)
+    return {f"{i:04d}": (jax.random.key_data(x) if _is_key(x) else x) for i, x in enumerate(leaves)}
+
+
+@dataclasses.dataclass
+class Restored:
+    state: Any
+    history: dict[str, list]
+    n_blocks: int
+    wall_time: float
+    step: int
+
+
+class Checkpointer:
+    """Orbax checkpoints of one population's training in ``directory`` (see the module docstring)."""
+
+    def __init__(self, directory, *, description: Mapping, every_blocks: int = 1, max_to_keep: int = 2):
+        import orbax.checkpoint as ocp  # imported here: Orbax is only needed when checkpointing
+
+        if every_blocks <= 0:
+            raise CrobustError(f"checkpoint interval must be positive, got {every_blocks} block(s)")
+        self._ocp = ocp
+        self.directory = os.path.abspath(os.fspath(directory))
+        self.description = dict(description)
+        self.fingerprint = fingerprint(self.description)
+        self.every_blocks = int(every_blocks)
+        self.last_saved = None
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                               enable_async_checkpointing=False, cleanup_tmp_directories=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+
+    # -- restore ---------------------------------------------------------------------------------------------
+    def steps(self) -> list[int]:
+        self.manager.reload()
+        return sorted(self.manager.all_steps())
+
+    def _meta(self, step: int) -> dict:
+        ocp = self._ocp
+        return dict(self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
+
+    def restore(self, template_state) -> Restored | None:
+        """The newest readable checkpoint as a state shaped like ``template_state`` (host arrays), or None.
+
+        Refuses (CrobustError) a checkpoint written by a different configuration.
+        """
+        ocp = self._ocp
+        steps = self.steps()
+        if not steps:
+            return None
+        template_leaves, treedef = jax.tree.flatten(template_state)
+        errors = []
+        for step in reversed(steps):
+            try:
+                meta = self._meta(step)
+            except Exception as e:  # an unreadable checkpoint: try the one before
+                errors.append(f"{step}: {type(e).__name__}: {e}")
+                continue
+            if meta.get("fingerprint") != self.fingerprint:
+                diff = _differences(meta.get("description", {}), self.description)
+                raise CrobustError(
+                    f"the checkpoint in {self.directory} was written by a different training configuration "
+                    f"(differs in: {', '.join(diff) if diff else 'fingerprint'}); rerun with the original settings "
+                    f"or use another checkpoint folder / --workdir (or delete {self.directory} to start over)")
+            target = {f"{i:04d}": np.zeros((jax.random.key_data(x) if _is_key(x) else x).shape,
+                                           (jax.random.key_data(x) if _is_key(x) else x).dtype)
+                      for i, x in enumerate(template_leaves)}
+            hist_meta = meta["history"]
+            target_hist = {k: np.zeros(tuple(v["shape"]), np.dtype(v["dtype"])) for k, v in hist_meta.items()}
+            try:
+                out = self.manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore({"leaves": target, "history": target_hist})))
+            except Exception as e:
+                errors.append(f"{step}: {type(e).__name__}: {e}")
+                continue
+            leaves = []
+            for i, tmpl in enumerate(template_leaves):
+                arr = np.asarray(out.state["leaves"][f"{i:04d}"])
+                if _is_key(tmpl):
+                    arr = jax.random.wrap_key_data(arr, impl=jax.random.key_impl(tmpl))
+                leaves.append(arr)
+            history = {k: list(np.asarray(out.state["history"][k])) for k in hist_meta}
+            self.last_saved = int(meta["n_blocks"])
+            if errors:
+                warnings.warn(f"skipped unreadable checkpoint(s) in {self.directory}: {'; '.join(errors)}")
+            return Restored(state=jax.tree.unflatten(treedef, leaves), history=history,
+                            n_blocks=int(meta["n_blocks"]), wall_time=float(meta.get("wall_time_s", 0.0)),
+                            step=int(meta.get("step", 0)))
+        raise CrobustError(f"no readable checkpoint in {self.directory} ({'; '.join(errors)}); delete the folder "
+                           f"to start over")
+
+    # -- save ------------------------------------------------------------------------------------------------
+    def due(self, n_blocks: int) -> bool:
+        return n_blocks % self.every_blocks == 0 and n_blocks != self.last_saved
+
+    def save(self, state, history: Mapping[str, list], n_blocks: int, wall_time: float) -> str:
+        """Write checkpoint ``n_blocks`` (atomically); ``state`` holds only the real members."""
+        ocp = self._ocp
+        hist = {k: np.stack(v) for k, v in history.items()}
+        step = int(np.max(np.asarray(state.step))) if getattr(state, "step", None) is not None else 0
+        meta = {"format": FORMAT, "fingerprint": self.fingerprint, "description": self.description,
+                "n_blocks": int(n_blocks), "step": step, "wall_time_s": float(wall_time),
+                "history": {k: {"shape": list(v.shape), "dtype": v.dtype.str} for k, v in hist.items()}}
+        if int(n_blocks) in self.manager.all_steps():   # an unreadable checkpoint restore skipped: rewrite it
+            self.manager.delete(int(n_blocks))
+        self.manager.save(int(n_blocks), args=ocp.args.Composite(
+            state=ocp.args.StandardSave({"leaves": _leaf_dict(state), "history": hist}),
+            meta=ocp.args.JsonSave(meta)), force=True)
+        self.manager.wait_until_finished()
+        self.last_saved = int(n_blocks)
+        return self.path(n_blocks)
+
+    def path(self, n_blocks: int) -> str:
+        return os.path.join(self.directory, str(int(n_blocks)))
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def every_blocks(checkpoint_every: int, eval_every: int) -> int:
+    """A checkpoint interval in optimiser steps → whole blocks (rounded up); ``checkpoint_every`` must be > 0."""
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer)) \
+            or checkpoint_every <= 0:
+        raise CrobustError(f"checkpoint_every must be a positive number of steps, got {checkpoint_every!r}")
+    return max(1, math.ceil(int(checkpoint_every) / int(eval_every)))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Interrupts
+
+class InterruptGuard:
+    """While active, SIGINT/SIGTERM only set a flag (checked between blocks); a second one raises at once."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self, enabled: bool = True, stream=sys.stderr):
+        self.enabled, self.stream = enabled, stream
+        self.signal: str | None = None
+        self._old: dict = {}
+
+    def _handler(self, signum, frame):
+        if self.signal is not None:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopped without a checkpoint")
+        self.signal = signal.Signals(signum).name
+        print(f"\n{self.signal} received: finishing the current block and writing a checkpoint "
+              f"(send it again to stop at once, without one)", file=self.stream, flush=True)
+
+    def __enter__(self):
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                sig = getattr(signal, name, None)
+                if sig is None:
+                    continue
+                try:
+                    self._old[sig] = signal.getsignal(sig)
+                    signal.signal(sig, self._handler)
+                except (ValueError, OSError):  # pragma: no cover - not the main interpreter
+                    self._old.pop(sig, None)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+        self._old.clear()
+        return False
+
+    def requested(self) -> bool:
+        """True when a signal arrived here — or, on a multi-host run, on any host (all hosts agree)."""
+        local = self.signal is not None
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            return bool(np.any(multihost_utils.process_allgather(np.int32(local))))
+        return local
+
+
+__all__ = ["Checkpointer", "Restored", "TrainingInterrupted", "InterruptGuard", "describe", "fingerprint",
+           "every_blocks"]

@@ -1,0 +1,301 @@
+"""Devices and hosts: the member axis of a population sharded over every device, multi-host start, padding.
+
+Usage::
+
+    import crobust
+    from crobust import parallel
+    parallel.maybe_initialize_distributed()          # only when CROBUST_DISTRIBUTED=1 (or flag=True): multi-host
+    result = crobust.fit(model, data, cfg, members)  # shards the members over all devices by itself
+    reports = parallel.population_robust_accuracy(model.apply, result.best_params, x, y, key, eps=[0, 0.1])
+
+Design:
+
+- **One mesh axis, ``'members'``.** :func:`member_mesh` is ``jax.make_mesh((n,), ('members',))`` over every
+  device of every host (``jax.devices()``), with ``AxisType.Auto`` so that ``jit`` partitions the vmapped program
+  itself (jax 0.10's default, ``Explicit``, makes gathers such as ``images[ids]`` on a sharded index refuse to
+  trace). Members are independent, so the partitioned program has no collectives: each device trains its own
+  members. One device is the same code path with a mesh of size 1.
+- **Padding.** A sharded axis must be a multiple of the device count, so a population of M members is padded
+  to ``padded_size(M, n)`` by repeating its last member (:func:`pad_tree`; :func:`pad_members` does the same on
+  member dicts and flags the copies ``padding=True``). Padding members are trained and attacked like the others
+  (their results equal the member they copy) and cut off before anything is returned or reported
+  (:func:`unpad_tree`): callers only ever see the first M.
+- **Keys never depend on the layout.** Every random stream of member m derives from its own seed (training:
+  ``crobust.training.member_keys``) or from its index m (evaluation: ``fold_in(key, m)``); padding appends
+  members at the end, so a real member's numbers do not depend on the device count. Results on 1 and 8 devices
+  agree to float tolerance (matmuls of different batch shapes round differently), and are bitwise identical
+  run to run on the same device count.
+- **Multi-host.** :func:`maybe_initialize_distributed` calls ``jax.distributed.initialize()`` only when asked
+  (flag or ``CROBUST_DISTRIBUTED=1``, as big_vision's ``BV_JAX_INIT``: it fails on a plain single-host machine).
+  Every host loads the whole dataset (these studies' datasets fit in host memory) and builds the whole
+  population (it is a deterministic function of the member seeds); :func:`shard_population` and
+  :func:`replicate` then keep on each host only its own devices' shards (``jax.make_array_from_callback``).
+  Whatever the host reads back (per-block metrics, the final state) is replicated first, so every host can read
+  it; only process 0 writes records (:func:`crobust.records.is_writer`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from crobust._errors import CrobustError, check_choice
+
+AXIS = "members"
+ENV_DISTRIBUTED = "CROBUST_DISTRIBUTED"
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Multi-host start
+
+def distributed_requested(flag: bool | None = None) -> bool:
+    """``flag`` if given, else the environment variable ``CROBUST_DISTRIBUTED`` (1/true/yes/on or 0/false/no/off)."""
+    if flag is not None:
+        return bool(flag)
+    value = os.environ.get(ENV_DISTRIBUTED, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise CrobustError(f"{ENV_DISTRIBUTED}={os.environ[ENV_DISTRIBUTED]!r} is not a boolean; use 1 or 0")
+
+
+def maybe_initialize_distributed(flag: bool | None = None, **kwargs) -> bool:
+    """Call ``jax.distributed.initialize(**kwargs)`` when asked; return whether JAX runs multi-process now.
+
+    Asked = ``flag=True`` (``--distributed``) or ``CROBUST_DISTRIBUTED=1``. Never called otherwise: on a plain
+    single-host machine ``initialize()`` has no coordinator to find and fails. It must run before anything else
+    touches a JAX device. On Cloud TPU VMs, SLURM and Open MPI it configures itself; elsewhere it reads
+    ``JAX_COORDINATOR_ADDRESS`` (host:port of process 0), ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (see the
+    README, "Scaling out"). Calling it twice is harmless.
+    """
+    if not distributed_requested(flag):
+        return False
+    if jax.distributed.is_initialized():
+        return True
+    try:
+        jax.distributed.initialize(**kwargs)
+    except (RuntimeError, ValueError) as e:
+        raise CrobustError(f"jax.distributed.initialize() failed ({ENV_DISTRIBUTED}=1 or --distributed was given): "
+                           f"{str(e).splitlines()[0] if str(e) else type(e).__name__}; on a single machine leave "
+                           f"{ENV_DISTRIBUTED} unset, elsewhere set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and "
+                           f"JAX_PROCESS_ID") from None
+    return True
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Mesh and padding
+
+def member_mesh(devices: Sequence | None = None) -> Mesh:
+    """A 1-D mesh ``('members',)`` over ``devices`` (default: every device of every host, ``jax.devices()``)."""
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise CrobustError("member_mesh needs at least one device")
+    return jax.make_mesh((len(devices),), (AXIS,), axis_types=(AxisType.Auto,), devices=devices)
+
+
+def mesh_size(mesh: Mesh) -> int:
+    return int(mesh.devices.size)
+
+
+def padded_size(members: int, n_devices: int) -> int:
+    """The smallest multiple of ``n_devices`` that is ≥ ``members``."""
+    if members <= 0 or n_devices <= 0:
+        raise CrobustError(f"members and devices must be positive, got {members} and {n_devices}")
+    return -(-members // n_devices) * n_devices
+
+
+def pad_members(members: Sequence[Mapping], n_devices: int) -> tuple[list[dict], int]:
+    """``(padded, M)``: the member dicts padded to a multiple of ``n_devices`` with copies of the last member.
+
+    Copies carry ``padding=True`` (strip them with :func:`real_members`); only the first M are ever reported.
+    """
+    members = [dict(m) for m in members]
+    m = len(members)
+    extra = padded_size(m, n_devices) - m
+    return members + [{**members[-1], "padding": True} for _ in range(extra)], m
+
+
+def real_members(members: Sequence[Mapping]) -> list[dict]:
+    """The members that are not padding, without the flag."""
+    return [{k: v for k, v in m.items() if k != "padding"} for m in members if not m.get("padding", False)]
+
+
+def leading_size(tree) -> int:
+    """The common leading (member) axis of every leaf of ``tree``."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves or any(np.ndim(x) < 1 for x in leaves):
+        raise CrobustError("expected a pytree of arrays with a leading member axis")
+    sizes = {int(np.shape(x)[0]) for x in leaves}
+    if len(sizes) != 1:
+        raise CrobustError(f"leaves have different leading (member) sizes {sorted(sizes)}")
+    return sizes.pop()
+
+
+def pad_tree(tree, size: int):
+    """Pad every leaf's leading axis to ``size`` by repeating its last row (typed PRNG keys included)."""
+    m = leading_size(tree)
+    if size == m:
+        return tree
+    if size < m:
+        raise CrobustError(f"cannot pad {m} members down to {size}")
+    idx = np.concatenate([np.arange(m), np.full(size - m, m - 1)])
+    return jax.tree.map(lambda x: x[idx] if isinstance(x, jax.Array) else np.asarray(x)[idx], tree)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Placement
+
+def member_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading axis over the mesh's ``'members'`` axis, the rest whole."""
+    return NamedSharding(mesh, P(AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def _is_key(x) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _put(x, sharding: NamedSharding):
+    """``device_put`` for one host; on several hosts each keeps only its own shards of its full local copy."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(x, sharding)
+    if _is_key(x):
+        data = _put(jax.random.key_data(x), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+
+def shard_population(tree, mesh: Mesh):
+    """Place every leaf (leading member axis, a multiple of the mesh size) with its member axis sharded."""
+    n, m = mesh_size(mesh), leading_size(tree)
+    if m % n:
+        raise CrobustError(f"{m} members cannot be sharded over {n} devices; pad them first (pad_tree)")
+    sharding = member_sharding(mesh)
+    return jax.tree.map(lambda x: _put(x, sharding), tree)
+
+
+def replicate(tree, mesh: Mesh):
+    """Place every leaf whole on every device of the mesh (the data: every host loaded all of it)."""
+    sharding = replicated(mesh)
+    return jax.tree.map(lambda x: _put(x, sharding), tree)
+
+
+class MemberLayout:
+    """How a population of ``members`` real members sits on ``mesh``: padded size, shardings, pad/unpad.
+
+    ``put(tree)`` pads and shards a member-leading pytree; ``get(tree)`` cuts a padded (sharded) pytree back to
+    the real members, replicated over the mesh when that is needed to read it on every host (padding, or
+    several processes), otherwise left as it is (no copy).
+    """
+
+    def __init__(self, members: int, mesh: Mesh | None = None):
+        self.mesh = member_mesh() if mesh is None else mesh
+        self.members = int(members)
+        self.n_devices = mesh_size(self.mesh)
+        self.padded = padded_size(self.members, self.n_devices)
+        self.sharding = member_sharding(self.mesh)
+        self.replicated = replicated(self.mesh)
+        self._cut = None
+
+    @property
+    def multi_process(self) -> bool:
+        return not self.sharding.is_fully_addressable
+
+    def put(self, tree):
+        return shard_population(pad_tree(tree, self.padded), self.mesh)
+
+    def put_replicated(self, tree):
+        return replicate(tree, self.mesh)
+
+    def place_for_eval(self, tree):
+        """For a computation whose per-member outputs the host reads back: padded and member-sharded on one host;
+        replicated on several (there a member-sharded output could not be read by every host)."""
+        return self.put_replicated(tree) if self.multi_process else self.put(tree)
+
+    def get(self, tree):
+        if self.padded == self.members and not self.multi_process:
+            return tree
+        if self._cut is None:
+            m = self.members
+            self._cut = jax.jit(lambda t: jax.tree.map(lambda x: x[:m], t), out_shardings=self.replicated)
+        return self._cut(tree)
+
+    def jit_population(self, fn: Callable, n_member_args: int, n_replicated_args: int = 0,
+                       member_outputs: bool = True, **jit_kwargs):
+        """``jax.jit(fn)`` with the first ``n_member_args`` arguments member-sharded, the next ones replicated,
+        and outputs member-sharded (``member_outputs``) or replicated (when the host must read them)."""
+        in_sh = (self.sharding,) * n_member_args + (self.replicated,) * n_replicated_args
+        return jax.jit(fn, in_shardings=in_sh, out_shardings=self.sharding if member_outputs else self.replicated,
+                       **jit_kwargs)
+
+
+def unpad_tree(tree, members: int):
+    """The first ``members`` rows of every leaf (drop padding members); host arrays stay host arrays."""
+    return jax.tree.map(lambda x: x[:members], tree)
+
+
+def host(tree):
+    """Device → numpy for a tree every host can read (fully addressable or replicated)."""
+    return jax.tree.map(lambda x: np.asarray(jax.random.key_data(x) if _is_key(x) else x), tree)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Evaluation over the same layout
+
+def population_map(fn: Callable, *member_trees, mesh: Mesh | None = None, replicated_args: Sequence = ()):
+    """``jax.jit(jax.vmap(fn))(*member_trees, *replicated_args)`` with the member axis padded and sharded.
+
+    ``fn(*member_slices, *replicated_args)`` works on one member. Returns the outputs of the real members only
+    (leading axis M), readable on every host.
+    """
+    m = leading_size(member_trees)
+    layout = MemberLayout(m, mesh)
+    in_axes = (0,) * len(member_trees) + (None,) * len(replicated_args)
+    run = layout.jit_population(jax.vmap(fn, in_axes=in_axes), len(member_trees), len(replicated_args),
+                                member_outputs=not layout.multi_process)
+    out = run(*(layout.put(t) for t in member_trees), *(layout.put_replicated(a) for a in replicated_args))
+    return layout.get(out)
+
+
+def population_robust_accuracy(apply_fn, params, x, y, key, *, mesh: Mesh | None = None, on_fail: str = "warn",
+                               **kwargs) -> list:
+    """:func:`crobust.evaluation.population_robust_accuracy` with the members padded and sharded over ``mesh``.
+
+    Member m still uses ``fold_in(key, m)``, so each report equals the unsharded one (to float tolerance); the
+    padding members are attacked and dropped, and check failures are reported for real members only. On several
+    hosts the parameters are replicated instead (the evaluation reads per-member arrays back on every host).
+    """
+    from crobust import evaluation
+
+    check_choice("on_fail", on_fail, ("warn", "raise", "ignore"))
+    m = leading_size(params)
+    placed = MemberLayout(m, mesh).place_for_eval(params)
+    reports = evaluation.population_robust_accuracy(apply_fn, placed, x, y, key, on_fail="ignore", **kwargs)[:m]
+    for i, r in enumerate(reports):
+        failures = r.checks.get("failures", [])
+        if failures and on_fail != "ignore":
+            message = f"robust-accuracy checks failed for member {i}: " + "; ".join(failures)
+            if on_fail == "raise":
+                raise CrobustError(message)
+            warnings.warn(message, evaluation.RobustnessCheckWarning, stacklevel=2)
+    return reports
+
+
+__all__ = ["AXIS", "ENV_DISTRIBUTED", "distributed_requested", "maybe_initialize_distributed", "member_mesh",
+           "mesh_size", "padded_size", "pad_members", "real_members", "leading_size", "pad_tree", "unpad_tree",
+           "member_sharding", "replicated", "shard_population", "replicate", "MemberLayout", "host",
+           "population_map", "population_robust_accuracy"]

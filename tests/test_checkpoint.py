@@ -1,0 +1,261 @@
+"""crobust.checkpoint: a run killed (SIGKILL) or interrupted (SIGINT/SIGTERM) at any moment and started again with
+the same command ends bitwise identical to an uninterrupted run; a checkpoint of another configuration, a
+half-written checkpoint and a bad interval are refused or ignored; the study resumes through its workdir."""
+
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import types
+
+import jax
+import numpy as np
+import pytest
+
+from crobust import checkpoint, training
+from crobust import data as data_lib
+from crobust._errors import CrobustError
+from crobust.models import MLP
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _flat(res) -> dict:
+    """Every array of a FitResult (whole state, best params, history) as host numpy, keys as key data."""
+    leaves = jax.tree.leaves(res.state)
+    out = {f"s{i:03d}": np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+                                    else x) for i, x in enumerate(leaves)}
+    out.update({f"b{i:03d}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(res.best_params))})
+    out.update({f"h_{k}": np.asarray(v) for k, v in res.history.items()})
+    return out
+
+
+def _assert_bitwise(a: dict, b: dict):
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+        assert np.array_equal(a[k], b[k], equal_nan=True), k
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# In-process: one compiled block shared by every run (the checkpoint logic does not depend on the layout).
+
+@pytest.fixture(scope="module")
+def small():
+    ds = data_lib.subsample(data_lib.load_dataset("digits"), n_train=400, n_test=50, seed=0)
+    model = MLP(num_classes=10, width=16, depth=2, mean=ds.mean, std=ds.std)
+    members = training.grid(alpha=[0.0, 1e-2], seeds=range(2))
+    cfg = training.TrainConfig(regularizer="l1", projection="frobenius", batch_size=64, max_steps=240, eval_every=20,
+                               patience=60, min_steps=40)
+    block_fn = jax.jit(training.make_block_fn(model, cfg))
+    run = lambda **kw: training.fit(model, ds, cfg, members, block_fn=block_fn, **{"progress": False, **kw})
+    reference = run()
+    return types.SimpleNamespace(ds=ds, model=model, members=members, cfg=cfg, block_fn=block_fn, run=run,
+                                 reference=reference, flat=_flat(reference))
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupt_finishes_the_block_checkpoints_says_how_to_resume_and_resume_is_bitwise(small, tmp_path, sig):
+    ckdir = tmp_path / "ck"
+    out = io.StringIO()
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    blocks = []
+
+    def on_block(state, metrics):
+        blocks.append(int(np.max(metrics["step"])))
+        if len(blocks) == 3:
+            os.kill(os.getpid(), getattr(signal, sig))
+
+    with pytest.raises(checkpoint.TrainingInterrupted) as info:
+        small.run(checkpoint_dir=ckdir, checkpoint_every=10_000, on_block=on_block,
+                  progress=training.Progress(small.cfg.max_steps, stream=out, enabled=False))
+    assert isinstance(info.value, KeyboardInterrupt) and info.value.step == 60 == blocks[-1]
+    assert len(blocks) == 3                                   # the block in flight finished; no further block ran
+    err = out.getvalue()
+    line = [ln for ln in err.splitlines() if ln.startswith("interrupted")]
+    assert len(line) == 1 and "rerun the same command to resume" in line[0] and str(ckdir / "3") in line[0], err
+    assert f"{sig} received" in err
+    assert sorted(os.listdir(ckdir)) == ["3"]                 # only the interrupt wrote one (interval 10,000 steps)
+    assert {s: signal.getsignal(s) for s in before} == before  # handlers restored
+
+    out = io.StringIO()
+    resumed = small.run(checkpoint_dir=ckdir, checkpoint_every=10_000,
+                        progress=training.Progress(small.cfg.max_steps, stream=out))
+    assert f"resumed from {ckdir / '3'} (step 60)" in out.getvalue()
+    assert resumed.steps_run == int(np.max(small.reference.state.step)) - 60
+    _assert_bitwise(_flat(resumed), small.flat)               # whole state, best params and full history
+
+
+def test_checkpoint_of_another_configuration_is_refused(small, tmp_path):
+    ckdir = tmp_path / "ck"
+    small.run(checkpoint_dir=ckdir)
+    other = training.TrainConfig(**{**small.cfg.__dict__, "lr": 3e-3})
+    with pytest.raises(CrobustError, match=r"different training configuration \(differs in: lr \(0.001 → 0.003\)\)"):
+        training.fit(small.model, small.ds, other, small.members, block_fn=small.block_fn, progress=False,
+                     checkpoint_dir=ckdir)
+    with pytest.raises(CrobustError, match="differs in: members"):
+        training.fit(small.model, small.ds, small.cfg, small.members[:3], block_fn=small.block_fn, progress=False,
+                     checkpoint_dir=ckdir)
+    # The same configuration resumes (here: nothing left to train) and returns the same result.
+    again = small.run(checkpoint_dir=ckdir)
+    assert again.steps_run == 0
+    _assert_bitwise(_flat(again), small.flat)
+
+
+@pytest.mark.parametrize("every", [0, -20, 1.5, True])
+def test_bad_checkpoint_interval_is_an_error(small, tmp_path, every):
+    with pytest.raises(CrobustError, match="checkpoint_every must be a positive number of steps"):
+        small.run(checkpoint_dir=tmp_path / "ck", checkpoint_every=every)
+
+
+def test_checkpoint_every_needs_a_folder(small):
+    with pytest.raises(CrobustError, match="needs a checkpoint_dir"):
+        small.run(checkpoint_every=100)
+
+
+def test_half_written_checkpoints_are_never_restored(small, tmp_path):
+    ckdir = tmp_path / "ck"
+    small.run(checkpoint_dir=ckdir, checkpoint_every=20)          # a checkpoint per block; the last 2 kept
+    steps = sorted(int(d) for d in os.listdir(ckdir) if d.isdigit())
+    last = steps[-1]
+    assert len(steps) == 2 and last == small.reference.history["step"].shape[0]
+    # A save killed half-way leaves Orbax's temporary folder: never restored (and removed by the next save).
+    tmp = ckdir / f"{last + 1}.orbax-checkpoint-tmp-1234567890"
+    shutil.copytree(ckdir / str(last), tmp)
+    (tmp / "state" / "manifest.ocdbt").write_bytes(b"torn")
+    ck = checkpoint.Checkpointer(ckdir, description=checkpoint.describe(small.model, small.ds, small.cfg,
+                                                                        small.members))
+    assert ck.steps() == steps
+    template = training.init_population(small.model, small.ds, small.cfg, small.members)
+    assert ck.restore(template).n_blocks == last
+    # A newest checkpoint that cannot be read: the one before it is used (with a warning), and training from
+    # there ends where the uninterrupted run ended.
+    shutil.rmtree(ckdir / str(last) / "state")
+    with pytest.warns(UserWarning, match="skipped unreadable checkpoint"):
+        restored = ck.restore(template)
+    assert restored.n_blocks == steps[0] and len(restored.history["step"]) == steps[0]
+    with pytest.warns(UserWarning, match="skipped unreadable checkpoint"):
+        resumed = small.run(checkpoint_dir=ckdir, checkpoint_every=20)
+    _assert_bitwise(_flat(resumed), small.flat)
+    assert not tmp.exists() and _steps(ckdir) == steps
+
+
+def test_cli_interrupt_messages(tmp_path, capsys):
+    from experiments import _cli
+
+    def module(exc):
+        def run(cfg, workdir, **kw):
+            os.makedirs(os.path.join(workdir, "checkpoints", "7"), exist_ok=True)
+            raise exc
+        return types.SimpleNamespace(__name__="experiments.fake", __doc__="fake", run=run,
+                                     PRESETS={"smoke": _FakeConfig()})
+
+    w = str(tmp_path / "w")
+    assert _cli.run_study(module(checkpoint.TrainingInterrupted("interrupted …")), ["--preset", "smoke",
+                                                                                   "--workdir", w]) == 130
+    assert capsys.readouterr().err == ""                          # the trainer already said where and how
+    assert _cli.run_study(module(KeyboardInterrupt()), ["--preset", "smoke", "--workdir", w]) == 130
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and os.path.join(w, "checkpoints") in err and "rerun the same command to resume" in err
+
+
+class _FakeConfig:
+    pass
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SIGKILL at random moments, restarted with the same command (separate processes, the default sharded path).
+
+JOB = """
+import sys
+import jax, numpy as np
+from crobust import data as data_lib, training
+from crobust.models import MLP
+ds = data_lib.subsample(data_lib.load_dataset("digits"), n_train=600, n_test=50, seed=0)
+model = MLP(num_classes=10, width=32, depth=2, mean=ds.mean, std=ds.std)
+members = training.grid(alpha=[0.0, 1e-2], seeds=range(2))
+cfg = training.TrainConfig(regularizer="l1", projection="frobenius", batch_size=64, max_steps=600, eval_every=20,
+                           patience=200, min_steps=100)
+res = training.fit(model, ds, cfg, members, progress=True, checkpoint_dir=sys.argv[1], checkpoint_every=20)
+leaves = jax.tree.leaves(res.state)
+out = {f"s{i:03d}": np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+       for i, x in enumerate(leaves)}
+out.update({f"b{i:03d}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(res.best_params))})
+out.update({f"h_{k}": v for k, v in res.history.items()})
+np.savez(sys.argv[2], **out)
+"""
+
+
+def _start(ckdir, out, log):
+    env = {k: v for k, v in os.environ.items() if k not in ("CROBUST_DISTRIBUTED", "XLA_FLAGS")}
+    return subprocess.Popen([sys.executable, "-c", JOB, str(ckdir), str(out)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+
+
+def _steps(ckdir):
+    return sorted(int(d) for d in os.listdir(ckdir) if d.isdigit()) if os.path.isdir(ckdir) else []
+
+
+def _kill_after_a_new_checkpoint(proc, ckdir, after: int, delay: float, timeout=300):
+    t = time.monotonic()
+    while not any(s > after for s in _steps(ckdir)):
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() - t < timeout
+        time.sleep(0.01)
+    time.sleep(delay)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_sigkill_at_random_moments_then_same_command_gives_bitwise_identical_results(tmp_path):
+    rng = random.Random(0)
+    ref = _start(tmp_path / "ref_ck", tmp_path / "ref.npz", tmp_path / "ref.log")     # uninterrupted, meanwhile
+    ckdir, out = tmp_path / "ck", tmp_path / "run.npz"
+    last = 0
+    for attempt in range(2):                                  # killed twice: after 1st checkpoint, then mid-resume
+        proc = _start(ckdir, out, tmp_path / f"run{attempt}.log")
+        _kill_after_a_new_checkpoint(proc, ckdir, after=last, delay=rng.uniform(0.0, 0.3))
+        assert not out.exists()
+        last = max(_steps(ckdir))
+    proc = _start(ckdir, out, tmp_path / "final.log")
+    assert proc.wait(timeout=300) == 0, (tmp_path / "final.log").read_text()[-2000:]
+    assert ref.wait(timeout=300) == 0, (tmp_path / "ref.log").read_text()[-2000:]
+    log = (tmp_path / "final.log").read_text()
+    assert "resumed from" in log and (tmp_path / "run1.log").read_text().count("resumed from") == 1
+    got, want = np.load(out), np.load(tmp_path / "ref.npz")
+    _assert_bitwise({k: got[k] for k in got.files}, {k: want[k] for k in want.files})
+    assert got["h_step"].shape[0] == want["h_step"].shape[0] > last  # the whole history, killed mid-way
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The study: checkpoints under <workdir>/checkpoints; a rerun after training finished redoes only evaluation.
+
+def test_study_rerun_restores_training_and_redoes_only_evaluation(tmp_path, capfd):
+    from crobust.records import read_jsonl
+    from experiments import spectral_fixed_scale as study
+
+    cfg = study.Config(n_train=400, n_test=60, width=16, alphas=(0.0, 0.1), seeds=2, max_steps=100, eval_every=50,
+                       patience=None, min_steps=0, eps_linf=(0.0, 0.1), eps_l2=(0.0, 1.0), pgd_steps=3,
+                       pgd_restarts=1, n_attack=40, checkpoint_every=50)
+    w = tmp_path / "w"
+    study.run(cfg, w, preset="custom", progress=True)
+    first = (w / "metrics.jsonl").read_text()
+    assert sorted(os.listdir(w / "checkpoints")) == ["1", "2"]
+    capfd.readouterr()
+    # Simulate a kill during evaluation: the run is not complete, training is.
+    (w / "report.md").unlink()
+    run_json = json.loads((w / "run.json").read_text())
+    (w / "run.json").write_text(json.dumps({**run_json, "status": "running"}))
+    study.run(cfg, w, preset="custom", progress=True)
+    err = capfd.readouterr().err
+    assert f"resumed from {w / 'checkpoints' / '2'} (step 100)" in err and "[train] step" not in err
+    assert json.loads((w / "run.json").read_text())["status"] == "complete" and (w / "report.md").exists()
+    # Same configuration, same records.
+    assert (w / "metrics.jsonl").read_text() == first and len(read_jsonl(w / "metrics.jsonl")) > 0
