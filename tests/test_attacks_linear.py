@@ -45,9 +45,10 @@ def _linear_problem(seed, num_classes, n, interior):
     return logits_fn, w.astype(np.float64), b.astype(np.float64), x, y
 
 
-def _critical_eps_linf_boxed(w, b, x, y):
+def _critical_eps_linf_boxed(w, b, x, y, per_class=False):
     n, c = x.shape[0], w.shape[1]
     out = np.full(n, np.inf)
+    columns = []
     for j in range(c):
         u = w[:, y].T - w[:, j][None, :]                          # (n, d)
         margin = np.einsum("nd,nd->n", x, u) + b[y] - b[j]
@@ -64,7 +65,8 @@ def _critical_eps_linf_boxed(w, b, x, y):
         eps_j = np.where(cap(np.ones(n)) < margin, np.inf, hi)
         eps_j = np.where(j == y, np.inf, np.where(margin <= 0, 0.0, eps_j))
         out = np.minimum(out, eps_j)
-    return out
+        columns.append(eps_j)
+    return np.stack(columns, 1) if per_class else out
 
 
 def _critical_eps_linf_unboxed(w, b, x, y):
@@ -173,3 +175,22 @@ def test_l2_multiclass_interior_gradient_attacks_are_exact():
     }
     for name, attack in attacks.items():
         assert _check(f, x, y, _attack_grid(attack, xi, eps), eps, critical, "l2", name) > 150
+
+
+def test_apgd_t_targets_the_runner_up_classes_of_the_clean_logits():
+    """With T target classes APGD-T can only reach the classes ranked 2 … T+1 by the clean logits: the exact
+    answer is then min over those classes of ε*_j, not the minimum over all classes."""
+    f, w, b, x, y = _linear_problem(5, 10, 300, interior=False)
+    per_class = _critical_eps_linf_boxed(w, b, x, y, per_class=True)           # (n, C)
+    ranked = np.argsort(-(x.astype(np.float64) @ w + b), axis=1)
+    clean = ranked[:, 0] == y
+    xi, yi = jnp.asarray(x.reshape((-1,) + SHAPE)), jnp.asarray(y)
+    eps = _eps_between(per_class.min(1))
+    for targets in (1, 2):
+        reachable = np.take_along_axis(per_class, ranked[:, 1:targets + 1], axis=1).min(1)
+        critical = np.where(clean, reachable, 0.0)
+        x_adv = _attack_grid(lambda e: A.apgd_t(f, xi, yi, jax.random.key(5), eps=e, n_iter=50,
+                                                n_target_classes=targets), xi, eps)
+        assert _check(f, x, y, x_adv, eps, critical, "linf", f"apgd-t/{targets}") > 200
+        if targets == 1:  # the restriction matters: for some points the easiest class is not the runner-up
+            assert np.sum(np.where(clean, per_class.min(1), 0.0) < critical * 0.99) > 10

@@ -132,14 +132,22 @@ def apgd_single_run(logits_fn, loss_fn, x, y, key, eps, norm: str, n_iter: int, 
         loss_best_last_check=loss, reduced_last_check=jnp.ones((n,), bool),
     )
 
+    if norm == "linf":
+        # clip(clip(v, x − ε, x + ε), 0, 1) == clip(v, max(x − ε, 0), min(x + ε, 1)) exactly (x ∈ [0, 1]), so the
+        # box is computed once: one clip per projection instead of four passes (measurably faster on CPU)
+        lo, hi = (jnp.maximum(x - eps, 0.0), jnp.minimum(x + eps, 1.0)) if clip else (x - eps, x + eps)
+        project = lambda v: jnp.clip(v, lo, hi)
+    else:
+        project = lambda v: _aa_project(v, x, eps, norm, clip)
+
     def one_step(_, s):
         a = jnp.where(s["it"] > 0, 0.75, 1.0)
         step = _expand(s["step"], x)
         if norm == "linf":
-            z = _aa_project(s["x_adv"] + step * jnp.sign(s["grad"]), x, eps, norm, clip)
+            z = project(s["x_adv"] + step * jnp.sign(s["grad"]))
         else:
-            z = _aa_project(s["x_adv"] + step * _aa_normalize(s["grad"])[0], x, eps, norm, clip)
-        x_new = _aa_project(s["x_adv"] + (z - s["x_adv"]) * a + s["momentum"] * (1.0 - a), x, eps, norm, clip)
+            z = project(s["x_adv"] + step * _aa_normalize(s["grad"])[0])
+        x_new = project(s["x_adv"] + (z - s["x_adv"]) * a + s["momentum"] * (1.0 - a))
         loss, logits, grad = evaluate(x_new)
         correct = predicts(logits, y)
         improved = loss > s["loss_best"]

@@ -76,14 +76,19 @@ def pgd(logits_fn, x, y, key, *, eps, step_size=None, n_iter: int = 10, norm: st
     n_restarts = check_positive_int(n_restarts, "n_restarts")
     step = 2.5 * eps / max(n_iter, 1) if step_size is None else check_eps(step_size, "step_size")
     evaluate = value_and_input_grad(logits_fn, lambda z: loss_fn(z, y))
+    if norm == "linf":
+        # B_∞(x, ε) ∩ [0, 1]^d is the box [max(x − ε, 0), min(x + ε, 1)]: computed once, one clip per step
+        lo, hi = (jnp.maximum(x - eps, 0.0), jnp.minimum(x + eps, 1.0)) if clip else (x - eps, x + eps)
+        project = lambda v: jnp.clip(v, lo, hi)
+    else:
+        project = lambda v: P.project_l2(v, x, eps, clip)
 
     def one_restart(run_key):
-        x0 = P.random_start(run_key, x, eps, norm, clip) if random_start else x
-        x0 = P.project(x0, x, eps, norm, clip)
+        x0 = project(P.random_start(run_key, x, eps, norm, clip) if random_start else x)
 
         def body(_, x_adv):
             _, _, grad = evaluate(x_adv)
-            return P.project(x_adv + step * P.steepest_direction(grad, norm), x, eps, norm, clip)
+            return project(x_adv + step * P.steepest_direction(grad, norm))
 
         return jax.lax.fori_loop(0, n_iter, body, x0)
 
