@@ -23,7 +23,8 @@ import jax
 
 from crobust._errors import CrobustError, check_choice
 from crobust.data import DataMissingError
-from crobust.records import atomic_write_text, write_json
+from crobust.parallel import maybe_initialize_distributed
+from crobust.records import atomic_write_text, is_writer, write_json
 from experiments import STUDIES
 
 PRESETS = ("auto", "smoke", "small", "paper")
@@ -46,8 +47,11 @@ def main(argv=None) -> int:
     p.add_argument("--studies", default=",".join(STUDIES), help=f"comma-separated subset of: {', '.join(STUDIES)}")
     p.add_argument("--out", default="reports", help="output folder (default: reports)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--distributed", action="store_true", default=None,
+                   help="multi-host run: call jax.distributed.initialize() first (same as CROBUST_DISTRIBUTED=1)")
     args = p.parse_args(argv)
     try:
+        maybe_initialize_distributed(args.distributed)   # before anything touches a device
         check_choice("preset", args.preset, PRESETS)
         studies = [s.strip() for s in args.studies.split(",") if s.strip()]
         for s in studies:
@@ -81,9 +85,11 @@ def main(argv=None) -> int:
             entry.update(status="failed", reason=f"{type(e).__name__}: {e}")
         entry["wall_time_s"] = round(time.perf_counter() - t, 1)
         results.append(entry)
-    os.makedirs(root, exist_ok=True)
-    write_json(os.path.join(root, "index.json"), {"preset": preset, "why": why, "studies": results,
-                                                  "wall_time_s": round(time.perf_counter() - t0, 1)})
+    writer = is_writer()                                  # process 0 of a multi-host run writes the index
+    if writer:
+        os.makedirs(root, exist_ok=True)
+        write_json(os.path.join(root, "index.json"), {"preset": preset, "why": why, "studies": results,
+                                                      "wall_time_s": round(time.perf_counter() - t0, 1)})
     lines = [f"# crobust reproduction — preset `{preset}`", "", f"Preset: {why}.", ""]
     for r in results:
         lines.append(f"## {r['title']} — {r['status']} ({r['wall_time_s']} s)")
@@ -95,7 +101,8 @@ def main(argv=None) -> int:
         else:
             lines.append(f"{r['status']}: {r['reason']}")
         lines.append("")
-    atomic_write_text(os.path.join(root, "index.md"), "\n".join(lines) + "\n")
+    if writer:
+        atomic_write_text(os.path.join(root, "index.md"), "\n".join(lines) + "\n")
     print(f"\nindex: {os.path.join(root, 'index.md')} ({time.perf_counter() - t0:.0f} s)")
     for r in results:
         print(f"  {r['study']}: {r['status']}")

@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crobust import data as data_lib
-from crobust import evaluation, metrics, report, training
+from crobust import metrics, parallel, report, training
 from crobust._errors import CrobustError
 from crobust.attacks import pgd
 from crobust.config import format_fraction, to_dict
@@ -95,6 +95,7 @@ class Config:
     energy: float = 0.9
     top_k: int = 1
     seed_offset: int = 0
+    checkpoint_every: int = 1000
 
     def validate(self) -> None:
         if self.width <= 0 or self.depth < 2:
@@ -116,6 +117,8 @@ class Config:
             raise CrobustError(f"top_k must be in [1, width), got {self.top_k}")
         if self.n_attack <= 0:
             raise CrobustError(f"n_attack must be >= 1, got {self.n_attack}")
+        if self.checkpoint_every <= 0:
+            raise CrobustError(f"checkpoint_every must be >= 1 (optimiser steps), got {self.checkpoint_every}")
         for a in self.extra_attacks:
             if a not in ("apgd-ce", "apgd-dlr", "apgd-t", "square", "fgsm", "fgm"):
                 raise CrobustError(f"unknown extra attack {a!r}; valid: apgd-ce, apgd-dlr, apgd-t, square, fgsm, fgm")
@@ -136,7 +139,7 @@ PRESETS = {
                     seeds=5, batch_size=256, max_steps=21100, eval_every=211, patience=2110, min_steps=2110,
                     eps_linf=(0.0, 0.02, 0.05, 0.1, 0.2, 0.3), eps_l2=(0.0, 0.25, 0.5, 1.0, 1.5, 2.0),
                     eps_linf_headline=0.1, eps_l2_headline=1.0, pgd_steps=40, pgd_restarts=5,
-                    extra_attacks=("apgd-ce",), n_attack=2000),
+                    extra_attacks=("apgd-ce",), n_attack=2000, checkpoint_every=2110),
 }
 
 
@@ -170,7 +173,8 @@ def run(cfg: Config, workdir, *, preset: str = "custom", progress: bool = True) 
     try:
         result = _run(cfg, ds, out, progress)
     except BaseException as e:
-        out.finish("failed", error=f"{type(e).__name__}: {e}")
+        out.finish("interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
+                   error=f"{type(e).__name__}: {e}")
         raise
     out.finish("complete", wall_time_s=round(time.perf_counter() - t_start, 1))
     return result
@@ -183,15 +187,20 @@ def _run(cfg: Config, ds, out: RunDir, progress: bool) -> dict:
     model = MLP(num_classes=ds.num_classes, width=cfg.width, depth=cfg.depth, mean=ds.mean, std=ds.std)
     members = training.grid(alpha=cfg.alphas, seeds=range(cfg.seed_offset, cfg.seed_offset + cfg.seeds))
     log(f"[{STUDY}] training {len(members)} members ({len(cfg.alphas)} α × {cfg.seeds} seeds) in one program")
-    fit = training.fit(model, ds, cfg.train_config(), members, progress=progress)
+    # Checkpointed under <workdir>/checkpoints: a rerun of the same command resumes training, or, when training
+    # had finished, restores its final state and redoes only the evaluation below.
+    fit = training.fit(model, ds, cfg.train_config(), members, progress=progress,
+                       checkpoint_dir=out.path / "checkpoints", checkpoint_every=cfg.checkpoint_every)
     params = fit.best_params
     alphas = np.array([m["alpha"] for m in members])
     seeds = np.array([m["seed"] for m in members])
     M = len(members)
 
     # Clean accuracy on the whole test set.
-    _, clean_full = training.evaluate(model.apply, params, ds.test_images, ds.test_labels)
-    clean_full = np.asarray(clean_full)
+    # Evaluation follows the trainer's layout: members padded and sharded over every device (crobust.parallel).
+    _, clean_full = training.evaluate(model.apply, parallel.MemberLayout(M).place_for_eval(params), ds.test_images,
+                                      ds.test_labels)
+    clean_full = np.asarray(clean_full)[:M]
 
     # Robust accuracy over the ε grids (same points for every member).
     n_att = min(cfg.n_attack, ds.test_images.shape[0])
@@ -204,7 +213,7 @@ def _run(cfg: Config, ds, out: RunDir, progress: bool) -> dict:
     ra = {}
     checks = {}
     for norm, grid in (("linf", cfg.eps_linf), ("l2", cfg.eps_l2)):
-        reports = evaluation.population_robust_accuracy(model.apply, params, x_att, y_att, jax.random.fold_in(
+        reports = parallel.population_robust_accuracy(model.apply, params, x_att, y_att, jax.random.fold_in(
             key, 0 if norm == "linf" else 1), eps=list(grid), norm=norm, attacks=attacks)
         ra[norm] = np.array([r.robust_acc for r in reports])                  # (M, E)
         checks[norm] = [r.checks.get("failures", []) for r in reports]
@@ -230,7 +239,7 @@ def _run(cfg: Config, ds, out: RunDir, progress: bool) -> dict:
         return out_m
 
     member_keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(M))
-    meas = jax.device_get(jax.jit(jax.vmap(member_measures))(params, member_keys))
+    meas = jax.device_get(parallel.population_map(member_measures, params, member_keys))
 
     # Spectral structure of the hidden layer.
     w1 = np.asarray(hidden_matrices(params)["hidden_0"])                     # (M, width, d_in)
