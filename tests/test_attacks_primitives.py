@@ -149,8 +149,8 @@ def _all_starts(key, x, eps):
     return {norm: (P.random_start(key, x, eps, norm), P.random_delta(key, x, eps, norm)) for norm in ("linf", "l2")}
 
 
-@SETTINGS
-@given(shape=shapes, eps=radii, seed=seeds)
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(shape=st.sampled_from([(3, 5), (2, 3, 3, 1), (5, 8, 8, 1)]), eps=radii, seed=seeds)
 def test_random_starts_lie_in_the_ball_and_box(shape, eps, seed):
     x = _images(seed, shape)
     for norm, (x0, d) in _all_starts(jax.random.key(seed), x, eps).items():
@@ -247,9 +247,7 @@ def test_value_checks_are_skipped_under_tracing_and_eps_is_traceable():
     run = jax.jit(lambda x, y, e: A.pgd(f, x, y, jax.random.key(0), eps=e, n_iter=3))
     out = run(x, y, 0.1)
     assert float(jnp.max(jnp.abs(out - x))) <= 0.1 + 1e-6
-    grid = jax.vmap(lambda e: A.apgd(f, x, y, jax.random.key(0), eps=e, n_iter=4))(jnp.array([0.0, 0.05, 0.1]))
-    for e, xa in zip([0.0, 0.05, 0.1], grid):
-        assert float(jnp.max(jnp.abs(xa - x))) <= e + 1e-6
+    # (every attack under jit(vmap) over a traced ε grid: tests/test_attacks_linear.py)
     # norm names are case-insensitive
     out = jax.jit(lambda x: A.fgm(f, x, y, eps=0.1, norm="L2", loss="dlr"))(x)
     assert float(jnp.sqrt(jnp.sum((out - x) ** 2, axis=(1, 2, 3))).max()) <= 0.1 + 1e-6

@@ -70,9 +70,10 @@ def test_p_schedule_and_window_sides_match_the_reference():
         assert int(window_side(jnp.float32(p), 32, 32, "l2")) == l2
 
 
-@pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.5)])
-def test_square_stays_feasible_on_colour_images_and_needs_no_gradient(norm, eps):
-    """Square only queries the model: it works through a model whose gradient is blocked, on (N, 16, 16, 3)."""
+def test_square_stays_feasible_on_colour_images_and_needs_no_gradient():
+    """Square only queries the model: it works through a model whose gradient is blocked, on (N, 16, 16, 3)
+    (ℓ2, whose per-channel window renormalisation is the intricate part; ℓ∞ is checked on 8×8×1 exactly)."""
+    norm, eps = "l2", 0.5
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.uniform(0, 1, (20, 16, 16, 3)).astype(np.float32))
     w = jnp.asarray(rng.normal(size=(16 * 16 * 3, 5)).astype(np.float32))
@@ -134,9 +135,14 @@ def test_universal_perturbation_hurts_more_than_random_noise_on_an_mlp():
     f = functools.partial(model.apply, params)
     y = jnp.argmax(f(x), -1)                            # clean accuracy 1 by construction
     eps = 0.1
-    delta = A.universal_perturbation(f, x, y, jax.random.key(1), eps=eps, norm="linf", n_passes=2)
+
+    @jax.jit
+    def run():
+        delta = A.universal_perturbation(f, x, y, jax.random.key(1), eps=eps, norm="linf", n_passes=2)
+        noise = eps * jnp.sign(jax.random.normal(jax.random.key(2), (8, 8, 1)))
+        return delta, A.universal_accuracy(f, x, y, delta), A.universal_accuracy(f, x, y, noise)
+
+    delta, uap_acc, noise_acc = run()
     assert float(jnp.max(jnp.abs(delta))) <= eps + 1e-7 and delta.shape == (8, 8, 1)
-    noise = eps * jnp.sign(jax.random.normal(jax.random.key(2), (8, 8, 1)))
-    uap_acc = float(A.universal_accuracy(f, x, y, delta))
-    assert uap_acc < float(A.universal_accuracy(f, x, y, noise)) - 0.1
-    assert uap_acc < 0.8
+    assert float(uap_acc) < float(noise_acc) - 0.1
+    assert float(uap_acc) < 0.8
