@@ -1,0 +1,486 @@
+"""crobust.training: a population equals its members trained one by one; one compile serves every block and
+every α; early stopping, divergence and the Frobenius projection behave per member; AdamW and SGD steps equal
+torch's update rules written out in numpy; per-member data order and validation splits; the paper's mechanism
+(nuclear α concentrates the spectrum at fixed Frobenius norm) at small scale; bad input.
+
+Real data (sklearn digits, 1437 train images of 8×8), tiny MLPs. The expensive part is XLA compilation, so the
+trained populations are module-scoped fixtures shared by several tests.
+"""
+
+import types
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from crobust import training
+from crobust._errors import CrobustError
+from crobust.data import load_dataset
+from crobust.models import MLP, hidden_matrices, layer_matrices
+from crobust.training import TrainConfig, fit, grid, init_population, make_block_fn
+
+DATA = load_dataset("digits")
+N = DATA.train_labels.shape[0]
+
+# The shared population: nuclear norm + Frobenius projection, early stopping on validation loss.
+# Two choices keep float32 round-off from being amplified, so that a population and its members trained alone
+# agree to ~1e-6 over the whole run (checked while writing these tests; both are properties of the dynamics,
+# not of the trainer):
+# - SGD, not Adam: Adam divides each gradient coordinate by its own running RMS, so a coordinate whose gradient
+#   is round-off in one program and exactly zero in the other (a nearly dead ReLU unit) takes a full lr step in
+#   one of them; such runs drift apart by O(1) within ~150 steps even at α = 0;
+# - one hidden layer (64 → 16, rectangular): the nuclear-norm gradient U Vᵀ is the polar factor of W, whose
+#   sensitivity grows like 1/(σ_i + σ_j); a square 16 × 16 layer has near-zero singular values and the same
+#   drift appears at α = 0.01.
+MODEL = MLP(10, width=16, depth=2, mean=DATA.mean, std=DATA.std)
+CFG = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-3, batch_size=64, max_steps=200,
+                  eval_every=20, patience=40, min_steps=100, val_ratio=0.2, regularizer="nuclear",
+                  projection="frobenius")
+MEMBERS = grid(alpha=[0.0, 0.01], seeds=[0, 1])        # [(0, s0), (0, s1), (0.01, s0), (0.01, s1)]
+BIG_ALPHA = 0.3
+
+# A tiny model for the optimiser-parity and divergence tests.
+TINY = MLP(10, width=8, depth=2, mean=DATA.mean, std=DATA.std)
+
+
+def _host(tree):
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def _member(tree, i):
+    return jax.tree.map(lambda a: np.asarray(a)[i], tree)
+
+
+def _assert_trees_close(a, b, rtol=1e-5):
+    """Every leaf equal to ``rtol`` relative to the leaf's largest entry (float32 round-off, not element-wise)."""
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(la, lb):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        assert x.shape == y.shape
+        scale = max(np.max(np.abs(y)), 1e-30)
+        assert np.max(np.abs(x - y)) <= rtol * scale, (np.max(np.abs(x - y)) / scale, rtol)
+
+
+def _spectral_ratio(w):
+    s = np.linalg.svd(np.asarray(w, np.float64), compute_uv=False)
+    return s[..., 0] / np.sqrt(np.sum(s ** 2, axis=-1))
+
+
+def _np_val_loss(params, idx):
+    """Mean cross-entropy in float64 of one member's parameters on train_images[idx], by a numpy forward pass."""
+    x = DATA.train_images[idx].astype(np.float64) / 255.0
+    x = ((x - np.asarray(DATA.mean)) / np.asarray(DATA.std)).reshape(len(idx), -1)
+    mats = [np.asarray(w, np.float64) for w in layer_matrices(params).values()]
+    for w in mats[:-1]:
+        x = np.maximum(x @ w.T, 0.0)
+    logits = x @ mats[-1].T
+    logits -= logits.max(axis=1, keepdims=True)
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return float(-np.mean(logp[np.arange(len(idx)), DATA.train_labels[idx]]))
+
+
+@jax.jit
+def _epoch_permutation(key, epoch, like):
+    return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 1), epoch), like.shape[0])
+
+
+def _batch_indices(key, train_idx, batch_size, step):
+    """The documented data order: epoch e is permutation(fold_in(fold_in(key, 1), e), n_train) of train_idx,
+    consumed in n_train // B full batches."""
+    n_train = train_idx.shape[0]
+    epoch, pos = divmod(step, n_train // batch_size)
+    perm = np.asarray(_epoch_permutation(key, epoch, train_idx))
+    return np.asarray(train_idx)[perm[pos * batch_size:(pos + 1) * batch_size]]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shared populations
+
+
+@pytest.fixture(scope="module")
+def pop():
+    """MEMBERS trained together, through one traced-once block function; every block's state kept."""
+    block_fn = jax.jit(chex.assert_max_traces(make_block_fn(MODEL, CFG), n=1))
+    init = init_population(MODEL, DATA, CFG, MEMBERS)
+    snaps = []
+    res = fit(MODEL, DATA, CFG, MEMBERS, state=init, block_fn=block_fn, progress=False,
+              on_block=lambda state, metrics: snaps.append(_host((state.params, state.opt_state, state.step))))
+    return types.SimpleNamespace(init=init, res=res, block_fn=block_fn, snaps=snaps)
+
+
+@pytest.fixture(scope="module")
+def sequential(pop):
+    """Each of MEMBERS fitted alone (M = 1), sharing one jitted M=1 block function.
+
+    The last member is initialised alone too (its own ``init_population``). The others start from their slice of
+    the population's initial state: an initialisation costs one XLA compile of several seconds per call on this
+    CPU, and that it is a per-seed function of the member alone is what the last member (at position 3 in the
+    population, 0 alone) and test_validation_split_and_data_order_per_member check.
+    """
+    block_fn = jax.jit(make_block_fn(MODEL, CFG))
+    runs = []
+    for i, m in enumerate(MEMBERS):
+        state = None if i == len(MEMBERS) - 1 else jax.tree.map(lambda a: a[i:i + 1], pop.init)
+        runs.append(fit(MODEL, DATA, CFG, [m], state=state, block_fn=block_fn, progress=False))
+    return runs
+
+
+@pytest.fixture(scope="module")
+def big_alpha(pop):
+    """The same seeds at α ∈ {0, BIG_ALPHA}: same shapes, so the same compiled block and the same initial state."""
+    members = grid(alpha=[0.0, BIG_ALPHA], seeds=[0, 1])
+    snaps = []
+    res = fit(MODEL, DATA, CFG, members, state=pop.init, block_fn=pop.block_fn, progress=False,
+              on_block=lambda state, metrics: snaps.append(_host((state.params, state.opt_state, state.step))))
+    return types.SimpleNamespace(res=res, snaps=snaps)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Population == sequential, one compile
+
+
+def test_population_equals_members_trained_alone(pop, sequential):
+    res = pop.res
+    # the member initialised alone got the same key, split and (through its whole trajectory, below) weights
+    # as at its position in the population
+    solo, last = sequential[-1].state, len(MEMBERS) - 1
+    np.testing.assert_array_equal(jax.random.key_data(solo.key)[0], jax.random.key_data(pop.init.key)[last])
+    np.testing.assert_array_equal(np.asarray(solo.train_idx)[0], np.asarray(pop.init.train_idx)[last])
+    # α is per member: same seed, different α gives a different loss (CE + α·‖W‖_*) and trajectory
+    assert abs(res.history["train_loss"][1, 0] - res.history["train_loss"][1, 2]) > 1e-3
+    assert np.max(np.abs(np.asarray(res.params["params"]["hidden_0"]["kernel"][0])
+                         - np.asarray(res.params["params"]["hidden_0"]["kernel"][2]))) > 1e-3
+    n_blocks = res.history["step"].shape[0]
+    for i, alone in enumerate(sequential):
+        assert alone.history["step"].shape[1] == 1
+        _assert_trees_close(_member(res.params, i), _member(alone.params, 0))
+        _assert_trees_close(_member(res.best_params, i), _member(alone.best_params, 0))
+        assert int(res.state.best_step[i]) == int(alone.state.best_step[0])
+        np.testing.assert_allclose(float(res.state.best_val[i]), float(alone.state.best_val[0]), rtol=1e-5)
+        assert int(res.state.step[i]) == int(alone.state.step[0])
+        np.testing.assert_array_equal(np.asarray(res.state.val_idx[i]), np.asarray(alone.state.val_idx[0]))
+        np.testing.assert_array_equal(np.asarray(res.state.train_idx[i]), np.asarray(alone.state.train_idx[0]))
+        assert bool(alone.state.stopped[0]) and not bool(alone.state.diverged[0])
+        n = alone.history["step"].shape[0]
+        assert n <= n_blocks
+        for k, v in alone.history.items():
+            if v.dtype == bool or np.issubdtype(v.dtype, np.integer):
+                np.testing.assert_array_equal(res.history[k][:n, i], v[:, 0], err_msg=k)
+            else:
+                np.testing.assert_allclose(res.history[k][:n, i], v[:, 0], rtol=1e-5, atol=1e-6, err_msg=k)
+        # after the member finished alone, the population keeps it frozen and says so
+        assert not res.history["alive"][n - 1:, i].any()
+        assert not res.history["evaluated"][n:, i].any()
+        assert (res.history["step"][n:, i] == alone.history["step"][-1, 0]).all()
+
+
+def test_one_compile_serves_every_block_and_every_alpha(pop, big_alpha):
+    # chex.assert_max_traces(n=1) wraps the block function: a second trace raises inside fit
+    assert pop.res.history["step"].shape[0] >= 5                 # several blocks ran
+    assert pop.res.compiles == 1
+    assert big_alpha.res.compiles == 1                                 # new α values: traced arrays, no retrace
+    assert pop.block_fn._cache_size() == 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Early stopping
+
+
+def _replay_early_stopping(steps, val_losses, cfg):
+    """The documented rule (REFERENCE_CODE.md §4) replayed on one member's evaluations, in plain Python.
+
+    At each evaluation step t ≥ min_steps a strictly lower validation loss becomes the best; the member stops at
+    the first evaluation with t − best_step ≥ patience, or at max_steps. Returns (stop step, best step, best val).
+    """
+    best_val, best_step = np.inf, -1
+    for t, v in zip(steps, val_losses):
+        if t >= cfg.min_steps and v < best_val:
+            best_val, best_step = v, int(t)
+        if (best_step >= 0 and t - best_step >= cfg.patience) or t >= cfg.max_steps:
+            return int(t), best_step, best_val
+    return None, best_step, best_val
+
+
+def test_early_stopping_semantics(pop, big_alpha):
+    p, s = CFG.patience, CFG.min_steps
+    stopped_by_patience = min_steps_mattered = 0
+    for res in (pop.res, big_alpha.res):
+        st, h = res.state, res.history
+        best_step, best_val, step = (np.asarray(a) for a in (st.best_step, st.best_val, st.step))
+        assert np.all(np.asarray(st.stopped)) and not np.any(np.asarray(st.diverged))
+        for i in range(len(MEMBERS)):
+            ev = h["evaluated"][:, i]
+            # the trainer's decisions are the rule replayed on its own validation losses
+            assert _replay_early_stopping(h["step"][ev, i], h["val_loss"][ev, i], CFG) == (
+                step[i], best_step[i], best_val[i])
+            # (a) never a best before min_steps; the best is an evaluation step
+            assert best_step[i] >= s and best_step[i] % CFG.eval_every == 0
+            # (b) best_val is the minimum of the member's evaluated validation losses at steps ≥ min_steps
+            ok = ev & (h["step"][:, i] >= s)
+            assert best_val[i] == h["val_loss"][ok, i].min()
+            min_steps_mattered += bool(h["val_loss"][ev & ~ok, i].min() < best_val[i])
+            # (c) it stopped because patience ran out (at the first evaluation where it did) or at max_steps
+            assert step[i] - best_step[i] >= p or step[i] == CFG.max_steps
+            if step[i] < CFG.max_steps:
+                assert step[i] - best_step[i] < p + CFG.eval_every
+                stopped_by_patience += 1
+            # (d) best_params evaluated on the member's own validation split reproduce best_val
+            val_idx = np.asarray(st.val_idx[i])
+            np.testing.assert_allclose(_np_val_loss(_member(res.best_params, i), val_idx), best_val[i], rtol=2e-5)
+            if step[i] > best_step[i]:                   # and the final parameters are worse (or no better)
+                assert _np_val_loss(_member(res.params, i), val_idx) >= best_val[i] * (1 - 1e-5)
+    # the fixtures exercise both rules: members stopped by patience, and a lower loss before min_steps ignored
+    assert stopped_by_patience >= 2 and min_steps_mattered >= 1, (stopped_by_patience, min_steps_mattered)
+
+
+def test_a_stopped_member_is_frozen_while_others_train(pop, big_alpha):
+    witnessed = 0
+    for run in (pop, big_alpha):
+        h, snaps = run.res.history, run.snaps
+        last = h["step"].shape[0] - 1
+        for i in range(h["step"].shape[1]):
+            if h["alive"][:, i].all() or h["alive"][last - 1, i]:
+                continue                                      # never stopped, or only in the last block
+            b = int(np.argmin(h["alive"][:, i]))              # the block at whose end it stopped
+            assert not h["alive"][b:, i].any()
+            params_b, opt_b, step_b = (_member(x, i) for x in snaps[b])
+            for later in snaps[b + 1:]:                       # bit for bit: parameters, optimiser state, step
+                params_l, opt_l, step_l = (_member(x, i) for x in later)
+                chex.assert_trees_all_equal(params_l, params_b)
+                chex.assert_trees_all_equal(opt_l, opt_b)
+                assert step_l == step_b
+            others = [j for j in range(h["step"].shape[1]) if h["alive"][b, j]]   # still training after b
+            for j in others:                                  # while the others kept moving
+                w_b = snaps[b][0]["params"]["hidden_0"]["kernel"][j]
+                w_end = snaps[-1][0]["params"]["hidden_0"]["kernel"][j]
+                assert np.max(np.abs(w_end - w_b)) > 1e-4
+                assert snaps[-1][2][j] > snaps[b][2][j]
+            witnessed += bool(others)
+    assert witnessed, "the fixtures should contain a member that stops while another keeps training"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Projection and the paper's mechanism
+
+
+def test_frobenius_projection_holds_every_hidden_layer_at_its_initial_norm(pop, big_alpha):
+    init_norms = {k: np.sqrt(np.sum(np.asarray(w, np.float64) ** 2, axis=(-1, -2)))
+                  for k, w in hidden_matrices(pop.init.params).items()}
+    for res in (pop.res, big_alpha.res):
+        ref = _host(res.state.ref_norms)
+        assert set(ref) == {"hidden_0"}
+        for params in (res.params, res.best_params):
+            for name, w in hidden_matrices(params).items():
+                norm = np.sqrt(np.sum(np.asarray(w, np.float64) ** 2, axis=(-1, -2)))
+                np.testing.assert_allclose(norm, ref[name], rtol=1e-5)
+                np.testing.assert_allclose(norm, init_norms[name], rtol=1e-5)
+        # the head is free: it moved away from its initial norm
+        head0 = np.linalg.norm(np.asarray(pop.init.params["params"]["head"]["kernel"]), axis=(-1, -2))
+        head1 = np.linalg.norm(np.asarray(res.params["params"]["head"]["kernel"]), axis=(-1, -2))
+        assert np.all(np.abs(head1 / head0 - 1) > 1e-2)
+
+
+def test_nuclear_alpha_concentrates_the_spectrum_at_fixed_norm(pop, big_alpha):
+    # members: [(0, s0), (0, s1), (BIG, s0), (BIG, s1)]
+    for name, w in hidden_matrices(big_alpha.res.params).items():
+        r = _spectral_ratio(w)
+        r0, r_big = r[:2].mean(), r[2:].mean()
+        assert r_big > r0 + 0.1, (name, r)
+    # and the small-α population sits in between or at α = 0 (monotone in α), averaged over layers and seeds
+    small = np.mean([_spectral_ratio(w)[2:].mean() for w in hidden_matrices(pop.res.params).values()])
+    zero = np.mean([_spectral_ratio(w)[:2].mean() for w in hidden_matrices(big_alpha.res.params).values()])
+    big = np.mean([_spectral_ratio(w)[2:].mean() for w in hidden_matrices(big_alpha.res.params).values()])
+    assert zero - 0.02 <= small <= big
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Per-member data order and validation split
+
+
+def test_validation_split_and_data_order_per_member(pop):
+    st = pop.init
+    val, train = np.asarray(st.val_idx), np.asarray(st.train_idx)
+    n_val = int(np.floor(CFG.val_ratio * N))
+    assert val.shape == (4, n_val) and train.shape == (4, N - n_val)
+    for i in range(4):
+        assert np.intersect1d(val[i], train[i]).size == 0
+        np.testing.assert_array_equal(np.sort(np.concatenate([val[i], train[i]])), np.arange(N))
+    # same seed, different α: identical split, initial weights and first batch (common random numbers)
+    np.testing.assert_array_equal(val[0], val[2])
+    np.testing.assert_array_equal(val[1], val[3])
+    chex.assert_trees_all_equal(_member(st.params, 0), _member(st.params, 2))
+    # different seeds: different split and different initial weights
+    assert not np.array_equal(np.sort(val[0]), np.sort(val[1]))
+    assert not np.allclose(st.params["params"]["head"]["kernel"][0], st.params["params"]["head"]["kernel"][1])
+    batches = [_batch_indices(st.key[i], train[i], CFG.batch_size, 0) for i in range(4)]
+    np.testing.assert_array_equal(batches[0], batches[2])
+    assert not np.array_equal(batches[0], batches[1])
+    # the trainer's own batch schedule is the documented one, and an epoch visits each training point once
+    spe = train.shape[1] // CFG.batch_size
+    got = np.asarray(jax.jit(training._block_batch_indices, static_argnums=(3, 4))(
+        jax.random.fold_in(st.key[1], 1), 0, st.train_idx[1],
+                                                   CFG.batch_size, spe + 2))
+    for t in (0, 1, spe - 1, spe, spe + 1):
+        np.testing.assert_array_equal(got[t], _batch_indices(st.key[1], train[1], CFG.batch_size, t))
+    epoch = got[:spe].ravel()
+    assert len(np.unique(epoch)) == spe * CFG.batch_size and np.isin(epoch, train[1]).all()
+    assert not np.array_equal(got[spe], got[0])                     # each epoch is reshuffled
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Optimiser parity: the trainer's first steps against torch's update rules in numpy
+
+
+def _run_steps(cfg, members, n_steps):
+    """Initial state and each member's params after steps 1..n_steps (one step per block)."""
+    init = init_population(TINY, DATA, cfg, members)
+    snaps = []
+    fit(TINY, DATA, cfg, members, state=init, progress=False,
+        on_block=lambda state, metrics: snaps.append(_host(state.params)))
+    assert len(snaps) >= n_steps
+    return init, snaps
+
+
+@jax.jit
+def _ce_grad_jit(params, x, y):
+    return jax.grad(lambda p: training.cross_entropy(TINY.apply(p, x / 255.0), y))(params)
+
+
+def _ce_grad(params, idx):
+    """Gradient of the mean cross-entropy of TINY on train_images[idx] (plain jax, outside the trainer)."""
+    return _host(_ce_grad_jit(params, jnp.asarray(DATA.train_images[idx], jnp.float32),
+                              jnp.asarray(DATA.train_labels[idx])))
+
+
+def test_adamw_steps_equal_torch_adamw_in_numpy():
+    cfg = TrainConfig(optimizer="adamw", batch_size=32, max_steps=2, eval_every=1, patience=None, val_ratio=0.2)
+    members = [{"lr": 1e-2, "weight_decay": 0.1, "seed": 0}, {"lr": 3e-3, "weight_decay": 0.0, "seed": 3}]
+    init, snaps = _run_steps(cfg, members, 2)
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    for i, m in enumerate(members):
+        lr, wd = m["lr"], m["weight_decay"]
+        p = _member(_host(init.params), i)
+        mu = jax.tree.map(np.zeros_like, p)
+        nu = jax.tree.map(np.zeros_like, p)
+        for t in (1, 2):
+            idx = _batch_indices(init.key[i], init.train_idx[i], cfg.batch_size, t - 1)
+            g = _ce_grad(p, idx)
+            mu = jax.tree.map(lambda a, gg: b1 * a + (1 - b1) * gg, mu, g)
+            nu = jax.tree.map(lambda a, gg: b2 * a + (1 - b2) * gg * gg, nu, g)
+            # torch.optim.AdamW: p ← p·(1 − lr·wd) − lr · m̂ / (√v̂ + eps)
+            p = jax.tree.map(lambda x, a, v: x * (1 - lr * wd) - lr * (a / (1 - b1 ** t)) / (
+                np.sqrt(v / (1 - b2 ** t)) + eps), p, mu, nu)
+            _assert_trees_close(_member(snaps[t - 1], i), p, rtol=1e-4)
+        # the step really moved the weights by ~lr per coordinate (a wrong rule would not be this close)
+        assert np.max(np.abs(p["params"]["head"]["kernel"] - _member(_host(init.params), i)["params"]["head"]
+                             ["kernel"])) > 0.5 * lr
+
+
+# ----------------------------------------------------------------------------------------------------------
+# SGD parity and divergence (one compiled block for both populations)
+
+SGD_CFG = TrainConfig(optimizer="sgd", momentum=0.9, batch_size=32, max_steps=8, eval_every=1, patience=None,
+                      val_ratio=0.2, min_steps=0)
+SANE_A = {"lr": 0.05, "weight_decay": 1e-3, "seed": 0}
+SANE_B = {"lr": 0.02, "weight_decay": 0.0, "seed": 2}
+
+
+@pytest.fixture(scope="module")
+def sgd_runs():
+    """[A, X, B] with X diverging (lr 1e15) and the same population with X sane (lr 0.05), one compiled block.
+
+    The sane population's state is the diverging one's with X's learning rate reset: the per-member lr lives in
+    the optimiser state (``optax.inject_hyperparams``), and re-initialising would cost another XLA compile.
+    """
+    block_fn = jax.jit(make_block_fn(TINY, SGD_CFG))
+    diverging = [SANE_A, {"lr": 1e15, "weight_decay": 0.0, "seed": 1}, SANE_B]
+    sane = [SANE_A, {"lr": 0.05, "weight_decay": 0.0, "seed": 1}, SANE_B]
+    init_div = init_population(TINY, DATA, SGD_CFG, diverging)
+    hp = training._member_hparams(sane, SGD_CFG)
+    init_sane = init_div.replace(opt_state=jax.vmap(training._set_hparams)(init_div.opt_state, hp["lr"],
+                                                                             hp["weight_decay"]))
+    out = {}
+    for name, members, init in (("diverging", diverging, init_div), ("sane", sane, init_sane)):
+        snaps = []
+        res = fit(TINY, DATA, SGD_CFG, members, state=init, block_fn=block_fn, progress=False,
+                  on_block=lambda state, metrics: snaps.append(_host((state.params, state.step))))
+        out[name] = types.SimpleNamespace(init=init, res=res, snaps=snaps, members=members)
+    assert float(out["sane"].init.opt_state.hyperparams["learning_rate"][1]) == np.float32(0.05)
+    assert float(out["diverging"].init.opt_state.hyperparams["learning_rate"][1]) == np.float32(1e15)
+    return out
+
+
+def test_sgd_steps_equal_torch_sgd_in_numpy(sgd_runs):
+    run = sgd_runs["sane"]
+    mom = SGD_CFG.momentum
+    for i in (0, 2):
+        lr, wd = run.members[i]["lr"], run.members[i]["weight_decay"]
+        p = _member(_host(run.init.params), i)
+        buf = None
+        for t in (1, 2, 3):
+            idx = _batch_indices(run.init.key[i], run.init.train_idx[i], SGD_CFG.batch_size, t - 1)
+            d = jax.tree.map(lambda gg, x: gg + wd * x, _ce_grad(p, idx), p)       # coupled L2 decay
+            # torch.optim.SGD: first buf = d, then buf ← momentum·buf + d; p ← p − lr·buf
+            buf = d if buf is None else jax.tree.map(lambda b, dd: mom * b + dd, buf, d)
+            p = jax.tree.map(lambda x, b: x - lr * b, p, buf)
+            _assert_trees_close(_member(run.snaps[t - 1][0], i), p, rtol=1e-4)
+
+
+def test_a_diverging_member_is_frozen_finite_and_isolated(sgd_runs):
+    div, sane = sgd_runs["diverging"], sgd_runs["sane"]
+    st = div.res.state
+    assert bool(st.diverged[1]) and not bool(st.diverged[0]) and not bool(st.diverged[2])
+    n_ok = int(st.step[1])
+    assert 1 <= n_ok < SGD_CFG.max_steps, "the huge lr should overflow within a few steps"
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(_member(_host(st.params), 1)))
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(_member(_host(div.res.best_params), 1)))
+    # its parameters are the last finite ones: those after its last applied step, unchanged since
+    last_applied = [b for b, (_, steps) in enumerate(div.snaps) if steps[1] == n_ok][0]
+    for snap_params, _ in div.snaps[last_applied:]:
+        chex.assert_trees_all_equal(_member(snap_params, 1), _member(_host(st.params), 1))
+    assert np.max(np.abs(_member(_host(st.params), 1)["params"]["head"]["kernel"])) > 1e3   # it did blow up
+    assert not div.res.history["alive"][last_applied + 1:, 1].any()
+    # the other members are exactly what they are without it
+    for i in (0, 2):
+        chex.assert_trees_all_close(_member(div.res.params, i), _member(sane.res.params, i), rtol=1e-6, atol=1e-7)
+        chex.assert_trees_all_close(_member(div.res.best_params, i), _member(sane.res.best_params, i),
+                                    rtol=1e-6, atol=1e-7)
+        assert int(div.res.state.step[i]) == int(sane.res.state.step[i]) == SGD_CFG.max_steps
+        assert int(div.res.state.best_step[i]) == int(sane.res.state.best_step[i])
+        for k in div.res.history:
+            np.testing.assert_allclose(div.res.history[k][:, i], sane.res.history[k][:, i], rtol=1e-6, err_msg=k)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+@pytest.mark.parametrize("cfg_kwargs, members, match", [
+    ({}, [{"alpha": -0.1, "seed": 0}], "alpha"),
+    ({"batch_size": 1300}, [{"seed": 0}], "batch_size"),                  # 1437 − 143 held out = 1294
+    ({"optimizer": "adam"}, [{"seed": 0}], "optimizer.*adamw, sgd"),
+    ({"regularizer": "nucnorm"}, [{"seed": 0}], "regularizer.*nuclear"),
+    ({"projection": "spectral"}, [{"seed": 0}], "projection.*frobenius"),
+    ({}, [{"alpah": 0.1, "seed": 0}], "member key.*alpah"),
+    ({"val_ratio": 0.0, "patience": 100}, [{"seed": 0}], "val_ratio"),
+    ({}, [{"lr": 0.0, "seed": 0}], "lr"),
+    ({}, [], "member"),
+])
+def test_bad_input_raises_a_clear_error(cfg_kwargs, members, match):
+    cfg = TrainConfig(**{"max_steps": 10, "eval_every": 5, **cfg_kwargs})
+    with pytest.raises(CrobustError, match=match):
+        fit(TINY, DATA, cfg, members, progress=False)
+
+
+def test_grid_and_batch_size_boundary():
+    members = grid(alpha=[0.0, 0.5], seeds=range(3))
+    assert members == [{"alpha": a, "seed": s} for a in (0.0, 0.5) for s in range(3)]
+    with pytest.raises(CrobustError, match="hyper-parameter"):
+        grid(beta=[1.0])
+    TrainConfig(batch_size=N - int(0.1 * N)).validate(N)              # exactly the training split is fine
+    with pytest.raises(CrobustError, match="batch_size"):
+        TrainConfig(batch_size=N - int(0.1 * N) + 1).validate(N)
+    TrainConfig(val_ratio=0.0, patience=None).validate(N)             # no validation without early stopping
