@@ -74,14 +74,21 @@ def maybe_initialize_distributed(flag: bool | None = None, **kwargs) -> bool:
 
     Asked = ``flag=True`` (``--distributed``) or ``CROBUST_DISTRIBUTED=1``. Never called otherwise: on a plain
     single-host machine ``initialize()`` has no coordinator to find and fails. It must run before anything else
-    touches a JAX device. On Cloud TPU VMs, SLURM and Open MPI it configures itself; elsewhere it reads
-    ``JAX_COORDINATOR_ADDRESS`` (host:port of process 0), ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (see the
-    README, "Scaling out"). Calling it twice is harmless.
+    touches a JAX device. On Cloud TPU VMs, SLURM and Open MPI it configures itself; elsewhere JAX reads
+    ``JAX_COORDINATOR_ADDRESS`` (host:port of process 0) and this function passes ``JAX_NUM_PROCESSES`` and
+    ``JAX_PROCESS_ID`` as ``num_processes`` / ``process_id`` (JAX itself does not read those two; see the README,
+    "Scaling out"). Calling it twice is harmless.
     """
     if not distributed_requested(flag):
         return False
     if jax.distributed.is_initialized():
         return True
+    for env, arg in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+        if arg not in kwargs and os.environ.get(env, "").strip():
+            try:
+                kwargs[arg] = int(os.environ[env])
+            except ValueError:
+                raise CrobustError(f"{env}={os.environ[env]!r} is not an integer") from None
     try:
         jax.distributed.initialize(**kwargs)
     except (RuntimeError, ValueError) as e:

@@ -495,6 +495,10 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
     """
     members = [dict(m) for m in members]
     hparams = _member_hparams(members, config)
+    if checkpoint_dir is None and checkpoint_every is not None:
+        raise CrobustError("checkpoint_every needs a checkpoint_dir")
+    every = None if checkpoint_dir is None else _checkpoint.every_blocks(
+        config.eval_every if checkpoint_every is None else checkpoint_every, config.eval_every)
     if state is None:
         state = init_population(model, data, config, members)
     else:
@@ -503,10 +507,8 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
     history: dict[str, list] = {}
     n_blocks, wall_before, ckpt = 0, 0.0, None
     if checkpoint_dir is not None:
-        ckpt = _checkpoint.Checkpointer(
-            checkpoint_dir, description=_checkpoint.describe(model, data, config, members),
-            every_blocks=_checkpoint.every_blocks(config.eval_every if checkpoint_every is None else checkpoint_every,
-                                                  config.eval_every))
+        ckpt = _checkpoint.Checkpointer(checkpoint_dir, every_blocks=every,
+                                        description=_checkpoint.describe(model, data, config, members))
         restored = ckpt.restore(state)
         if restored is not None:
             state, history, n_blocks, wall_before = (restored.state, restored.history, restored.n_blocks,
@@ -514,8 +516,6 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
             if prog.enabled:
                 print(f"[{prog.label}] resumed from {ckpt.path(n_blocks)} (step {restored.step})",
                       file=prog.stream, flush=True)
-    elif checkpoint_every is not None:
-        raise CrobustError("checkpoint_every needs a checkpoint_dir")
     alive_now = ~(np.asarray(state.stopped) | np.asarray(state.diverged))
     start_step = int(np.max(np.asarray(state.step)))
     images = jnp.asarray(data.train_images)

@@ -54,10 +54,12 @@ def small():
     cfg = training.TrainConfig(regularizer="l1", projection="frobenius", batch_size=64, max_steps=240, eval_every=20,
                                patience=60, min_steps=40)
     block_fn = jax.jit(training.make_block_fn(model, cfg))
-    run = lambda **kw: training.fit(model, ds, cfg, members, block_fn=block_fn, **{"progress": False, **kw})
+    init = training.init_population(model, ds, cfg, members)
+    run = lambda **kw: training.fit(model, ds, cfg, members, block_fn=block_fn,
+                                    **{"progress": False, "state": init, **kw})
     reference = run()
-    return types.SimpleNamespace(ds=ds, model=model, members=members, cfg=cfg, block_fn=block_fn, run=run,
-                                 reference=reference, flat=_flat(reference))
+    return types.SimpleNamespace(ds=ds, model=model, members=members, cfg=cfg, block_fn=block_fn, init=init,
+                                 run=run, reference=reference, flat=_flat(reference))
 
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
@@ -97,11 +99,11 @@ def test_checkpoint_of_another_configuration_is_refused(small, tmp_path):
     small.run(checkpoint_dir=ckdir)
     other = training.TrainConfig(**{**small.cfg.__dict__, "lr": 3e-3})
     with pytest.raises(CrobustError, match=r"different training configuration \(differs in: lr \(0.001 → 0.003\)\)"):
-        training.fit(small.model, small.ds, other, small.members, block_fn=small.block_fn, progress=False,
-                     checkpoint_dir=ckdir)
+        training.fit(small.model, small.ds, other, small.members, state=small.init, block_fn=small.block_fn,
+                     progress=False, checkpoint_dir=ckdir)
     with pytest.raises(CrobustError, match="differs in: members"):
-        training.fit(small.model, small.ds, small.cfg, small.members[:3], block_fn=small.block_fn, progress=False,
-                     checkpoint_dir=ckdir)
+        training.fit(small.model, small.ds, small.cfg, small.members[:3], state=jax.tree.map(lambda a: a[:3],
+                     small.init), block_fn=small.block_fn, progress=False, checkpoint_dir=ckdir)
     # The same configuration resumes (here: nothing left to train) and returns the same result.
     again = small.run(checkpoint_dir=ckdir)
     assert again.steps_run == 0
@@ -132,7 +134,7 @@ def test_half_written_checkpoints_are_never_restored(small, tmp_path):
     ck = checkpoint.Checkpointer(ckdir, description=checkpoint.describe(small.model, small.ds, small.cfg,
                                                                         small.members))
     assert ck.steps() == steps
-    template = training.init_population(small.model, small.ds, small.cfg, small.members)
+    template = small.init
     assert ck.restore(template).n_blocks == last
     # A newest checkpoint that cannot be read: the one before it is used (with a warning), and training from
     # there ends where the uninterrupted run ended.

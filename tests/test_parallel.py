@@ -1,12 +1,14 @@
-"""crobust.parallel: the member axis sharded over 8 virtual CPU devices gives the 1-device results, padding members
-are never reported, the block compiles once, and jax.distributed starts only when asked.
+"""crobust.parallel: the member axis sharded over 8 virtual CPU devices — and over 2 processes × 2 devices with
+jax.distributed — gives the 1-device results, padding members are never reported, the block compiles once, and
+jax.distributed starts only when asked.
 
-The 8-device run is a subprocess: the device count (``--xla_force_host_platform_device_count``) must be set before
-JAX starts, and this pytest process has already started it with one CPU device.
+The multi-device runs are subprocesses: the device count (``--xla_force_host_platform_device_count``) must be set
+before JAX starts, and this pytest process has already started it with one CPU device.
 """
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -20,7 +22,7 @@ from crobust._errors import CrobustError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Shared by the parent (1 device) and the 8-device subprocess: 6 members, so 8 devices pad to 8.
+# Shared by the parent (1 device) and the subprocesses: 6 members, so 8 devices pad to 8 (and 2 × 2 to 8).
 SETUP = """
 from crobust import data as data_lib, training
 from crobust.models import MLP
@@ -31,11 +33,17 @@ cfg = training.TrainConfig(regularizer="nuclear", projection="frobenius", batch_
                            patience=100, min_steps=50)
 """
 
-CHILD = SETUP + """
-import json, logging, sys
-import chex, jax, jax.numpy as jnp, numpy as np
+CHILD = """
+import json, logging, os, sys
+import jax
+if os.environ.get("CROBUST_DISTRIBUTED"):
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")   # cross-process collectives on CPU
+from crobust import parallel
+multi = parallel.maybe_initialize_distributed()                      # CROBUST_DISTRIBUTED=1 + JAX_* variables
+""" + SETUP + """
+import chex, jax.numpy as jnp, numpy as np
 from jax.sharding import PartitionSpec as P
-from crobust import evaluation, parallel
+from crobust import evaluation
 
 compiles = []
 class H(logging.Handler):
@@ -47,15 +55,18 @@ jax.config.update("jax_log_compiles", True)
 original = training.make_block_fn
 training.make_block_fn = lambda *a, **k: chex.assert_max_traces(original(*a, **k), n=1)
 
-info = {"devices": jax.device_count()}
+info = {"devices": jax.device_count(), "processes": jax.process_count(), "multi": multi}
 layout = parallel.MemberLayout(len(members))
 placed = layout.put(training.init_population(model, ds, cfg, members))
 leaves = jax.tree.leaves(placed)
 info["padded"] = layout.padded
-info["state_sharded"] = all(x.sharding.spec == P("members") and len(x.addressable_shards) == 8
-                            and all(s.data.shape[0] == 1 for s in x.addressable_shards) for x in leaves)
+info["state_sharded"] = all(x.sharding.spec == P("members") and x.shape[0] == 8
+                            and len(x.addressable_shards) == jax.local_device_count()
+                            and all(s.data.shape[0] == 8 // jax.device_count() for s in x.addressable_shards)
+                            for x in leaves)
 
-res = training.fit(model, ds, cfg, members, progress=False)
+ckdir = sys.argv[2] if len(sys.argv) > 2 else None                  # multi-host: collective Orbax saves
+res = training.fit(model, ds, cfg, members, progress=False, checkpoint_dir=ckdir)
 info["compiles"] = res.compiles
 info["xla_compiles"] = len(compiles)
 jax.config.update("jax_log_compiles", False)
@@ -63,7 +74,7 @@ jax.config.update("jax_log_compiles", False)
 x = training.to_unit(ds.test_images[:60]); y = jnp.asarray(ds.test_labels[:60])
 kw = dict(eps=[0.0, 0.05, 0.1], norm="linf", attacks=(("pgd", dict(n_iter=5, n_restarts=1)),), on_fail="ignore")
 sharded = parallel.population_robust_accuracy(model.apply, res.best_params, x, y, jax.random.key(3), **kw)
-single = jax.device_put(res.best_params, jax.devices()[0])
+single = jax.tree.map(lambda v: jax.device_put(np.asarray(v), jax.local_devices()[0]), res.best_params)
 plain = evaluation.population_robust_accuracy(model.apply, single, x, y, jax.random.key(3), **kw)
 info["n_reports"] = len(sharded)
 sq = parallel.population_map(lambda p, s: jnp.sum(p["params"]["hidden_0"]["kernel"] ** 2) * s, res.best_params,
@@ -79,34 +90,35 @@ print(json.dumps(info))
 """
 
 
-def _env(devices: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("CROBUST_DISTRIBUTED", "XLA_FLAGS")}
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+def _env(devices: int, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CROBUST_DISTRIBUTED", "XLA_FLAGS", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
+                        "JAX_PROCESS_ID")}
+    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu", **extra)
     return env
 
 
-def test_eight_virtual_devices_match_one_device_and_never_report_padding(tmp_path):
-    out = tmp_path / "eight.npz"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(out)], cwd=ROOT, env=_env(8), text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # Meanwhile, the same population on this process's single device.
-    ns: dict = {}
-    exec(SETUP, ns)
-    ref = training.fit(ns["model"], ns["ds"], ns["cfg"], ns["members"], progress=False)
-    stdout, stderr = child.communicate(timeout=600)
-    assert child.returncode == 0, stderr[-3000:]
-    info = json.loads(stdout.strip().splitlines()[-1])
-    got = np.load(out)
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
 
-    assert jax.device_count() == 1 and ref.compiles == 1
-    assert info["devices"] == 8 and info["padded"] == 8 and info["state_sharded"]
+
+def _spawn(args, env):
+    return subprocess.Popen([sys.executable, "-c", CHILD, *map(str, args)], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _compare(got, ref, info, devices, processes):
+    assert info["devices"] == devices and info["processes"] == processes and info["multi"] == (processes > 1)
+    assert info["padded"] == 8 and info["state_sharded"], info
     # One trace and one XLA compilation of the block for all blocks (chex.assert_max_traces would have raised).
     assert info["compiles"] == 1 and info["xla_compiles"] == 1, info
     # Padding members (6 → 8) are never reported.
     assert info["n_reports"] == 6 and got["p0"].shape[0] == 6 and got["h_step"].shape[1] == 6
     assert got["ra_sharded"].shape == (6, 3) and got["sq"].shape == (6,)
 
-    # 8 devices vs 1: the same schedule exactly, the same numbers to float tolerance (different matmul shapes
+    # Sharded vs 1 device: the same schedule exactly, the same numbers to float tolerance (different matmul shapes
     # round differently; nothing depends on the layout).
     for k in ("step", "alive", "evaluated"):
         np.testing.assert_array_equal(got[f"h_{k}"], ref.history[k])
@@ -126,6 +138,40 @@ def test_eight_virtual_devices_match_one_device_and_never_report_padding(tmp_pat
     np.testing.assert_array_equal(got["clean_sharded"], got["clean_plain"])
     w = np.asarray(ref.best_params["params"]["hidden_0"]["kernel"])
     np.testing.assert_allclose(got["sq"], (w ** 2).sum((1, 2)) * np.arange(6.0), rtol=1e-3)
+
+
+def test_sharded_over_8_devices_and_over_2_hosts_match_one_device_and_never_report_padding(tmp_path):
+    # 8 virtual devices in one process, and 2 processes × 2 devices started with jax.distributed (localhost
+    # coordinator; CPU collectives through gloo; checkpoints written collectively), all at once.
+    jobs = {"eight": _spawn([tmp_path / "eight.npz"], _env(8))}
+    port = _free_port()
+    for pid in (0, 1):
+        jobs[f"host{pid}"] = _spawn([tmp_path / f"host{pid}.npz", tmp_path / "ck"], _env(
+            2, CROBUST_DISTRIBUTED="1", JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
+            JAX_PROCESS_ID=str(pid)))
+    try:
+        # Meanwhile, the same population on this process's single device.
+        ns: dict = {}
+        exec(SETUP, ns)
+        ref = training.fit(ns["model"], ns["ds"], ns["cfg"], ns["members"], progress=False)
+        assert jax.device_count() == 1 and ref.compiles == 1
+        outputs = {name: job.communicate(timeout=600) for name, job in jobs.items()}
+    finally:
+        for job in jobs.values():
+            if job.poll() is None:
+                job.kill()
+    for name, job in jobs.items():
+        assert job.returncode == 0, (name, outputs[name][1][-3000:])
+    infos = {name: json.loads(out.strip().splitlines()[-1]) for name, (out, _) in outputs.items()}
+    got = {name: np.load(tmp_path / f"{name}.npz") for name in jobs}
+
+    _compare(got["eight"], ref, infos["eight"], devices=8, processes=1)
+    for pid in (0, 1):
+        _compare(got[f"host{pid}"], ref, infos[f"host{pid}"], devices=4, processes=2)
+    # Both hosts read back the same numbers, bit for bit; the checkpoint folder holds the final checkpoint.
+    for k in got["host0"].files:
+        assert np.array_equal(got["host0"][k], got["host1"][k], equal_nan=True), k
+    assert str(got["host0"]["h_step"].shape[0]) in os.listdir(tmp_path / "ck")
 
 
 def test_padding_helpers():
