@@ -207,7 +207,9 @@ def test_pgd_restart_rules_match_brute_force_over_single_restarts():
     logits = np.stack([np.asarray(f(jnp.asarray(s))) for s in singles])           # (R, N, C)
     success = logits.argmax(-1) != np.asarray(y)[None]
     ce = np.stack([np.asarray(losses.margin(jnp.asarray(l), y)) for l in logits])
-    assert success.any(0).sum() > 10 and (~success.any(0)).sum() > 10 and (success.sum(0) == 1).sum() > 0
+    # points where ≥ 2 restarts succeed tell first from last success; points where none does tell restart 0
+    # (last_success) from the max-loss restart
+    assert (success.sum(0) >= 2).sum() > 10 and (~success.any(0)).sum() > 10
     for n in range(len(y)):
         wins = np.flatnonzero(success[:, n])
         top = set(np.flatnonzero(ce[:, n] >= ce[:, n].max() - 1e-5).tolist())   # ties (e.g. saturated CE) allowed
