@@ -381,6 +381,11 @@ def robust_accuracy(logits_fn, x, y, key, *, eps, norm: str = "linf", attacks=DE
 
     Returns:
       :class:`RobustAccuracyReport`.
+
+    The program is compiled with ``logits_fn`` as a static argument, so calling again with the *same* function
+    object (e.g. another chunk of test points) reuses it; JAX's jit cache then keeps a reference to that function
+    (and the parameters it closes over). To evaluate many models, pass parameters as data through
+    :func:`population_robust_accuracy` instead of a new closure per model.
     """
     x, eps_values, norm, specs = _prepare_eval(x, y, eps, norm, attacks, on_fail)
     n, num_classes = logits_shape(logits_fn, x)
