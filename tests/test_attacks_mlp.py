@@ -260,7 +260,15 @@ def test_apgd_ce_agrees_with_autoattack_when_installed():
     robust accuracies agree within 0.6 percentage points (per-seed spread is ~0.2 points)."""
     torch = pytest.importorskip("torch")
     autopgd = pytest.importorskip("pyautoattack.autopgd_base")
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # a 2-thread OpenMP loop can collapse on a loaded machine; restored below
+    try:
+        _compare_with_autoattack(torch, autopgd)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compare_with_autoattack(torch, autopgd):
     model, params, x, y = trained_mlp()
     f = functools.partial(model.apply, params)
     mean, std = model.mean[0], model.std[0]
