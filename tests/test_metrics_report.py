@@ -29,7 +29,7 @@ def population():
     params = jax.vmap(lambda k: model.init(k, jnp.zeros((1, 8, 8, 1))))(keys)
     k1 = params["params"]["hidden_1"]["kernel"]
     params["params"]["hidden_1"]["kernel"] = k1.at[1, :, 4].multiply(30.0)   # member 1: neuron 4 dominates
-    return params, M.layer_report(params, kappa=0.25)
+    return params, M.layer_report(params, kappa=0.25, with_net_comp=True)
 
 
 def test_report_layout_and_rows(population):

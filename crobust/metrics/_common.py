@@ -90,22 +90,26 @@ def safe_div(num, den, zero_value=0.0):
     return jnp.where(den_ok, num / jnp.where(den_ok, den, 1.0), zero_value)
 
 
-def kth_largest(a, K: int):
-    """The K-th largest value along the last axis of a **non-negative** float32 array, exactly.
+def kth_largest(a, K, axis: int = -1):
+    """The K-th largest value along ``axis`` of a **non-negative** float32 array, exactly.
 
     Bisection on the IEEE-754 bit pattern: for non-negative floats the int32 bit pattern is monotone in the value,
     so 31 halvings of [0, bits(+inf)] pin down the largest t with #{a ≥ t} ≥ K, which is the K-th largest entry.
     This is 31 fused compare-and-count passes; on CPU it is ~5–10× faster than XLA's comparison sort, and it is
-    exact (ties included). Shapes: a (..., d) → (...,).
+    exact (ties included). ``K`` may be traced. Shapes: a (..., d) → (...,) for axis = −1; ``axis=-2`` reduces a
+    (..., d, n) over d (faster on CPU when the rows of W are the columns of a flax kernel). Early exit does not pay:
+    with thousands of rows the slowest row needs nearly all 31 passes.
     """
     bits = lax.bitcast_convert_type(a, jnp.int32)
-    lo = jnp.zeros(a.shape[:-1], jnp.int32)             # #{bits >= lo} = d >= K always
-    hi = jnp.full(a.shape[:-1], 0x7F800001, jnp.int32)  # just above +inf: #{bits >= hi} = 0 < K
+    shape = list(a.shape)
+    del shape[axis]
+    lo = jnp.zeros(shape, jnp.int32)             # #{bits >= lo} = d >= K always
+    hi = jnp.full(shape, 0x7F800001, jnp.int32)  # just above +inf: #{bits >= hi} = 0 < K
 
     def body(_, carry):
         lo, hi = carry
         mid = lo + (hi - lo) // 2
-        ok = jnp.sum(bits >= mid[..., None], axis=-1, dtype=jnp.int32) >= K
+        ok = jnp.sum(bits >= jnp.expand_dims(mid, axis), axis=axis, dtype=jnp.int32) >= K
         return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
 
     lo, _ = lax.fori_loop(0, 31, body, (lo, hi))

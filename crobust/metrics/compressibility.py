@@ -55,11 +55,11 @@ __all__ = [
 # core, on non-negative magnitudes normalised by their maximum
 
 
-def _normalised_magnitudes(theta):
-    """|θ| / max|θ| (…, d) and max|θ| (…); rows with max 0 are left as zeros."""
+def _normalised_magnitudes(theta, axis: int = -1):
+    """|θ| / max|θ| along ``axis`` and max|θ|; vectors with max 0 are left as zeros."""
     a = jnp.abs(theta)
-    m = jnp.max(a, axis=-1)
-    return a / jnp.where(m > 0, m, 1.0)[..., None], m
+    m = jnp.max(a, axis=axis)
+    return a / jnp.expand_dims(jnp.where(m > 0, m, 1.0), axis), m
 
 
 def _head_tail(a, K, q: int):
@@ -68,35 +68,36 @@ def _head_tail(a, K, q: int):
     return ht[q][0], ht[q][1], t
 
 
-def _head_tail_qs(a, K, qs):
-    """{q: (head, tail)} for several q sharing one threshold search, and the K-th largest t.
+def _head_tail_qs(a, K, qs, axis: int = -1):
+    """{q: (head, tail)} for several q sharing one threshold search along ``axis``, and the K-th largest t.
 
     K may be a Python int or a traced int32 scalar (one compiled program then serves every K)."""
-    t = _kth(a, K)
-    below = a < t[..., None]
-    above = a > t[..., None]
-    d = a.shape[-1]
-    n_below = jnp.sum(below, axis=-1, dtype=jnp.int32)
-    n_above = jnp.sum(above, axis=-1, dtype=jnp.int32)
+    t = _kth(a, K, axis)
+    te = jnp.expand_dims(t, axis)
+    below = a < te
+    above = a > te
+    d = a.shape[axis]
+    n_below = jnp.sum(below, axis=axis, dtype=jnp.int32)
+    n_above = jnp.sum(above, axis=axis, dtype=jnp.int32)
     n_tie = d - n_below - n_above                 # entries equal to t (≥ 1)
     tie_kept = K - n_above                        # 1 ≤ tie_kept ≤ n_tie
     out = {}
     for q in qs:
         tq = t if q == 1 else t * t
         aq = a if q == 1 else a * a
-        head = jnp.sum(jnp.where(above, aq, 0.0), axis=-1) + tie_kept * tq
-        tail = jnp.sum(jnp.where(below, aq, 0.0), axis=-1) + (n_tie - tie_kept) * tq
+        head = jnp.sum(jnp.where(above, aq, 0.0), axis=axis) + tie_kept * tq
+        tail = jnp.sum(jnp.where(below, aq, 0.0), axis=axis) + (n_tie - tie_kept) * tq
         out[q] = (head, tail)
     return out, t
 
 
-def _kth(a, K):
+def _kth(a, K, axis: int = -1):
     if isinstance(K, int):
         if K == 1:
-            return jnp.max(a, axis=-1)
-        if K == a.shape[-1]:
-            return jnp.min(a, axis=-1)
-    return C.kth_largest(a, K)
+            return jnp.max(a, axis=axis)
+        if K == a.shape[axis]:
+            return jnp.min(a, axis=axis)
+    return C.kth_largest(a, K, axis)
 
 
 def _err_from(head, tail, q: int):
@@ -105,13 +106,13 @@ def _err_from(head, tail, q: int):
     return r if q == 1 else jnp.sqrt(r)
 
 
-def _vec_stats(v, K, qs=(1, 2)):
-    """On θ (…, d) at kept count K (int or traced): ({q: ε_q}, β, 1 − ε_1 as head/total, 1 − β as t/max).
+def _vec_stats(v, K, qs=(1, 2), axis: int = -1):
+    """On θ along ``axis`` at kept count K (int or traced): ({q: ε_q}, β, 1 − ε_1 as head/total, 1 − β as t/max).
 
     β(K = 1) is exactly 0 (x / max may round when XLA multiplies by a reciprocal); the zero vector has ε = β = 0."""
-    a, vmax = _normalised_magnitudes(v)
+    a, vmax = _normalised_magnitudes(v, axis)
     qs_all = tuple(sorted(set(qs) | {1}))
-    ht, t = _head_tail_qs(a, K, qs_all)
+    ht, t = _head_tail_qs(a, K, qs_all, axis)
     errs = {q: _err_from(*ht[q], q) for q in qs}
     live = (vmax > 0) & (jnp.asarray(K) > 1)
     one_minus_beta = jnp.where(live, t, 1.0)

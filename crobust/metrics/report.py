@@ -34,7 +34,8 @@ entries of a row: d = in):
 ``align_A_2``, ``align_R_2``                the same, spectral form, p = 2 (only with ``spectral_alignment``)
 =========================================  ====================================================================
 
-Per member (``network_metrics``): ``net_comp`` (the reference's ``net_comp_κ``, all layers with the head),
+Per member (``network_metrics``): ``net_comp`` (the reference's ``net_comp_κ``, all layers with the head; only
+with ``with_net_comp=True``),
 ``lipschitz_naive_inf``, ``lipschitz_naive_2``, ``lipschitz_aligned_inf`` and (with ``spectral_alignment`` or
 ``direct_pair_bounds``) ``lipschitz_aligned_2``, ``n_pairs_inf`` / ``n_pairs_2``: the encoder (hidden layers, head
 excluded) Lipschitz bounds of Theorem 3.2 times ``input_scale``.
@@ -88,7 +89,7 @@ def _layer_metrics(w, kappa, method):
     en, bn, omen, ombn = _vec_stats(nu, K_nu)
     es, bs, omes, ombs = _vec_stats(sig, K_sig)
     # rows: one threshold search serves par_comp (q = 2) and Theorem 3.1's row refinement (q = 1)
-    er, _, row_ome, _ = _vec_stats(w, K_row)
+    er, _, row_ome, _ = _vec_stats(w.T, K_row, axis=0)     # rows of W = columns of Wᵀ (the kernel's layout)
     eps_r = 1.0 - jnp.min(row_ome)
     rhs_sig = _chain_bound(omes, ombs, K_sig, math.sqrt(h) * fro)
     rhs_fro = _chain_bound(omen, ombn, K_nu, math.sqrt(out * d_in) * fro)
@@ -108,13 +109,13 @@ def _layer_metrics(w, kappa, method):
     }
 
 
-def _member_report(mats, *, kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, reference_stats,
+def _member_report(mats, *, kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, with_net_comp,
                    input_scale, n_hidden):
     """Everything for one member: ({metric: (L,)}, {metric: ()})."""
     per_layer = [_layer_metrics(w, kappa, method) for w in mats]
     layer = {m: jnp.stack([pl[m] for pl in per_layer]) for m in per_layer[0]}
     net = {}
-    if reference_stats:
+    if with_net_comp:
         net["net_comp"] = net_comp(list(mats), kappa=kappa, q=2)
     hidden = list(mats[:n_hidden])
     nan_col = jnp.full((len(mats),), jnp.nan, jnp.float32)
@@ -150,13 +151,13 @@ def _member_report(mats, *, kappa, method, lipschitz, spectral_alignment, direct
 
 
 @functools.partial(jax.jit, static_argnames=("kappa", "method", "lipschitz", "spectral_alignment",
-                                             "direct_pair_bounds", "reference_stats", "input_scale", "n_hidden",
+                                             "direct_pair_bounds", "with_net_comp", "input_scale", "n_hidden",
                                              "loop"))
-def _report_core(mats, *, kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, reference_stats,
+def _report_core(mats, *, kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, with_net_comp,
                  input_scale, n_hidden, loop):
     fn = functools.partial(_member_report, kappa=kappa, method=method, lipschitz=lipschitz,
                            spectral_alignment=spectral_alignment, direct_pair_bounds=direct_pair_bounds,
-                           reference_stats=reference_stats, input_scale=input_scale, n_hidden=n_hidden)
+                           with_net_comp=with_net_comp, input_scale=input_scale, n_hidden=n_hidden)
     with jax.default_matmul_precision("float32"):
         if loop == "map":
             return lax.map(fn, tuple(mats))
@@ -189,20 +190,20 @@ def _package(names, shapes, M, layer, net, static):
             "settings": {"kappa": static["kappa"], "sv_method": static["method"], "input_scale": static["input_scale"],
                          "n_hidden": static["n_hidden"], "spectral_alignment": static["spectral_alignment"],
                          "direct_pair_bounds": static["direct_pair_bounds"],
-                         "reference_stats": static["reference_stats"], "precision": "float32 (HIGHEST)",
+                         "with_net_comp": static["with_net_comp"], "precision": "float32 (HIGHEST)",
                          "member_loop": static["loop"]}}
 
 
-def _static(kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, reference_stats, input_scale,
+def _static(kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, with_net_comp, input_scale,
             n_hidden):
     return dict(kappa=float(kappa), method=method, lipschitz=bool(lipschitz),
                 spectral_alignment=bool(spectral_alignment), direct_pair_bounds=bool(direct_pair_bounds),
-                reference_stats=bool(reference_stats), input_scale=float(input_scale), n_hidden=n_hidden,
+                with_net_comp=bool(with_net_comp), input_scale=float(input_scale), n_hidden=n_hidden,
                 loop="map" if C.is_cpu() else "vmap")
 
 
 def matrix_report(mats: Mapping, *, kappa=0.1, method="auto", n_hidden=None, lipschitz=True,
-                  spectral_alignment=False, direct_pair_bounds=False, reference_stats=True, input_scale=1.0):
+                  spectral_alignment=False, direct_pair_bounds=False, with_net_comp=False, input_scale=1.0):
     """:func:`layer_report` on matrices already in the paper's orientation.
 
     ``mats``: {layer name: W (M, out, in)} in forward order, every W with the member axis M. ``n_hidden``: how many
@@ -216,14 +217,14 @@ def matrix_report(mats: Mapping, *, kappa=0.1, method="auto", n_hidden=None, lip
     arrs = [jnp.asarray(mats[n], jnp.float32) for n in names]
     shapes = [tuple(a.shape) for a in arrs]
     M, n_hidden = _validate(names, shapes, kappa, method, n_hidden, lipschitz)
-    st = _static(kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, reference_stats, input_scale,
+    st = _static(kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, with_net_comp, input_scale,
                  n_hidden)
     layer, net = _report_core(tuple(arrs), **st)
     return _package(names, shapes, M, layer, net, st)
 
 
 @functools.partial(jax.jit, static_argnames=("population", "kappa", "method", "lipschitz", "spectral_alignment",
-                                             "direct_pair_bounds", "reference_stats", "input_scale", "n_hidden",
+                                             "direct_pair_bounds", "with_net_comp", "input_scale", "n_hidden",
                                              "loop"))
 def _report_from_params(params, *, population, **static):
     with jax.default_matmul_precision("float32"):
@@ -233,7 +234,7 @@ def _report_from_params(params, *, population, **static):
 
 
 def layer_report(params, *, kappa=0.1, population=None, method="auto", lipschitz=True, spectral_alignment=False,
-                 direct_pair_bounds=False, reference_stats=True, input_scale=1.0):
+                 direct_pair_bounds=False, with_net_comp=False, input_scale=1.0):
     """Every metric of every layer of every member of an MLP / LowRankMLP population, in one jitted call.
 
     Args:
@@ -248,7 +249,8 @@ def layer_report(params, *, kappa=0.1, population=None, method="auto", lipschitz
         layer, seconds per 2000-wide layer on CPU) and the aligned p = 2 bound.
       direct_pair_bounds: also bound max_D ‖W^{l+1} D W^l‖_p on the full matrices (a few width³ matrix products per
         pair) and use it when smaller; gives an aligned p = 2 bound without singular vectors.
-      reference_stats: include ``net_comp`` (one extra pass over all weights).
+      with_net_comp: include the reference's ``net_comp_κ`` (a network-level statistic, not a per-layer one; a
+        31-pass exact selection over all weights, ~as costly as ``par_comp`` of every layer, hence opt-in).
       input_scale: factor for the Lipschitz bounds, 1/min(std) when the model normalises pixel inputs inside.
 
     Returns a dict: ``layers`` (names, forward order), ``shapes`` [(out, in)], ``members`` M, ``layer_metrics``
@@ -278,7 +280,7 @@ def layer_report(params, *, kappa=0.1, population=None, method="auto", lipschitz
     shapes = [tuple(s.shape) if population else (1, *s.shape) for s in shp.values()]
     n_hidden = sum(1 for n in names if n != "head")
     M, n_hidden = _validate(names, shapes, kappa, method, n_hidden, lipschitz)
-    st = _static(kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, reference_stats, input_scale,
+    st = _static(kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, with_net_comp, input_scale,
                  n_hidden)
     layer, net = _report_from_params(params, population=bool(population), **st)
     return _package(names, shapes, M, layer, net, st)
