@@ -160,6 +160,11 @@ def plot_panels(path: Path, x, panels: Sequence[Mapping], *, xlabel: str, title:
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=11)
+    return _save(plt, fig, path, rows)
+
+
+def _save(plt, fig, path, rows) -> Path:
+    """Write the figure as PNG (atomically: a temporary name, then rename) and its numbers as ``<name>.csv``."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -186,14 +191,7 @@ def plot_curves(path: Path, curves: Mapping[str, tuple], *, xlabel: str, ylabel:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    write_csv(path.with_suffix(".csv"), rows)
-    return path
+    return _save(plt, fig, path, rows)
 
 
 def markdown_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None, fmt: str = "{:.4g}") -> str:
