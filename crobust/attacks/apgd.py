@@ -190,6 +190,60 @@ def apgd_single_run(logits_fn, loss_fn, x, y, key, eps, norm: str, n_iter: int, 
     return s["x_best"].reshape(image_shape), s["robust"], s["loss_best"], s["x_best_adv"].reshape(image_shape)
 
 
+def chunk_size_for(n: int, chunk_size="auto") -> int | None:
+    """Examples per chunk: ``'auto'`` → chunks of about 256 on CPU (no chunking on accelerators); an int; None.
+
+    On CPU an attack step on ~256 examples keeps its working set in cache: measured on the digits MLP, 1000 points
+    in 4 chunks of 250 run APGD-CE ~25 % faster than one batch of 1000. The chunks split N evenly (⌈N/⌈N/256⌉⌉).
+    """
+    if chunk_size == "auto":
+        if jax.default_backend() != "cpu" or n <= 256:
+            return None
+        return -(-n // -(-n // 256))
+    if chunk_size is None:
+        return None
+    return check_positive_int(chunk_size, "chunk_size")
+
+
+def map_in_chunks(fn, chunk, *arrays):
+    """fn over consecutive chunks of the leading (example) axis with ``lax.map``; outputs re-joined on axis 0.
+
+    Every output of ``fn`` must have the example axis first. The last chunk is padded with copies of example 0
+    (dropped afterwards). ``chunk=None`` (or ≥ N) calls ``fn`` once on everything. Valid because the attacks act
+    on each example independently (a per-example loss, per-example step sizes and checkpoints).
+    """
+    n = arrays[0].shape[0]
+    if chunk is None or chunk >= n:
+        return fn(*arrays)
+    n_chunks = -(-n // chunk)
+    pad = n_chunks * chunk - n
+
+    def split(a):
+        if pad:
+            a = jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)])
+        return a.reshape((n_chunks, chunk) + a.shape[1:])
+
+    out = jax.lax.map(lambda chunk_args: fn(*chunk_args), tuple(split(a) for a in arrays))
+    return jax.tree.map(lambda o: o.reshape((n_chunks * chunk,) + o.shape[2:])[:n], out)
+
+
+def _runs(logits_fn, loss_of, x, y, eps, norm, n_iter, rho, clip, starts, extra, chunk):
+    """All runs (leading axis R of ``starts`` (R, N, ...) and ``extra`` (R, N)), chunked over examples.
+
+    ``loss_of(extra_r, y)`` builds run r's loss (e.g. its targets). Returns (x_best, robust, loss_best,
+    x_best_adv) with the run axis first.
+    """
+    def on_chunk(xc, yc, starts_c, extra_c):          # starts_c (n, R, ...), extra_c (n, R)
+        def one_run(start, ex):
+            return apgd_single_run(logits_fn, loss_of(ex, yc), xc, yc, None, eps, norm, n_iter, rho, clip,
+                                   x_init=start)
+        res = jax.vmap(one_run, in_axes=(1, 1))(starts_c, extra_c)                    # (R, n, ...)
+        return tuple(jnp.moveaxis(r, 0, 1) for r in res)                              # (n, R, ...)
+
+    res = map_in_chunks(on_chunk, chunk, x, y, jnp.moveaxis(starts, 0, 1), jnp.moveaxis(extra, 0, 1))
+    return tuple(jnp.moveaxis(r, 1, 0) for r in res)
+
+
 def _combine(x, clean_correct, x_best, robust, loss_best, x_best_adv):
     """Merge R runs (leading axis) per example: first success, else the highest-loss point; see module doc."""
     success = ~robust                                                     # (R, N)
@@ -201,7 +255,7 @@ def _combine(x, clean_correct, x_best, robust, loss_best, x_best_adv):
 
 
 def apgd(logits_fn, x, y, key, *, eps, norm: str = "linf", loss: str = "ce", n_iter: int = 100,
-         n_restarts: int = 1, rho: float = 0.75, labels: str = "true", clip: bool = True):
+         n_restarts: int = 1, rho: float = 0.75, labels: str = "true", clip: bool = True, chunk_size="auto"):
     """APGD with an untargeted loss (AutoAttack's ``APGDAttack.perturb``); see the module docstring.
 
     Args:
@@ -217,6 +271,8 @@ def apgd(logits_fn, x, y, key, *, eps, norm: str = "linf", loss: str = "ce", n_i
       rho: the checkpoint's fraction threshold ρ (0.75).
       labels: ``'true'`` or ``'predicted'``.
       clip: clip to [0, 1] (``False``: unclipped, as the reference code's ART attacks).
+      chunk_size: examples per sequential chunk (``lax.map``): ``'auto'`` (≈256 on CPU, none on accelerators),
+        an int, or None. Only speed changes (``logits_fn`` must accept any batch size and act per example).
 
     Returns:
       x_adv (N, ...) with ‖x_adv − x‖ ≤ ε.
@@ -225,26 +281,27 @@ def apgd(logits_fn, x, y, key, *, eps, norm: str = "linf", loss: str = "ce", n_i
     loss_fn = _losses.get(loss)
     n_iter = check_positive_int(n_iter, "n_iter")
     n_restarts = check_positive_int(n_restarts, "n_restarts")
+    chunk = chunk_size_for(x.shape[0], chunk_size)
     clean_correct = predicts(logits_fn(x), y)
-
-    def run(run_key):
-        return apgd_single_run(logits_fn, lambda z: loss_fn(z, y), x, y, run_key, eps, norm, n_iter, rho, clip)
-
-    results = jax.vmap(run)(jax.random.split(key, n_restarts))
+    # start points drawn for the whole batch, so results do not depend on the chunking
+    starts = jax.vmap(lambda k: _init_point(k, x, eps, norm, clip))(jax.random.split(key, n_restarts))
+    unused = jnp.zeros((n_restarts, x.shape[0]), jnp.int32)
+    results = _runs(logits_fn, lambda _, yc: (lambda z: loss_fn(z, yc)), x, y, eps, norm, n_iter, rho, clip,
+                    starts, unused, chunk)
     return _combine(x, clean_correct, *results)
 
 
 def apgd_t(logits_fn, x, y, key, *, eps, norm: str = "linf", n_iter: int = 100, n_target_classes: int = 9,
            n_restarts: int = 1, rho: float = 0.75, loss: str = "dlr-targeted", labels: str = "true",
-           clip: bool = True):
+           clip: bool = True, chunk_size="auto"):
     """APGD-T: APGD on the targeted DLR loss towards each of the top ``n_target_classes`` other classes.
 
     Targets are ranked by the clean logits f(x): run j (j = 1 … n_target_classes) targets the class with the
     (j+1)-th largest clean logit, as AutoAttack's ``APGDAttack_targeted`` does; each target gets ``n_restarts``
     runs (AutoAttack standard: 1) with keys ``split(key, n_target_classes·n_restarts)``. All runs execute at once.
 
-    Args are as :func:`apgd`, plus ``n_target_classes`` (≤ C − 1; AutoAttack: 9) and ``loss`` (``'dlr-targeted'``,
-    needs C ≥ 4, or ``'ce-targeted'``).
+    Args are as :func:`apgd` (``chunk_size`` included), plus ``n_target_classes`` (≤ C − 1; AutoAttack: 9) and
+    ``loss`` (``'dlr-targeted'``, needs C ≥ 4, or ``'ce-targeted'``).
     """
     x, y, eps, norm, num_classes = prepare(logits_fn, x, y, eps, norm, labels)
     check_choice("loss", loss, tuple(_losses.TARGETED))
@@ -261,11 +318,9 @@ def apgd_t(logits_fn, x, y, key, *, eps, norm: str = "linf", n_iter: int = 100, 
     clean_correct = predicts(clean_logits, y)
     ranked = jax.lax.top_k(clean_logits, n_target_classes + 1)[1][:, 1:]         # (N, T)
     targets = jnp.repeat(ranked.T, n_restarts, axis=0)                           # (T·R, N), target-major order
-
-    def run(run_key, target):
-        return apgd_single_run(logits_fn, lambda z: loss_fn(z, y, target), x, y, run_key, eps, norm, n_iter,
-                               rho, clip)
-
+    chunk = chunk_size_for(x.shape[0], chunk_size)
     keys = jax.random.split(key, n_target_classes * n_restarts)
-    results = jax.vmap(run)(keys, targets)
+    starts = jax.vmap(lambda k: _init_point(k, x, eps, norm, clip))(keys)
+    results = _runs(logits_fn, lambda target, yc: (lambda z: loss_fn(z, yc, target)), x, y, eps, norm, n_iter,
+                    rho, clip, starts, targets, chunk)
     return _combine(x, clean_correct, *results)

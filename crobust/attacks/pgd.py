@@ -40,13 +40,14 @@ from crobust.attacks import losses as _losses
 from crobust.attacks import projections as P
 from crobust.attacks._common import predicts, select_runs, value_and_input_grad
 from crobust.attacks._validate import check_eps, check_positive_int, prepare
+from crobust.attacks.apgd import chunk_size_for, map_in_chunks
 
 KEEP = ("max_loss", "first_success", "last_success")
 
 
 def pgd(logits_fn, x, y, key, *, eps, step_size=None, n_iter: int = 10, norm: str = "linf", loss: str = "ce",
         n_restarts: int = 1, random_start: bool = True, keep: str = "max_loss", labels: str = "true",
-        clip: bool = True):
+        clip: bool = True, chunk_size="auto"):
     """PGD with random start and vmapped restarts; see the module docstring for the maths.
 
     Args:
@@ -65,6 +66,8 @@ def pgd(logits_fn, x, y, key, *, eps, step_size=None, n_iter: int = 10, norm: st
       keep: how the restarts are combined per example: ``'max_loss'``, ``'first_success'``, ``'last_success'``.
       labels: ``'true'`` or ``'predicted'`` (argmax f(x), the reference code's ART default).
       clip: clip every iterate to [0, 1] (``False`` reproduces the reference code's unclipped attack).
+      chunk_size: examples × restarts per sequential chunk (``lax.map``) — ``'auto'`` (≈256 on CPU, none on
+        accelerators), an int, or None; only speed changes (see :func:`crobust.attacks.apgd.chunk_size_for`).
 
     Returns:
       x_adv (N, ...) with ‖x_adv − x‖ ≤ ε (and in [0, 1] when ``clip``).
@@ -75,27 +78,35 @@ def pgd(logits_fn, x, y, key, *, eps, step_size=None, n_iter: int = 10, norm: st
     n_iter = check_positive_int(n_iter, "n_iter", minimum=0)
     n_restarts = check_positive_int(n_restarts, "n_restarts")
     step = 2.5 * eps / max(n_iter, 1) if step_size is None else check_eps(step_size, "step_size")
-    evaluate = value_and_input_grad(logits_fn, lambda z: loss_fn(z, y))
-    if norm == "linf":
-        # B_∞(x, ε) ∩ [0, 1]^d is the box [max(x − ε, 0), min(x + ε, 1)]: computed once, one clip per step
-        lo, hi = (jnp.maximum(x - eps, 0.0), jnp.minimum(x + eps, 1.0)) if clip else (x - eps, x + eps)
-        project = lambda v: jnp.clip(v, lo, hi)
-    else:
-        project = lambda v: P.project_l2(v, x, eps, clip)
+    chunk = chunk_size_for(x.shape[0] * n_restarts, chunk_size)
+    chunk = None if chunk is None else max(1, chunk // n_restarts)
 
-    def one_restart(run_key):
-        x0 = project(P.random_start(run_key, x, eps, norm, clip) if random_start else x)
+    def restarts_on(xc, yc, starts_c):                   # starts_c (n, R, ...) → final iterates (n, R, ...)
+        evaluate = value_and_input_grad(logits_fn, lambda z: loss_fn(z, yc))
+        if norm == "linf":
+            # B_∞(x, ε) ∩ [0, 1]^d is the box [max(x − ε, 0), min(x + ε, 1)]: computed once, one clip per step
+            lo, hi = (jnp.maximum(xc - eps, 0.0), jnp.minimum(xc + eps, 1.0)) if clip else (xc - eps, xc + eps)
+            project = lambda v: jnp.clip(v, lo, hi)
+        else:
+            project = lambda v: P.project_l2(v, xc, eps, clip)
 
-        def body(_, x_adv):
-            _, _, grad = evaluate(x_adv)
-            return project(x_adv + step * P.steepest_direction(grad, norm))
+        def one_restart(start):
+            def body(_, x_adv):
+                _, _, grad = evaluate(x_adv)
+                return project(x_adv + step * P.steepest_direction(grad, norm))
 
-        return jax.lax.fori_loop(0, n_iter, body, x0)
+            return jax.lax.fori_loop(0, n_iter, body, project(start))
 
+        return jnp.moveaxis(jax.vmap(one_restart, in_axes=1)(starts_c), 0, 1)
+
+    # random starts drawn for the whole batch, so results do not depend on the chunking
+    keys = key[None] if n_restarts == 1 else jax.random.split(key, n_restarts)
+    starts = (jax.vmap(lambda k: P.random_start(k, x, eps, norm, clip))(keys) if random_start
+              else jnp.broadcast_to(x, (n_restarts,) + x.shape))
+    x_runs = jnp.moveaxis(map_in_chunks(restarts_on, chunk, x, y, jnp.moveaxis(starts, 0, 1)), 1, 0)  # (R, N, ...)
     if n_restarts == 1:
-        return one_restart(key)
+        return x_runs[0]
 
-    x_runs = jax.vmap(one_restart)(jax.random.split(key, n_restarts))            # (R, N, ...)
     logits = jax.vmap(logits_fn)(x_runs)                                         # (R, N, C)
     success = ~jax.vmap(predicts, in_axes=(0, None))(logits, y)                  # (R, N)
     run_loss = jax.vmap(loss_fn, in_axes=(0, None))(logits, y)                   # (R, N)
