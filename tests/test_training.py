@@ -7,6 +7,7 @@ Real data (sklearn digits, 1437 train images of 8×8), tiny MLPs. The expensive 
 trained populations are module-scoped fixtures shared by several tests.
 """
 
+import functools
 import types
 
 import chex
@@ -15,10 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crobust import training
+from crobust import optim, training
 from crobust._errors import CrobustError
 from crobust.data import load_dataset
 from crobust.models import MLP, hidden_matrices, layer_matrices
+from crobust.shuffle import index_shuffle
 from crobust.training import TrainConfig, fit, grid, init_population, make_block_fn
 
 DATA = load_dataset("digits")
@@ -82,17 +84,18 @@ def _np_val_loss(params, idx):
     return float(-np.mean(logp[np.arange(len(idx)), DATA.train_labels[idx]]))
 
 
-@jax.jit
-def _epoch_permutation(key, epoch, like):
-    return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 1), epoch), like.shape[0])
+@functools.partial(jax.jit, static_argnums=2)
+def _epoch_permutation(key, epoch, n):
+    return index_shuffle(jax.random.fold_in(jax.random.fold_in(key, 1), epoch), jnp.arange(n), n)
 
 
 def _batch_indices(key, train_idx, batch_size, step):
-    """The documented data order: epoch e is permutation(fold_in(fold_in(key, 1), e), n_train) of train_idx,
-    consumed in n_train // B full batches."""
+    """The documented data order: epoch e is the permutation index_shuffle(fold_in(fold_in(key, 1), e), ·, n_train)
+    of train_idx (whole, materialised here), consumed in n_train // B full batches."""
     n_train = train_idx.shape[0]
     epoch, pos = divmod(step, n_train // batch_size)
-    perm = np.asarray(_epoch_permutation(key, epoch, train_idx))
+    perm = np.asarray(_epoch_permutation(key, epoch, n_train))
+    np.testing.assert_array_equal(np.sort(perm), np.arange(n_train))
     return np.asarray(train_idx)[perm[pos * batch_size:(pos + 1) * batch_size]]
 
 
@@ -175,6 +178,35 @@ def test_population_equals_members_trained_alone(pop, sequential):
         assert not res.history["alive"][n - 1:, i].any()
         assert not res.history["evaluated"][n:, i].any()
         assert (res.history["step"][n:, i] == alone.history["step"][-1, 0]).all()
+
+
+@pytest.mark.parametrize("group", [1, 3])
+def test_member_layout_does_not_change_results(pop, group):
+    """Members stepped one at a time (lax.map + lax.cond skipping stopped members) or in groups of 3 (a group and a
+    remainder of 1) give what the all-vmapped population gives: members are independent, whatever the layout."""
+    assert training.auto_members_per_group(pop.init.params) >= len(MEMBERS)      # pop itself ran all vmapped
+    block_fn = jax.jit(make_block_fn(MODEL, CFG, members_per_group=group))
+    res = fit(MODEL, DATA, CFG, MEMBERS, state=pop.init, block_fn=block_fn, progress=False)
+    assert res.history["alive"].shape == pop.res.history["alive"].shape
+    assert len(set(pop.res.history["alive"].sum(axis=0))) > 1, "members should stop at different blocks"
+    _assert_trees_close(res.params, pop.res.params)
+    _assert_trees_close(res.best_params, pop.res.best_params)
+    _assert_trees_close(res.state.opt_state, pop.res.state.opt_state)
+    for k, v in pop.res.history.items():
+        if v.dtype == bool or np.issubdtype(v.dtype, np.integer):
+            np.testing.assert_array_equal(res.history[k], v, err_msg=k)
+        else:
+            np.testing.assert_allclose(res.history[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_auto_members_per_group_keeps_a_groups_optimiser_state_in_budget():
+    big = {"w": jnp.zeros((32, 784, 400)), "h": jnp.zeros((32, 400, 10))}       # 16 B × 317,600 > the budget
+    small = {"w": jnp.zeros((32, 64, 64)), "h": jnp.zeros((32, 64, 10))}        # 16 B × 4,736 = 75,776
+    assert training.auto_members_per_group(big) == 1
+    assert training.auto_members_per_group(small) == training.MEMBER_CACHE_BUDGET_BYTES // (16 * 4736)
+    assert training.auto_members_per_group({"w": jnp.zeros((2, 4, 4))}) == 2     # never more than M
+    with pytest.raises(CrobustError, match="members_per_group"):
+        make_block_fn(MODEL, CFG, members_per_group=0)
 
 
 def test_one_compile_serves_every_block_and_every_alpha(pop, big_alpha):
@@ -393,14 +425,14 @@ def sgd_runs():
     """[A, X, B] with X diverging (lr 1e15) and the same population with X sane (lr 0.05), one compiled block.
 
     The sane population's state is the diverging one's with X's learning rate reset: the per-member lr lives in
-    the optimiser state (``optax.inject_hyperparams``), and re-initialising would cost another XLA compile.
+    the optimiser state (:class:`crobust.optim.OptState`), and re-initialising would cost another XLA compile.
     """
     block_fn = jax.jit(make_block_fn(TINY, SGD_CFG))
     diverging = [SANE_A, {"lr": 1e15, "weight_decay": 0.0, "seed": 1}, SANE_B]
     sane = [SANE_A, {"lr": 0.05, "weight_decay": 0.0, "seed": 1}, SANE_B]
     init_div = init_population(TINY, DATA, SGD_CFG, diverging)
     hp = training._member_hparams(sane, SGD_CFG)
-    init_sane = init_div.replace(opt_state=jax.vmap(training._set_hparams)(init_div.opt_state, hp["lr"],
+    init_sane = init_div.replace(opt_state=jax.vmap(optim.with_hparams)(init_div.opt_state, hp["lr"],
                                                                              hp["weight_decay"]))
     out = {}
     for name, members, init in (("diverging", diverging, init_div), ("sane", sane, init_sane)):
@@ -408,8 +440,8 @@ def sgd_runs():
         res = fit(TINY, DATA, SGD_CFG, members, state=init, block_fn=block_fn, progress=False,
                   on_block=lambda state, metrics: snaps.append(_host((state.params, state.step))))
         out[name] = types.SimpleNamespace(init=init, res=res, snaps=snaps, members=members)
-    assert float(out["sane"].init.opt_state.hyperparams["learning_rate"][1]) == np.float32(0.05)
-    assert float(out["diverging"].init.opt_state.hyperparams["learning_rate"][1]) == np.float32(1e15)
+    assert float(out["sane"].init.opt_state.lr[1]) == np.float32(0.05)
+    assert float(out["diverging"].init.opt_state.lr[1]) == np.float32(1e15)
     return out
 
 
