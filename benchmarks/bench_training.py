@@ -13,15 +13,24 @@ What is timed:
   count is reported (1: nothing re-compiles). Two parts of the block are also timed alone, as fractions of the
   median block: the validation pass (the same vmapped chunked loss/accuracy) and the per-block batch-index
   computation (the members' epoch permutations).
-* **PyTorch** (optional extra; ``pip install torch``) — the sequential baseline in its best case: ``nn.Sequential``
-  of bias-free ``Linear``/``ReLU``, ``torch.optim.AdamW(lr=1e-3, weight_decay=1e-2)``, the whole training set in
-  memory as a float32 tensor, already standardised (crobust's models standardise inside), random batch indices each step, forward / backward / step, no validation, and
-  denormals flushed to zero (``torch.set_flush_denormal(True)``, as XLA:CPU runs; without it the 784→400 loop
-  measured here slowed down as training went on, to 6 steps/s with 2 threads on a busy machine). It runs
-  in a **separate process** (no thread-pool contention with XLA's), one member; member-steps/s = steps / time of
-  that member (32 sequential members take 32× as long). Each chunk runs for a fixed time. The issue's setting is
-  ``torch.set_num_threads(2)``; on a loaded machine a 2-thread OpenMP loop can collapse (spinning threads), so
-  in full mode 1 thread is measured too, alternating with 2, and the ratios use the **faster** of the two (the
+* **PyTorch** (optional extra; ``pip install torch``) — the sequential baseline: ``nn.Sequential`` of bias-free
+  ``Linear``/``ReLU``, ``torch.optim.AdamW(lr=1e-3, weight_decay=1e-2)``, the whole training set in memory as a
+  float32 tensor, random batch indices each step, forward / backward / step, no validation. Two variants:
+
+  - ``plain`` — the issue's "plain sequential PyTorch loop": inputs in [0, 1] (as ``ToTensor`` gives them),
+    default floating-point environment. The issue's reference figures (1,820 and 232 member-steps/s) are of this
+    loop. Measured here: the 784→400 loop runs ~330 steps/s for its first ~700 steps, then ~215 once AdamW's
+    moments of rarely-used weights underflow into denormal numbers (x86 handles those in microcode).
+  - ``tuned`` — what a PyTorch user who profiled would write: inputs standardised (crobust's models standardise
+    inside) and ``torch.set_flush_denormal(True)`` (XLA:CPU flushes denormals too). ~330–400 steps/s throughout.
+
+  The **targets use ``plain``**, the issue's definition of the baseline; the ratios against ``tuned`` are
+  reported beside them (``speedup_vs_torch_tuned``). Each round trains a fresh network for ``torch_warmup``
+  steps untimed, so that timing sees the steady state of a training run (which lasts thousands of steps), then
+  times chunks of fixed duration. It runs in a **separate process** (no thread-pool contention with XLA's), one
+  member; member-steps/s = steps / time of that member (32 sequential members take 32× as long). The issue's
+  setting is ``torch.set_num_threads(2)``; on a loaded machine a 2-thread OpenMP loop can collapse (spinning
+  threads), so 1 thread is measured too, alternating with 2, and the ratios use the **faster** of the two (the
   stricter comparison for crobust).
 * **Matmul throughput** — plain jitted float32 batched matmuls with the population shapes of the 784→400 step
   (members × batch 256): the forward ``mbi,mio->mbo`` and the weight gradient ``mbi,mbo->mio``, timed as the
@@ -72,6 +81,7 @@ from crobust.models import MLP
 TARGET_DIGITS_VS_TORCH = 4.0
 TARGET_MNIST_VS_TORCH = 1.5
 TARGET_MNIST_MATMUL_FRACTION = 0.8
+TORCH_VARIANTS = ("plain", "tuned")   # see the module docstring; the targets use "plain"
 QUIET = 0.25            # an interval is "quiet" when other processes used less than this share of the machine
 
 SETTINGS = {
@@ -262,9 +272,11 @@ import json, sys, time
 import torch
 a = json.loads(sys.argv[1])
 torch.manual_seed(a["seed"])
-torch.set_flush_denormal(True)          # as XLA:CPU does; without it AdamW's tiny moments make this loop crawl
 n, d_in, b = a["n_train"], a["d_in"], a["batch_size"]
-x = (torch.rand(n, d_in, dtype=torch.float32) - 0.5) / 0.2887   # the training set in memory, float, standardised
+x = torch.rand(n, d_in, dtype=torch.float32)          # the training set in memory, float, in [0, 1]
+if a["variant"] == "tuned":
+    torch.set_flush_denormal(True)                    # as XLA:CPU does
+    x = (x - 0.5) / 0.2887                            # standardised, as crobust's models do inside
 y = torch.randint(0, 10, (n,))
 layers, prev = [], d_in
 for h in a["hidden"]:
@@ -281,6 +293,7 @@ def steps(k):
         loss.backward()
         opt.step()
 out = {str(t): [] for t in a["threads"]}
+steps(a["steady_warmup"])
 for c in range(a["chunks"]):
     for t in a["threads"]:
         torch.set_num_threads(t)
@@ -298,9 +311,9 @@ print(json.dumps({"chunks": out, "torch": torch.__version__}))
 '''
 
 
-def _torch_round(spec, threads, chunks: int, chunk_s: float, seed: int):
+def _torch_round(spec, threads, chunks: int, chunk_s: float, seed: int, variant: str, steady_warmup: int):
     group = 10 if spec["width"] >= 256 else 50
-    args = {"threads": list(threads), "seed": seed, "n_train": spec["n_train"],
+    args = {"threads": list(threads), "seed": seed, "variant": variant, "steady_warmup": steady_warmup, "n_train": spec["n_train"],
             "d_in": int(np.prod(spec["image_shape"])), "batch_size": spec["batch_size"],
             "hidden": [spec["width"]] * (spec["depth"] - 1), "warmup": group, "group": group, "chunks": chunks,
             "chunk_s": chunk_s}
@@ -345,12 +358,16 @@ def run(quick: bool = False) -> dict:
     torch_available = machine["torch"] is not None
     if quick:
         members, rounds, wait_s, threads, mm_repeats = 8, 1, 0.0, (2, 1), 5
-        plan = {"digits_mlp64x2": {"eval_every": 100, "blocks": 3, "torch_chunks": 1, "chunk_s": 0.5},
-                "mnist_mlp400": {"eval_every": 50, "blocks": 2, "torch_chunks": 1, "chunk_s": 0.5}}
+        plan = {"digits_mlp64x2": {"eval_every": 100, "blocks": 3, "torch_chunks": 1, "chunk_s": 0.5,
+                                   "torch_warmup": 200},
+                "mnist_mlp400": {"eval_every": 50, "blocks": 2, "torch_chunks": 1, "chunk_s": 0.5,
+                                 "torch_warmup": 100}}
     else:
         members, rounds, wait_s, threads, mm_repeats = 32, 3, 10.0, (2, 1), 10
-        plan = {"digits_mlp64x2": {"eval_every": 100, "blocks": 5, "torch_chunks": 2, "chunk_s": 1.0},
-                "mnist_mlp400": {"eval_every": 100, "blocks": 2, "torch_chunks": 2, "chunk_s": 1.5}}
+        plan = {"digits_mlp64x2": {"eval_every": 100, "blocks": 5, "torch_chunks": 2, "chunk_s": 1.0,
+                                   "torch_warmup": 1000},
+                "mnist_mlp400": {"eval_every": 100, "blocks": 2, "torch_chunks": 2, "chunk_s": 1.5,
+                                 "torch_warmup": 1000}}
     spec_m = SETTINGS["mnist_mlp400"]
     mm_shape = (members, spec_m["batch_size"], int(np.prod(spec_m["image_shape"])), spec_m["width"])
 
@@ -361,7 +378,7 @@ def run(quick: bool = False) -> dict:
             matmul_runs.append(_matmul_gflops(*mm_shape, mm_repeats))
         load_before = _loadavg()
         runner = _CrobustRunner(spec, members, p["eval_every"], p["blocks"])
-        torch_chunks = {str(t): [] for t in threads}
+        torch_chunks = {v: {str(t): [] for t in threads} for v in TORCH_VARIANTS}
         torch_error = None if torch_available else "torch not installed (optional extra: pip install torch)"
         for r in range(rounds):                     # alternate so that drifting load hits both sides
             runner.round(wait_s)
@@ -369,8 +386,10 @@ def run(quick: bool = False) -> dict:
                 if wait_s > 0:
                     _wait_quiet(wait_s)
                 try:
-                    for t, chunks in _torch_round(spec, threads, p["torch_chunks"], p["chunk_s"], seed=r).items():
-                        torch_chunks[t] += chunks
+                    for variant in TORCH_VARIANTS:
+                        for t, chunks in _torch_round(spec, threads, p["torch_chunks"], p["chunk_s"], seed=r,
+                                                      variant=variant, steady_warmup=p["torch_warmup"]).items():
+                            torch_chunks[variant][t] += chunks
                 except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
                     torch_error = f"torch run failed: {e}"
         entry = {
@@ -380,8 +399,10 @@ def run(quick: bool = False) -> dict:
                                 f"val_ratio 0.1 per member",
                         "batch_size": spec["batch_size"], "members": members, "optimizer": "AdamW lr 1e-3 wd 1e-2",
                         "eval_every": p["eval_every"], "patience": runner.config.patience,
+                        "members_per_group": training.auto_members_per_group(runner.state_after_first_block.params),
                         "crobust_rounds": f"{rounds} x {p['blocks']} timed blocks of {p['eval_every']} steps",
-                        "torch": f"separate process, threads {list(threads)} alternating, {p['torch_chunks']} "
+                        "torch": f"separate process, variants {list(TORCH_VARIANTS)}, {p['torch_warmup']} untimed "
+                                 f"steps, then threads {list(threads)} alternating, {p['torch_chunks']} "
                                  f"chunks of {p['chunk_s']} s per thread count per round, {rounds} rounds"},
             "loadavg_before": load_before,
             "crobust": runner.summary(),
@@ -391,17 +412,21 @@ def run(quick: bool = False) -> dict:
         rate = entry["crobust"]["member_steps_per_s"]
         q_c = entry["crobust"]["member_steps_per_s_detail"]["quiet_median"]
         if torch_error is None:
-            by_threads = {t: {**_medians([c["steps_per_s"] for c in v], [c["others_cpu"] for c in v]), "chunks": v}
-                          for t, v in torch_chunks.items()}
-            best_t = max(by_threads, key=lambda t: by_threads[t]["median"])
-            torch_rate = by_threads[best_t]["median"]
-            entry["torch"] = {"member_steps_per_s": torch_rate, "baseline_threads": int(best_t),
-                              "by_threads": by_threads}
-            entry["speedup_vs_torch"] = rate / torch_rate
-            if "2" in by_threads:
-                entry["speedup_vs_torch_2_threads"] = rate / by_threads["2"]["median"]
-            q_t = [v["quiet_median"] for v in by_threads.values() if v["quiet_median"] is not None]
-            entry["speedup_vs_torch_quiet_intervals"] = q_c / max(q_t) if q_c is not None and q_t else None
+            entry["torch"] = {}
+            for variant, per_thread in torch_chunks.items():
+                by_threads = {t: {**_medians([c["steps_per_s"] for c in v], [c["others_cpu"] for c in v]),
+                                  "chunks": v} for t, v in per_thread.items()}
+                best_t = max(by_threads, key=lambda t: by_threads[t]["median"])
+                torch_rate = by_threads[best_t]["median"]
+                entry["torch"][variant] = {"member_steps_per_s": torch_rate, "baseline_threads": int(best_t),
+                                           "by_threads": by_threads}
+                suffix = "" if variant == "plain" else f"_{variant}"
+                entry["speedup_vs_torch" + suffix] = rate / torch_rate
+                if "2" in by_threads:
+                    entry[f"speedup_vs_torch{suffix}_2_threads"] = rate / by_threads["2"]["median"]
+                q_t = [v["quiet_median"] for v in by_threads.values() if v["quiet_median"] is not None]
+                entry[f"speedup_vs_torch{suffix}_quiet_intervals"] = (q_c / max(q_t) if q_c is not None and q_t
+                                                                      else None)
         else:
             entry["torch"] = {"skipped": torch_error}
         entry["loadavg_after"] = _loadavg()
@@ -426,20 +451,20 @@ def run(quick: bool = False) -> dict:
               "trainer_fraction_nominal": rate * flops_nominal / 1e9 / peak,
               "trainer_gflops_executed": rate * flops_executed / 1e9,
               "trainer_fraction_executed": rate * flops_executed / 1e9 / peak}
-    t_entry = results["mnist_mlp400"]["torch"]
-    if "member_steps_per_s" in t_entry:
-        matmul["torch_gflops_nominal"] = t_entry["member_steps_per_s"] * flops_nominal / 1e9
-        matmul["torch_fraction_nominal"] = matmul["torch_gflops_nominal"] / peak
+    for variant, t_entry in results["mnist_mlp400"]["torch"].items():
+        if isinstance(t_entry, dict) and "member_steps_per_s" in t_entry:
+            matmul[f"torch_{variant}_gflops_nominal"] = t_entry["member_steps_per_s"] * flops_nominal / 1e9
+            matmul[f"torch_{variant}_fraction_nominal"] = matmul[f"torch_{variant}_gflops_nominal"] / peak
 
     def target(value, goal):
         if value is None:
             return {"value": None, "target": goal, "met": "not measured"}
         return {"value": value, "target": goal, "met": bool(value >= goal)}
 
-    def ratio(entry):
+    def ratio(entry, suffix=""):
         """The speedup over quiet intervals when both sides have some, else over all intervals."""
-        q = entry.get("speedup_vs_torch_quiet_intervals")
-        return q if q is not None else entry.get("speedup_vs_torch")
+        q = entry.get(f"speedup_vs_torch{suffix}_quiet_intervals")
+        return q if q is not None else entry.get(f"speedup_vs_torch{suffix}")
 
     for entry in results.values():
         entry["speedup_basis"] = ("quiet intervals" if entry.get("speedup_vs_torch_quiet_intervals") is not None
@@ -451,6 +476,11 @@ def run(quick: bool = False) -> dict:
                                                               TARGET_MNIST_VS_TORCH),
         f"mlp784x400_{members}_members_fraction_of_matmul_gflops": target(matmul["trainer_fraction_nominal"],
                                                                           TARGET_MNIST_MATMUL_FRACTION),
+        # reported beside the targets: the same ratios against the tuned PyTorch loop (not the issue's baseline)
+        f"digits64x2_{members}_members_vs_tuned_torch (reported)": {
+            **target(ratio(results["digits_mlp64x2"], "_tuned"), TARGET_DIGITS_VS_TORCH), "met": "info"},
+        f"mlp784x400_{members}_members_vs_tuned_torch (reported)": {
+            **target(ratio(results["mnist_mlp400"], "_tuned"), TARGET_MNIST_VS_TORCH), "met": "info"},
     }
     return {"name": "training", "quick": quick, "machine": machine, "results": results, "matmul": matmul,
             "targets": targets, "loadavg_end": _loadavg(),
