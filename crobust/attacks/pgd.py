@@ -66,7 +66,7 @@ def pgd(logits_fn, x, y, key, *, eps, step_size=None, n_iter: int = 10, norm: st
       keep: how the restarts are combined per example: ``'max_loss'``, ``'first_success'``, ``'last_success'``.
       labels: ``'true'`` or ``'predicted'`` (argmax f(x), the reference code's ART default).
       clip: clip every iterate to [0, 1] (``False`` reproduces the reference code's unclipped attack).
-      chunk_size: examples × restarts per sequential chunk (``lax.map``) — ``'auto'`` (≈256 on CPU, none on
+      chunk_size: examples × restarts per sequential chunk (``lax.map``) — ``'auto'`` (≤ 300 on CPU, none on
         accelerators), an int, or None; only speed changes (see :func:`crobust.attacks.apgd.chunk_size_for`).
 
     Returns:
