@@ -501,6 +501,21 @@ class Progress:
               f"mean val loss {val_loss:.4f} | {elapsed:.1f}s elapsed | ETA {eta:.0f}s", file=self.stream, flush=True)
 
 
+def _check_state_matches_members(state: PopulationState, hparams: dict, members: Sequence[Mapping]) -> None:
+    """A given state must belong to these members: same count, and the lr / weight decay its optimiser state holds
+    (the values the steps use) equal to the members' (else training would silently use the state's)."""
+    if state.num_members != len(members):
+        raise CrobustError(f"the state has {state.num_members} members but {len(members)} were given")
+    for name, held in (("lr", state.opt_state.lr), ("weight_decay", state.opt_state.weight_decay)):
+        held, want = np.asarray(held, np.float32), np.asarray(hparams[name], np.float32)
+        bad = np.flatnonzero(held != want)
+        if bad.size:
+            i = int(bad[0])
+            raise CrobustError(f"member {i} ({members[i]}) has {name} {float(want[i]):g} but the given state was "
+                               f"initialised with {float(held[i]):g}; use init_population for these members or "
+                               f"crobust.optim.with_hparams to change the state")
+
+
 def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: PopulationState | None = None,
         on_block: Callable[[PopulationState, dict], None] | None = None, progress: bool | Progress = True,
         adversary: Callable | None = None, block_fn: Callable | None = None, mesh=None,
@@ -543,6 +558,7 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
         state = init_population(model, data, config, members)
     else:
         config.validate(int(data.train_labels.shape[0]))
+        _check_state_matches_members(state, hparams, members)
     prog = progress if isinstance(progress, Progress) else Progress(config.max_steps, enabled=bool(progress))
     history: dict[str, list] = {}
     n_blocks, wall_before, ckpt = 0, 0.0, None

@@ -516,3 +516,11 @@ def test_grid_and_batch_size_boundary():
     with pytest.raises(CrobustError, match="batch_size"):
         TrainConfig(batch_size=N - int(0.1 * N) + 1).validate(N)
     TrainConfig(val_ratio=0.0, patience=None).validate(N)             # no validation without early stopping
+
+
+def test_a_state_of_other_members_is_refused(pop):
+    other_lr = [dict(m, lr=0.5) for m in MEMBERS]
+    with pytest.raises(CrobustError, match="member 0 .*lr 0.5 but the given state was initialised with 0.1"):
+        fit(MODEL, DATA, CFG, other_lr, state=pop.init, block_fn=pop.block_fn, progress=False)
+    with pytest.raises(CrobustError, match="4 members but 2 were given"):
+        fit(MODEL, DATA, CFG, MEMBERS[:2], state=pop.init, block_fn=pop.block_fn, progress=False)
