@@ -483,22 +483,34 @@ def _mix_adversarial(adversary, apply_fn, params, x, y, key, at: AdversarialTrai
 class Progress:
     """One line per host sync (at most every ``every_s`` seconds): step, members alive, losses, ETA."""
 
-    def __init__(self, total_steps: int, label: str = "train", stream=sys.stderr, every_s: float = 2.0,
+    def __init__(self, total_steps: int, label: str = "train", stream=None, every_s: float = 2.0,
                  enabled: bool = True):
-        self.total, self.label, self.stream, self.every_s, self.enabled = total_steps, label, stream, every_s, enabled
+        self.total, self.label, self._stream, self.every_s, self.enabled = total_steps, label, stream, every_s, enabled
         self.t0 = time.perf_counter()
         self.last = -math.inf
+        self.first_step = None          # the step of the first update (after a resume, not 0): the ETA's origin
+
+    @property
+    def stream(self):
+        """The stream given, else ``sys.stderr`` as it is now (not as it was when crobust was imported)."""
+        return sys.stderr if self._stream is None else self._stream
 
     def update(self, step: int, alive: int, members: int, val_loss: float, final: bool = False):
         now = time.perf_counter()
+        if self.first_step is None:
+            self.first_step, self.t0_step = step, now
         if not self.enabled or (not final and now - self.last < self.every_s):
             return
         self.last = now
         elapsed = now - self.t0
-        rate = step / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - step) / rate if rate > 0 and alive else 0.0
+        span = now - self.t0_step
+        rate = (step - self.first_step) / span if span > 0 else 0.0
+        if not alive:
+            eta = "0s"
+        else:
+            eta = f"{(self.total - step) / rate:.0f}s" if rate > 0 else "?"
         print(f"[{self.label}] step {step}/{self.total} | members alive {alive}/{members} | "
-              f"mean val loss {val_loss:.4f} | {elapsed:.1f}s elapsed | ETA {eta:.0f}s", file=self.stream, flush=True)
+              f"mean val loss {val_loss:.4f} | {elapsed:.1f}s elapsed | ETA {eta}", file=self.stream, flush=True)
 
 
 def _check_state_matches_members(state: PopulationState, hparams: dict, members: Sequence[Mapping]) -> None:
@@ -558,7 +570,6 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
         state = init_population(model, data, config, members)
     else:
         config.validate(int(data.train_labels.shape[0]))
-        _check_state_matches_members(state, hparams, members)
     prog = progress if isinstance(progress, Progress) else Progress(config.max_steps, enabled=bool(progress))
     history: dict[str, list] = {}
     n_blocks, wall_before, ckpt = 0, 0.0, None
@@ -572,6 +583,8 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
             if prog.enabled:
                 print(f"[{prog.label}] resumed from {ckpt.path(n_blocks)} (step {restored.step})",
                       file=prog.stream, flush=True)
+    # after any restore: a checkpoint of another configuration is refused first, with the checkpoint's own message
+    _check_state_matches_members(state, hparams, members)
     alive_now = ~(np.asarray(state.stopped) | np.asarray(state.diverged))
     start_step = int(np.max(np.asarray(state.step)))
     images = jnp.asarray(data.train_images)
