@@ -100,20 +100,31 @@ def kth_largest(a, K, axis: int = -1):
     (..., d, n) over d (faster on CPU when the rows of W are the columns of a flax kernel). Early exit does not pay:
     with thousands of rows the slowest row needs nearly all 31 passes.
     """
+    return kth_largest_counts(a, K, axis)[0]
+
+
+def kth_largest_counts(a, K, axis: int = -1):
+    """(t, #{a ≥ t}, #{a > t}) along ``axis``: :func:`kth_largest` and the two counts that split ``a`` into the
+    entries above, tied with and below t. The counts come for free from the bisection's passes (the final bracket
+    is [bits(t), bits(t) + 1), and the count at each end is carried along), so callers need no extra pass."""
     bits = lax.bitcast_convert_type(a, jnp.int32)
     shape = list(a.shape)
+    d = shape[axis]
     del shape[axis]
     lo = jnp.zeros(shape, jnp.int32)             # #{bits >= lo} = d >= K always
     hi = jnp.full(shape, 0x7F800001, jnp.int32)  # just above +inf: #{bits >= hi} = 0 < K
+    c_lo = jnp.full(shape, d, jnp.int32)
+    c_hi = jnp.zeros(shape, jnp.int32)
 
     def body(_, carry):
-        lo, hi = carry
+        lo, hi, c_lo, c_hi = carry
         mid = lo + (hi - lo) // 2
-        ok = jnp.sum(bits >= jnp.expand_dims(mid, axis), axis=axis, dtype=jnp.int32) >= K
-        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+        cnt = jnp.sum(bits >= jnp.expand_dims(mid, axis), axis=axis, dtype=jnp.int32)
+        ok = cnt >= K
+        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid), jnp.where(ok, cnt, c_lo), jnp.where(ok, c_hi, cnt)
 
-    lo, _ = lax.fori_loop(0, 31, body, (lo, hi))
-    return lax.bitcast_convert_type(lo, jnp.float32)
+    lo, _, c_lo, c_hi = lax.fori_loop(0, 31, body, (lo, hi, c_lo, c_hi))   # now hi = lo + 1
+    return lax.bitcast_convert_type(lo, jnp.float32), c_lo, c_hi
 
 
 def kth_largest_multi(arrays, K: int):

@@ -62,42 +62,43 @@ def _normalised_magnitudes(theta, axis: int = -1):
     return a / jnp.expand_dims(jnp.where(m > 0, m, 1.0), axis), m
 
 
-def _head_tail(a, K, q: int):
-    """Σ of |θ|^q over the kept top-K (head) and over the rest (tail), and the K-th largest t (all on ``a``)."""
-    ht, t = _head_tail_qs(a, K, (q,))
-    return ht[q][0], ht[q][1], t
+def _kth_counts(a, K, axis: int = -1):
+    """The K-th largest t of non-negative ``a`` along ``axis``, #{a ≥ t} and #{a > t} (exact, ties included)."""
+    d = a.shape[axis]
+    if isinstance(K, int) and K in (1, d):
+        t = jnp.max(a, axis=axis) if K == 1 else jnp.min(a, axis=axis)
+        te = jnp.expand_dims(t, axis)
+        n_ge = jnp.sum(a >= te, axis=axis, dtype=jnp.int32)
+        n_gt = jnp.sum(a > te, axis=axis, dtype=jnp.int32)
+        return t, n_ge, n_gt
+    return C.kth_largest_counts(a, K, axis)
 
 
 def _head_tail_qs(a, K, qs, axis: int = -1):
-    """{q: (head, tail)} for several q sharing one threshold search along ``axis``, and the K-th largest t.
+    """{q: (head, tail)} of the normalised magnitudes a/max(a) for several q sharing one threshold search along
+    ``axis``, the normalised K-th largest t/max(a), and max(a). ``a`` = |θ| (not normalised: the search runs on
+    its bit patterns and the normalisation is folded into the sums, so no normalised copy of a large θ is made).
 
-    K may be a Python int or a traced int32 scalar (one compiled program then serves every K)."""
-    t = _kth(a, K, axis)
+    Entries tied with the threshold count once each, only as many as needed to reach K. K may be a Python int or
+    a traced int32 scalar (one compiled program then serves every K)."""
+    vmax = jnp.max(a, axis=axis)
+    inv = jnp.expand_dims(1.0 / jnp.where(vmax > 0, vmax, 1.0), axis)
+    t, n_ge, n_gt = _kth_counts(a, K, axis)
+    tn = C.safe_div(t, vmax)                     # the K-th largest of a / max(a), in [0, 1]
     te = jnp.expand_dims(t, axis)
     below = a < te
     above = a > te
-    d = a.shape[axis]
-    n_below = jnp.sum(below, axis=axis, dtype=jnp.int32)
-    n_above = jnp.sum(above, axis=axis, dtype=jnp.int32)
-    n_tie = d - n_below - n_above                 # entries equal to t (≥ 1)
-    tie_kept = K - n_above                        # 1 ≤ tie_kept ≤ n_tie
+    tie_kept = K - n_gt                          # 1 ≤ tie_kept ≤ #{a = t} = n_ge − n_gt
+    tie_dropped = n_ge - n_gt - tie_kept
+    an = a * inv
     out = {}
     for q in qs:
-        tq = t if q == 1 else t * t
-        aq = a if q == 1 else a * a
+        tq = tn if q == 1 else tn * tn
+        aq = an if q == 1 else an * an
         head = jnp.sum(jnp.where(above, aq, 0.0), axis=axis) + tie_kept * tq
-        tail = jnp.sum(jnp.where(below, aq, 0.0), axis=axis) + (n_tie - tie_kept) * tq
+        tail = jnp.sum(jnp.where(below, aq, 0.0), axis=axis) + tie_dropped * tq
         out[q] = (head, tail)
-    return out, t
-
-
-def _kth(a, K, axis: int = -1):
-    if isinstance(K, int):
-        if K == 1:
-            return jnp.max(a, axis=axis)
-        if K == a.shape[axis]:
-            return jnp.min(a, axis=axis)
-    return C.kth_largest(a, K, axis)
+    return out, tn, vmax
 
 
 def _err_from(head, tail, q: int):
@@ -109,10 +110,9 @@ def _err_from(head, tail, q: int):
 def _vec_stats(v, K, qs=(1, 2), axis: int = -1):
     """On θ along ``axis`` at kept count K (int or traced): ({q: ε_q}, β, 1 − ε_1 as head/total, 1 − β as t/max).
 
-    β(K = 1) is exactly 0 (x / max may round when XLA multiplies by a reciprocal); the zero vector has ε = β = 0."""
-    a, vmax = _normalised_magnitudes(v, axis)
+    β(K = 1) is exactly 0 (x / max may round); the zero vector has ε = β = 0."""
     qs_all = tuple(sorted(set(qs) | {1}))
-    ht, t = _head_tail_qs(a, K, qs_all, axis)
+    ht, t, vmax = _head_tail_qs(jnp.abs(v), K, qs_all, axis)
     errs = {q: _err_from(*ht[q], q) for q in qs}
     live = (vmax > 0) & (jnp.asarray(K) > 1)
     one_minus_beta = jnp.where(live, t, 1.0)

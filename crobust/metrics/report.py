@@ -77,19 +77,24 @@ LAYER_METRICS = (
 _RTOL = 1e-5
 
 
-def _layer_metrics(w, kappa, method):
-    """All per-layer metrics of one matrix w (out, in) → dict of () arrays."""
-    out, d_in = w.shape
+def _layer_metrics(kt, kappa, method):
+    """All per-layer metrics of one matrix W (out, in), given as kt = Wᵀ (in, out) → dict of () arrays.
+
+    Wᵀ is the flax kernel's own layout, so for an MLP's parameters nothing is transposed in memory: the rows of W
+    (neurons) are the columns of kt and every per-row reduction runs down the columns (contiguous, vectorised);
+    σ(Wᵀ) = σ(W), so the singular values are taken of kt directly. Measured on the 2000-wide benchmark layers, a
+    reduction over the rows of a materialised (out, in) W cost ~2× more than this."""
+    d_in, out = kt.shape
     h = min(out, d_in)
-    sig, used = singular_values_with_info(w, method=method)
-    nu = jnp.sum(jnp.abs(w), axis=-1)
-    fro = jnp.sqrt(jnp.sum(jnp.square(w)))
+    sig, used = singular_values_with_info(kt, method=method)
+    nu = jnp.sum(jnp.abs(kt), axis=0)
+    fro = jnp.sqrt(jnp.sum(jnp.square(kt)))
     ninf = jnp.max(nu)
     K_nu, K_sig, K_row = kept_count(out, kappa=kappa), kept_count(h, kappa=kappa), kept_count(d_in, kappa=kappa)
     en, bn, omen, ombn = _vec_stats(nu, K_nu)
     es, bs, omes, ombs = _vec_stats(sig, K_sig)
     # rows: one threshold search serves par_comp (q = 2) and Theorem 3.1's row refinement (q = 1)
-    er, _, row_ome, _ = _vec_stats(w.T, K_row, axis=0)     # rows of W = columns of Wᵀ (the kernel's layout)
+    er, _, row_ome, _ = _vec_stats(kt, K_row, axis=0)       # rows of W = columns of Wᵀ
     eps_r = 1.0 - jnp.min(row_ome)
     rhs_sig = _chain_bound(omes, ombs, K_sig, math.sqrt(h) * fro)
     rhs_fro = _chain_bound(omen, ombn, K_nu, math.sqrt(out * d_in) * fro)
@@ -109,14 +114,15 @@ def _layer_metrics(w, kappa, method):
     }
 
 
-def _member_report(mats, *, kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, with_net_comp,
+def _member_report(kts, *, kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, with_net_comp,
                    input_scale, n_hidden):
-    """Everything for one member: ({metric: (L,)}, {metric: ()})."""
-    per_layer = [_layer_metrics(w, kappa, method) for w in mats]
+    """Everything for one member, from its layers' transposes kt = Wᵀ (in, out): ({metric: (L,)}, {metric: ()})."""
+    per_layer = [_layer_metrics(kt, kappa, method) for kt in kts]
+    mats = [kt.T for kt in kts]
     layer = {m: jnp.stack([pl[m] for pl in per_layer]) for m in per_layer[0]}
     net = {}
     if with_net_comp:
-        net["net_comp"] = net_comp(list(mats), kappa=kappa, q=2)
+        net["net_comp"] = net_comp(list(kts), kappa=kappa, q=2)      # a statistic of the set of all entries
     hidden = list(mats[:n_hidden])
     nan_col = jnp.full((len(mats),), jnp.nan, jnp.float32)
     if lipschitz and hidden:
@@ -158,10 +164,12 @@ def _report_core(mats, *, kappa, method, lipschitz, spectral_alignment, direct_p
     fn = functools.partial(_member_report, kappa=kappa, method=method, lipschitz=lipschitz,
                            spectral_alignment=spectral_alignment, direct_pair_bounds=direct_pair_bounds,
                            with_net_comp=with_net_comp, input_scale=input_scale, n_hidden=n_hidden)
+    # members see Wᵀ (M, in, out): for params that is the kernels themselves (transpose∘transpose folds away)
+    kts = tuple(jnp.swapaxes(w, -1, -2) for w in mats)
     with jax.default_matmul_precision("float32"):
         if loop == "map":
-            return lax.map(fn, tuple(mats))
-        return jax.vmap(fn)(tuple(mats))
+            return lax.map(fn, kts)
+        return jax.vmap(fn)(kts)
 
 
 def _validate(names, shapes, kappa, method, n_hidden, lipschitz):
