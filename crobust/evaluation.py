@@ -60,6 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crobust import parallel
 from crobust._errors import CrobustError, check_choice
 from crobust.attacks import losses as _losses
 from crobust.attacks import presets
@@ -153,7 +154,7 @@ def _run_population(params, keys, x, y, eps, *, apply_fn, norm, frozen):
         arrays.pop("x_adv")
         return arrays
 
-    return jax.vmap(one_member)(params, keys)
+    return parallel.map_members(one_member, params, keys)      # a loop on one CPU device, else vmapped
 
 
 def _eps_grid(eps):

@@ -344,7 +344,7 @@ def auto_members_per_group(params, num_members: int | None = None) -> int | None
     """
     leaves = jax.tree.leaves(params)
     m = int(leaves[0].shape[0]) if num_members is None else int(num_members)
-    if jax.default_backend() != "cpu" or jax.device_count() > 1:
+    if not parallel.loops_over_members():
         return None
     per_member = sum(int(np.prod(x.shape[1:])) for x in leaves)
     return int(max(1, min(m, MEMBER_CACHE_BUDGET_BYTES // max(16 * per_member, 1))))
