@@ -71,6 +71,12 @@ def _jsonable(x):
     return j(x)
 
 
+# The trainer's state layout and the meaning of its step counter (data order, optimiser rule). Bumped whenever either
+# changes, so that a checkpoint of an older crobust is refused by name instead of failing inside Orbax or,
+# worse, resuming with another data order. 2: crobust.optim state, Feistel index-shuffle data order.
+STATE_FORMAT = 2
+
+
 def describe(model, data, config, members: Sequence[Mapping]) -> dict:
     """What determines a training run, as JSON-able data (the fingerprint hashes it)."""
     images = np.ascontiguousarray(np.asarray(data.train_images))
@@ -81,6 +87,7 @@ def describe(model, data, config, members: Sequence[Mapping]) -> dict:
         digest.update(memoryview(a).cast("B"))
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     return _jsonable({
+        "state_format": STATE_FORMAT,
         "train_config": cfg,
         "members": [dict(m) for m in members],
         "model": repr(model),
@@ -103,6 +110,8 @@ def _differences(old: Mapping, new: Mapping) -> list[str]:
             out += [f"{f} ({a.get(f)!r} → {b.get(f)!r})" for f in sorted(set(a) | set(b)) if a.get(f) != b.get(f)]
         elif k == "members" and isinstance(a, list) and isinstance(b, list):
             out.append(f"members ({len(a)} → {len(b)})" if len(a) != len(b) else "members (hyper-parameters/seeds)")
+        elif k == "state_format":
+            out.append(f"state_format ({a!r} → {b!r}: written by another crobust version)")
         else:
             out.append(k)
     return out

@@ -94,6 +94,14 @@ def test_interrupt_finishes_the_block_checkpoints_says_how_to_resume_and_resume_
     _assert_bitwise(_flat(resumed), small.flat)               # whole state, best params and full history
 
 
+def test_checkpoint_of_another_crobust_state_format_is_refused(small, tmp_path, monkeypatch):
+    ckdir = tmp_path / "ck"
+    small.run(checkpoint_dir=ckdir)
+    monkeypatch.setattr(checkpoint, "STATE_FORMAT", checkpoint.STATE_FORMAT + 1)
+    with pytest.raises(CrobustError, match=r"differs in: state_format \(2 → 3: written by another crobust version"):
+        small.run(checkpoint_dir=ckdir)
+
+
 def test_checkpoint_of_another_configuration_is_refused(small, tmp_path):
     ckdir = tmp_path / "ck"
     small.run(checkpoint_dir=ckdir)
