@@ -84,17 +84,31 @@ def _sv_svd(w):
         return _linalg.svdvals(w)
 
 
+def _gram_lower(b):
+    """B Bᵀ for B (h, k), exact in its lower triangle only (what sytrd with ``lower=True`` reads).
+
+    Rows [0, s) of G need only columns [0, s): G = [[B₁B₁ᵀ, 0], [B₂Bᵀ]] with B₁ = B[:s], B₂ = B[s:], s = h/2, is 3/4
+    of the products of the full B Bᵀ (measured 82 → 62 ms for h = 2000, k = 3072 and 48 → 40 ms for k = 2000)."""
+    h = b.shape[0]
+    if h < 64:
+        return jnp.matmul(b, b.T, precision=C.HIGHEST)
+    s = h // 2
+    top = jnp.matmul(b[:s], b[:s].T, precision=C.HIGHEST)                  # (s, s)
+    bottom = jnp.matmul(b[s:], b.T, precision=C.HIGHEST)                   # (h − s, h)
+    return jnp.concatenate([jnp.pad(top, ((0, 0), (0, h - s))), bottom], axis=0)
+
+
 def _sv_gram_normalised(w):
     """Singular values of w / max|w| by the Gram route, and that scale. w (m, n) → (min(m, n),), ()."""
     m, n = w.shape
     scale = jnp.max(jnp.abs(w))
     ws = w / jnp.where(scale > 0, scale, 1.0)
     with jax.default_matmul_precision("float32"):
-        g = jnp.matmul(ws, ws.T, precision=C.HIGHEST) if m <= n else jnp.matmul(ws.T, ws, precision=C.HIGHEST)
+        g = _gram_lower(ws if m <= n else ws.T)
     if g.shape[0] == 1:
         lam = g[0]
     else:
-        _, d, e, _ = lax.linalg.tridiagonal(g, lower=True)
+        _, d, e, _ = lax.linalg.tridiagonal(g, lower=True)     # sytrd 'L' reads only the lower triangle
         lam = eigh_tridiagonal(d, e, eigvals_only=True)
     lam = jnp.flip(lam)                      # descending
     return jnp.sqrt(jnp.maximum(lam, 0.0)), scale
