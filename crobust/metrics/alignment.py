@@ -293,7 +293,24 @@ def alignment_term(w_l, w_next, k=None, *, kappa=None, p=None, form=None, mode="
     form, p = _natural(form, p)
     check_choice("mode", mode, MODES)
     norm = lambda m: op_norm(m, p)
-    if form == "neuron":
+    if form == "neuron" and p == "inf":
+        # every ∞-norm here is a max of row ℓ1 norms ν, so one pass per layer serves them all and neither W_k nor E
+        # is materialised: ‖W‖ = max ν, ‖W_k‖ = max of the kept ν, ‖E‖ = max of the others (ν_(K+1)), 0 if none
+        K1 = kept_count(w_l.shape[0], k, kappa=kappa)
+        K2 = kept_count(w_next.shape[0], k, kappa=kappa)
+        nu1 = jnp.sum(jnp.abs(w_l), axis=-1)
+        nu2 = jnp.sum(jnp.abs(w_next), axis=-1)
+        _, idx1 = lax.top_k(nu1, K1)
+        _, idx2 = lax.top_k(nu2, K2)
+        keep1 = jnp.zeros(w_l.shape[0], bool).at[idx1].set(True)
+        keep2 = jnp.zeros(w_next.shape[0], bool).at[idx2].set(True)
+        P = jnp.where(keep2[:, None], jnp.take(w_next, idx1, axis=1), 0.0)   # (h', K1) of W_k^{l+1}
+        Q = jnp.take(w_l, idx1, axis=0)                                        # (K1, d)
+        pats = None if patterns is None else jnp.take(jnp.asarray(patterns), idx1, axis=1)
+        max_term = _pattern_max(P, Q, p, mode, pats, max_exact)
+        n1, n2, n2k = jnp.max(nu1), jnp.max(nu2), jnp.max(jnp.where(keep2, nu2, 0.0))
+        ne1, ne2 = jnp.max(jnp.where(keep1, 0.0, nu1)), jnp.max(jnp.where(keep2, 0.0, nu2))
+    elif form == "neuron":
         K1 = kept_count(w_l.shape[0], k, kappa=kappa)
         K2 = kept_count(w_next.shape[0], k, kappa=kappa)
         idx1, w1k, e1 = _neuron_split(w_l, K1)
