@@ -123,7 +123,30 @@ def kth_largest_counts(a, K, axis: int = -1):
         ok = cnt >= K
         return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid), jnp.where(ok, cnt, c_lo), jnp.where(ok, c_hi, cnt)
 
-    lo, _, c_lo, c_hi = lax.fori_loop(0, 31, body, (lo, hi, c_lo, c_hi))   # now hi = lo + 1
+    def body3(_, carry):
+        # two thresholds per pass, their counts packed in one int32 sum (low/high 16 bits; d < 2^15): the bracket
+        # shrinks 3× per pass over the data instead of 2× (20 passes, not 31); measured 51 -> 38 ms on 3072×2000
+        lo, hi, c_lo, c_hi = carry
+        m1 = lo + (hi - lo) // 3
+        m2 = m1 + (hi - m1) // 2                 # lo ≤ m1 ≤ m2 < hi while hi − lo ≥ 2; no int32 overflow
+        packed = jnp.sum(jnp.where(bits >= jnp.expand_dims(m1, axis), 1, 0)
+                         + jnp.where(bits >= jnp.expand_dims(m2, axis), 1 << 16, 0), axis=axis, dtype=jnp.int32)
+        c1, c2 = packed & 0xFFFF, packed >> 16
+        ok1, ok2 = c1 >= K, c2 >= K              # c1 ≥ c2
+        return (jnp.where(ok2, m2, jnp.where(ok1, m1, lo)), jnp.where(ok2, hi, jnp.where(ok1, m2, m1)),
+                jnp.where(ok2, c2, jnp.where(ok1, c1, c_lo)), jnp.where(ok2, c_hi, jnp.where(ok1, c2, c1)))
+
+    if d < (1 << 15):
+        # the largest sub-bracket is monotone in the bracket width, so this many passes reach hi = lo + 1 from the
+        # widest start; passes after that leave (lo, hi, counts) unchanged
+        n, r = 0, 0x7F800001
+        while r > 1:
+            m1 = r // 3
+            m2 = m1 + (r - m1) // 2
+            r, n = max(m1, m2 - m1, r - m2), n + 1
+        lo, _, c_lo, c_hi = lax.fori_loop(0, n, body3, (lo, hi, c_lo, c_hi))
+    else:
+        lo, _, c_lo, c_hi = lax.fori_loop(0, 31, body, (lo, hi, c_lo, c_hi))   # now hi = lo + 1
     return lax.bitcast_convert_type(lo, jnp.float32), c_lo, c_hi
 
 
