@@ -237,3 +237,27 @@ def test_vmap_and_jit_over_members():
         np.testing.assert_allclose(got["eps"][m], one["eps"], rtol=1e-6)
         np.testing.assert_allclose(got["beta"][m], one["beta"], rtol=1e-6)
     assert json.dumps({k: np.asarray(v).tolist() for k, v in got.items()})
+
+
+@pytest.mark.parametrize("shape,axis", [((700, 30), 0), ((20, 900), -1), ((7,), -1), ((33000, 2), 0)])
+@pytest.mark.parametrize("kind", ["normal", "ties", "zeros", "inf"])
+def test_kth_largest_counts_matches_sort(shape, axis, kind):
+    """The threshold search (3-way packed passes for d < 2^15, 2-way above) gives the exact K-th largest and the
+    #{≥ t}, #{> t} counts, ties, zeros and +inf included."""
+    from crobust.metrics import _common as C
+
+    rng = np.random.default_rng(0)
+    a = np.abs(rng.standard_normal(shape)).astype(np.float32)
+    if kind == "ties":
+        a = np.round(a * 3) / 3
+    if kind == "zeros":
+        a[a < 1.0] = 0
+    if kind == "inf":
+        a.flat[::5] = np.inf
+    d = a.shape[axis]
+    for K in sorted({1, 2, max(d // 10, 1), max(d - 1, 1), d}):
+        t, n_ge, n_gt = C.kth_largest_counts(jnp.asarray(a), K, axis)
+        tr = np.take(-np.sort(-a, axis=axis), K - 1, axis=axis)
+        np.testing.assert_array_equal(np.asarray(t), tr)
+        np.testing.assert_array_equal(np.asarray(n_ge), (a >= np.expand_dims(tr, axis)).sum(axis))
+        np.testing.assert_array_equal(np.asarray(n_gt), (a > np.expand_dims(tr, axis)).sum(axis))
