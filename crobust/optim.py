@@ -68,11 +68,19 @@ def with_hparams(state: OptState, lr, weight_decay) -> OptState:
                                                                                        state.weight_decay.dtype))
 
 
+def _unzip(params, out, n: int):
+    """A tree of n-tuples (shaped like ``params`` above the tuples) → n trees shaped like ``params``."""
+    treedef = jax.tree.structure(params)
+    leaves = treedef.flatten_up_to(out)
+    return tuple(jax.tree.unflatten(treedef, [leaf[i] for leaf in leaves]) for i in range(n))
+
+
 def step(name: str, params, grads, state: OptState, active, *, momentum: float = 0.9):
     """One optimiser step if ``active`` (a scalar bool), else ``(params, state)`` unchanged, bit for bit.
 
     Returns ``(new_params, new_state)``.
     """
+    check_choice("optimizer", name, OPTIMIZERS)
     active = jnp.asarray(active, bool)
     lr, wd = state.lr, state.weight_decay
     keep = lambda new, old: jnp.where(active, new, old)
@@ -87,18 +95,12 @@ def step(name: str, params, grads, state: OptState, active, *, momentum: float =
             p_new = p * (1.0 - lr * wd) - lr * (m_new / bc1) / (jnp.sqrt(v_new / bc2) + ADAM_EPS)
             return keep(p_new, p), keep(m_new, m), keep(v_new, v)
 
-        out = jax.tree.map(leaf, params, grads, state.mu, state.nu)
-        treedef = jax.tree.structure(params)
-        p, m, v = (jax.tree.unflatten(treedef, [o[i] for o in treedef.flatten_up_to(out)]) for i in range(3))
+        p, m, v = _unzip(params, jax.tree.map(leaf, params, grads, state.mu, state.nu), 3)
         return p, state.replace(count=count, mu=m, nu=v)
-    if name == "sgd":
-        def leaf(p, g, b):
-            b_new = momentum * b + (g + wd * p)
-            return keep(p - lr * b_new, p), keep(b_new, b)
 
-        out = jax.tree.map(leaf, params, grads, state.trace)
-        treedef = jax.tree.structure(params)
-        p, b = (jax.tree.unflatten(treedef, [o[i] for o in treedef.flatten_up_to(out)]) for i in range(2))
-        return p, state.replace(count=count, trace=b)
-    check_choice("optimizer", name, OPTIMIZERS)
-    raise AssertionError("unreachable")
+    def leaf(p, g, b):                                        # sgd
+        b_new = momentum * b + (g + wd * p)
+        return keep(p - lr * b_new, p), keep(b_new, b)
+
+    p, b = _unzip(params, jax.tree.map(leaf, params, grads, state.trace), 2)
+    return p, state.replace(count=count, trace=b)

@@ -275,12 +275,18 @@ def loops_over_members() -> bool:
     return jax.default_backend() == "cpu" and jax.device_count() == 1
 
 
-def map_members(fn: Callable, *member_trees):
-    """``fn`` applied to each member (the leading axis of every tree): ``lax.map`` where
-    :func:`loops_over_members`, else ``vmap``. Same values either way (up to float rounding of batched ops)."""
-    if loops_over_members():
-        return jax.lax.map(lambda args: fn(*args), member_trees)
-    return jax.vmap(fn)(*member_trees)
+def map_members(fn: Callable, *member_trees, group: int | None | str = "auto"):
+    """``fn`` applied to each member (the leading axis of every tree), laid out as ``group`` says.
+
+    ``None``: one ``vmap`` over every member. An integer G: ``lax.map`` over groups of G members, vmapped inside a
+    group (G = 1: a plain loop, so a ``lax.cond`` in ``fn`` really skips work). ``"auto"``: 1 where
+    :func:`loops_over_members`, else ``None``. Same values in every layout (up to float rounding of batched ops).
+    """
+    if group == "auto":
+        group = 1 if loops_over_members() else None
+    if group is None or group >= leading_size(member_trees):
+        return jax.vmap(fn)(*member_trees)
+    return jax.lax.map(lambda args: fn(*args), member_trees, batch_size=None if group == 1 else group)
 
 
 def population_map(fn: Callable, *member_trees, mesh: Mesh | None = None, replicated_args: Sequence = ()):

@@ -332,7 +332,7 @@ def _chunked_loss_acc(apply_fn, params, images, labels, idx, chunk: int):
 MEMBER_CACHE_BUDGET_BYTES = 512 * 1024
 
 
-def auto_members_per_group(params, num_members: int | None = None) -> int | None:
+def auto_members_per_group(params) -> int | None:
     """How many members a compiled block steps together (see :func:`make_block_fn`); ``params`` stacked (M, ...).
 
     On accelerators, or when there are several devices (the member axis is sharded): ``None``, every member in one
@@ -342,12 +342,11 @@ def auto_members_per_group(params, num_members: int | None = None) -> int | None
     (``benchmarks/bench_training.py``, 2-core Xeon): 784→400→10 × 32 members 316 member-steps/s all vmapped vs
     360 one at a time; 64→64×2→10, 8,020 at G = 4 vs 7,280 all vmapped.
     """
-    leaves = jax.tree.leaves(params)
-    m = int(leaves[0].shape[0]) if num_members is None else int(num_members)
     if not parallel.loops_over_members():
         return None
+    leaves = jax.tree.leaves(params)
     per_member = sum(int(np.prod(x.shape[1:])) for x in leaves)
-    return int(max(1, min(m, MEMBER_CACHE_BUDGET_BYTES // max(16 * per_member, 1))))
+    return int(max(1, min(parallel.leading_size(params), MEMBER_CACHE_BUDGET_BYTES // max(16 * per_member, 1))))
 
 
 def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None, *,
@@ -364,8 +363,7 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
     (``lax.cond``). ``"auto"``: :func:`auto_members_per_group`, decided when the block is traced. Members are
     independent, so every layout gives the same results up to float rounding of the batched matmuls.
     """
-    if config.optimizer not in optim.OPTIMIZERS:
-        check_choice("optimizer", config.optimizer, optim.OPTIMIZERS)
+    check_choice("optimizer", config.optimizer, optim.OPTIMIZERS)
     if not (members_per_group is None or members_per_group == "auto"
             or (isinstance(members_per_group, int) and members_per_group >= 1)):
         raise CrobustError(f"members_per_group must be None, 'auto' or a positive integer, got {members_per_group!r}")
@@ -444,14 +442,9 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
     def block_fn(state: PopulationState, hparams, images, labels):
         flat = (state.params, state.opt_state, state.best_params, state.ref_norms, state.key, state.train_idx,
                 state.val_idx, state.step, state.best_val, state.best_step, state.stopped, state.diverged)
-        group = (auto_members_per_group(state.params) if members_per_group == "auto" else members_per_group)
-        one = lambda args: member_block(*args, images, labels)
-        if group is None or group >= state.num_members:
-            new, metrics = jax.vmap(one)((flat, hparams))
-        elif group == 1:
-            new, metrics = jax.lax.map(one, (flat, hparams))
-        else:
-            new, metrics = jax.lax.map(one, (flat, hparams), batch_size=group)
+        group = auto_members_per_group(state.params) if members_per_group == "auto" else members_per_group
+        new, metrics = parallel.map_members(lambda f, h: member_block(f, h, images, labels), flat, hparams,
+                                            group=group)
         return PopulationState(*new), metrics
 
     return block_fn
@@ -491,7 +484,8 @@ class Progress:
         self.total, self.label, self._stream, self.every_s, self.enabled = total_steps, label, stream, every_s, enabled
         self.t0 = time.perf_counter()
         self.last = -math.inf
-        self.first_step = None          # the step of the first update (after a resume, not 0): the ETA's origin
+        # the step and time of the first update (after a resume the step is not 0): the ETA's origin
+        self.first_step, self.t0_step = None, None
 
     @property
     def stream(self):
