@@ -19,8 +19,6 @@ Run: ``python -m benchmarks.bench_metrics`` (prints JSON) or through ``python -m
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 
 import jax
@@ -29,6 +27,7 @@ import numpy as np
 import scipy
 import scipy.linalg
 
+from benchmarks import _machine as _machine_info
 from crobust.metrics import layer_report, singular_values
 from crobust.models import MLP
 from crobust.models.matrices import layer_matrices
@@ -98,22 +97,7 @@ def _baseline(mats_np, kappa):
 
 
 def _machine():
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "jax": jax.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
-            "jax_backend": jax.default_backend(), "loadavg_1_5_15": load}
+    return _machine_info.describe(scipy=scipy.__version__)
 
 
 def run(quick: bool = False) -> dict:

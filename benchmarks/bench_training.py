@@ -65,7 +65,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -74,6 +73,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import _machine as _machine_info
 from crobust import training
 from crobust.data import Dataset
 from crobust.models import MLP
@@ -93,13 +93,6 @@ SETTINGS = {
 # ---------------------------------------------------------------------------------------------------------------
 # Machine and load
 
-def _loadavg():
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
-
-
 def _torch_version():
     try:
         from importlib.metadata import PackageNotFoundError, version
@@ -112,18 +105,7 @@ def _torch_version():
 
 
 def _machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "jax": jax.__version__, "jax_backend": jax.default_backend(), "numpy": np.__version__,
-            "torch": _torch_version(), "loadavg_1_5_15": _loadavg()}
+    return _machine_info.describe(torch=_torch_version())
 
 
 def _cpu_snapshot():
@@ -232,7 +214,7 @@ class _CrobustRunner:
             wall = b[0] - a[0]
             own = (b[3] - a[3]) / os.sysconf("SC_CLK_TCK") if a[3] is not None else None
             blocks.append({"s": round(wall, 4), "cpu_s": own, "others_cpu": _others_cpu(a, b)})
-        self.rounds.append({"waited_for_quiet_s": waited, "loadavg": _loadavg(), "blocks": blocks,
+        self.rounds.append({"waited_for_quiet_s": waited, "loadavg": _machine_info.loadavg(), "blocks": blocks,
                             "fit_wall_time_s": round(res.wall_time, 3), "steps_run": res.steps_run,
                             "compiles": res.compiles,
                             "members_alive_before_last_block": int(res.history["alive"][-2].sum())
@@ -376,7 +358,7 @@ def run(quick: bool = False) -> dict:
         p = plan[name]
         if name == "mnist_mlp400":
             matmul_runs.append(_matmul_gflops(*mm_shape, mm_repeats))
-        load_before = _loadavg()
+        load_before = _machine_info.loadavg()
         runner = _CrobustRunner(spec, members, p["eval_every"], p["blocks"])
         torch_chunks = {v: {str(t): [] for t in threads} for v in TORCH_VARIANTS}
         torch_error = None if torch_available else "torch not installed (optional extra: pip install torch)"
@@ -429,7 +411,7 @@ def run(quick: bool = False) -> dict:
                                                                       else None)
         else:
             entry["torch"] = {"skipped": torch_error}
-        entry["loadavg_after"] = _loadavg()
+        entry["loadavg_after"] = _machine_info.loadavg()
         results[name] = entry
         del runner
 
@@ -483,7 +465,7 @@ def run(quick: bool = False) -> dict:
             **target(ratio(results["mnist_mlp400"], "_tuned"), TARGET_MNIST_VS_TORCH), "met": "info"},
     }
     return {"name": "training", "quick": quick, "machine": machine, "results": results, "matmul": matmul,
-            "targets": targets, "loadavg_end": _loadavg(),
+            "targets": targets, "loadavg_end": _machine_info.loadavg(),
             "targets_note": ("quick mode: 8 members and short runs, not the issue's 32-member setting"
                              if quick else "32 members, the issue's setting")
             + "; each target uses medians over quiet intervals (other processes < 25 % of the CPU) when both sides "
