@@ -7,6 +7,7 @@ Real data (sklearn digits, 1437 train images of 8×8), tiny MLPs. The expensive 
 trained populations are module-scoped fixtures shared by several tests.
 """
 
+import dataclasses
 import functools
 import types
 
@@ -484,6 +485,27 @@ def test_a_diverging_member_is_frozen_finite_and_isolated(sgd_runs):
         assert int(div.res.state.best_step[i]) == int(sane.res.state.best_step[i])
         for k in div.res.history:
             np.testing.assert_allclose(div.res.history[k][:, i], sane.res.history[k][:, i], rtol=1e-6, err_msg=k)
+
+
+def test_divergence_mid_block_returns_to_the_block_start_and_max_steps_ends_mid_block():
+    """Blocks of 4 steps, max_steps 10: a member diverging inside a block gets back its state at that block's
+    start (not the last finite step), and every other member stops at exactly step 10, inside the third block."""
+    cfg = dataclasses.replace(SGD_CFG, eval_every=4, max_steps=10)
+    members = [SANE_A, {"lr": 1e15, "weight_decay": 0.0, "seed": 1}]
+    init, snaps = init_population(TINY, DATA, cfg, members), []
+    res = fit(TINY, DATA, cfg, members, state=init, progress=False,
+              on_block=lambda state, metrics: snaps.append(_host((state.params, state.opt_state, state.step))))
+    np.testing.assert_array_equal(res.history["step"][:, 0], [4, 8, 10])
+    assert int(res.state.step[0]) == 10 and bool(res.state.stopped[0]) and not bool(res.state.diverged[0])
+    st = res.state
+    assert bool(st.diverged[1]) and int(st.step[1]) % cfg.eval_every == 0, int(st.step[1])
+    # the block it diverged in: the first whose history shows it not alive; its state is the one before that block
+    first_dead = int(np.flatnonzero(~res.history["alive"][:, 1])[0])
+    assert not res.history["evaluated"][first_dead, 1]
+    before = _host((init.params, init.opt_state)) if first_dead == 0 else snaps[first_dead - 1][:2]
+    chex.assert_trees_all_equal(_member(_host(st.params), 1), _member(before[0], 1))
+    chex.assert_trees_all_equal(_member(_host(st.opt_state), 1), _member(before[1], 1))
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(_member(_host(st.params), 1)))
 
 
 # ----------------------------------------------------------------------------------------------------------
