@@ -108,9 +108,12 @@ class Config:
         for name in ("eps_linf", "eps_l2"):
             if any(e < 0 for e in getattr(self, name)):
                 raise CrobustError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("eps_linf_headline", "eps_l2_headline"):
+        for name, grid in (("eps_linf_headline", "eps_linf"), ("eps_l2_headline", "eps_l2")):
             if getattr(self, name) <= 0:
                 raise CrobustError(f"{name} must be > 0, got {getattr(self, name)}")
+            if _grid_index(getattr(self, grid), getattr(self, name)) is None:
+                raise CrobustError(f"{name} {getattr(self, name)} must be one of {grid} {getattr(self, grid)} "
+                                   f"(the headline robust accuracy is read off that grid)")
         if not 0 < self.energy < 1:
             raise CrobustError(f"energy must be in (0, 1), got {self.energy}")
         if not 1 <= self.top_k < self.width:
@@ -132,7 +135,7 @@ class Config:
 
 PRESETS = {
     "smoke": Config(n_train=600, n_test=200, width=32, alphas=(0.0, 0.1), seeds=2, max_steps=150, eval_every=50,
-                    patience=None, min_steps=0, eps_linf=(0.0, 0.1), eps_l2=(0.0, 1.0), pgd_steps=5, pgd_restarts=1,
+                    patience=None, min_steps=0, eps_linf=(0.0, 0.1), eps_l2=(0.0, 0.5), pgd_steps=5, pgd_restarts=1,
                     n_attack=100),
     "small": Config(),
     "paper": Config(dataset="mnist", download=True, width=400, alphas=(0.0, 1e-4, 1e-3, 5e-3, 1e-2, 5e-2, 1e-1),

@@ -254,7 +254,7 @@ def test_study_rerun_restores_training_and_redoes_only_evaluation(tmp_path):
     from experiments import spectral_fixed_scale as study
 
     cfg = study.Config(n_train=400, n_test=60, width=16, alphas=(0.0, 0.1), seeds=2, max_steps=100, eval_every=50,
-                       patience=None, min_steps=0, eps_linf=(0.0, 0.1), eps_l2=(0.0, 1.0), pgd_steps=3,
+                       patience=None, min_steps=0, eps_linf=(0.0, 0.1), eps_l2=(0.0, 0.5), pgd_steps=3,
                        pgd_restarts=1, n_attack=40, checkpoint_every=50)
     w = tmp_path / "w"
     study.run(cfg, w, preset="custom", progress=False)

@@ -78,6 +78,7 @@ def test_energy_fraction_needed_is_analytic():
     (("--preset", "smoke", "--set", "alphas=0,-1"), "alphas must be"),
     (("--preset", "smoke", "--set", "width=0"), "width must be"),
     (("--preset", "smoke", "--set", "eps_linf=0,-0.1"), "eps_linf must be >= 0"),
+    (("--preset", "smoke", "--set", "eps_l2_headline=0.3"), "eps_l2_headline 0.3 must be one of eps_l2 (0.0, 0.5)"),
     (("--preset", "smoke", "--set", "dataset=imagenet"), "unknown dataset 'imagenet'"),
     (("--preset", "smoke", "--set", "batch_size=100000"), "batch_size 100000 is larger"),
     (("--preset", "smoke", "--set", "seeds=two"), "not an integer"),
