@@ -1,0 +1,301 @@
+"""The study runner: a study is its populations, measures, claims, figures and notes; the runner does the rest.
+
+A study module declares one :class:`Study`::
+
+    STUDY = Study(name="spectral_fixed_scale", title="…", paper_claims=("C3", "C4"), presets=PRESETS,
+                  populations=populations, measures=measures, claims=claims, figures=figures, notes=notes,
+                  summary=summary)
+
+and :meth:`Study.run` owns the run directory's life (:class:`crobust.records.RunDir`): it checks that the run
+directory is usable and that the figures can be drawn before any work, loads the data, trains each population once
+(checkpointed under ``<workdir>/checkpoints/<population>``, so a rerun resumes), applies the measures population
+by population into one :class:`~crobust.study.table.MemberTable`, writes the records (``metrics.jsonl``,
+``members.csv``), draws the figures, judges the claims (:func:`crobust.study.claims.judge`) and writes
+``report.md``: the setup actually run, the attacks and budgets actually run, which evaluation checks ran and which
+could not (and why), the verdicts, a table of means, the figures and the study's notes. ``run.json`` says
+``complete`` only once ``report.md`` exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from crobust import report as report_lib
+from crobust import training
+from crobust._errors import CrobustError
+from crobust._format import format_eps
+from crobust.config import to_dict, validate
+from crobust.records import RunDir
+from crobust.study import claims as claims_lib
+from crobust.study.blocks import NORMS
+from crobust.study.measures import Context, TrainedPopulation
+from crobust.study.table import MemberTable
+
+
+@dataclasses.dataclass(frozen=True)
+class Population:
+    """Members that share array shapes, trained in one program: a name (the checkpoint folder), a model, the
+    trainer's config, the member dicts (hyper-parameters + seed) and coordinates common to all of them."""
+
+    name: str
+    model: Any
+    train: training.TrainConfig
+    members: tuple
+    coords: Mapping = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """A study as data; see the module docstring. Each callable takes the resolved config (``populations`` also
+    the dataset); ``summary`` lists the table keys of the report's table of means, ``group_by`` its grouping."""
+
+    name: str
+    title: str
+    paper_claims: tuple
+    presets: Mapping[str, Any]
+    populations: Callable
+    measures: Callable
+    claims: Callable
+    figures: Callable
+    notes: Callable
+    summary: Callable
+    group_by: tuple = ("population", "alpha")
+    setup: Optional[Callable] = None           # (cfg, data) -> a sentence on what is special in the setup
+
+    def run(self, cfg, workdir, *, preset: str = "custom", progress: bool = True) -> dict:
+        return run(self, cfg, workdir, preset=preset, progress=progress)
+
+    def main(self, argv=None) -> int:
+        from crobust.study.cli import run_cli
+        return run_cli(self, argv)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Before any work
+
+def check_workdir(path) -> Path:
+    """Create ``path`` (and its parents) and check that a file can be written there; a clear
+    :class:`CrobustError` otherwise (a file in the path, no permission, a read-only or full disk)."""
+    path = Path(path)
+    for parent in [path, *path.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise CrobustError(f"workdir {path}: {parent} is a file, not a folder; choose another --workdir")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".crobust-write-test"
+        probe.write_bytes(b"0" * 4096)
+        probe.unlink()
+    except OSError as e:
+        raise CrobustError(f"workdir {path} is not usable: {_os_reason(e)}") from None
+    return path
+
+
+def _os_reason(e: OSError) -> str:
+    if e.errno == errno.ENOSPC:
+        return "no space left on the disk"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if e.errno == errno.EROFS:
+        return "read-only file system"
+    return e.strerror or str(e)
+
+
+def check_plotting() -> None:
+    """Figures need matplotlib; say so in one line before any training."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise CrobustError("the studies draw figures with matplotlib, which is not installed: "
+                           "pip install matplotlib (or pip install -e .)") from None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The run
+
+def run(study: Study, cfg, workdir, *, preset: str = "custom", progress: bool = True) -> dict:
+    """Run ``study`` at ``cfg`` into ``workdir`` (see the module docstring). Returns ``{'verdicts', 'table'}``."""
+    validate(cfg)
+    check_plotting()
+    path = check_workdir(workdir)
+    t_start = time.perf_counter()
+    log = (lambda *a: print(f"[{study.name}]", *a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
+    data = cfg.data.load()
+    out = RunDir(path, study=study.name, preset=preset)
+    try:
+        out.start(to_dict(cfg), extra={"data_source": data.source})
+        result = _run(study, cfg, data, out, log, progress)
+    except OSError as e:
+        out.finish("failed", error=f"{type(e).__name__}: {e}") if _can_write(path) else None
+        raise CrobustError(f"cannot write the run directory {path}: {_os_reason(e)}") from None
+    except BaseException as e:
+        out.finish("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", error=f"{type(e).__name__}: {e}")
+        raise
+    out.finish("complete", wall_time_s=round(time.perf_counter() - t_start, 1))
+    return result
+
+
+def _can_write(path: Path) -> bool:
+    return os.access(path, os.W_OK)
+
+
+def _run(study: Study, cfg, data, out: RunDir, log, progress) -> dict:
+    log(f"data: {data.name} {data.train_images.shape[0]} train / {data.test_images.shape[0]} test ({data.source})")
+    populations = study.populations(cfg, data)
+    measures = study.measures(cfg)
+    ctx = Context.build(cfg.eval, cfg.measure, data)
+    table = MemberTable()
+    trained = []
+    for pop in populations:
+        log(f"population {pop.name}: training {len(pop.members)} members in one program")
+        fit = training.fit(pop.model, data, pop.train, list(pop.members), progress=progress,
+                           checkpoint_dir=out.path / "checkpoints" / pop.name,
+                           checkpoint_every=getattr(cfg, "checkpoint_every", None))
+        tp = TrainedPopulation(pop.name, pop.model, list(pop.members), dict(pop.coords), fit, fit.best_params)
+        trained.append(tp)
+        rows = table.add_members([{"population": pop.name, "member": i, **dict(pop.coords), **m}
+                                  for i, m in enumerate(pop.members)])
+        log(f"population {pop.name}: measuring ({', '.join(getattr(m, '__qualname__', '?').split('.')[0] for m in measures)})")
+        for measure in measures:
+            for column, values in measure(ctx, tp).items():
+                table.set(rows, column, values)
+        ctx.cache.clear()
+    out.log(table.records(study=study.name))
+    out.write_csv("members.csv", table.member_rows())
+
+    figures = []
+    for fig in study.figures(cfg):
+        figures.append(fig.draw(table, out.path).name)
+    verdicts = claims_lib.judge(study.claims(cfg), table)
+    summary_rows = _means(table, study.group_by, study.summary(cfg))
+    out.write_csv("means.csv", summary_rows)
+    out.write_json("verdicts.json", [dataclasses.asdict(v) for v in verdicts])
+    out.write_json("evaluation.json", ctx.log)
+    out.write_text("report.md", _report(study, cfg, data, trained, ctx, verdicts, summary_rows, figures))
+    log(f"wrote {out.path / 'report.md'}")
+    return {"verdicts": verdicts, "table": table}
+
+
+def _means(table: MemberTable, group_by, keys) -> list[dict]:
+    by = [b for b in group_by if b in table]
+    rows = []
+    for key in keys:
+        if key not in table:
+            continue
+        for g in table.group_stats(by, key):
+            rows.append({**{b: g[b] for b in by}, "column": key, "mean": g["mean"], "std": g["std"], "n": g["n"]})
+    # pivot: one row per group, one column per key (mean ± s.d.)
+    pivot: dict[tuple, dict] = {}
+    for r in rows:
+        row = pivot.setdefault(tuple(r[b] for b in by), {b: r[b] for b in by})
+        row[r["column"]] = f"{r['mean']:.4g} ± {r['std']:.2g}"
+    return list(pivot.values())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# report.md
+
+def _check_lines(ctx: Context) -> list[str]:
+    """What the evaluation checked, per check: ran (with the members that failed it) or could not run (why)."""
+    checks = ctx.log["checks"]
+    if not checks:
+        return ["- No robust-accuracy evaluation ran, so no evaluation check ran."]
+    e = ctx.eval
+    lines = []
+    failing = [c for c in checks if c["failures"]]
+    invariants = [c for c in failing if any(f.startswith(("perturbation exceeds", "adversarial inputs leave",
+                                                          "NaN")) for f in c["failures"])]
+    lines.append(f"- Invariants (‖δ‖ ≤ ε + 1e-6, x_adv ∈ [0, 1], no NaN) on every attack's output: ran for "
+                 f"{len(checks)} member × norm evaluations; {len(invariants)} failed.")
+    zero = sum(1 for c in checks if c.get("zero_gradient_points_ce") or c.get("zero_gradient_points_dlr"))
+    lines.append(f"- Zero input gradients at correctly classified points (AutoAttack's check_zero_gradients): ran; "
+                 f"{zero} evaluations had such points.")
+    names = set(e.attacks)
+    if "square" in names and names & {"apgd-ce", "apgd-dlr", "apgd-t", "pgd", "fgsm", "fgm"}:
+        sq = sum(1 for c in failing if any(f.startswith("Square beats") for f in c["failures"]))
+        lines.append(f"- Gradient masking (Square breaks > 0.2 % of points the white-box attacks leave): ran; "
+                     f"{sq} evaluations flagged.")
+    else:
+        lines.append("- Gradient masking (black-box vs white-box): **not run** — the ensemble lacks a black-box "
+                     "attack (Square) beside a white-box one.")
+    mono = sum(1 for c in failing if any(f.startswith("robust accuracy increases") for f in c["failures"]))
+    lines.append(f"- Robust accuracy non-increasing in ε: ran on each grid; {mono} evaluations flagged.")
+    grey = {norm: (0.5 if norm == "linf" else float(np.max(np.linalg.norm(
+        (np.asarray(ctx.x) - 0.5).reshape(ctx.x.shape[0], -1), axis=1)))) for norm in NORMS}
+    for norm in NORMS:
+        reach = [eps for eps in e.grid(norm) if eps >= grey[norm]]
+        if reach:
+            lines.append(f"- Large-ε sanity ({norm}: RA ≤ 5 % where every point reaches the grey image): ran at "
+                         f"ε ∈ {{{', '.join(format_eps(v) for v in reach)}}}.")
+        else:
+            lines.append(f"- Large-ε sanity ({norm}): **not run** — no ε of the grid reaches the grey image "
+                         f"(needs ε ≥ {grey[norm]:.3g}).")
+    missed = sum(1 for c in failing if any(f.startswith("attacks missed") for f in c["failures"]))
+    lines.append(f"- Trivially broken points missed (the grey image within ε and misclassified): ran; {missed} "
+                 f"evaluations flagged.")
+    verdict = "all checks that ran passed" if not failing else f"{len(failing)} evaluation(s) failed a check"
+    lines.append(f"- Summary: {verdict} (details per member in `evaluation.json`).")
+    return lines
+
+
+def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_rows, figures) -> str:
+    d_in = int(np.prod(data.train_images.shape[1:]))
+    lines = [f"# {study.title}", ""]
+    lines += ["## Setup (as run)", "",
+              f"- Data: **{data.name}**, {data.train_images.shape[0]} train / {data.test_images.shape[0]} test "
+              f"({data.source}); input dimension {d_in}, {data.num_classes} classes."]
+    for tp in trained:
+        t = tp.fit
+        lines.append(f"- Population `{tp.name}`: {type(tp.model).__name__} "
+                     f"({', '.join(f'{k}={v}' for k, v in tp.coords.items()) or 'no constant coordinates'}), "
+                     f"{tp.size} members, trained in {t.wall_time:.1f} s ({t.compiles} compile(s) in this call).")
+    lines.append(f"- Training: {_train_line(cfg.train)}.")
+    if study.setup is not None:
+        lines.append(f"- {study.setup(cfg, data)}")
+    lines += ["", "## Evaluation (as run)", ""]
+    e = ctx.eval
+    for norm, attacks in ctx.log["attacks"].items():
+        lines.append(f"- {norm}: {attacks}; ε grid {', '.join(format_eps(v) for v in e.grid(norm))} (pixel units), "
+                     f"headline ε = {format_eps(e.headline(norm))}.")
+    lines.append(f"- Points: the first {int(ctx.x.shape[0])} test points, the same for every member; true labels; "
+                 f"per point the worst case over the attacks; clean and robust accuracy on the same points.")
+    lines.append("- Randomness: each member's attack noise derives from its seed and a named stream, never from its "
+                 "position in the population.")
+    lines += ["", "### Evaluation checks", "", *_check_lines(ctx), ""]
+    lines += ["## Verdicts", "",
+              f"Each claim is judged by the rule printed after it; the p-values of the trend, comparison and "
+              f"correlation claims ({sum(v.p_value is not None for v in verdicts)} here) are two-sided and "
+              f"Holm-corrected together at level {claims_lib.LEVEL}.", ""]
+    lines += [v.line() for v in verdicts] + [""]
+    lines += ["## Means per group (mean ± s.d. over seeds)", "", report_lib.markdown_table(summary_rows), ""]
+    lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
+    lines += ["Numbers behind every figure: the `.csv` beside it; per member: `members.csv`; every measurement: "
+              "`metrics.jsonl`; means: `means.csv`; verdicts: `verdicts.json`; evaluation log: `evaluation.json`.", ""]
+    lines += ["## Choices made here (the paper is silent)", ""] + [f"- {n}" for n in study.notes(cfg)] + [""]
+    return "\n".join(lines)
+
+
+def _train_line(t: training.TrainConfig) -> str:
+    parts = [f"{t.optimizer} lr {t.lr:g}, weight decay {t.weight_decay:g}, batch {t.batch_size}, ≤ {t.max_steps} steps"]
+    if t.patience is not None:
+        parts.append(f"early stopping on validation loss (patience {t.patience}, min {t.min_steps} steps, "
+                     f"{t.val_ratio:.0%} held out per member)")
+    if t.regularizer != "none":
+        parts.append(f"penalty {t.regularizer} × α")
+    if t.projection != "none":
+        parts.append(f"projection {t.projection} after every step")
+    if t.adversarial is not None:
+        a = t.adversarial
+        parts.append(f"PGD adversarial training ({a.norm}, ε {format_eps(a.eps)}, {a.n_iter} steps of "
+                     f"{format_eps(a.step_size)}, {a.ratio:.0%} of each batch)")
+    return "; ".join(parts)
+
+
+__all__ = ["Population", "Study", "run", "check_workdir", "check_plotting"]
