@@ -105,3 +105,22 @@ def test_table_records_use_one_vocabulary_and_nan_pad_new_members():
     assert np.isnan(t.coord("rank")[0]) and t.coord("rank")[1] == 4
     stats = t.group_stats("population", "clean_acc")
     assert [(g["population"], g["n"]) for g in stats] == [("p", 0), ("q", 1)] and stats[1]["mean"] == 0.9
+
+
+def test_matched_compares_pairs_of_equal_clean_accuracy_only():
+    # RA falls with α only through clean accuracy: at matched clean accuracy there is no effect
+    t = MemberTable()
+    rows = t.add_members([{"alpha": a, "seed": s} for a in (0.0, 1.0) for s in range(20)])
+    clean = np.r_[np.linspace(0.90, 0.97, 20), np.linspace(0.86, 0.93, 20)]     # overlap 0.90–0.93
+    noise = np.random.default_rng(1).normal(scale=0.01, size=40)
+    t.set(rows, "clean_acc", clean)
+    t.set(rows, "through_clean", clean - 0.5 + noise)                      # RA = clean − 0.5
+    t.set(rows, "direct", clean - 0.5 - 0.1 * t.coord("alpha") + noise)    # RA also falls 0.1 at equal clean
+    rule = lambda y: C.Matched("C1", y, x="alpha", y=y, match="clean_acc", within=0.01)
+    trivial, real = C.judge([rule("through_clean"), rule("direct")], t, correction=None)
+    assert trivial.verdict == "inconclusive" and abs(trivial.stats["difference"]) < 0.01
+    assert real.verdict == "supported" and abs(real.stats["difference"] + 0.1) < 0.01
+    assert trivial.stats["pairs"] == real.stats["pairs"] >= 5
+    # a naive trend sees a fall in both
+    naive = C.judge([C.Trend("C1", "n", x="alpha", y="through_clean")], t)[0]
+    assert naive.verdict == "supported"

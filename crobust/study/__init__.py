@@ -19,7 +19,7 @@ figures, verdicts with a multiple-claims correction, ``report.md``).
 
 from crobust.study import blocks, catalog, claims, figures, measures, table
 from crobust.study.blocks import DataConfig, EvalConfig, GridConfig, MeasureConfig, ModelConfig, StudyConfig
-from crobust.study.claims import Compare, Correlation, Flat, Holds, Trend, Verdict, judge
+from crobust.study.claims import Compare, Correlation, Flat, Holds, Matched, Trend, Verdict, judge
 from crobust.study.figures import Curves, Panel, Panels
 from crobust.study.measures import MEASURES, headline_ra
 from crobust.study.runner import Population, Study, run
@@ -28,7 +28,7 @@ from crobust.study.table import Column, MemberTable, col
 __all__ = [
     "blocks", "catalog", "claims", "figures", "measures", "table",
     "DataConfig", "EvalConfig", "GridConfig", "MeasureConfig", "ModelConfig", "StudyConfig",
-    "Compare", "Correlation", "Flat", "Holds", "Trend", "Verdict", "judge",
+    "Compare", "Correlation", "Flat", "Holds", "Matched", "Trend", "Verdict", "judge",
     "Curves", "Panel", "Panels", "MEASURES", "headline_ra", "Population", "Study", "run", "Column", "MemberTable",
     "col",
 ]

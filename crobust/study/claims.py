@@ -19,11 +19,13 @@ Rules (x, y are table keys — a coordinate such as ``alpha`` or a measured colu
   beside r (and their difference), not used in the decision.
 - :class:`Holds` — "lhs ≥ rhs for every member" (or ≤): a deterministic check, supported when no member violates it
   (beyond ``tol`` relative), contradicted otherwise, with the count and the worst member.
+- :class:`Matched` — the trend of y between the smallest and largest x over member pairs matched on a confound
+  (e.g. clean accuracy within 1 point): paired differences, sign-flip permutation p-value.
 - :class:`Flat` — "y changes by less than ``tolerance`` across x": the largest distance of a setting's mean from the
   baseline (smallest x) setting's mean, ± 2 s.e.; supported when even the upper end stays below the tolerance,
   contradicted when even the lower end exceeds it.
 
-**Multiple claims.** The rules with a p-value (trend, compare, correlation) are one family: each claim's p-value
+**Multiple claims.** The rules with a p-value (trend, compare, correlation, matched) are one family: each claim's p-value
 is two-sided (twice the one-sided p in the direction the data point to, since either outcome is reported) and the
 family is corrected with Holm's step-down method (:func:`holm`) before the level is applied. ``correction=None``
 turns the correction off; the report says which. :class:`Holds` and :class:`Flat` have no p-value and are not
@@ -337,6 +339,62 @@ class Flat(_Claim):
         return Verdict(self.paper, self.text, verdict, self.rule, {"max_change": d, "se": se}, detail=detail), None
 
 
+@dataclasses.dataclass(frozen=True)
+class Matched(_Claim):
+    """"y is lower (higher) at the largest x than at the smallest x, at matched ``match``": every pair (i at the
+    smallest x, j at the largest x) with |match_i − match_j| ≤ ``within`` is compared; the mean of y_j − y_i over
+    the pairs and a sign-flip permutation p-value over the pairs' differences decide (each member used once:
+    pairs are formed greedily, closest first). Removes the trivial route "a regulariser lowers clean accuracy, so
+    it lowers robust accuracy"."""
+
+    x: str = "alpha"
+    y: str = ""
+    match: str = "clean_acc"
+    within: float = 0.01
+    direction: str = "decreasing"
+    where: tuple = ()
+    n_perm: int = 2000
+    seed: int = 0
+
+    @property
+    def rule(self) -> str:
+        return (f"`{self.y}` at the largest vs the smallest `{self.x}` over member pairs whose `{self.match}` differs "
+                f"by ≤ {self.within:g}: mean paired difference beyond 2 s.e. in the claimed direction "
+                f"({self.direction}) and sign-flip permutation p < level")
+
+    def needs(self):
+        return (self.x, self.y, self.match)
+
+    def test(self, table: MemberTable, level: float, p_adjusted=None):
+        (x, y, m), dropped = self._select(table, self.x, self.y, self.match)
+        if len(np.unique(x)) < 2:
+            return self._skip("fewer than two settings"), None
+        lo, hi = np.flatnonzero(x == x.min()), np.flatnonzero(x == x.max())
+        cand = sorted((abs(m[i] - m[j]), i, j) for i in lo for j in hi if abs(m[i] - m[j]) <= self.within)
+        used, pairs = set(), []
+        for _, i, j in cand:
+            if i not in used and j not in used:
+                used |= {i, j}
+                pairs.append((i, j))
+        if len(pairs) < 2:
+            return self._skip(f"fewer than two member pairs with `{self.match}` within {self.within:g}"), None
+        d = np.array([y[j] - y[i] for i, j in pairs])
+        mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
+        rng = np.random.default_rng(self.seed)
+        flips = np.array([np.mean(d * rng.choice([-1.0, 1.0], size=len(d))) for _ in range(self.n_perm)])
+        tol = 1e-12 * max(1.0, abs(mean))
+        p_up = (1 + np.sum(flips >= mean - tol)) / (self.n_perm + 1)
+        p_down = (1 + np.sum(flips <= mean + tol)) / (self.n_perm + 1)
+        p = _two_sided(p_up, p_down)
+        sign = -1.0 if self.direction == "decreasing" else 1.0
+        verdict = _directional(sign, float(np.sign(mean)), mean, se, p if p_adjusted is None else p_adjusted, 0.0,
+                               level)
+        detail = (f"{len(pairs)} matched pairs; mean difference {mean:+.4g} ± {se:.2g} s.e.; mean |Δ{self.match}| "
+                  f"{np.mean([abs(m[i] - m[j]) for i, j in pairs]):.3g}")
+        return Verdict(self.paper, self.text, verdict, self.rule, {"pairs": len(pairs), "difference": mean, "se": se},
+                       p, p_adjusted, detail), p
+
+
 def judge(claims: Sequence[_Claim], table: MemberTable, *, level: float = LEVEL,
           correction: Optional[str] = "holm") -> list[Verdict]:
     """Judge every claim on ``table``; the p-value family is Holm-corrected unless ``correction`` is None."""
@@ -360,5 +418,5 @@ def judge(claims: Sequence[_Claim], table: MemberTable, *, level: float = LEVEL,
     return out
 
 
-__all__ = ["LEVEL", "VERDICTS", "Verdict", "Trend", "Compare", "Correlation", "Holds", "Flat", "judge", "holm",
+__all__ = ["LEVEL", "VERDICTS", "Verdict", "Trend", "Compare", "Correlation", "Holds", "Flat", "Matched", "judge", "holm",
            "pearson", "spearman"]

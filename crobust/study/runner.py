@@ -43,13 +43,16 @@ from crobust.study.table import MemberTable
 @dataclasses.dataclass(frozen=True)
 class Population:
     """Members that share array shapes, trained in one program: a name (the checkpoint folder), a model, the
-    trainer's config, the member dicts (hyper-parameters + seed) and coordinates common to all of them."""
+    trainer's config, the member dicts (hyper-parameters + seed) and coordinates common to all of them.
+    ``prepare`` transforms the initial :class:`~crobust.training.PopulationState` before training (e.g. scaling a
+    layer and its Frobenius target); a checkpoint, when one exists, takes precedence as usual."""
 
     name: str
     model: Any
     train: training.TrainConfig
     members: tuple
     coords: Mapping = dataclasses.field(default_factory=dict)
+    prepare: Optional[Callable] = None    # state -> state, applied to the initial population state (e.g. rescaling)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +158,10 @@ def _run(study: Study, cfg, data, out: RunDir, log, progress) -> dict:
     trained = []
     for pop in populations:
         log(f"population {pop.name}: training {len(pop.members)} members in one program")
-        fit = training.fit(pop.model, data, pop.train, list(pop.members), progress=progress,
+        state = None
+        if pop.prepare is not None:
+            state = pop.prepare(training.init_population(pop.model, data, pop.train, list(pop.members)))
+        fit = training.fit(pop.model, data, pop.train, list(pop.members), state=state, progress=progress,
                            checkpoint_dir=out.path / "checkpoints" / pop.name,
                            checkpoint_every=getattr(cfg, "checkpoint_every", None))
         tp = TrainedPopulation(pop.name, pop.model, list(pop.members), dict(pop.coords), fit, fit.best_params)
