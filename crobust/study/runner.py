@@ -168,10 +168,11 @@ def _run(study: Study, cfg, data, out: RunDir, log, progress) -> dict:
         trained.append(tp)
         rows = table.add_members([{"population": pop.name, "member": i, **dict(pop.coords), **m}
                                   for i, m in enumerate(pop.members)])
-        log(f"population {pop.name}: measuring ({', '.join(getattr(m, '__qualname__', '?').split('.')[0] for m in measures)})")
         for measure in measures:
+            t0 = time.perf_counter()
             for column, values in measure(ctx, tp).items():
                 table.set(rows, column, values)
+            log(f"population {pop.name}: {_measure_name(measure)} {time.perf_counter() - t0:.1f} s")
         ctx.cache.clear()
     out.log(table.records(study=study.name))
     out.write_csv("members.csv", table.member_rows())
@@ -187,6 +188,10 @@ def _run(study: Study, cfg, data, out: RunDir, log, progress) -> dict:
     out.write_text("report.md", _report(study, cfg, data, trained, ctx, verdicts, summary_rows, figures))
     log(f"wrote {out.path / 'report.md'}")
     return {"verdicts": verdicts, "table": table}
+
+
+def _measure_name(measure) -> str:
+    return getattr(measure, "__qualname__", "measure").split(".<locals>")[0]
 
 
 def _means(table: MemberTable, group_by, keys) -> list[dict]:
