@@ -236,9 +236,11 @@ def test_bad_loss_and_logit_shape_are_clear_errors():
     with pytest.raises(CrobustError, match="logits_fn"):
         A.apgd(lambda q: q.reshape(-1), x, y, jax.random.key(0), eps=0.1)
     with pytest.raises(CrobustError, match="n_target_classes"):
-        A.apgd_t(f, x, y, jax.random.key(0), eps=0.1, n_target_classes=4)
+        A.apgd_t(f, x, y, jax.random.key(0), eps=0.1, n_target_classes=0, loss="ce-targeted")
     with pytest.raises(CrobustError, match="keep"):
-        A.pgd(f, x, y, jax.random.key(0), eps=0.1, keep="best")
+        A.pgd(f, x, y, jax.random.key(0), eps=0.1, keep="last")
+    with pytest.raises(CrobustError, match="use fgm"):       # the sign step is l-inf only: refused, not rerouted
+        A.fgsm(f, x, y, eps=0.1, norm="l2")
 
 
 def test_value_checks_are_skipped_under_tracing_and_eps_is_traceable():
