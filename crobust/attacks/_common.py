@@ -45,7 +45,7 @@ def select_runs(values, index):
 # --------------------------------------------------------------------------------------------------------------
 # Public entry points: parameters travel as data, compilation is reused
 
-DYNAMIC = ("eps", "step_size")
+DYNAMIC = ("eps", "step_size", "eps_step", "perturbations")
 
 
 def _has_tracer(tree) -> bool:
@@ -71,10 +71,12 @@ def public_attack(impl, check=None):
       is cached across calls.
     - inside ``jit`` / ``vmap`` / ``grad`` (any argument or Partial leaf is a tracer): ``impl`` is called directly.
 
-    ``eps`` and ``step_size`` are traced; every other keyword is static. Value checks (x in [0, 1], ε ≥ 0,
+    ``eps``, ``step_size``, ``eps_step`` and ``perturbations`` are traced; every other keyword is static. Value checks (x in [0, 1], ε ≥ 0,
     labels < C) run eagerly before compiling, as the check-then-trace order of ``impl`` would skip them.
     """
     static = _static_names(impl)
+    defaults = {name: p.default for name, p in inspect.signature(impl).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty}
     cached = jax.jit(impl, static_argnames=static)
 
     @functools.wraps(impl)
@@ -84,7 +86,7 @@ def public_attack(impl, check=None):
         if _has_tracer(dynamic_args) or (is_partial and _has_tracer(logits_fn)):
             return impl(logits_fn, x, y, key, **kwargs)
         if check is not None:
-            check(logits_fn, x, y, **kwargs)
+            check(logits_fn, x, y, **{**defaults, **kwargs})
         if is_partial:
             return cached(logits_fn, x, y, key, **kwargs)
         return jax.jit(functools.partial(impl, logits_fn), static_argnames=static)(x, y, key, **kwargs)
