@@ -10,12 +10,12 @@ that does not parse, raises :class:`~crobust._errors.CrobustError` naming the va
 from __future__ import annotations
 
 import dataclasses
-import fractions
 import json
 import typing
 from typing import Any, Mapping, Sequence
 
 from crobust._errors import CrobustError, check_choice
+from crobust._format import format_eps  # noqa: F401  (re-exported: the one ε formatter)
 
 
 def parse_number(text: str) -> float:
@@ -94,11 +94,3 @@ def resolve(presets: Mapping[str, Any], preset: str, assignments: Sequence[str] 
 def to_dict(config) -> dict:
     """A JSON-able dict of a config dataclass (tuples become lists)."""
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))
-
-
-def format_fraction(x: float, max_den: int = 1000) -> str:
-    """ε in the robustness community's notation: 8/255 → '8/255', 0.5 → '0.5'."""
-    f = fractions.Fraction(x).limit_denominator(max_den)
-    if f.denominator in (255, 510, 1020) or (f.denominator > 10 and abs(float(f) - x) < 1e-9 and f.numerator < 64):
-        return f"{f.numerator}/{f.denominator}"
-    return f"{x:g}"

@@ -52,10 +52,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from crobust import data as data_lib
-from crobust import metrics, parallel, report, training
+from crobust import evaluation, metrics, parallel, report, training
 from crobust._errors import CrobustError
 from crobust.attacks import pgd
-from crobust.config import format_fraction, to_dict
+from crobust.config import format_eps, to_dict
 from crobust.models import MLP, hidden_matrices
 from crobust.records import RunDir
 
@@ -216,7 +216,7 @@ def _run(cfg: Config, ds, out: RunDir, progress: bool) -> dict:
     ra = {}
     checks = {}
     for norm, grid in (("linf", cfg.eps_linf), ("l2", cfg.eps_l2)):
-        reports = parallel.population_robust_accuracy(model.apply, params, x_att, y_att, jax.random.fold_in(
+        reports = evaluation.population_robust_accuracy(model.apply, params, x_att, y_att, jax.random.fold_in(
             key, 0 if norm == "linf" else 1), eps=list(grid), norm=norm, attacks=attacks)
         ra[norm] = np.array([r.robust_acc for r in reports])                  # (M, E)
         checks[norm] = [r.checks.get("failures", []) for r in reports]
@@ -272,7 +272,7 @@ def _run(cfg: Config, ds, out: RunDir, progress: bool) -> dict:
         }
         for norm, grid in (("linf", cfg.eps_linf), ("l2", cfg.eps_l2)):
             for e, eps in enumerate(grid):
-                recs.append({**base, "measurement": "robust_acc", "norm": norm, "eps": format_fraction(eps),
+                recs.append({**base, "measurement": "robust_acc", "norm": norm, "eps": format_eps(eps),
                              "eps_value": eps, "value": float(ra[norm][m, e]), "n_points": n_att,
                              "attacks": [a if isinstance(a, str) else a[0] for a in attacks]})
         row["robust_acc_linf"] = float(ra["linf"][m, hl_lin]) if hl_lin is not None else float("nan")
@@ -288,8 +288,8 @@ def _run(cfg: Config, ds, out: RunDir, progress: bool) -> dict:
     # Figures.
     col = lambda k: np.array([r[k] for r in per_member], float)
     report.plot_panels(out.file("figure2_vs_alpha.png"), alphas, [
-        {"y": {"clean": col("clean_acc"), f"ℓ∞ ε={format_fraction(cfg.eps_linf_headline)}": col("robust_acc_linf"),
-               f"ℓ2 ε={format_fraction(cfg.eps_l2_headline)}": col("robust_acc_l2")},
+        {"y": {"clean": col("clean_acc"), f"ℓ∞ ε={format_eps(cfg.eps_linf_headline)}": col("robust_acc_linf"),
+               f"ℓ2 ε={format_eps(cfg.eps_l2_headline)}": col("robust_acc_l2")},
          "ylabel": "accuracy", "title": "clean and robust accuracy"},
         {"y": col("prunability_frac_sv_90"), "ylabel": f"fraction of σ for {cfg.energy:.0%} energy",
          "title": "prunability (lower = more prunable)"},
@@ -365,9 +365,9 @@ def _report_md(cfg, ds, fit, attacks, n_att, verdicts, summary_rows, clean_chang
         f"(patience {cfg.patience}, min {cfg.min_steps} steps, {cfg.val_ratio:.0%} held out per member).", "",
         f"Robust accuracy: {attack_names}; true labels; iterates clipped to [0, 1]; per-point worst case; "
         f"clean and robust accuracy on the same first {n_att} test points. ε grids: ℓ∞ "
-        f"{', '.join(format_fraction(e) for e in cfg.eps_linf)}; ℓ2 {', '.join(format_fraction(e) for e in cfg.eps_l2)} "
-        f"(pixel units). Headline: ℓ∞ ε = {format_fraction(cfg.eps_linf_headline)}, ℓ2 ε = "
-        f"{format_fraction(cfg.eps_l2_headline)}. Evaluation checks (‖δ‖ ≤ ε, range, NaN, gradient masking): "
+        f"{', '.join(format_eps(e) for e in cfg.eps_linf)}; ℓ2 {', '.join(format_eps(e) for e in cfg.eps_l2)} "
+        f"(pixel units). Headline: ℓ∞ ε = {format_eps(cfg.eps_linf_headline)}, ℓ2 ε = "
+        f"{format_eps(cfg.eps_l2_headline)}. Evaluation checks (‖δ‖ ≤ ε, range, NaN, gradient masking): "
         f"{'all passed' if n_fail == 0 else f'{n_fail} failure(s), see summary.json'}.", "",
         "## Verdicts", "",
         *[v.line() for v in verdicts], "",

@@ -122,7 +122,7 @@ def test_config_override_parses_types():
         config_lib.override(cfg, ["alhpas=1"])
     with pytest.raises(CrobustError, match="not a boolean"):
         config_lib.override(cfg, ["download=maybe"])
-    assert config_lib.format_fraction(8 / 255) == "8/255" and config_lib.format_fraction(0.5) == "0.5"
+    assert config_lib.format_eps(8 / 255) == "8/255" and config_lib.format_eps(0.5) == "0.5"
 
 
 def test_trend_verdicts_follow_the_data():
