@@ -92,4 +92,5 @@ def public_attack(impl, check=None):
         return jax.jit(functools.partial(impl, logits_fn), static_argnames=static)(x, y, key, **kwargs)
 
     attack.impl = impl
+    attack.compiled = cached          # the cached jit (inspection: compiled._cache_size())
     return attack

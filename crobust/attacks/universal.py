@@ -42,7 +42,8 @@ from crobust.attacks._validate import check_call, check_eps, check_images, check
 
 
 def _universal_perturbation(logits_fn, x, y, key, *, eps, norm: str = "linf", n_passes: int = 3,
-                           batch_size: int = 128, step_size=None, loss: str = "ce", labels: str = "true"):
+                           batch_size: int = 128, step_size=None, loss: str = "ce", labels: str = "true",
+                           return_passes: bool = False):
     """Learn one δ (shape x.shape[1:]) that lowers accuracy on every input; see the module docstring.
 
     Args:
@@ -57,9 +58,11 @@ def _universal_perturbation(logits_fn, x, y, key, *, eps, norm: str = "linf", n_
       batch_size: mini-batch size (128; capped at N).
       step_size: η; ``None`` → ε/10.
       loss: ``'ce'``, ``'margin'`` or ``'dlr'``.
+      return_passes: also return every pass's δ (P, ...) and its universal accuracy (P,).
 
     Returns:
-      δ with the shape of one image, ‖δ‖ ≤ ε: the pass with the lowest universal accuracy on (x, y).
+      δ with the shape of one image, ‖δ‖ ≤ ε: the pass with the lowest universal accuracy on (x, y) (the first
+      such pass on ties; δ = 0 when ``n_passes=0``); with ``return_passes``, ``(δ, deltas, accuracies)``.
     """
     x, y, eps, norm, _ = prepare(logits_fn, x, y, eps, norm, labels)
     loss_fn = _losses.get(loss)
@@ -81,8 +84,7 @@ def _universal_perturbation(logits_fn, x, y, key, *, eps, norm: str = "linf", n_
     def accuracy(delta):
         return jnp.mean((clean_correct & predicts(logits_fn(jnp.clip(x + delta, 0.0, 1.0)), y)).astype(jnp.float32))
 
-    def one_pass(carry, pass_key):
-        delta, best, best_acc = carry
+    def one_pass(delta, pass_key):
         order = jax.random.permutation(pass_key, n)
         order = jnp.concatenate([order, jnp.zeros((padded - n,), order.dtype)]).reshape(n_batches, batch_size)
         weight = (jnp.arange(padded) < n).astype(x.dtype).reshape(n_batches, batch_size)
@@ -95,13 +97,12 @@ def _universal_perturbation(logits_fn, x, y, key, *, eps, norm: str = "linf", n_
             return P.project_delta(delta + step * direction, eps, norm), None
 
         delta, _ = jax.lax.scan(one_batch, delta, (order, weight))
-        acc = accuracy(delta)
-        better = acc < best_acc
-        return (delta, jnp.where(better, delta, best), jnp.where(better, acc, best_acc)), None
+        return delta, (delta, accuracy(delta))
 
     zero = jnp.zeros(x.shape[1:], x.dtype)
-    (_, best, _), _ = jax.lax.scan(one_pass, (zero, zero, jnp.float32(jnp.inf)), jax.random.split(key, n_passes))
-    return best
+    _, (deltas, accs) = jax.lax.scan(one_pass, zero, jax.random.split(key, n_passes))
+    best = deltas[jnp.argmin(accs)] if n_passes else zero
+    return (best, deltas, accs) if return_passes else best
 
 
 def universal_accuracy(logits_fn, x, y, delta):
