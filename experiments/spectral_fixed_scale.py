@@ -237,7 +237,7 @@ def _run(cfg: Config, ds, out: RunDir, progress: bool) -> dict:
             a = ((x_adv - x_att) / std).reshape(n_att, -1)
             al = metrics.singular_direction_alignment(w1, a, k=cfg.top_k)
             moved = jnp.sum(a * a, axis=-1) > 0
-            for name in ("top_mean_abs", "rest_rms", "top_energy"):
+            for name in ("top_rms", "rest_rms", "top_energy"):
                 out_m[f"{name}_{norm}"] = jnp.sum(jnp.where(moved, al[name], 0.0)) / jnp.maximum(jnp.sum(moved), 1)
         return out_m
 
@@ -296,7 +296,7 @@ def _run(cfg: Config, ds, out: RunDir, progress: bool) -> dict:
         {"y": col("op_over_fro"), "ylabel": "‖W¹‖₂ / ‖W¹‖_F", "title": "spectral concentration"},
         {"y": {"ℓ∞": col("shift_linf"), "ℓ2": col("shift_l2")}, "ylabel": "‖z_adv − z‖ / ‖z‖",
          "title": "representation shift"},
-        {"y": {f"top-{cfg.top_k}": col("top_mean_abs_l2"), "rest (RMS)": col("rest_rms_l2")},
+        {"y": {f"top-{cfg.top_k}": col("top_rms_l2"), "rest (RMS)": col("rest_rms_l2")},
          "ylabel": "|vᵢᵀa| / ‖a‖", "title": "ℓ2 perturbation vs right singular vectors"},
         {"y": {"final": col("fro_norm"), "initial": col("fro_norm_init")}, "ylabel": "‖W¹‖_F",
          "title": "scale held fixed"},
