@@ -156,7 +156,8 @@ def _l2_candidate(u, sign, x, x_best, eps, s, clip, etas):
     delta = x_best - x
     norms_window_1 = jnp.sqrt(jnp.sum((delta * mask1) ** 2, axis=(0, 1), keepdims=True))      # (1, 1, C)
     norm_image = _l2_norm(delta)
-    norms_windows = _l2_norm(delta * jnp.maximum(mask1, mask2))
+    # per channel, as AutoAttack's curr_norms_windows (sum over H, W only): each channel keeps its own budget
+    norms_windows = jnp.sqrt(jnp.sum((delta * jnp.maximum(mask1, mask2)) ** 2, axis=(0, 1), keepdims=True))
     eta = jnp.where(u[4] > 0.5, etas[1], etas[0])
     eta = jnp.roll(eta, (vh, vw), axis=(0, 1))[:, :, None]
     new = eta * sign + delta * mask1 / (_TINY + norms_window_1)
