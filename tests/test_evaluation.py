@@ -316,3 +316,15 @@ def test_budget_convergence_reports_each_doubling_and_the_verdict():
     zero = E.budget_convergence(model.apply, selected, x, y, keys, eps=0.0, iterations=(1, 2), restarts=(1, 2),
                                 attacks=("apgd-ce",))
     assert all(m["converged"] for m in zero)
+
+
+def test_art_variant_runs_as_a_named_attack_and_ensemble():
+    model, params, x, y = _population()
+    x, y = x[:60], y[:60]
+    p0 = _member(params, 0)
+    art = E.robust_accuracy(model.apply, x, y, jax.random.key(0), params=p0, eps=[16 / 255],
+                            attacks=(("apgd-art", {"n_iter": 10, "n_restarts": 2}),), on_fail="ignore")
+    assert "ART-APGD (10 iterations, 2 restarts" in art.description
+    assert "gradient_masking" in art.checks["not_run"]
+    assert 0 <= art.robust_acc[0] < art.clean_acc
+    assert [a for a, _ in __import__("crobust.attacks.presets", fromlist=["x"]).ensemble("art")] == ["apgd-art"]
