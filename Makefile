@@ -24,9 +24,12 @@ reproduce: install
 bench: install
 	$(BIN)/python -m benchmarks
 
-# Optional reference implementations for `make bench` (CPU torch wheel + AutoAttack's PyTorch code).
+# Optional reference implementations for `make bench` (CPU torch wheel + AutoAttack's PyTorch code) and ART (numpy
+# only: the parity test of crobust.attacks.apgd_art against ART's AutoProjectedGradientDescent needs no torch).
 bench-extras: install
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0" pyautoattack
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0" pyautoattack \
+		"adversarial-robustness-toolbox==1.20.1"
+	$(BIN)/python -m pytest -q tests/test_attacks_art.py
 
 clean:
 	rm -rf runs reports bench .pytest_cache

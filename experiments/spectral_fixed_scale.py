@@ -4,7 +4,8 @@ norm is enough to lower adversarial robustness.
 A bias-free ReLU MLP with one hidden layer is trained with a nuclear-norm penalty α‖W¹‖_* on its hidden layer, and
 after every optimiser step W¹ is rescaled to its initial Frobenius norm, so α changes only how W¹'s energy is spread
 over its singular values, never its scale. Each α × seed member's best-validation parameters are measured: clean
-accuracy, robust accuracy (ℓ∞ and ℓ2 ε grids, the APGD-CE + APGD-T + Square ensemble), prunability and spectral
+accuracy, robust accuracy (ℓ∞ and ℓ2 ε grids, the APGD-CE + APGD-T + Square ensemble, its attack-budget
+convergence, and ART's APGD beside it — what the paper's code probably ran), prunability and spectral
 concentration of W¹, the representation shift and the alignment of the headline perturbation with W¹'s top right
 singular vectors; and the confounds: median logit margin, the head's norms, clean accuracy across α.
 
@@ -70,8 +71,9 @@ def populations(cfg, data):
 
 
 def measures(cfg):
-    return [M.clean_accuracy(), M.margins_and_head(), M.robust_accuracy(("linf", "l2")), M.spectrum(LAYER),
-            M.representation_shift(("linf", "l2")), M.singular_alignment(("l2",), LAYER), M.training_record()]
+    return [M.clean_accuracy(), M.margins_and_head(), M.robust_accuracy(("linf", "l2")), M.weaker_evaluation(),
+            M.budget_convergence(), M.spectrum(LAYER), M.representation_shift(("linf", "l2")),
+            M.singular_alignment(("l2",), LAYER), M.training_record()]
 
 
 def claims(cfg):
@@ -83,6 +85,8 @@ def claims(cfg):
         fall("C3", "ℓ∞ robust accuracy falls as α grows (fixed ‖W¹‖_F)", headline_ra(e, "linf")),
         fall("C3", "RA/SA (ℓ2) falls as α grows", col("ra_over_sa", norm="l2")),
         fall("C3", "RA/SA (ℓ∞) falls as α grows", col("ra_over_sa", norm="linf")),
+        fall("C3", "ℓ2 robust accuracy falls as α grows (ART)", col("robust_acc_art", norm="l2")),
+        fall("C3", "ℓ∞ robust accuracy falls as α grows (ART)", col("robust_acc_art", norm="linf")),
         fall("E1", "prunability rises (fraction of σ for the energy target falls)", col("prunability", layer=LAYER)),
         rise("C4", "‖W¹‖₂/‖W¹‖_F rises with compressibility", col("op_over_fro", layer=LAYER)),
         rise("C4", "representation shift ‖z_adv − z‖/‖z‖ (ℓ2) rises", col("shift", norm="l2")),
@@ -107,8 +111,8 @@ def figures(cfg):
                    Panel(col("op_over_fro", layer=LAYER), "‖W¹‖₂ / ‖W¹‖_F", "spectral concentration"),
                    Panel({"ℓ∞": col("shift", norm="linf"), "ℓ2": col("shift", norm="l2")}, "‖z_adv − z‖ / ‖z‖",
                          "representation shift"),
-                   Panel({f"top-{cfg.measure.top_k}": col("top_mean_abs", norm="l2"),
-                          "rest (RMS)": col("rest_rms", norm="l2")}, "|vᵢᵀa| / ‖a‖", "ℓ2 perturbation vs W¹'s V"),
+                   Panel({f"top-{cfg.measure.top_k}": col("top_rms", norm="l2"),
+                          "rest": col("rest_rms", norm="l2")}, "RMS |vᵢᵀa| / ‖a‖", "ℓ2 perturbation vs W¹'s V"),
                    Panel({"median logit margin": "median_margin", "‖W_head‖_F": "head_fro"}, "value", "confounds"))),
         Curves("robust_acc_vs_eps_linf", norm="linf", title="robust accuracy (ensemble) against ε, ℓ∞"),
         Curves("robust_acc_vs_eps_l2", norm="l2", title="robust accuracy (ensemble) against ε, ℓ2"),
@@ -118,7 +122,7 @@ def figures(cfg):
 def summary(cfg):
     return ["clean_acc", headline_ra(cfg.eval, "linf"), headline_ra(cfg.eval, "l2"), col("prunability", layer=LAYER),
             col("op_over_fro", layer=LAYER), col("shift", norm="l2"), col("top_energy", norm="l2"), "median_margin",
-            "head_fro"]
+            "head_fro", col("art_overstatement", norm="linf"), col("art_overstatement", norm="l2")]
 
 
 def notes(cfg):

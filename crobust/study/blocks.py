@@ -22,7 +22,7 @@ from crobust._errors import CrobustError, check_choice
 from crobust._format import format_eps
 
 NORMS = ("linf", "l2")
-ENSEMBLE_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "square", "pgd", "fgsm", "fgm")
+ENSEMBLE_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "square", "pgd", "fgsm", "fgm", "apgd-art")
 
 
 @dataclasses.dataclass(frozen=True)

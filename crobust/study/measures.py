@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crobust import evaluation, metrics, parallel, training
+from crobust.attacks import presets
 from crobust._format import format_eps
 from crobust.data import to_float
 from crobust.models import hidden_matrices, layer_matrices
@@ -67,7 +68,8 @@ class Context:
     x: jax.Array
     y: jax.Array
     cache: dict = dataclasses.field(default_factory=dict)
-    log: dict = dataclasses.field(default_factory=lambda: {"attacks": {}, "checks": [], "convergence": []})
+    log: dict = dataclasses.field(default_factory=lambda: {"attacks": {}, "weaker": {}, "checks": [],
+                                                                 "convergence": []})
 
     @classmethod
     def build(cls, eval_cfg: EvalConfig, measure_cfg: MeasureConfig, data) -> "Context":
@@ -122,66 +124,41 @@ def attack_list(e: EvalConfig, num_classes: int) -> tuple:
     """The ensemble of ``e`` as ``crobust.evaluation`` attack specs (budget applied, APGD-T targets ≤ C − 1)."""
     out = []
     for name in e.attacks:
-        if name in ("apgd-ce", "apgd-dlr"):
+        if name in ("apgd-ce", "apgd-dlr", "pgd", "apgd-art"):
             out.append((name, dict(n_iter=e.n_iter, n_restarts=e.n_restarts)))
         elif name == "apgd-t":
             out.append((name, dict(n_iter=e.n_iter, n_restarts=e.n_restarts,
                                    n_target_classes=max(1, min(e.n_targets, num_classes - 1)))))
         elif name == "square":
             out.append((name, dict(n_queries=e.n_queries)))
-        elif name == "pgd":
-            out.append((name, dict(n_iter=e.n_iter, n_restarts=e.n_restarts)))
         else:
             out.append(name)
     return tuple(out)
 
 
-def describe_attacks(attacks) -> str:
-    """A human-readable line for the report: each attack with its budget."""
-    parts = []
-    for a in attacks:
-        name, kw = (a, {}) if isinstance(a, str) else a
-        budget = ", ".join(f"{k} {v}" for k, v in kw.items())
-        parts.append(f"{name.upper()}" + (f" ({budget})" if budget else ""))
-    return ", ".join(parts)
-
-
-def _attack_population(apply_fn, params, x, y, keys, eps, norm, attacks, keep_index):
-    """Robust-accuracy reports of every member (its own key) and its worst-case x_adv at ``eps[keep_index]``."""
-    eps_values = np.asarray(eps, np.float64)
-    specs = evaluation._attack_specs(attacks)
-
-    def one(p, k):
-        arrays = evaluation.robust_flags(functools.partial(apply_fn, p), x, y, k, jnp.asarray(eps_values, jnp.float32),
-                                         norm=norm, attacks=attacks)
-        arrays["x_adv"] = arrays["x_adv"][keep_index]
-        return arrays
-
-    arrays = parallel.population_map(one, params, keys)
-    x_adv = arrays.pop("x_adv")
-    grey = evaluation._grey_radius(x, norm)
-    reports = [evaluation._build_report(jax.tree.map(lambda v: v[m], arrays), eps_values, norm, specs, grey, None,
-                                        "ignore", None, context=f" for member {m}") for m in range(len(x_adv))]
-    return reports, x_adv
+def _evaluate(ctx: Context, pop: TrainedPopulation, norm: str, attacks, stream: str, grid, keep=()):
+    keys = member_eval_keys(pop.seeds, stream)
+    return evaluation.population_robust_accuracy(pop.model.apply, pop.params, ctx.x, ctx.y, eps=list(grid),
+                                                 norm=norm, attacks=attacks, on_fail="ignore", member_keys=keys,
+                                                 return_adv_at=list(keep) or None)
 
 
 def robust_accuracy(norms: Sequence[str] = ("linf", "l2")):
-    """Robust accuracy over each norm's ε grid against the configured ensemble, per point the worst case over the
-    attacks (``crobust.evaluation``): ``robust_acc[norm, eps]`` for every ε of the grid, ``clean_acc_points`` (the
-    accuracy on the attacked points), ``ra_over_sa[norm]`` = RA(headline ε)/clean accuracy on those points and
-    ``check_failures[norm]``. Keeps each member's worst-case x_adv at the headline ε in ``ctx.cache``."""
+    """Robust accuracy over each norm's ε grid against the configured ensemble, per point the worst case over every
+    attack, restart and iterate (:func:`crobust.evaluation.population_robust_accuracy`): ``robust_acc[norm, eps]``
+    for every ε of the grid, ``clean_acc_points`` (accuracy on the attacked points), ``ra_over_sa[norm]`` =
+    RA(headline ε)/clean accuracy on those points and ``check_failures[norm]``. Keeps each member's worst-case
+    x_adv at the headline ε in ``ctx.cache`` (nothing is attacked twice) and the checks in ``ctx.log``."""
     def measure(ctx: Context, pop: TrainedPopulation):
         e = ctx.eval
         attacks = attack_list(e, ctx.data.num_classes)
         out = {}
         for norm in norms:
-            grid = e.grid(norm)
-            hi = e.grid_index(norm, e.headline(norm))
-            keys = member_eval_keys(pop.seeds, f"attack/{norm}")
-            reports, x_adv = _attack_population(pop.model.apply, pop.params, ctx.x, ctx.y, keys, grid, norm,
-                                                attacks, hi)
-            ctx.cache[(pop.name, "x_adv", norm)] = x_adv
-            ctx.log["attacks"][norm] = describe_attacks(attacks)
+            grid, headline = e.grid(norm), e.headline(norm)
+            hi = e.grid_index(norm, headline)
+            reports = _evaluate(ctx, pop, norm, attacks, f"attack/{norm}", grid, keep=(grid[hi],))
+            ctx.cache[(pop.name, "x_adv", norm)] = np.stack([r.adversarial(grid[hi]) for r in reports])
+            ctx.log["attacks"][norm] = presets.describe(attacks, ctx.data.num_classes)
             for m, r in enumerate(reports):
                 ctx.log["checks"].append({"population": pop.name, "member": m, "norm": norm, **r.checks})
             ra = np.array([r.robust_acc for r in reports])                          # (M, E)
@@ -189,8 +166,63 @@ def robust_accuracy(norms: Sequence[str] = ("linf", "l2")):
             for i, eps in enumerate(grid):
                 out[column("robust_acc", norm=norm, eps=format_eps(eps))] = ra[:, i]
             out[column("ra_over_sa", norm=norm)] = ra[:, hi] / np.maximum(sa, 1e-12)
+            ctx.cache[(pop.name, "ra_headline", norm)] = ra[:, hi]
             out[column("check_failures", norm=norm)] = np.array([len(r.checks["failures"]) for r in reports])
             out[column("clean_acc_points")] = sa
+        return out
+    return measure
+
+
+def weaker_evaluation(norms: Sequence[str] = ("linf", "l2")):
+    """What the paper's code probably ran: ART's AutoProjectedGradientDescent (``'apgd-art'``, its own defaults:
+    100 iterations, 5 restarts on the points still robust, a user step, the last iterate; FINDINGS.md §2) at each
+    headline ε: ``robust_acc_art[norm]`` and ``art_overstatement[norm]`` = RA(ART) − RA(ensemble) (positive: the
+    weaker evaluation overstates robustness). Needs the robust-accuracy measure first."""
+    def measure(ctx: Context, pop: TrainedPopulation):
+        out = {}
+        for norm in norms:
+            headline = ctx.eval.headline(norm)
+            reports = _evaluate(ctx, pop, norm, ("apgd-art",), f"art/{norm}", (headline,))
+            ra = np.array([r.robust_acc[0] for r in reports])
+            ctx.log["weaker"][norm] = presets.describe(("apgd-art",), ctx.data.num_classes)
+            out[column("robust_acc_art", norm=norm)] = ra
+            strong = ctx.cache.get((pop.name, "ra_headline", norm))
+            if strong is not None:
+                out[column("art_overstatement", norm=norm)] = ra - strong
+        return out
+    return measure
+
+
+def budget_convergence(norms: Sequence[str] = ("linf", "l2"), x: str = "alpha"):
+    """Attack-budget convergence (:func:`crobust.evaluation.budget_convergence`) of the least and the most
+    compressed members (smallest and largest ``x``; their first seed) at each headline ε, as ``eval.
+    convergence_iters`` × ``eval.convergence_restarts`` double: ``budget_converged[norm]`` (1 when the last
+    doubling on each axis moved robust accuracy by < 0.5 pp, 0 when not, NaN for members not checked) and
+    ``budget_last_doubling_pp[norm]``. The budgets and robust accuracies are logged for the report."""
+    def measure(ctx: Context, pop: TrainedPopulation):
+        e = ctx.eval
+        if not e.convergence_iters:
+            return {}
+        xs = np.array([float(m.get(x, pop.coords.get(x, 0.0))) for m in pop.members])
+        chosen = sorted({int(np.flatnonzero(xs == xs.min())[0]), int(np.flatnonzero(xs == xs.max())[0])})
+        params = jax.tree.map(lambda leaf: leaf[np.asarray(chosen)], pop.params)
+        attacks = tuple(a for a in attack_list(e, ctx.data.num_classes) if (a if isinstance(a, str) else a[0])
+                        != "square")
+        out = {}
+        for norm in norms:
+            keys = member_eval_keys(pop.seeds[chosen], f"attack/{norm}")
+            res = evaluation.budget_convergence(pop.model.apply, params, ctx.x, ctx.y, keys, eps=e.headline(norm),
+                                                norm=norm, iterations=e.convergence_iters,
+                                                restarts=e.convergence_restarts, attacks=attacks)
+            conv = np.full(pop.size, np.nan)
+            moved = np.full(pop.size, np.nan)
+            for m, r in zip(chosen, res):
+                conv[m] = float(r["converged"])
+                moved[m] = max([v for v in r["last_doubling_pp"].values() if v is not None], default=np.nan)
+                ctx.log["convergence"].append({**r, "population": pop.name, "member": m, x: float(xs[m]),
+                                               "norm": norm, "eps": format_eps(e.headline(norm))})
+            out[column("budget_converged", norm=norm)] = conv
+            out[column("budget_last_doubling_pp", norm=norm)] = moved
         return out
     return measure
 
@@ -289,8 +321,9 @@ def representation_shift(norms: Sequence[str] = ("linf", "l2")):
 def singular_alignment(norms: Sequence[str] = ("l2",), layer: str = "hidden_0"):
     """Alignment of the headline perturbation a (as the layer sees it: (x_adv − x)/std) with the top-k right
     singular vectors of the layer (k = ``measure.top_k``), averaged over the points that moved:
-    ``top_energy[norm]`` = ‖V_kᵀa‖²/‖a‖² (a random direction: k/d), ``top_mean_abs[norm]`` and ``rest_rms[norm]``
-    (:func:`crobust.metrics.singular_direction_alignment`)."""
+    ``top_energy[norm]`` = ‖V_kᵀa‖²/‖a‖² (a random direction: k/d), ``top_rms[norm]`` and ``rest_rms[norm]`` (the
+    RMS size of a's component per top / per remaining direction) and their ``alignment_ratio[norm]`` (1 for an
+    isotropic perturbation; :func:`crobust.metrics.singular_direction_alignment`)."""
     def measure(ctx: Context, pop: TrainedPopulation):
         std = jnp.asarray(ctx.data.std, jnp.float32)
         n = ctx.x.shape[0]
@@ -305,10 +338,10 @@ def singular_alignment(norms: Sequence[str] = ("l2",), layer: str = "hidden_0"):
                 moved = jnp.sum(a * a, axis=-1) > 0
                 count = jnp.maximum(jnp.sum(moved), 1)
                 return {name: jnp.sum(jnp.where(moved, al[name], 0.0)) / count
-                        for name in ("top_energy", "top_mean_abs", "rest_rms")}
+                        for name in ("top_energy", "top_rms", "rest_rms", "ratio")}
             res = parallel.population_map(one, pop.params, x_adv)
             for name, v in res.items():
-                out[column(name, norm=norm)] = np.asarray(v)
+                out[column("alignment_ratio" if name == "ratio" else name, norm=norm)] = np.asarray(v)
         return out
     return measure
 
@@ -326,6 +359,8 @@ MEASURES: dict[str, Callable] = {
     "clean_accuracy": clean_accuracy,
     "margins_and_head": margins_and_head,
     "robust_accuracy": robust_accuracy,
+    "weaker_evaluation": weaker_evaluation,
+    "budget_convergence": budget_convergence,
     "layer_metrics": layer_metrics,
     "spectrum": spectrum,
     "representation_shift": representation_shift,
@@ -333,5 +368,5 @@ MEASURES: dict[str, Callable] = {
     "training_record": training_record,
 }
 
-__all__ = ["Context", "TrainedPopulation", "MEASURES", "member_eval_keys", "attack_list", "describe_attacks",
+__all__ = ["Context", "TrainedPopulation", "MEASURES", "member_eval_keys", "attack_list",
            "headline_ra", "prunable_fraction"] + list(MEASURES)
