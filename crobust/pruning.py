@@ -32,9 +32,15 @@ channel's output is exactly 0 after the BN (γ·(x − μ)/σ + β with γ = β 
 without its own BN (WRN's conv2/shortcut), masking removes the branch's contribution to that channel of the sum.
 
 Fine-tuning after pruning (:func:`fine_tune`, :func:`fit_masked`): the same training code with the masks enforced
-in the forward pass (:class:`MaskedModel`), so pruned weights get zero gradients and stay zero under SGD, Adam(W),
-weight decay, the L1 / group-lasso subgradients and the Frobenius projection (all map 0 to 0); the result is masked
-once more. Identical settings across arms: pass the same ``config`` and ``members`` to every arm; nothing here
+in the forward pass (:class:`MaskedModel`), so the loss gives pruned weights zero gradients and the pruned model
+is exactly the masked one throughout. The stored (raw) entries behind the mask stay zero under SGD, Adam(W), weight
+decay, the group-lasso / scale-invariant / β-control penalties and the Frobenius projection (each maps a zero row
+to a zero update), but **not under penalties whose chosen subgradient at 0 is non-zero**: L1 and the alignment
+penalty (jax's derivative of |x| at 0 is 1) and the nuclear norm (its U Vᵀ includes the singular vectors of the
+zero singular values a zero row creates). With those the raw masked entries drift: they never reach the forward
+pass, but they enter the penalty's value and the Frobenius projection's norm.
+The result is masked once more, so the returned model is exactly pruned either way; exact masking of the raw
+parameters inside every step needs the trainer's own mask support (issue 13, trainer items). Identical settings across arms: pass the same ``config`` and ``members`` to every arm; nothing here
 depends on the criterion that made the masks.
 """
 
@@ -323,8 +329,9 @@ def fit_masked(model, data, config, members, variables: Mapping, masks: Mapping,
     and best params are masked.
 
     The optimiser state is fresh (as for any run started by ``fit``); the Frobenius projection's reference norms are
-    the pruned model's own, so ``projection='frobenius'`` keeps the pruned scale. Models with batch norm need the
-    trainer's mutable-state support (issue 13 items 5–10), which ``fit`` does not have yet.
+    the pruned model's own, so ``projection='frobenius'`` keeps the pruned scale (exactly, except with the L1,
+    nuclear and alignment penalties: see the module docstring). Models with batch norm need the trainer's mutable-state support (issue 13
+    items 5–10), which ``fit`` does not have yet; per-member masks need the trainer's mask support.
     """
     from crobust import regularizers, training
 
