@@ -158,12 +158,17 @@ def alignment(params, alpha, *, kappa: float = 0.1):
     Convolutions: W^l (out, in·kh·kw) is collapsed to C^l (out, in) with C_{oi} = Σ_taps |K_{o,i,tap}| (the row ℓ1
     norms, hence ‖·‖_∞ and the top-k rows, are those of W), so consecutive convs chain through their channels. A pair
     is used when the next layer's input size equals this layer's output size (shortcut convs, which take an earlier
-    block's output, chain only where the channel counts match). Only the regularised layers enter (stem, head out).
+    block's output, chain only where the channel counts match). Only the regularised layers enter (stem, head out),
+    and only weight matrices of ReLU-style chains: attention projections (``DenseGeneral`` query/key/value/out of a
+    ViT) are left out, so on a ViT the pairs are its MLP blocks' Dense_0 → Dense_1 (and Dense_1 → the next block's
+    Dense_0, across the residual attention block).
     """
     from crobust.metrics.alignment import alignment_term
 
     mats = []
     for spec in _regularised_specs(params):
+        if spec.kind == "dense_general":
+            continue
         w = spec_matrix(get_leaf(params, spec), spec)
         if spec.kind in ("conv", "low_rank_conv"):
             leaf = get_leaf(params, spec)

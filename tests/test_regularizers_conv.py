@@ -206,3 +206,21 @@ def test_mlp_penalties_unchanged_by_the_generalisation():
     ws = [np.asarray(v["params"][f"hidden_{i}"]["kernel"], np.float64).T for i in range(2)]
     np.testing.assert_allclose(float(R.group_lasso(v, 1.0)), sum(np.sum(np.linalg.norm(w, axis=1)) for w in ws),
                                rtol=1e-5)
+
+
+def test_vit_penalties_skip_embedding_head_and_attention_pairs():
+    from crobust.models import layer_matrices, vit
+    from crobust.models.vit import VIT_TINY_TEST
+
+    model = vit(VIT_TINY_TEST, 4)
+    v = _variables(11, model)
+    mats = {n: np.asarray(w, np.float64) for n, w in layer_matrices(v).items()}
+    body = [n for n in mats if n not in ("embedding", "head")]
+    assert len(body) == 12                                                  # 2 blocks × (q, k, v, out, 2 dense)
+    gl = sum(np.sum(np.linalg.norm(mats[n], axis=1)) for n in body)
+    np.testing.assert_allclose(float(R.group_lasso(v, 1.0)), gl, rtol=1e-5)
+    dense = [n for n in body if "MlpBlock" in n]                            # D0, D1, D0, D1 in forward order
+    want = sum(float(alignment_term(mats[a].astype(np.float32), mats[b].astype(np.float32), kappa=0.1, p="inf",
+                                    form="neuron", mode="bound")["A"])
+               for a, b in zip(dense[:-1], dense[1:]) if mats[b].shape[1] == mats[a].shape[0])
+    np.testing.assert_allclose(float(R.alignment(v, 1.0)), want, rtol=1e-5)
