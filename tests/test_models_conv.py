@@ -15,6 +15,14 @@ from crobust.models import (VGG16, WRN, LowRankConv, ResNet18, factorise, kernel
                             layer_specs, low_rank_from_dense, regularised_matrices)
 
 
+@pytest.fixture(autouse=True)
+def _full_float32():
+    """Reference comparisons at full float32 on every backend (a GPU's default TF32 convs/matmuls are ~1e-3
+    relative, far above the float32 tolerances stated in these tests)."""
+    with jax.default_matmul_precision("float32"):
+        yield
+
+
 def _count(tree):
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
 
@@ -276,3 +284,28 @@ def test_planted_dominant_filter_is_found_as_a_row_and_in_the_layer_report():
     np.testing.assert_allclose(float(rep["layer_metrics"]["eps_nu_q2"][0, li]), want_eps, rtol=1e-4)
     others = [float(rep["layer_metrics"]["eps_nu_q2"][0, j]) for j in range(len(rep["layers"])) if j != li]
     assert float(rep["layer_metrics"]["eps_nu_q2"][0, li]) < min(others)    # the planted layer is the most compressible
+
+
+def test_initialisation_is_torchvision_and_pytorch_default():
+    """Dense convs N(0, 2/(out·kh·kw)) (torchvision's kaiming_normal fan_out), BN scale 1 / bias 0 and running
+    mean 0 / var 1, head U(±1/√in) with bias U(±1/√in), low-rank factors U(±1/√fan_in) (PyTorch's conv default).
+    Sample-std tolerance: ±10 % for ≥ 1,000 draws (5σ of the sample std's relative spread 1/√(2n) ≈ 2.2 %)."""
+    model = ResNet18(10, stem="cifar", width=16, stage_sizes=(1,))
+    v = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    k = np.asarray(v["params"]["layer1_0"]["conv2"]["kernel"])                # (3, 3, 16, 16): 2,304 draws
+    np.testing.assert_allclose(np.std(k), np.sqrt(2.0 / (16 * 9)), rtol=0.1)
+    assert abs(np.mean(k)) < 0.1 * np.std(k)
+    bn = v["params"]["layer1_0"]["conv2_bn"]
+    assert np.all(np.asarray(bn["scale"]) == 1) and np.all(np.asarray(bn["bias"]) == 0)
+    st = v["batch_stats"]["layer1_0"]["conv2_bn"]
+    assert np.all(np.asarray(st["mean"]) == 0) and np.all(np.asarray(st["var"]) == 1)
+    head = v["params"]["head"]
+    bound = 1 / np.sqrt(16)
+    for leaf in (head["kernel"], head["bias"]):
+        a = np.asarray(leaf)
+        assert np.max(np.abs(a)) <= bound and np.max(np.abs(a)) > 0.5 * bound
+    low = ResNet18(10, stem="cifar", width=16, stage_sizes=(1,), rank=4)
+    lv = jax.jit(low.init)(jax.random.key(1), jnp.zeros((1, 8, 8, 3)))["params"]["layer1_0"]["conv2"]
+    down, up = np.asarray(lv["down"]), np.asarray(lv["up"])                  # (3, 3, 16, 4), (4, 16)
+    np.testing.assert_allclose(np.std(down), 1 / np.sqrt(3 * 16 * 9), rtol=0.1)     # U(±b): std b/√3
+    assert np.max(np.abs(down)) <= 1 / np.sqrt(16 * 9) and np.max(np.abs(up)) <= 1 / np.sqrt(4)
