@@ -28,6 +28,7 @@ running statistics and changes nothing.
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -41,8 +42,6 @@ torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "unif
 
 def torch_bias_init(fan_in: int):
     """PyTorch's default bias init U(±1/√fan_in)."""
-    import jax
-
     bound = 1.0 / max(int(fan_in), 1) ** 0.5
     return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
