@@ -309,3 +309,19 @@ def test_initialisation_is_torchvision_and_pytorch_default():
     down, up = np.asarray(lv["down"]), np.asarray(lv["up"])                  # (3, 3, 16, 4), (4, 16)
     np.testing.assert_allclose(np.std(down), 1 / np.sqrt(3 * 16 * 9), rtol=0.1)     # U(±b): std b/√3
     assert np.max(np.abs(down)) <= 1 / np.sqrt(16 * 9) and np.max(np.abs(up)) <= 1 / np.sqrt(4)
+
+
+def test_svd_initialised_low_rank_mlp_equals_the_dense_mlp_at_full_rank():
+    from crobust.models import MLP, LowRankMLP
+
+    rng = np.random.default_rng(12)
+    dense = MLP(3, 6, depth=3)
+    shp = jax.eval_shape(dense.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 2, 2, 2), jnp.float32))
+    v = jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape), jnp.float32), shp)
+    lv = low_rank_from_dense(v, 6)
+    assert lv["params"]["hidden_0"]["down"].shape == (8, 6) and lv["params"]["hidden_1"]["up"].shape == (6, 6)
+    np.testing.assert_array_equal(np.asarray(lv["params"]["head"]["kernel"]), np.asarray(v["params"]["head"]["kernel"]))
+    x = jnp.asarray(rng.uniform(size=(4, 2, 2, 2)), jnp.float32)
+    want = np.asarray(dense.apply(v, x))
+    got = np.asarray(LowRankMLP(3, 6, rank=6, depth=3).apply(lv, x))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.max(np.abs(want)))
