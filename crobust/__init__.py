@@ -13,11 +13,11 @@ The parts::
                                                             eps=[0, 0.1], norm="linf")   # crobust.attacks inside
     table = crobust.metrics.layer_report(result.best_params, model=model)   # compressibility, norms, bounds
 
-Sub-modules: ``data``, ``models``, ``regularizers``, ``training``, ``attacks``, ``evaluation``, ``metrics``,
-``records``, ``report``, ``config``.
+Sub-modules: ``data``, ``models``, ``regularizers``, ``pruning``, ``training``, ``attacks``, ``evaluation``,
+``metrics``, ``records``, ``report``, ``config``.
 """
 
-from crobust import attacks, config, data, evaluation, metrics, models, records, regularizers, report, training
+from crobust import attacks, config, data, evaluation, metrics, models, pruning, records, regularizers, report, training
 from crobust._errors import CrobustError
 from crobust.data import DataMissingError, Dataset, load_dataset
 from crobust.models import MLP, LowRankMLP, hidden_matrices, layer_matrices
@@ -26,7 +26,8 @@ from crobust.training import AdversarialTraining, FitResult, PopulationState, Tr
 __version__ = "0.1.0"
 
 __all__ = [
-    "attacks", "config", "data", "evaluation", "metrics", "models", "records", "regularizers", "report", "training",
+    "attacks", "config", "data", "evaluation", "metrics", "models", "pruning", "records", "regularizers", "report",
+    "training",
     "CrobustError", "DataMissingError", "Dataset", "load_dataset", "MLP", "LowRankMLP", "hidden_matrices",
     "layer_matrices", "AdversarialTraining", "FitResult", "PopulationState", "TrainConfig", "fit", "grid",
 ]

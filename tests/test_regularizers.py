@@ -150,7 +150,8 @@ def test_nuclear_low_rank_uses_product_and_factors_variant_uses_factors():
 def test_none_penalty_is_zero_and_registry_is_complete():
     tree = _dense_tree(8)
     assert float(R.get_penalty("none")(tree, 3.0)) == 0.0
-    assert set(R.PENALTIES) == {"none", "l1", "group_lasso", "scale_invariant", "nuclear", "nuclear_factors"}
+    assert set(R.PENALTIES) == {"none", "l1", "group_lasso", "scale_invariant", "nuclear", "nuclear_factors",
+                              "beta_control", "alignment"}
     for name in R.PENALTIES:                         # α = 0 switches every penalty off
         assert float(R.get_penalty(name)(tree, 0.0)) == 0.0
 

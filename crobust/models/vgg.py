@@ -1,0 +1,73 @@
+"""VGG-16 with batch norm, CIFAR variant (Simonyan & Zisserman 2015, configuration D, with BN after every conv).
+
+Input: pixel-space images in [0, 1], (N, H, W, C) with H, W multiples of 32, normalised inside by ``mean``/``std``.
+Output: logits (N, num_classes); with ``return_repr=True`` also z (N, 8·width), the features the head acts on.
+
+Body: 13 3×3 convs (padding 1, with bias, as torchvision's ``vgg16_bn``), each followed by BN and ReLU, in five
+blocks of (2, 2, 3, 3, 3) convs with (1, 2, 4, 8, 8)·``width`` channels (``width=64`` is VGG-16), each block
+ending in a 2×2 max-pool. On 32×32 inputs the last map is 1×1×512; it is global-average-pooled (the identity on
+a 1×1 map; on larger inputs it keeps the head's size).
+
+Head (a choice; the paper does not say): a single ``Dense(num_classes)`` on the 512 features, the CIFAR VGG of
+the robustness literature (e.g. the ``VGG('VGG16')`` of kuangliu/pytorch-cifar, 14,728,266 parameters with 10
+classes). torchvision's 4096-4096 classifier exists for 7×7 ImageNet maps; on a 1×1 CIFAR map it would add 119 M
+parameters of fully connected layers to a 15 M-parameter convolutional network, so every compressibility
+statistic would be dominated by layers the paper's pruning/regularisation study is not about.
+
+Init: torchvision's VGG init for the convs (kaiming_normal fan_out, bias 0), BN scale 1 / bias 0, the head
+PyTorch's default Linear init. Low rank (``rank=r``): every conv but the first is a
+:class:`~crobust.models.conv.LowRankConv`.
+
+Module names: ``stem`` (the first conv), ``conv_1`` … ``conv_12``; the BN after conv ``X`` is ``X_bn``; ``head``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from crobust._errors import CrobustError
+from crobust.models.conv import batch_norm, conv, normalise, torch_bias_init, torch_default_init
+
+VGG16_BLOCKS = (2, 2, 3, 3, 3)
+VGG16_MULTIPLIERS = (1, 2, 4, 8, 8)
+
+
+class VGG16(nn.Module):
+    """VGG-16-BN for 32×32 inputs (see the module docstring).
+
+    Attributes:
+      num_classes: head outputs.
+      width: channels of the first block (64 = VGG-16).
+      rank: None (dense) or the rank of every conv but the first.
+      mean, std: per-channel normalisation statistics.
+    """
+
+    num_classes: int
+    width: int = 64
+    rank: int | None = None
+    mean: Sequence[float] = (0.0,)
+    std: Sequence[float] = (1.0,)
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, return_repr: bool = False):
+        if self.width < 1:
+            raise CrobustError(f"width must be >= 1, got {self.width}")
+        if x.ndim != 4 or x.shape[1] % 32 or x.shape[2] % 32:
+            raise CrobustError(f"VGG16 needs (N, H, W, C) images with H, W multiples of 32 (five 2×2 max-pools), "
+                               f"got shape {tuple(x.shape)}")
+        x = normalise(x, self.mean, self.std)
+        i = 0
+        for n_convs, mult in zip(VGG16_BLOCKS, VGG16_MULTIPLIERS):
+            for _ in range(n_convs):
+                name = "stem" if i == 0 else f"conv_{i}"
+                x = conv(self.width * mult, 3, rank=None if i == 0 else self.rank, use_bias=True, name=name)(x)
+                x = nn.relu(batch_norm(train, f"{name}_bn")(x))
+                i += 1
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        z = jnp.mean(x, axis=(1, 2))
+        logits = nn.Dense(self.num_classes, kernel_init=torch_default_init, bias_init=torch_bias_init(z.shape[-1]),
+                          name="head")(z)
+        return (logits, z) if return_repr else logits
