@@ -10,6 +10,9 @@ Usage::
     key = jax.random.key(2)
     x_adv = apgd(logits_fn, x, y, key, eps=8/255, norm="linf", loss="ce", n_iter=100)   # APGD-CE
     x_adv = apgd_t(logits_fn, x, y, key, eps=8/255, norm="linf", n_iter=100)            # APGD-T, 9 targets
+    # called directly, pass the weights as data: compiled once per model and shapes, new weights always used
+    f = jax.tree_util.Partial(lambda w, x: x.reshape(x.shape[0], -1) @ w, W)
+    x_adv = apgd(f, x, y, key, eps=8/255)
 
 One run of N_iter iterations follows ``autopgd_base.py`` (``attack_single_run``) line by line:
 

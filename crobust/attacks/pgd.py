@@ -10,6 +10,9 @@ Usage::
     key = jax.random.key(2)
     x_adv = pgd(logits_fn, x, y, key, eps=8/255, **presets.PGD_EVAL)          # 30 steps × 10 restarts
     x_adv = pgd(logits_fn, x, y, key, eps=8/255, **presets.PGD_REFERENCE_AT)  # the authors' AT attack
+    # called directly, pass the weights as data: compiled once, new weights always used
+    f = jax.tree_util.Partial(lambda w, x: x.reshape(x.shape[0], -1) @ w, W)
+    x_adv = pgd(f, x, y, key, eps=8/255, **presets.PGD_EVAL)
 
 Maths (one restart r, T = ``n_iter`` steps, step η, projection Π of :mod:`crobust.attacks.projections`):
 
