@@ -39,9 +39,10 @@ Expected results:
   comparison can go either way and the report's verdicts are the result.
 - ``paper`` (any accelerator; minutes): the same task with 10,000 / 2,000 points, width 256, ranks 1 and the dense
   layer, 8 seeds, ≤ 10,000 steps, the full budget of the two-class ensemble (APGD-CE 100 iterations, 5000 Square
-  queries) on 2000 points. Wall time on one GPU: 2 populations × 8 members × 10,000 steps at the
-  FINDINGS.md §6 H200 rate for 64→64→10 MLPs (2.81 M member-steps/s at 512 members; take 100 k member-steps/s at 8
-  members) ≈ 2 s of training, plus compiles and the ensemble (≈ 1 min) — well under 5 minutes.
+  queries) on 2000 points. Wall time on one GPU, from FINDINGS.md §6 (H200): a training step of 8 members of a
+  larger network (3072→2000×4→10, batch 100) takes 1.85 ms (4,318 member-steps/s), an upper bound for 8 members
+  of 64→256→2, so ≤ 10,000 steps take ≤ 20 s per population; APGD-CE (100 iterations) on 4,776 points took
+  0.009 s per model there, so the attacks cost seconds; with compiles (~1 min per population) about 3 minutes.
 """
 
 from __future__ import annotations
