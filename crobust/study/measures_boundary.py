@@ -1,6 +1,7 @@
 """Decision boundaries in input space: the attack direction, the distance to the boundary along it, and a PCA view.
 
-All in pixel space (images in [0, 1], ε in pixel units), for a model ``logit_fn`` (N, H, W, C) → (N, C).
+All in pixel space (images in [0, 1], ε in pixel units), for a model ``logit_fn`` (N, H, W, C) → (N, C); matrix
+products at full float32 precision (no TF32 on accelerators: t* is compared with ε to a few digits).
 
 - margin m(x) = z_y(x) − max_{j≠y} z_j(x) (> 0: correctly classified); the decision boundary of point x is the set
   m = 0.
@@ -49,7 +50,8 @@ def margin(logits, y):
 def attack_direction(logit_fn: Callable, x, y, norm: str = "l2"):
     """u(x) (N, ...) — ℓ2: −∇m/‖∇m‖₂; ℓ∞: −sign(∇m); 0 where ∇m = 0 (module docstring)."""
     check_choice("norm", norm, ("l2", "linf"))
-    g = jax.grad(lambda q: jnp.sum(margin(logit_fn(q), y)))(x)
+    with jax.default_matmul_precision("float32"):
+        g = jax.grad(lambda q: jnp.sum(margin(logit_fn(q), y)))(x)
     flat = g.reshape(g.shape[0], -1)
     if norm == "linf":
         return -jnp.sign(g)
@@ -66,7 +68,8 @@ def boundary_distance(logit_fn: Callable, x, y, u, t_max: float, *, n_grid: int 
     expand = lambda t: t.reshape((-1,) + (1,) * (x.ndim - 1))
 
     def m_at(t):                                                      # t (N,) → m(x + t·u) (N,)
-        return margin(logit_fn(x + expand(t) * u), y)
+        with jax.default_matmul_precision("float32"):
+            return margin(logit_fn(x + expand(t) * u), y)
 
     ms = jax.lax.map(lambda t: m_at(jnp.full((x.shape[0],), t)), ts)          # (G+1, N)
     crossed = ms <= 0
@@ -105,7 +108,8 @@ def plane_decision(logit_fn: Callable, mu, p, a, b, image_shape):
     """f(a, b) = z₁ − z₀ on the slice x(a, b) = μ + a·p₁ + b·p₂: a (A,), b (B,) → (B, A) (rows follow b)."""
     aa, bb = np.meshgrid(np.asarray(a, np.float64), np.asarray(b, np.float64))
     pts = mu[None] + aa.reshape(-1, 1) * p[:, 0][None] + bb.reshape(-1, 1) * p[:, 1][None]
-    z = logit_fn(jnp.asarray(pts.reshape((-1,) + tuple(image_shape)), jnp.float32))
+    with jax.default_matmul_precision("float32"):
+        z = logit_fn(jnp.asarray(pts.reshape((-1,) + tuple(image_shape)), jnp.float32))
     if z.shape[-1] != 2:
         raise CrobustError(f"the PCA boundary view needs a two-class model, got {z.shape[-1]} classes")
     return np.asarray(z[:, 1] - z[:, 0], np.float64).reshape(aa.shape)

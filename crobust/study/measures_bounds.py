@@ -16,7 +16,7 @@ i = 1…N, and at the norm's headline budget δ:
   times 1/min(std) for the model's input normalisation); ``bound_over_gap`` = gap_bound/gap.
 
 Each member's bound and gap come from the same parameters (its own row); the tests recompute one member by brute
-force.
+force. Matrix products run at full float32 precision (no TF32 on accelerators).
 
 **Theorem 3.1** (:func:`theorem31_forms`; PAPER.md §3.3, FINDINGS.md §1). For a layer W (h × d, h rows =
 neurons), singular values σ (h_σ = min(h, d) of them) and neuron ℓ1 norms ν (h of them), at kept counts k:
@@ -79,6 +79,10 @@ def gap_and_bound(norms: Sequence[str] = ("l2",)):
             keys = member_eval_keys(pop.seeds, f"gap/{norm}")
 
             def one(params, key, xh):
+                with jax.default_matmul_precision("float32"):
+                    return _one(params, key, xh)
+
+            def _one(params, key, xh):
                 f = lambda q: pop.model.apply(params, q)
                 x_best, _, _, _ = apgd_single_run(f, lambda z: attack_losses.cross_entropy(z, ctx.y), ctx.x, ctx.y,
                                                   key, delta, norm, ctx.eval.n_iter)
