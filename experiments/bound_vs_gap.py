@@ -20,7 +20,7 @@ Command::
 
 Expected results:
 
-- ``smoke`` (tests; about a minute on a loaded CPU): 2 ranks × 2 seeds, width 8, 150 steps, APGD-CE only. Runs end to end; the Holds claims
+- ``smoke`` (tests; ≈ 35 s of CPU time, compiles mostly): 2 ranks × 2 seeds, width 8, 150 steps, APGD-CE only. Runs end to end; the Holds claims
   on the bound and the sound Theorem 3.1 forms must hold (they are theorems); the correlation is not expected.
 - ``small`` (any CPU; 2.3 min of CPU time, 13 min wall on a 2-core machine at load ≈ 16): digits 3 vs 8 (≈ 290 train / 72 test images), width 32, ranks
   {1, 2, 4, 8, 16, 32} × 3 seeds, AdamW ≤ 1500 steps with early stopping, ℓ2 headline δ = 0.5. Expected: bound ≥
