@@ -20,18 +20,21 @@ Command::
 
 Expected results:
 
-- ``smoke`` (tests; ≈ 35 s of CPU time, compiles mostly): 2 ranks × 2 seeds, width 8, 150 steps, APGD-CE only. Runs end to end; the Holds claims
-  on the bound and the sound Theorem 3.1 forms must hold (they are theorems); the correlation is not expected.
-- ``small`` (any CPU; 2.3 min of CPU time, 13 min wall on a 2-core machine at load ≈ 16): digits 3 vs 8 (≈ 290 train / 72 test images), width 32, ranks
-  {1, 2, 4, 8, 16, 32} × 3 seeds, AdamW ≤ 1500 steps with early stopping, ℓ2 headline δ = 0.5. Expected: bound ≥
-  gap for every member (naive and aligned); the correlation of bound and gap across members is reported with its
-  sign and size against the paper's 0.947; the bound/gap ratio (≫ 1: global Lipschitz bounds are loose) is reported;
-  the sound Theorem 3.1 forms hold on every layer; the printed q = 2 spectral form and the printed neuron form on
-  the rectangular W¹ may fail (FINDINGS.md §1), and the report says where. One run (seeds 0–2) gave: bound ≥ gap
-  for all 18 members; Pearson r = +0.49, Spearman ρ = +0.57 (p = 0.016 before Holm's correction, 0.096 after:
-  inconclusive) — the bound falls 4× from rank 1 to 32 while the gap (≈ 2, the models are confident: median logit
-  margin ≈ 17) barely moves; bound/gap 13 (rank 32) to 45 (rank 1); the printed neuron form with q = 2 fails on
-  W¹ for 14 of 18 members and holds on the square W²; the printed spectral form holds on these trained layers.
+- ``smoke`` (tests; ≈ 35 s of CPU time, compiles mostly): 2 ranks × 2 seeds, width 8, 150 steps, APGD-CE only. Runs
+  end to end; the Holds claims on the bound and the sound Theorem 3.1 forms must hold (they are theorems); the
+  correlation is not expected.
+- ``small`` (any CPU; 2.3 min of CPU time, 13 min wall on a 2-core machine at load ≈ 16): digits 3 vs 8 (≈ 290 train
+  / 72 test images), width 32, ranks {1, 2, 4, 8, 16, 32} × 3 seeds, AdamW ≤ 1500 steps with early stopping, ℓ2
+  headline δ = 0.5. Expected: bound ≥ gap for every member (naive and aligned); the correlation of bound and gap
+  across members is reported with its sign and size against the paper's 0.947; the bound/gap ratio (≫ 1: global
+  Lipschitz bounds are loose) is reported; the sound Theorem 3.1 forms hold on every layer; the printed q = 2
+  spectral form and the printed neuron form on the rectangular W¹ may fail (FINDINGS.md §1), and the report says
+  where. One run (seeds 0–2) gave: bound ≥ gap for all 18 members; Pearson r = +0.49, Spearman ρ = +0.57 (p = 0.016
+  before Holm's correction, 0.096 after: inconclusive) — the bound falls 4× from rank 1 to 32 while the gap (≈ 2,
+  the models are confident: median logit margin ≈ 17) barely moves; bound/gap 13 (rank 32) to 45 (rank 1); the
+  printed neuron form with q = 2 fails on W¹ for 14 of 18 members and holds on the square W²; with q = 1 it holds on
+  these trained layers (their ν is far from the wide-layer worst case the tests construct), as does the printed
+  spectral form.
 - ``paper`` (accelerator; MNIST 3 vs 8, downloaded on first use): width 400, ranks {1, 2, 5, 10, 20, 50, 100, 400}
   × 5 seeds, batch 256, ≤ 10,000 steps with early stopping (patience 1000), δ = 1.0 on 2000 test points with 100
   APGD iterations and 5000 Square queries. Wall time on one GPU, from FINDINGS.md §6 (H200): 8 members of the

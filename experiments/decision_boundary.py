@@ -12,11 +12,11 @@ one direction of a k-dimensional subspace of the 64-pixel space; for a = 0.34 (t
 lies ≈ 0.68 (ℓ2, pixel units) from the Bayes boundary.
 
 Models: two populations of bias-free one-hidden-layer ReLU MLPs g(x) = C φ(W x) (the paper's mechanism example,
-PAPER.md §2 item 5) trained identically without a penalty — ``dense`` (W full, 64 × width) and ``lowrank``
-(W = A·B of rank ``rank``, factors initialised at the dense layer's expected Frobenius norm,
+PAPER.md §2 item 5) trained identically without a penalty — ``dense`` (W full, 64 × width) and ``lowrank`` (W = A·B
+of rank ``rank``, factors initialised at the dense layer's expected Frobenius norm,
 ``factor_init='frobenius_matched'``). Measured per member: clean accuracy, robust accuracy over ℓ2 and ℓ∞ ε grids
-(APGD-CE + Square: APGD-T has no second target with two classes), σ₁/‖W‖_F of W, margins and head norms, and along the attack direction u
-(−∇ of the logit margin, normalised for the norm) the distance t* to the decision boundary
+(APGD-CE + Square: APGD-T has no second target with two classes), σ₁/‖W‖_F of W, margins and head norms, and along
+the attack direction u (−∇ of the logit margin, normalised for the norm) the distance t* to the decision boundary
 (:mod:`crobust.study.measures_boundary`): ``cross_frac`` = the share of correctly classified points with t* ≤ ε.
 Figure 1: the PCA view (PC1–PC2 of the evaluation inputs) of the pair of members with the closest clean accuracies:
 points, the decision boundary on the plane slice through the mean, each point's ε-step along u (red where it
@@ -208,7 +208,8 @@ def figures(cfg):
 
 def summary(cfg):
     e = cfg.eval
-    return ["clean_acc", headline_ra(e, "l2"), headline_ra(e, "linf"), col("cross_frac", norm="l2", eps=format_eps(e.headline_l2)),
+    return ["clean_acc", headline_ra(e, "l2"), headline_ra(e, "linf"),
+            col("cross_frac", norm="l2", eps=format_eps(e.headline_l2)),
             col("cross_frac", norm="linf", eps=format_eps(e.headline_linf)), col("boundary_dist", norm="l2"),
             col("op_over_fro", layer=LAYER), col("fro_norm", layer=LAYER), "median_margin", "head_fro"]
 

@@ -153,7 +153,8 @@ def boundary_crossing(norms: Sequence[str] = ("l2",)):
             n_correct = np.maximum(correct.sum(1), 1)
             for eps in ctx.eval.grid(norm):
                 if eps > 0:
-                    out[column("cross_frac", norm=norm, eps=format_eps(eps))] = ((t <= eps) & correct).sum(1) / n_correct
+                    share = ((t <= eps) & correct).sum(1) / n_correct
+                    out[column("cross_frac", norm=norm, eps=format_eps(eps))] = share
             censored = np.where(correct, np.minimum(t, t_max), np.nan)
             out[column("boundary_dist", norm=norm)] = np.array(
                 [np.nanmedian(r) if np.isfinite(r).any() else np.nan for r in censored])
