@@ -7,4 +7,6 @@ notes); its docstring names the paper's figure or claims, the command and the re
 
 STUDIES = {
     "spectral_fixed_scale": "experiments.spectral_fixed_scale",
+    "decision_boundary": "experiments.decision_boundary",
+    "bound_vs_gap": "experiments.bound_vs_gap",
 }
