@@ -34,10 +34,12 @@ Singular values (:func:`singular_values`), ``method``:
   Σ_i min(√η, η/σ̂_i) with η = ``GRAM_ETA``·ε_mach·σ̂_1², exceeds ``GRAM_TOL``·Σσ̂_i, that matrix is recomputed
   with ``'svd'`` (``lax.cond``, so only the taken branch runs). Well-conditioned or full-rank random layers pass;
   (nearly) low-rank layers, where the tail of tiny singular values matters for ε_σ and the effective rank, fall
-  back to the SVD. Smaller matrices on CPU (cheap to decompose; the Gram route's compiled program is large) use
-  ``'svd'``. On GPU/TPU ``'auto'`` and ``'gram'`` run every matrix of the batch through one batched
-  ``eigvalsh`` of the Gram matrices (:func:`_sv_gram_eigh_batched`; H200, 35 × 400×784: 20 ms vs 504 ms for the
-  batched SVD), with the same guard and a batched SVD only when some matrix fails it. Under an outer ``jax.vmap`` the cond becomes a
+  back to the SVD. Smaller matrices use ``'svd'`` on every backend, so ``'auto'`` has one accuracy contract
+  everywhere (per-σ SVD accuracy below ``GRAM_MIN_SIZE``; the guarded nuclear-norm accuracy above; on CPU the Gram
+  route's compiled program is also large). On GPU/TPU the Gram route (``'gram'``, and ``'auto'`` on big layers)
+  runs every matrix of the batch through one batched ``eigvalsh`` of the Gram matrices
+  (:func:`_sv_gram_eigh_batched`; H200, 35 × 400×784: 20 ms vs 504 ms for the batched SVD), with the same guard
+  and a batched SVD only when some matrix fails it. Under an outer ``jax.vmap`` the cond becomes a
   select and both branches run; to avoid that (and batched LAPACK calls) the per-matrix routine is a
   ``custom_vmap`` that turns an outer vmap into a ``lax.map`` on CPU, and :func:`singular_values` loops over its
   own leading axes the same way.
@@ -76,7 +78,7 @@ GRAM_MIN_SIZE = 512
 
 def _resolve_method(method: str, shape) -> str:
     check_choice("singular-value method", method, SV_METHODS)
-    if method == "auto" and C.is_cpu():
+    if method == "auto":
         return "auto" if min(shape[-2:]) >= GRAM_MIN_SIZE else "svd"
     return method
 
