@@ -48,6 +48,7 @@ import jax
 import numpy as np
 
 from crobust._errors import CrobustError
+from crobust.parallel import is_key as _is_key
 
 FORMAT = 1
 
@@ -119,10 +120,6 @@ def _differences(old: Mapping, new: Mapping) -> list[str]:
 
 # --------------------------------------------------------------------------------------------------------------
 # Save / restore
-
-def _is_key(x) -> bool:
-    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
 
 def _leaf_dict(state) -> dict:
     leaves = jax.tree.leaves(state)

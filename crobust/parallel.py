@@ -171,7 +171,8 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def _is_key(x) -> bool:
+def is_key(x) -> bool:
+    """Whether ``x`` is an array of typed PRNG keys (``jax.random.key``), whose data must be unwrapped to move."""
     return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
@@ -179,7 +180,7 @@ def _put(x, sharding: NamedSharding):
     """``device_put`` for one host; on several hosts each keeps only its own shards of its full local copy."""
     if sharding.is_fully_addressable:
         return jax.device_put(x, sharding)
-    if _is_key(x):
+    if is_key(x):
         data = _put(jax.random.key_data(x), sharding)
         return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
     host = np.asarray(x)
@@ -257,7 +258,7 @@ def unpad_tree(tree, members: int):
 
 def host(tree):
     """Device → numpy for a tree every host can read (fully addressable or replicated)."""
-    return jax.tree.map(lambda x: np.asarray(jax.random.key_data(x) if _is_key(x) else x), tree)
+    return jax.tree.map(lambda x: np.asarray(jax.random.key_data(x) if is_key(x) else x), tree)
 
 
 # --------------------------------------------------------------------------------------------------------------

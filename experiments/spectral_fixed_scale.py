@@ -207,7 +207,7 @@ def _run(cfg: Config, ds, out: RunDir, progress: bool) -> dict:
 
     # Robust accuracy over the ε grids (same points for every member).
     n_att = min(cfg.n_attack, ds.test_images.shape[0])
-    x_att = training.to_unit(ds.test_images[:n_att])
+    x_att = data_lib.to_float(ds.test_images[:n_att])
     y_att = jnp.asarray(ds.test_labels[:n_att], jnp.int32)
     key = jax.random.key(1234)
     attacks = (("pgd", dict(n_iter=cfg.pgd_steps, n_restarts=cfg.pgd_restarts, step_size=None)),) + tuple(

@@ -71,7 +71,7 @@ info["compiles"] = res.compiles
 info["xla_compiles"] = len(compiles)
 jax.config.update("jax_log_compiles", False)
 
-x = training.to_unit(ds.test_images[:60]); y = jnp.asarray(ds.test_labels[:60])
+x = data_lib.to_float(ds.test_images[:60]); y = jnp.asarray(ds.test_labels[:60])
 kw = dict(eps=[0.0, 0.05, 0.1], norm="linf", attacks=(("pgd", dict(n_iter=5, n_restarts=1)),), on_fail="ignore")
 sharded = parallel.population_robust_accuracy(model.apply, res.best_params, x, y, jax.random.key(3), **kw)
 single = jax.tree.map(lambda v: jax.device_put(np.asarray(v), jax.local_devices()[0]), res.best_params)

@@ -230,6 +230,18 @@ def test_one_compile_serves_every_block_and_every_alpha(pop, big_alpha):
     assert pop.block_fn._cache_size() == 1
 
 
+def test_a_second_fit_with_the_same_model_config_and_shapes_reuses_the_compiled_block():
+    cfg = dataclasses.replace(CFG, max_steps=2 * CFG.eval_every, patience=None)
+    first = fit(MODEL, DATA, cfg, MEMBERS[:2], progress=False)
+    again = fit(MODEL, DATA, cfg, grid(alpha=[0.5, 0.25], seeds=[7]), progress=False)   # new α and seeds
+    other = fit(MODEL, DATA, dataclasses.replace(cfg, lr=2 * cfg.lr), MEMBERS[:2], progress=False)
+    assert (first.compiles, again.compiles, other.compiles) == (1, 0, 1)    # a new config is a new program
+    # the reused program computes for its own members: the same members trained again give the same numbers
+    repeat = fit(MODEL, DATA, cfg, MEMBERS[:2], progress=False)
+    assert repeat.compiles == 0
+    chex.assert_trees_all_equal(repeat.state.params, first.state.params)   # same program, same inputs
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Early stopping
 

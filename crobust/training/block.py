@@ -1,0 +1,202 @@
+"""The compiled block: ``eval_every`` optimiser steps of every member inside one ``lax.scan``, then validation
+and early stopping — the program that :func:`crobust.training.fit` calls once per host sync."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from crobust import optim, parallel, regularizers
+from crobust._errors import CrobustError, check_choice
+from crobust.data import to_float
+from crobust.shuffle import index_shuffle
+from crobust.training.config import AdversarialTraining, TrainConfig
+from crobust.training.population import PopulationState, _where
+
+def cross_entropy(logits, labels):
+    """Mean softmax cross-entropy, −(1/N) Σ_n log softmax(logits_n)[y_n]."""
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+def _block_batch_indices(key, step0, train_idx, batch_size: int, block: int):
+    """Dataset indices (block, B) of the batches for steps step0 … step0+block−1 of one member.
+
+    Batch s is ``train_idx[π_e(p·B + j)]``, j < B, with e, p = divmod(step0+s, S), S = n_train // B and π_e the
+    keyed permutation :func:`crobust.shuffle.index_shuffle` of [0, n_train) under ``fold_in(key, e)``: each
+    position is computed directly, no epoch is materialised or sorted.
+    """
+    n_train = train_idx.shape[0]
+    spe = n_train // batch_size
+    steps = step0 + jnp.arange(block)
+    epoch, pos = steps // spe, steps % spe
+    positions = pos[:, None] * batch_size + jnp.arange(batch_size)[None, :]
+    keys = jax.vmap(lambda e: jax.random.fold_in(key, e))(epoch)
+    return train_idx[jax.vmap(lambda k, p: index_shuffle(k, p, n_train))(keys, positions)]
+
+
+def _chunked_loss_acc(apply_fn, params, images, labels, idx, chunk: int):
+    """Mean cross-entropy and accuracy of ``params`` on images[idx], evaluated in chunks of ``chunk`` points."""
+    n = idx.shape[0]
+    chunk = min(chunk, n)
+    n_chunks = -(-n // chunk)
+    pad = n_chunks * chunk - n
+    idx_p = jnp.concatenate([idx, jnp.zeros((pad,), idx.dtype)]).reshape(n_chunks, chunk)
+    w = jnp.concatenate([jnp.ones((n,)), jnp.zeros((pad,))]).reshape(n_chunks, chunk)
+
+    def body(carry, inp):
+        ids, wt = inp
+        logits = apply_fn(params, to_float(images[ids]))
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels[ids])
+        correct = (jnp.argmax(logits, -1) == labels[ids]).astype(jnp.float32)
+        return (carry[0] + jnp.sum(ce * wt), carry[1] + jnp.sum(correct * wt)), None
+
+    (loss_sum, correct_sum), _ = jax.lax.scan(body, (0.0, 0.0), (idx_p, w))
+    return loss_sum / n, correct_sum / n
+
+
+MEMBER_CACHE_BUDGET_BYTES = 512 * 1024
+
+
+def auto_members_per_group(params) -> int | None:
+    """How many members a compiled block steps together (see :func:`make_block_fn`); ``params`` stacked (M, ...).
+
+    On accelerators, or when there are several devices (the member axis is sharded): ``None``, every member in one
+    vmapped program. On a single CPU device: G = ⌊budget / (16 · P)⌋ clipped to [1, M], with P the parameters per
+    member and 16 · P the bytes of its parameters, gradient and two moments (float32), budget
+    :data:`MEMBER_CACHE_BUDGET_BYTES` — a group's optimiser working set then stays in the CPU's cache
+    (``benchmarks/bench_training.py`` measures the layouts).
+    """
+    if not parallel.loops_over_members():
+        return None
+    leaves = jax.tree.leaves(params)
+    per_member = sum(int(np.prod(x.shape[1:])) for x in leaves)
+    return int(max(1, min(parallel.leading_size(params), MEMBER_CACHE_BUDGET_BYTES // max(16 * per_member, 1))))
+
+
+def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None, *,
+                  members_per_group: int | None | str = "auto"):
+    """Build ``block(state, hparams, images, labels) -> (state, metrics)``: ``eval_every`` steps for every member.
+
+    ``adversary(apply_fn, params, x, y, key) -> x_adv`` is used for adversarial training when
+    ``config.adversarial`` is set (default: :func:`crobust.attacks.pgd` with the config's settings).
+
+    ``members_per_group`` is how the members are laid out in the program, never what they compute: ``None``
+    vmaps every member (one wide program: accelerators, sharded populations); an integer G runs groups of G
+    vmapped members one group after another (``lax.map``): on a CPU a member's parameters and optimiser state then
+    stay in cache through its step, and with G = 1 a stopped or diverged member's block is skipped outright
+    (``lax.cond``). ``"auto"``: :func:`auto_members_per_group`, decided when the block is traced. Members are
+    independent, so every layout gives the same results up to float rounding of the batched matmuls.
+    """
+    check_choice("optimizer", config.optimizer, optim.OPTIMIZERS)
+    if not (members_per_group is None or members_per_group == "auto"
+            or (isinstance(members_per_group, int) and members_per_group >= 1)):
+        raise CrobustError(f"members_per_group must be None, 'auto' or a positive integer, got {members_per_group!r}")
+    penalty = regularizers.get_penalty(config.regularizer)
+    apply_fn = model.apply
+    block = config.eval_every
+    at = config.adversarial
+    if at is not None and adversary is None:
+        adversary = _default_adversary(at)
+
+    def member_block(state_m: PopulationState, hp_m, images, labels):
+        # state_m: one member's slice of the population state (the same pytree without the member axis)
+        params0, opt0, key, step0 = state_m.params, state_m.opt_state, state_m.key, state_m.step
+        train_idx, val_idx, ref_norms = state_m.train_idx, state_m.val_idx, state_m.ref_norms
+        best_val, best_step, best_params = state_m.best_val, state_m.best_step, state_m.best_params
+        stopped, diverged = state_m.stopped, state_m.diverged
+        frozen = stopped | diverged
+
+        def train(params, opt_state):
+            batches = _block_batch_indices(jax.random.fold_in(key, 1), step0, train_idx, config.batch_size, block)
+
+            def one_step(carry, ids):
+                params, opt_state, step, bad, loss_sum, n_active = carry
+                x, y = to_float(images[ids]), labels[ids]
+                if at is not None:
+                    x = _mix_adversarial(adversary, apply_fn, params, x, y, jax.random.fold_in(
+                        jax.random.fold_in(key, 3), step), at)
+
+                def loss_fn(p):
+                    return cross_entropy(apply_fn(p, x), y) + penalty(p, hp_m["alpha"])
+
+                loss, grads = jax.value_and_grad(loss_fn)(params)
+                finite = jnp.isfinite(loss)
+                ok = (~bad) & (step < config.max_steps) & finite
+                new_params, opt_state = optim.step(config.optimizer, params, grads, opt_state, ok,
+                                                   momentum=config.momentum)
+                if config.projection == "frobenius":
+                    new_params = _where(ok, regularizers.frobenius_projection(new_params, ref_norms), params)
+                bad = bad | ((step < config.max_steps) & ~finite)
+                return (new_params, opt_state, step + ok.astype(jnp.int32), bad,
+                        loss_sum + jnp.where(ok, loss, 0.0), n_active + ok.astype(jnp.int32)), None
+
+            init = (params, opt_state, step0, jnp.bool_(False), jnp.float32(0.0), jnp.int32(0))
+            (params, opt_state, step, bad, loss_sum, n_active), _ = jax.lax.scan(one_step, init, batches)
+            # One finiteness check per block: a member whose loss or parameters stopped being finite goes back to
+            # where it started the block, and is frozen from then on (below).
+            bad = bad | ~jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
+            params, opt_state = _where(bad, params0, params), _where(bad, opt0, opt_state)
+            return (params, opt_state, jnp.where(bad, step0, step), bad, jnp.where(bad, 0.0, loss_sum),
+                    jnp.where(bad, 0, n_active))
+
+        def skip(params, opt_state):
+            return params, opt_state, step0, jnp.bool_(False), jnp.float32(0.0), jnp.int32(0)
+
+        params, opt_state, new_step, bad, loss_sum, n_active = jax.lax.cond(frozen, skip, train, params0, opt0)
+        diverged = diverged | bad
+
+        # Validation and early stopping (REFERENCE_CODE.md §4).
+        if val_idx.shape[0] > 0:
+            val_loss, val_acc = _chunked_loss_acc(apply_fn, params, images, labels, val_idx, config.eval_batch_size)
+        else:
+            val_loss, val_acc = jnp.float32(jnp.nan), jnp.float32(jnp.nan)
+        evaluated = n_active > 0
+        eligible = evaluated & (new_step >= config.min_steps) & ~diverged
+        improved = eligible & (val_loss < best_val)
+        best_val = jnp.where(improved, val_loss, best_val)
+        best_step = jnp.where(improved, new_step, best_step)
+        best_params = _where(improved, params, best_params)
+        stop = new_step >= config.max_steps
+        if config.patience is not None:
+            stop = stop | ((best_step >= 0) & (new_step - best_step >= config.patience))
+        stopped = stopped | stop
+        metrics = {"step": new_step, "train_loss": loss_sum / jnp.maximum(n_active, 1), "val_loss": val_loss,
+                   "val_acc": val_acc, "evaluated": evaluated, "alive": ~(stopped | diverged)}
+        new_state = state_m.replace(params=params, opt_state=opt_state, best_params=best_params, step=new_step,
+                                    best_val=best_val, best_step=best_step, stopped=stopped, diverged=diverged)
+        return new_state, metrics
+
+    def block_fn(state: PopulationState, hparams, images, labels):
+        group = auto_members_per_group(state.params) if members_per_group == "auto" else members_per_group
+        return parallel.map_members(lambda s, h: member_block(s, h, images, labels), state, hparams, group=group)
+
+    return block_fn
+
+
+def _default_adversary(at: AdversarialTraining):
+    from crobust import attacks  # imported lazily: attacks are only needed for adversarial training
+
+    def adversary(apply_fn, params, x, y, key):
+        return attacks.pgd(lambda z: apply_fn(params, z), x, y, key, eps=at.eps, norm=at.norm,
+                           n_iter=at.n_iter, step_size=at.step_size, n_restarts=1,
+                           labels=at.labels, clip=at.clip)
+
+    return adversary
+
+
+def _mix_adversarial(adversary, apply_fn, params, x, y, key, at: AdversarialTraining):
+    """Replace the first ⌊ratio·B⌋ points of a random permutation of the batch by adversarial examples."""
+    b = x.shape[0]
+    n_adv = int(math.floor(at.ratio * b))
+    if n_adv == 0:
+        return x
+    k_perm, k_att = jax.random.split(key)
+    sel = jax.random.permutation(k_perm, b)[:n_adv]
+    x_adv = adversary(apply_fn, jax.lax.stop_gradient(params), x[sel], y[sel], k_att)
+    return x.at[sel].set(jax.lax.stop_gradient(x_adv))
+

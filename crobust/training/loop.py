@@ -1,0 +1,228 @@
+"""The host loop: :func:`fit` runs the compiled block until every member has stopped, diverged or reached
+``max_steps``, with progress lines, checkpoints and graceful interruption; :func:`evaluate` gives clean loss and
+accuracy per member."""
+
+from __future__ import annotations
+
+import collections
+import functools
+import math
+import sys
+import time
+from typing import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from crobust import checkpoint as _checkpoint
+from crobust import parallel
+from crobust._errors import CrobustError
+from crobust.training.block import _chunked_loss_acc, make_block_fn
+from crobust.training.config import TrainConfig
+from crobust.training.population import FitResult, PopulationState, _member_hparams, init_population
+
+class Progress:
+    """One line per host sync (at most every ``every_s`` seconds): step, members alive, losses, ETA."""
+
+    def __init__(self, total_steps: int, label: str = "train", stream=None, every_s: float = 2.0,
+                 enabled: bool = True):
+        self.total, self.label, self._stream, self.every_s, self.enabled = total_steps, label, stream, every_s, enabled
+        self.t0 = time.perf_counter()
+        self.last = -math.inf
+        # the step and time of the first update (after a resume the step is not 0): the ETA's origin
+        self.first_step, self.t0_step = None, None
+
+    @property
+    def stream(self):
+        """The stream given, else ``sys.stderr`` as it is now (not as it was when crobust was imported)."""
+        return sys.stderr if self._stream is None else self._stream
+
+    def update(self, step: int, alive: int, members: int, val_loss: float, final: bool = False):
+        now = time.perf_counter()
+        if self.first_step is None:
+            self.first_step, self.t0_step = step, now
+        if not self.enabled or (not final and now - self.last < self.every_s):
+            return
+        self.last = now
+        elapsed = now - self.t0
+        span = now - self.t0_step
+        rate = (step - self.first_step) / span if span > 0 else 0.0
+        if not alive:
+            eta = "0s"
+        else:
+            eta = f"{(self.total - step) / rate:.0f}s" if rate > 0 else "?"
+        print(f"[{self.label}] step {step}/{self.total} | members alive {alive}/{members} | "
+              f"mean val loss {val_loss:.4f} | {elapsed:.1f}s elapsed | ETA {eta}", file=self.stream, flush=True)
+
+
+_BLOCK_CACHE: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
+BLOCK_CACHE_SIZE = 16
+
+
+def _compiled_block(model, config: TrainConfig, adversary, members_per_group, layout):
+    """The jitted block for this (model, config, adversary, member layout, shardings), built once per process.
+
+    ``fit`` calls with the same model, configuration and layout share one ``jax.jit`` object, so a second call with
+    the same array shapes runs the executable compiled by the first (new member values are traced arrays). Returns
+    ``(jitted_block, traces)``; ``traces[0]`` counts the traces of the shared function, i.e. its compilations.
+    Up to :data:`BLOCK_CACHE_SIZE` blocks are kept (least recently used dropped first); an unhashable model or
+    adversary gets a fresh, uncached block.
+    """
+    key = (model, config, adversary, members_per_group, layout.sharding, layout.replicated)
+    try:
+        hit = _BLOCK_CACHE.get(key)
+    except TypeError:                                    # unhashable part: no sharing
+        key, hit = None, None
+    if hit is not None:
+        _BLOCK_CACHE.move_to_end(key)
+        return hit
+    block = make_block_fn(model, config, adversary, members_per_group=members_per_group)
+    traces = [0]
+
+    @functools.wraps(block)
+    def counted_block(*args):  # runs once per trace, i.e. once per compilation
+        traces[0] += 1
+        return block(*args)
+
+    jitted = jax.jit(counted_block, in_shardings=(layout.sharding, layout.sharding, layout.replicated,
+                                                  layout.replicated),
+                     out_shardings=(layout.sharding, layout.replicated))
+    if key is not None:
+        _BLOCK_CACHE[key] = (jitted, traces)
+        while len(_BLOCK_CACHE) > BLOCK_CACHE_SIZE:
+            _BLOCK_CACHE.popitem(last=False)
+    return jitted, traces
+
+
+def _check_state_matches_members(state: PopulationState, hparams: dict, members: Sequence[Mapping]) -> None:
+    """A given state must belong to these members: same count, and the lr / weight decay its optimiser state holds
+    (the values the steps use) equal to the members' (else training would silently use the state's)."""
+    if state.num_members != len(members):
+        raise CrobustError(f"the state has {state.num_members} members but {len(members)} were given")
+    for name, held in (("lr", state.opt_state.lr), ("weight_decay", state.opt_state.weight_decay)):
+        held, want = np.asarray(held, np.float32), np.asarray(hparams[name], np.float32)
+        bad = np.flatnonzero(held != want)
+        if bad.size:
+            i = int(bad[0])
+            raise CrobustError(f"member {i} ({members[i]}) has {name} {float(want[i]):g} but the given state was "
+                               f"initialised with {float(held[i]):g}; use init_population for these members or "
+                               f"crobust.optim.with_hparams to change the state")
+
+
+def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: PopulationState | None = None,
+        on_block: Callable[[PopulationState, dict], None] | None = None, progress: bool | Progress = True,
+        adversary: Callable | None = None, block_fn: Callable | None = None, mesh=None,
+        checkpoint_dir=None, checkpoint_every: int | None = None,
+        members_per_group: int | None | str = "auto") -> FitResult:
+    """Train every member of a population until each has stopped, diverged or reached ``config.max_steps``.
+
+    Args:
+      model: a flax module with ``apply(params, x)`` → logits for pixel-space x in [0, 1].
+      data: a :class:`crobust.data.Dataset` (uint8 images (N,H,W,C), int labels).
+      config: the shared :class:`TrainConfig`.
+      members: a list of member dicts (see :func:`grid`).
+      state: resume from this state (e.g. a checkpoint) instead of initialising.
+      on_block: called after every block with the new state and that block's per-member metrics (host numpy).
+      progress: print progress lines (or pass a :class:`Progress`).
+      block_fn: a pre-built jitted block function (to share one compile across calls); state and data are then
+        passed to it as they are (no padding or sharding).
+      mesh: the mesh whose ``'members'`` axis the population is sharded over (default: every device of every
+        host, :func:`crobust.parallel.member_mesh`; one device is a mesh of one). The population is padded to a
+        multiple of the device count; padding members never appear in the result (:mod:`crobust.parallel`).
+      checkpoint_dir: write Orbax checkpoints of the whole state here, and resume from the newest one when it
+        exists (refused with a :class:`CrobustError` if it was written by a different configuration); while
+        training, SIGINT/SIGTERM finish the current block, checkpoint and raise
+        :class:`crobust.checkpoint.TrainingInterrupted` (:mod:`crobust.checkpoint`).
+      checkpoint_every: optimiser steps between checkpoints, rounded up to whole blocks (default: every block);
+        a checkpoint is also written when training ends.
+      members_per_group: how members are laid out in the compiled block (:func:`make_block_fn`); ignored when
+        ``block_fn`` is given.
+
+    Returns:
+      :class:`FitResult` (after a resume: the full history and the total training wall time).
+    """
+    members = [dict(m) for m in members]
+    hparams = _member_hparams(members, config)
+    if checkpoint_dir is None and checkpoint_every is not None:
+        raise CrobustError("checkpoint_every needs a checkpoint_dir")
+    every = None if checkpoint_dir is None else _checkpoint.every_blocks(
+        config.eval_every if checkpoint_every is None else checkpoint_every, config.eval_every)
+    if state is None:
+        state = init_population(model, data, config, members)
+    else:
+        config.validate(int(data.train_labels.shape[0]))
+    prog = progress if isinstance(progress, Progress) else Progress(config.max_steps, enabled=bool(progress))
+    history: dict[str, list] = {}
+    n_blocks, wall_before, ckpt = 0, 0.0, None
+    if checkpoint_dir is not None:
+        ckpt = _checkpoint.Checkpointer(checkpoint_dir, every_blocks=every,
+                                        description=_checkpoint.describe(model, data, config, members))
+        restored = ckpt.restore(state)
+        if restored is not None:
+            state, history, n_blocks, wall_before = (restored.state, restored.history, restored.n_blocks,
+                                                     restored.wall_time)
+            if prog.enabled:
+                print(f"[{prog.label}] resumed from {ckpt.path(n_blocks)} (step {restored.step})",
+                      file=prog.stream, flush=True)
+    # after any restore: a checkpoint of another configuration is refused first, with the checkpoint's own message
+    _check_state_matches_members(state, hparams, members)
+    alive_now = ~(np.asarray(state.stopped) | np.asarray(state.diverged))
+    start_step = int(np.max(np.asarray(state.step)))
+    images = jnp.asarray(data.train_images)
+    labels = jnp.asarray(data.train_labels, jnp.int32)
+    n_members, traces, get = len(members), None, (lambda tree: tree)
+    if block_fn is None:
+        layout = parallel.MemberLayout(n_members, mesh)
+        state, hparams = layout.put(state), layout.put(hparams)
+        images, labels = layout.put_replicated(images), layout.put_replicated(labels)
+        block_fn, traces = _compiled_block(model, config, adversary, members_per_group, layout)
+        traces_before, get = traces[0], layout.get
+    t0 = time.perf_counter()
+    with _checkpoint.InterruptGuard(enabled=ckpt is not None, stream=prog.stream) as guard:
+        while alive_now.any():
+            state, metrics = block_fn(state, hparams, images, labels)
+            metrics = {k: np.asarray(v)[:n_members] for k, v in jax.device_get(metrics).items()}
+            n_blocks += 1
+            for k, v in metrics.items():
+                history.setdefault(k, []).append(v)
+            alive_now = metrics["alive"]
+            alive = int(np.sum(alive_now))
+            step = int(np.max(metrics["step"]))
+            val = metrics["val_loss"][metrics["evaluated"]]
+            prog.update(step, alive, n_members, float(np.nanmean(val)) if val.size else float("nan"),
+                        final=alive == 0)
+            if on_block is not None:
+                on_block(get(state), metrics)
+            if ckpt is not None:
+                stop = guard.requested()
+                if stop or alive == 0 or ckpt.due(n_blocks):
+                    path = ckpt.save(get(state), history, n_blocks, wall_before + time.perf_counter() - t0)
+                if stop:
+                    message = (f"interrupted ({guard.signal or 'signal on another host'}) at step {step}: "
+                               f"checkpoint written to {path}; rerun the same command to resume")
+                    print(message, file=prog.stream, flush=True)
+                    raise _checkpoint.TrainingInterrupted(message, ckpt.directory, step)
+    if ckpt is not None:
+        ckpt.close()
+    state = get(state)
+    wall = wall_before + time.perf_counter() - t0
+    cache_size = getattr(block_fn, "_cache_size", None)
+    compiles = (traces[0] - traces_before) if traces is not None else (
+        int(cache_size()) if callable(cache_size) else -1)
+    return FitResult(members=members, state=state,
+                     history={k: np.stack(v) for k, v in history.items()} if history else {},
+                     wall_time=wall, steps_run=int(np.max(np.asarray(state.step))) - start_step,
+                     compiles=compiles)
+
+
+def evaluate(apply_fn, params, images, labels, *, batch_size: int = 2048):
+    """Per-member clean (loss, accuracy) on a dataset split; params have a leading member axis.
+
+    Returns two (M,) arrays: mean cross-entropy and accuracy in [0, 1].
+    """
+    images = jnp.asarray(images)
+    labels = jnp.asarray(labels, jnp.int32)
+    idx = jnp.arange(labels.shape[0], dtype=jnp.int32)
+    fn = jax.jit(jax.vmap(lambda p: _chunked_loss_acc(apply_fn, p, images, labels, idx, batch_size)))
+    return fn(params)
