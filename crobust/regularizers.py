@@ -163,10 +163,15 @@ PENALTIES: dict[str, Callable] = {
 }
 
 
-def get_penalty(name: str) -> Callable:
-    """The penalty function registered under ``name`` (see the table in the module docstring)."""
+def get_penalty(name: str, *, nuclear_method: str = "auto") -> Callable:
+    """The penalty function registered under ``name`` (see the table in the module docstring); the nuclear ones
+    compute U Vᵀ by ``nuclear_method`` (:func:`nuclear_norm`)."""
     check_choice("regularizer", name, tuple(PENALTIES))
-    return PENALTIES[name]
+    fn = PENALTIES[name]
+    if name in ("nuclear", "nuclear_factors"):
+        method = resolve_nuclear_method(nuclear_method)
+        return lambda params, alpha: fn(params, alpha, method)
+    return fn
 
 
 # --------------------------------------------------------------------------------------------------------------

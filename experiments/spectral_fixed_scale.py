@@ -84,6 +84,7 @@ class Config:
     patience: Optional[int] = 600
     min_steps: int = 600
     val_ratio: float = 0.1
+    matmul_precision: str = "float32"       # training products: 'float32' (full), 'tf32', 'bf16' (crobust.precision)
     eps_linf: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2)
     eps_l2: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
     eps_linf_headline: float = 0.1
@@ -130,7 +131,8 @@ class Config:
         return training.TrainConfig(optimizer=self.optimizer, lr=self.lr, weight_decay=self.weight_decay,
                                     batch_size=self.batch_size, max_steps=self.max_steps, eval_every=self.eval_every,
                                     patience=self.patience, min_steps=self.min_steps, val_ratio=self.val_ratio,
-                                    regularizer="nuclear", projection="frobenius")
+                                    regularizer="nuclear", projection="frobenius",
+                                    matmul_precision=self.matmul_precision)
 
 
 PRESETS = {

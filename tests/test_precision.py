@@ -90,3 +90,29 @@ def test_accelerator_gram_route_against_float64_svd(fallback):
     else:
         assert not np.asarray(used).any()
         assert np.abs(np.asarray(sig)[3, 3:]).max() > 1e-5 * s1[3, 0]      # unresolved zero σ: why the guard exists
+
+
+def test_training_step_follows_the_config_precision():
+    """TrainConfig.matmul_precision is applied around the traced block: with the default ('float32') every product
+    of the step is HIGHEST even under a bfloat16 default context; with 'tf32' the model's products are TF32
+    ('HIGH') while the nuclear norm's scale and guard products stay HIGHEST. A bad name is one clear error."""
+    from crobust import training
+    from crobust.data import load_dataset
+    from crobust.models import MLP
+
+    data = load_dataset("digits")
+    model = MLP(10, width=8, depth=2, mean=data.mean, std=data.std)
+    members = training.grid(alpha=[0.01], seeds=[0])
+    lowered = {}
+    for name in ("float32", "tf32"):
+        cfg = training.TrainConfig(batch_size=16, max_steps=2, eval_every=1, patience=None, val_ratio=0.1,
+                                   regularizer="nuclear", matmul_precision=name)
+        state = training.init_population(model, data, cfg, members)
+        args = (state, training._member_hparams(members, cfg), jnp.asarray(data.train_images),
+                jnp.asarray(data.train_labels))
+        with jax.default_matmul_precision("bfloat16"):
+            lowered[name] = set(P.dot_precisions(training.make_block_fn(model, cfg), *args))
+    assert lowered["float32"] == {("HIGHEST", "HIGHEST")}
+    assert ("HIGH", "HIGH") in lowered["tf32"] and ("HIGHEST", "HIGHEST") in lowered["tf32"]
+    with pytest.raises(CrobustError, match="matmul_precision"):
+        training.TrainConfig(matmul_precision="fp8").validate(100)

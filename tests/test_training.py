@@ -222,6 +222,29 @@ def test_auto_members_per_group_keeps_a_groups_optimiser_state_in_budget(monkeyp
         make_block_fn(MODEL, CFG, members_per_group=0)
 
 
+def test_auto_members_per_group_on_an_accelerator_follows_free_memory(monkeypatch, pop):
+    """Off a single CPU, the group size comes from the device's free memory (here a pretend device): all members
+    vmapped when they fit, groups of ⌊0.8·free / need⌋ when not, and one clear error when one member does not fit;
+    a block traced with too little memory raises that error rather than running out of memory."""
+    monkeypatch.setattr(parallel, "loops_over_members", lambda: False)
+    params = {"w": jnp.zeros((8, 64, 32)), "b": jnp.zeros((8, 32))}
+    need = parallel.member_step_bytes(params, batch_size=16, eval_batch_size=64)
+    free = {"bytes": None}
+    monkeypatch.setattr(parallel, "device_free_bytes", lambda device=None: free["bytes"])
+    kw = dict(batch_size=16, eval_batch_size=64)
+    assert training.auto_members_per_group(params, **kw) is None                  # no statistics: all vmapped
+    free["bytes"] = 100 * need
+    assert training.auto_members_per_group(params, **kw) is None                  # all 8 fit
+    free["bytes"] = int(3.9 * need / 0.8)
+    assert training.auto_members_per_group(params, **kw) == 3
+    free["bytes"] = need // 2
+    with pytest.raises(CrobustError, match="one member's training step needs"):
+        training.auto_members_per_group(params, **kw)
+    with pytest.raises(CrobustError, match="one member's training step needs"):
+        jax.jit(make_block_fn(MODEL, CFG)).lower(pop.init, training._member_hparams(MEMBERS, CFG),
+                                                 jnp.asarray(DATA.train_images), jnp.asarray(DATA.train_labels))
+
+
 def test_one_compile_serves_every_block_and_every_alpha(pop, big_alpha):
     # chex.assert_max_traces(n=1) wraps the block function: a second trace raises inside fit
     assert pop.res.history["step"].shape[0] >= 5                 # several blocks ran
