@@ -7,8 +7,8 @@ What is measured:
   block (:func:`crobust.training.make_block_fn` under ``jit``). ``ratio`` = step time with
   ``regularizer='nuclear'`` ÷ step time with ``'none'`` (best block of several, per step). The penalty goes through
   :func:`crobust.regularizers.nuclear_norm` with ``TrainConfig.nuclear_method='auto'`` (the polar route); the SVD
-  route (``'svd'``) is timed too (``ratio_svd``). Target (issue 12, on a GPU): ≤ 3. On a CPU the figure is information (the issue's
-  CPU requirement is "no slower than today", i.e. polar ≤ SVD: ``polar_over_svd`` ≤ 1).
+  route (``'svd'``) is timed too (``ratio_svd``). Target (issue 12, on a GPU): ≤ 3. On a CPU the figure is
+  information (the issue's CPU requirement is "no slower than today", i.e. polar ≤ SVD: ``polar_over_svd`` ≤ 1).
 * **Spectral routes** at three shapes (24×64×64, 35×400×784, 8×2000×2000; the last on accelerators only): a batched
   thin SVD with vectors (:func:`crobust._linalg.svd`), ``eigvalsh`` of the Gram matrices (the metrics' accelerator
   route), and the guarded Newton–Schulz polar factor (:func:`crobust._polar.polar_with_info`), each jitted, best of

@@ -12,10 +12,10 @@ the iterate X_k (same singular vectors as W) by the odd cubic x ↦ p(c_k x), p(
 With c = 1 this is Newton–Schulz (quadratic convergence near 1, but small x only grows ×1.5 per step). The scaled
 steps use c_k = min(√(3/(1 + ℓ + ℓ²)), 1.7) for the current lower end ℓ of the interval [ℓ, 1] holding the
 singular values: that c equalises p(cℓ) = p(c), so [ℓ, 1] maps into [p(cℓ), 1] and small values grow ×2.55 per
-step (Chen & Chow 2014's scaling idea). The schedule is computed in Python from ``lower`` = ℓ_0 (default 1e-4):
-13 steps take every singular value in [1e-4·s, s] to 1 within 1e-7. The start is X_0 = W/s with
-s = (1 + 10⁻³)·‖(WWᵀ)²‖_F^{1/4} = (1 + 10⁻³)(Σσ_i⁸)^{1/8} ≥ σ_1 (so every x ≤ 1 and c·x < √3, where p stays
-monotone and positive); the Gram matrix WWᵀ is reused as the first step's X_0X_0ᵀ.
+step (a scaled Newton–Schulz iteration, cf. Chen & Chow 2014). The schedule is computed in Python from
+``lower`` = ℓ_0 (default 1e-4): 13 steps take every singular value in [1e-4·s, s] to 1 within 1e-7.
+The start is X_0 = W/s with s = (1 + 10⁻³)·‖(WWᵀ)²‖_F^{1/4} = (1 + 10⁻³)(Σσ_i⁸)^{1/8} ≥ σ_1 (so every x ≤ 1
+and c·x < √3, where p stays monotone and positive); the Gram matrix WWᵀ is reused as the first step's X_0X_0ᵀ.
 
 **Guard.** After the schedule, e_bound = √h·‖(I − QQᵀ)W‖_F bounds the value's error: in exact arithmetic
 Q = U diag(q) Vᵀ with q_i ∈ [0, 1], so ‖W‖_* − ⟨Q, W⟩ = Σ(1 − q_i)σ_i ≤ Σ(1 − q_i²)σ_i ≤ √h·(Σ(1 − q_i²)²σ_i²)^{1/2}.

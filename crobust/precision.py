@@ -12,8 +12,10 @@ computation                                     precision
 ==============================================  =====================================================================
 metrics, bounds, spectral quantities             **full float32** on every backend: traced inside :func:`full` (the
 (:mod:`crobust.metrics`), attack/reference       ``jax.default_matmul_precision('highest')`` context) and/or every
-parity checks, evaluation of stored numbers      product given ``precision=HIGHEST`` explicitly. Full float32 means
-                                                 6 bf16 passes on TPU and true FP32 (no tensor cores) on GPU.
+parity checks (the test suite runs inside        product given ``precision=HIGHEST`` explicitly. Full float32 means
+:func:`full`, tests/conftest.py)                 6 bf16 passes on TPU and true FP32 (no tensor cores) on GPU.
+robust-accuracy evaluation                       the caller's context: trace it inside :func:`full` for numbers
+                                                 comparable with the reference code (which evaluates in fp32).
 the nuclear-norm penalty's *value*               full float32 (``tr(QᵀW)``, :mod:`crobust.regularizers`)
 training steps (forward, backward, optimiser,    the config field ``TrainConfig.matmul_precision``:
 penalty gradients)                               ``'float32'`` (default; = ``'highest'``, what the reference

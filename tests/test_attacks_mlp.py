@@ -165,7 +165,8 @@ def _apgd_matches_literal_port(norm, eps, loss, n_iter):
     # one point of ~150 off by 0.13 ε). A wrong rule moves most points by ~ε; we allow 2 % of points to diverge.
     gap = np.abs(x_best - ref[0]).reshape(len(x), -1).max(1)[well_posed]
     same = gap < 0.1 * eps
-    assert np.median(gap) < 1e-5 and np.quantile(gap, 0.95) < 1e-3 and same.mean() >= 0.98, np.quantile(gap, [.5, .95, 1])
+    assert np.median(gap) < 1e-5 and np.quantile(gap, 0.95) < 1e-3 and same.mean() >= 0.98, \
+        np.quantile(gap, [.5, .95, 1])
     assert np.array_equal(robust[well_posed][same], ref[1][well_posed][same])
     rel = np.abs(loss_best - ref[2])[well_posed] / (np.abs(ref[2][well_posed]) + 1e-3)
     assert np.median(rel) < 1e-5 and np.quantile(rel, 0.95) < 1e-3

@@ -415,7 +415,8 @@ def test_polar_route_equals_svd_route_on_random_layers_and_under_vmap():
     float32 round-off and the gradients (U Vᵀ) to 2e-5 absolute, also under an outer vmap (a population)."""
     rng = np.random.default_rng(21)
     w = jnp.asarray(rng.standard_normal((3, 2, 12, 20)), jnp.float32)
-    f = {m: jax.jit(jax.vmap(jax.value_and_grad(lambda a, m=m: jnp.sum(R.nuclear_norm(a, m))))) for m in ("polar", "svd")}
+    f = {m: jax.jit(jax.vmap(jax.value_and_grad(lambda a, m=m: jnp.sum(R.nuclear_norm(a, m)))))
+         for m in ("polar", "svd")}
     (vp, gp), (vs, gs) = f["polar"](w), f["svd"](w)
     np.testing.assert_allclose(np.asarray(vp), np.asarray(vs), rtol=2e-6)
     np.testing.assert_allclose(np.asarray(gp), np.asarray(gs), atol=2e-5)
