@@ -30,9 +30,12 @@ bench: install
 gpu-check: install
 	$(BIN)/python -m benchmarks.gpu_check
 
-# Optional reference implementations for `make bench` (CPU torch wheel + AutoAttack's PyTorch code).
+# Optional reference implementations for `make bench` (CPU torch wheel + AutoAttack's PyTorch code) and ART (numpy
+# only: the parity test of crobust.attacks.apgd_art against ART's AutoProjectedGradientDescent needs no torch).
 bench-extras: install
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0" pyautoattack
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0" pyautoattack \
+		"adversarial-robustness-toolbox==1.20.1"
+	$(BIN)/python -m pytest -q tests/test_attacks_art.py
 
 clean:
 	rm -rf runs reports bench .pytest_cache

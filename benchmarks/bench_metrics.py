@@ -116,7 +116,7 @@ def run(quick: bool = False) -> dict:
 
     def jax_call(net=False):
         with jax.default_matmul_precision("float32"):
-            rep = layer_report(params, kappa=kappa, with_net_comp=net)
+            rep = layer_report(params, kappa=kappa, with_net_comp=net, input_scale=1.0)
             jax.block_until_ready((rep["layer_metrics"], rep["network_metrics"]))
         return rep
 
@@ -178,7 +178,7 @@ def run(quick: bool = False) -> dict:
                     "layers": {n: list(mats_np[0][i].shape) for i, n in enumerate(names)},
                     "members": members, "weights_per_member": n_weights, "kappa": kappa, "repeats": repeats,
                     "precision": "float32; jax.default_matmul_precision('float32') + precision=HIGHEST",
-                    "jax_call": "crobust.metrics.layer_report(params, kappa=0.1) (defaults: sv method 'auto', every "
+                    "jax_call": "crobust.metrics.layer_report(params, kappa=0.1, input_scale=1.0) (defaults: sv method 'auto', every "
                                 "per-layer metric incl. par_comp and Theorem 3.1, neuron alignment A_inf, naive and "
                                 "aligned Lipschitz bounds); also timed with with_net_comp=True",
                     "baseline": "scipy.linalg.svdvals (gesdd, float32) per matrix, sequential, C-contiguous (out, in)",

@@ -11,7 +11,7 @@ The parts::
     result = crobust.fit(model, data, crobust.TrainConfig(regularizer="nuclear", projection="frobenius"), members)
     reports = crobust.evaluation.population_robust_accuracy(model.apply, result.best_params, x, y, key,
                                                             eps=[0, 0.1], norm="linf")   # crobust.attacks inside
-    table = crobust.metrics.layer_report(result.best_params)                # compressibility, norms, bounds
+    table = crobust.metrics.layer_report(result.best_params, model=model)   # compressibility, norms, bounds
 
 Sub-modules: ``data``, ``models``, ``regularizers``, ``training``, ``attacks``, ``evaluation``, ``metrics``,
 ``records``, ``report``, ``config``.

@@ -1,57 +1,76 @@
 """Robust accuracy, RobustBench-style: clean and robust accuracy on the same points, per-point worst case over an
-ensemble of attacks, a whole ε grid in one compiled call, built-in sanity and gradient-masking checks.
+ensemble of attacks, a whole ε grid in one compiled call, checks that say what ran, and attack-budget convergence.
 
 Usage::
 
     import jax, jax.numpy as jnp
+    from jax.tree_util import Partial
     import crobust.evaluation as E
     W = jax.random.normal(jax.random.key(0), (64, 10))
-    logits_fn = lambda x: x.reshape(x.shape[0], -1) @ W
+    apply_fn = lambda w, x: x.reshape(x.shape[0], -1) @ w
     x = jax.random.uniform(jax.random.key(1), (64, 8, 8, 1)); y = jnp.arange(64) % 10
-    report = E.robust_accuracy(logits_fn, x, y, jax.random.key(2), eps=[0, 1/255, 2/255, 4/255, 8/255],
-                               norm="linf", attacks=("apgd-ce", "apgd-t", "square"))
+    report = E.robust_accuracy(apply_fn, x, y, jax.random.key(2), params=W, eps=[0, 4/255, 8/255], norm="linf")
     report.clean_acc, report.robust_acc          # fractions; robust_acc has one entry per ε
+    report.description                           # 'APGD-CE (100 iterations × 1 restart), APGD-T (...), Square (...)'
+    report.checks["ran"], report.checks["not_run"]
     report.model_info(-1)                        # {'threat_model': 'Linf', 'eps': '8/255', 'clean_acc': '..', ...}
 
     # a population: params with a leading member axis, one compile for all members and all ε
-    # reports = E.population_robust_accuracy(model.apply, params, x, y, key, eps=[...], norm="linf")
+    # reports = E.population_robust_accuracy(model.apply, params, x, y, eps=[...], member_keys=keys,
+    #                                        return_adv_at=[8/255])
+    # E.budget_convergence(model.apply, selected_params, x, y, keys, eps=8/255)   # converged?
 
 Semantics (AutoAttack's ``run_standard_evaluation``): a point counts as robust at ε when it is classified
-correctly at x and at the output of every attack in the list (re-predicted on the returned x_adv). AutoAttack
-runs each later attack only on the points still robust; here every attack runs on every point (a compiled,
-vmapped program cannot shrink its batch) and the cascade is applied with masks, which gives the same flags: a
-broken point ignores later attacks. The reported adversarial example of a point is the output of the first
-attack that broke it. ``robust_acc_after[a]`` is AutoAttack's log line "robust accuracy after A" (cumulative);
-``attack_acc[a]`` is attack a alone. Attack a at every ε uses ``fold_in(key, a)`` — the same random numbers at
-every ε (common random numbers, which makes the ε curve smoother); member m of a population uses
-``fold_in(key, m)`` as its key.
+correctly at x and at the output of every attack in the list (re-predicted on the returned x_adv). Every attack
+returns its per-point worst case over all its iterates and restarts (APGD's ``x_best_adv``; PGD with
+``keep='best'``), so a point broken at any iterate of any restart counts as broken. AutoAttack runs each later
+attack only on the points still robust; here every attack runs on every point (a compiled, vmapped program
+cannot shrink its batch) and the cascade is applied with masks, which gives the same flags.
+``robust_acc_after[a]`` is AutoAttack's log line "robust accuracy after A" (cumulative); ``attack_acc[a]`` is
+attack a alone. Attack a at every ε uses ``fold_in(key, a)`` — the same random numbers at every ε (common random
+numbers, which makes the ε curve smoother); member m of a population uses its own key (``member_keys``) or
+``fold_in(key, m)``.
 
-Attacks (names → defaults; override with ``(name, {kwarg: value})`` pairs in ``attacks``):
-``'fgsm'`` (ℓ∞) / ``'fgm'``; ``'pgd'`` (:data:`crobust.attacks.presets.PGD_EVAL`, 30 steps × 10 restarts);
-``'apgd-ce'``, ``'apgd-dlr'``, ``'apgd-t'`` (AutoAttack standard: 100 iterations, 1 restart, 9 targets);
-``'square'`` (5000 queries, p_init 0.8). The default ensemble is AutoAttack's standard one without FAB-T:
-``('apgd-ce', 'apgd-t', 'square')``.
+The adversarial example reported for a point (``return_adv_at`` / ``return_adversarial``): the output of the first
+attack (in list order) that broke it; for a point no attack breaks, the first attack's output (APGD-CE's
+highest-loss point in the default ensemble); for a point misclassified clean, x itself.
 
-Checks run on every evaluation; each failure is listed in ``report.checks['failures']`` and raised as a
-:class:`RobustnessCheckWarning` (or a :class:`CrobustError` with ``on_fail='raise'``):
+Parameters travel as data: the compiled programs take the model as ``apply_fn`` (static) plus ``params``
+(traced), or as a ``jax.tree_util.Partial``, so a second call with new weights reuses the compilation and uses
+the new weights. A plain closure is compiled for that call only.
 
-- invariants: ‖x_adv − x‖ ≤ ε + 1e-6 for every attack's output, x_adv ∈ [0, 1], no NaN;
-- zero gradients: correctly classified points where ∇ₓ CE or ∇ₓ DLR is exactly zero at x (AutoAttack's
-  ``check_zero_gradients``; CE saturates on very confident points, masking gradients for CE attacks; DLR is
-  constant on misclassified points whose label ranks third, which is why only correct points count);
-- Square beats the white-box attacks: more than 0.2 % of the points survive every gradient attack but not Square
-  (AutoAttack's ``check_square_sr`` threshold);
-- robust accuracy increases as ε grows (over the sorted grid);
-- robust accuracy above 5 % at an ε that reaches the grey image 0.5·1 from every point (ℓ∞ ε ≥ 0.5, ℓ2 ε ≥
-  max_n ‖x_n − 0.5‖₂) — there every point can be moved to one common image, so accuracy near 0 is expected;
-- missed trivial points: points called robust although the grey image 0.5·1 lies within ε of them and is
-  misclassified as something other than their label (an attack failure that needs no search to prove).
+Attacks (names → defaults; override with ``(name, {kwarg: value})`` pairs in ``attacks``, or name an ensemble of
+:data:`crobust.attacks.presets.ENSEMBLES`: ``'standard'``, ``'cheap'``, ``'art'``):
+``'fgsm'`` (ℓ∞ only) / ``'fgm'``; ``'pgd'`` (:data:`crobust.attacks.presets.PGD_EVAL`, 30 steps × 10 restarts,
+every iterate); ``'apgd-ce'``, ``'apgd-dlr'``, ``'apgd-t'`` (AutoAttack standard: 100 iterations, 1 restart,
+min(9, C − 1) targets; the targeted CE loss where C < 4, since targeted DLR needs 4 classes, so a binary model
+is evaluated too); ``'square'`` (5000 queries, p_init 0.8); ``'apgd-art'`` (ART's AutoProjectedGradientDescent
+with ART's defaults, the weaker evaluation the reference code could have run). The default ensemble is
+AutoAttack's standard one without FAB-T: ``('apgd-ce', 'apgd-t', 'square')``.
+
+Checks. ``report.checks['ran']`` maps every check that ran to ``'passed'`` or its failure text;
+``report.checks['not_run']`` maps every check that could not run to the reason; ``passed`` covers only what ran.
+Each failure is also listed in ``checks['failures']`` and raised as a :class:`RobustnessCheckWarning` (or a
+:class:`CrobustError` with ``on_fail='raise'``):
+
+- ``perturbation_within_eps``: ‖x_adv − x‖ ≤ ε + 1e-6 for every attack's output;
+- ``inputs_in_unit_range``: x_adv ∈ [0, 1];  ``no_nan``: no NaN in x_adv;
+- ``zero_gradients``: correctly classified points where ∇ₓ CE or ∇ₓ DLR is exactly zero at x (AutoAttack's
+  ``check_zero_gradients``; DLR is constant on misclassified points whose label ranks third, which is why only
+  correct points count);
+- ``gradient_masking``: more than 0.2 % of the points survive every white-box attack but not the black-box one
+  (AutoAttack's ``check_square_sr`` threshold) — runs only when the ensemble has Square and a white-box attack;
+- ``monotone_in_eps``: robust accuracy does not increase as ε grows — needs two distinct ε;
+- ``large_eps``: robust accuracy ≤ 5 % at an ε that reaches the grey image 0.5·1 from every point (ℓ∞ ε ≥ 0.5,
+  ℓ2 ε ≥ max_n ‖x_n − 0.5‖₂) — runs only when the grid has such an ε;
+- ``grey_image_points``: no point is called robust although the grey image lies within ε of it and is
+  misclassified (an attack failure that needs no search to prove) — runs only when some correct point has the
+  grey image within some ε of the grid.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fractions
 import functools
 import warnings
 from typing import Any, Mapping, Sequence
@@ -59,15 +78,19 @@ from typing import Any, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.tree_util import Partial
 
 from crobust import parallel
 from crobust._errors import CrobustError, check_choice
+from crobust._format import format_eps
 from crobust.attacks import losses as _losses
 from crobust.attacks import presets
 from crobust.attacks import projections as P
 from crobust.attacks.apgd import apgd as _apgd
 from crobust.attacks.apgd import apgd_t as _apgd_t
+from crobust.attacks.apgd_art import apgd_art as _apgd_art
 from crobust.attacks.fgsm import fgm as _fgm
+from crobust.attacks.fgsm import fgsm as _fgsm
 from crobust.attacks.pgd import pgd as _pgd
 from crobust.attacks.square import square as _square
 from crobust.attacks._common import predicts, value_and_input_grad
@@ -80,35 +103,29 @@ LARGE_EPS_MAX_ACC = 0.05
 ON_FAIL = ("warn", "raise", "ignore")
 
 _ATTACKS = {
-    "fgsm": (_fgm, {}),
+    "fgsm": (_fgsm, {}),
     "fgm": (_fgm, {}),
     "pgd": (_pgd, dict(presets.PGD_EVAL)),
     "apgd-ce": (_apgd, dict(presets.APGD_CE)),
     "apgd-dlr": (_apgd, dict(presets.APGD_DLR)),
     "apgd-t": (_apgd_t, dict(presets.APGD_T)),
     "square": (_square, dict(presets.SQUARE)),
+    "apgd-art": (_apgd_art, dict(presets.APGD_ART)),
 }
-WHITE_BOX = ("fgsm", "fgm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t")
+WHITE_BOX = ("fgsm", "fgm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "apgd-art")
+BLACK_BOX = ("square",)
 
 
 class RobustnessCheckWarning(UserWarning):
     """An evaluation check failed: an invariant is violated or gradient masking is suspected."""
 
 
-def format_eps(eps: float) -> str:
-    """ε as RobustBench writes it: ``'8/255'`` when ε·255 is an integer, else the shortest decimal (``'0.5'``)."""
-    eps = float(eps)
-    k = eps * 255.0
-    if eps > 0 and abs(k - round(k)) < 1e-6:
-        frac = fractions.Fraction(int(round(k)), 255)
-        return str(frac.numerator) if frac.denominator == 1 else f"{frac.numerator}/{frac.denominator}"
-    return f"{eps:g}"
-
-
-def _attack_specs(attacks):
-    """Validate ``attacks`` into ((name, fn, kwargs), ...)."""
+def _attack_specs(attacks, num_classes: int | None = None):
+    """Validate ``attacks`` (an ensemble name, attack names, or (name, {kwarg: value}) pairs) into
+    ((name, fn, kwargs), ...); with ``num_classes`` the settings are made effective for C classes (APGD-T:
+    min(T, C − 1) targets, and the targeted CE loss where C < 4 leaves DLR undefined)."""
     if isinstance(attacks, str):
-        attacks = (attacks,)
+        attacks = presets.ensemble(attacks) if attacks in presets.ENSEMBLES else (attacks,)
     specs = []
     for item in attacks:
         if isinstance(item, str):
@@ -123,6 +140,10 @@ def _attack_specs(attacks):
         for banned in ("eps", "norm", "labels"):
             if banned in kwargs:
                 raise CrobustError(f"attacks: {banned!r} of attack {name!r} is set by robust_accuracy itself")
+        if name == "apgd-t" and num_classes is not None:
+            kwargs["n_target_classes"] = min(int(kwargs.get("n_target_classes", 9)), max(num_classes - 1, 1))
+            if num_classes < 4 and kwargs.get("loss", "dlr-targeted") == "dlr-targeted":
+                kwargs["loss"] = "ce-targeted"
         specs.append((name, fn, kwargs))
     names = [s[0] for s in specs]
     if len(set(names)) != len(names):
@@ -141,18 +162,23 @@ def _thaw(frozen):
     return tuple((name, dict(items)) for name, items in frozen)
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "norm", "frozen"))
-def _run_one(x, y, key, eps, *, logits_fn, norm, frozen):
-    return robust_flags(logits_fn, x, y, key, eps, norm=norm, attacks=_thaw(frozen))
+def _core(logits_fn, x, y, key, eps, norm, frozen, adv_index):
+    arrays = robust_flags(logits_fn, x, y, key, eps, norm=norm, attacks=_thaw(frozen))
+    x_adv = arrays.pop("x_adv")
+    if adv_index:
+        arrays["x_adv"] = x_adv[jnp.asarray(adv_index)]
+    return arrays
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "norm", "frozen"))
-def _run_population(params, keys, x, y, eps, *, apply_fn, norm, frozen):
+_STATIC = ("norm", "frozen", "adv_index")
+# logits_fn is a jax.tree_util.Partial: its function is part of the cache key, its parameters are traced data
+_run_one = jax.jit(_core, static_argnames=_STATIC)
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn",) + _STATIC)
+def _run_population(params, keys, x, y, eps, *, apply_fn, norm, frozen, adv_index):
     def one_member(member_params, member_key):
-        arrays = robust_flags(functools.partial(apply_fn, member_params), x, y, member_key, eps, norm=norm,
-                              attacks=_thaw(frozen))
-        arrays.pop("x_adv")
-        return arrays
+        return _core(Partial(apply_fn, member_params), x, y, member_key, eps, norm, frozen, adv_index)
 
     return parallel.map_members(one_member, params, keys)      # a loop on one CPU device, else vmapped
 
@@ -166,28 +192,45 @@ def _eps_grid(eps):
     return values
 
 
+def _adv_index(eps_values, return_adv_at) -> tuple:
+    """Static indices into the ε grid of the radii whose adversarial examples are returned."""
+    if return_adv_at is None:
+        return ()
+    wanted = np.atleast_1d(np.asarray(return_adv_at, dtype=np.float64))
+    index = []
+    for e in wanted:
+        hits = np.flatnonzero(np.isclose(eps_values, e, rtol=0, atol=1e-9))
+        if not hits.size:
+            raise CrobustError(f"return_adv_at: eps {format_eps(e)} is not on the eps grid "
+                               f"{[format_eps(v) for v in eps_values]}")
+        index.append(int(hits[0]))
+    return tuple(index)
+
+
 def robust_flags(logits_fn, x, y, key, eps, *, norm: str = "linf", attacks=DEFAULT_ATTACKS):
     """The array core of :func:`robust_accuracy` (jit/vmap-compatible; no checks on values, no host work).
 
     Args:
       logits_fn: images (N, ...) in [0, 1] → logits (N, C).
-      x: (N, ...) images;  y: (N,) labels;  key: PRNG key.
+      x: (N, ...) images;  y: (N,) labels;  key: PRNG key (attack a uses ``fold_in(key, a)``).
       eps: (E,) grid of radii (may be traced); the attacks run vmapped over it.
       norm, attacks: as :func:`robust_accuracy`.
 
     Returns:
       dict of arrays: ``clean_correct`` (N,), ``attack_correct`` (E, A, N) — correct at attack a's output,
-      ``robust`` (E, N), ``x_adv`` (E, N, ...), ``max_excess`` (E, A) = max_n ‖x_adv − x‖ − ε,
-      ``min_value``/``max_value`` (E, A), ``nan_count`` (E, A), ``zero_grad_ce``/``zero_grad_dlr`` (N,) bool,
-      ``grey_breaks`` (E, N) — the grey image is within ε and misclassified.
+      ``robust`` (E, N), ``x_adv`` (E, N, ...) (see :func:`robust_accuracy` for which point),
+      ``max_excess`` (E, A) = max_n ‖x_adv − x‖ − ε, ``min_value``/``max_value`` (E, A), ``nan_count`` (E, A),
+      ``zero_grad_ce``/``zero_grad_dlr`` (N,) bool, ``grey_reachable`` (E, N) — the grey image 0.5·1 is within ε,
+      ``grey_breaks`` (E, N) — it is within ε and misclassified.
     """
     norm = check_norm(norm)
-    specs = _attack_specs(attacks)
-    eps = jnp.asarray(eps, jnp.float32)
     y = jnp.asarray(y, jnp.int32)
     clean_logits = logits_fn(x)
-    clean_correct = predicts(clean_logits, y)
     num_classes = clean_logits.shape[-1]
+    specs = _attack_specs(attacks, num_classes)
+    eps = jnp.asarray(eps, jnp.float32)
+    clean_correct = predicts(clean_logits, y)
+    expand = lambda v: v.reshape((-1,) + (1,) * (x.ndim - 1))
 
     _, _, grad_ce = value_and_input_grad(logits_fn, lambda z: _losses.cross_entropy(z, y))(x)
     zero_ce = clean_correct & (jnp.sum(jnp.abs(grad_ce), axis=tuple(range(1, x.ndim))) == 0)
@@ -203,13 +246,15 @@ def robust_flags(logits_fn, x, y, key, eps, *, norm: str = "linf", attacks=DEFAU
 
     def at_eps(eps_value):
         robust = clean_correct
-        x_adv = x
+        x_broken = x
+        first_output = None
         correct_by, excess, lo, hi, nans = [], [], [], [], []
         for index, (_, fn, kwargs) in enumerate(specs):
             xa = fn(logits_fn, x, y, jax.random.fold_in(key, index), eps=eps_value, norm=norm, **kwargs)
+            first_output = xa if first_output is None else first_output
             correct = predicts(logits_fn(xa), y)
             newly_broken = robust & ~correct
-            x_adv = jnp.where(newly_broken.reshape((-1,) + (1,) * (x.ndim - 1)), xa, x_adv)
+            x_broken = jnp.where(expand(newly_broken), xa, x_broken)
             robust = robust & correct
             correct_by.append(correct & clean_correct)
             finite = jnp.where(jnp.isnan(xa), x, xa)
@@ -217,9 +262,13 @@ def robust_flags(logits_fn, x, y, key, eps, *, norm: str = "linf", attacks=DEFAU
             lo.append(jnp.min(finite))
             hi.append(jnp.max(finite))
             nans.append(jnp.sum(jnp.isnan(xa)))
+        # broken: the first attack's point that broke it; unbroken: the first attack's output; wrong clean: x
+        x_adv = jnp.where(expand(robust), first_output, x_broken)
+        x_adv = jnp.where(expand(clean_correct), x_adv, x)
+        reachable = grey_distance <= eps_value
         return dict(attack_correct=jnp.stack(correct_by), robust=robust, x_adv=x_adv, max_excess=jnp.stack(excess),
                     min_value=jnp.stack(lo), max_value=jnp.stack(hi), nan_count=jnp.stack(nans),
-                    grey_breaks=grey_wrong & (grey_distance <= eps_value))
+                    grey_reachable=reachable, grey_breaks=grey_wrong & reachable)
 
     out = jax.vmap(at_eps)(eps)
     out.update(clean_correct=clean_correct, zero_grad_ce=zero_ce, zero_grad_dlr=zero_dlr)
@@ -232,7 +281,11 @@ class RobustAccuracyReport:
 
     Fields mirror RobustBench's model-info entries (``threat_model``, ``eps`` as ``'8/255'``, ``clean_acc``,
     robust accuracy, attack settings); per-point flags are numpy arrays: ``clean_correct`` (N,), ``robust_flags``
-    (E, N), ``attack_flags[name]`` (E, N) (correct at x and at that attack's output).
+    (E, N), ``attack_flags[name]`` (E, N) (correct at x and at that attack's output). ``description`` is the
+    ensemble in words (attacks, iterations, restarts, targets, queries). ``x_adv`` (len(x_adv_eps), N, ...) holds
+    the adversarial examples at the radii ``x_adv_eps`` when they were asked for (:meth:`adversarial`).
+    ``checks``: ``ran`` {check: 'passed' | failure text}, ``not_run`` {check: reason}, ``passed`` (every check that
+    ran passed), ``failures`` [texts], plus the raw numbers behind them.
     """
 
     threat_model: str
@@ -250,13 +303,23 @@ class RobustAccuracyReport:
     robust_flags: np.ndarray = dataclasses.field(repr=False)
     attack_flags: dict = dataclasses.field(repr=False)
     x_adv: Any = dataclasses.field(default=None, repr=False)
+    x_adv_eps: tuple = ()
+    description: str = ""
+
+    def adversarial(self, eps: float) -> np.ndarray:
+        """The adversarial examples (N, ...) at radius ``eps`` (one of ``x_adv_eps``)."""
+        for i, e in enumerate(self.x_adv_eps):
+            if abs(e - float(eps)) <= 1e-9:
+                return self.x_adv[i]
+        raise CrobustError(f"no adversarial examples kept at eps {format_eps(eps)}; kept: "
+                           f"{[format_eps(e) for e in self.x_adv_eps]} (pass return_adv_at)")
 
     def model_info(self, index: int = -1, **extra) -> dict:
         """A RobustBench-style entry for ε = ``eps[index]`` (accuracies as percent strings with 2 decimals)."""
         info = dict(threat_model=self.threat_model, eps=self.eps_str[index],
                     clean_acc=f"{100 * self.clean_acc:.2f}", robust_acc=f"{100 * self.robust_acc[index]:.2f}",
                     n_examples=self.n_examples, attacks=[dict(a) for a in self.attacks],
-                    unreliable=not self.checks["passed"])
+                    attacks_description=self.description, unreliable=not self.checks["passed"])
         info.update(extra)
         return info
 
@@ -266,7 +329,8 @@ class RobustAccuracyReport:
                    n_examples=self.n_examples, clean_acc=self.clean_acc, robust_acc=list(self.robust_acc),
                    robust_acc_after={k: list(v) for k, v in self.robust_acc_after.items()},
                    attack_acc={k: list(v) for k, v in self.attack_acc.items()},
-                   attacks=[dict(a) for a in self.attacks], checks=self.checks)
+                   attacks=[dict(a) for a in self.attacks], attacks_description=self.description,
+                   checks=self.checks)
         if per_point:
             out.update(clean_correct=self.clean_correct.tolist(), robust_flags=self.robust_flags.tolist(),
                        attack_flags={k: v.tolist() for k, v in self.attack_flags.items()})
@@ -277,7 +341,8 @@ def _json_settings(kwargs):
     return {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in kwargs.items()}
 
 
-def _build_report(arrays, eps_values, norm, specs, large_eps, x_adv, on_fail, key_data, context=""):
+def _build_report(arrays, eps_values, norm, specs, large_eps, x_adv, adv_index, on_fail, key_data, num_classes,
+                  context=""):
     """Host side: accuracies, checks and the record from the arrays of :func:`robust_flags` (one model)."""
     a = jax.tree.map(np.asarray, arrays)
     names = [s[0] for s in specs]
@@ -287,58 +352,80 @@ def _build_report(arrays, eps_values, norm, specs, large_eps, x_adv, on_fail, ke
     robust = a["robust"].astype(bool)                                # (E, N)
     mean = (lambda v: float(np.mean(v))) if n else (lambda v: float("nan"))
     cumulative = np.logical_and.accumulate(correct, axis=1) & clean_correct   # (E, A, N)
-    robust_acc = tuple(mean(robust[e]) for e in range(len(eps_values)))
-    robust_acc_after = {name: tuple(mean(cumulative[e, i]) for e in range(len(eps_values)))
-                        for i, name in enumerate(names)}
-    attack_acc = {name: tuple(mean(correct[e, i]) for e in range(len(eps_values))) for i, name in enumerate(names)}
+    n_eps = len(eps_values)
+    robust_acc = tuple(mean(robust[e]) for e in range(n_eps))
+    robust_acc_after = {name: tuple(mean(cumulative[e, i]) for e in range(n_eps)) for i, name in enumerate(names)}
+    attack_acc = {name: tuple(mean(correct[e, i]) for e in range(n_eps)) for i, name in enumerate(names)}
 
-    failures = []
+    ran, not_run = {}, {}
+
+    def verdict(name, failure):
+        ran[name] = "passed" if failure is None else failure
+
     max_excess = float(np.max(a["max_excess"])) if n else 0.0
+    failure = None
     if max_excess > PERTURBATION_TOL:
         e, i = np.unravel_index(np.argmax(a["max_excess"]), a["max_excess"].shape)
-        failures.append(f"perturbation exceeds eps: {names[i]} at eps={format_eps(eps_values[e])} is "
-                        f"{max_excess:.3g} beyond the ball (tolerance {PERTURBATION_TOL})")
+        failure = (f"perturbation exceeds eps: {names[i]} at eps={format_eps(eps_values[e])} is "
+                   f"{max_excess:.3g} beyond the ball (tolerance {PERTURBATION_TOL})")
+    verdict("perturbation_within_eps", failure)
     lo, hi = (float(np.min(a["min_value"])), float(np.max(a["max_value"]))) if n else (0.0, 1.0)
-    if lo < 0.0 or hi > 1.0:
-        failures.append(f"adversarial inputs leave [0, 1]: values in [{lo:.4g}, {hi:.4g}]")
+    verdict("inputs_in_unit_range", f"adversarial inputs leave [0, 1]: values in [{lo:.4g}, {hi:.4g}]"
+            if (lo < 0.0 or hi > 1.0) else None)
     nan_count = int(np.sum(a["nan_count"]))
-    if nan_count:
-        failures.append(f"NaN in adversarial inputs: {nan_count} entries")
+    verdict("no_nan", f"NaN in adversarial inputs: {nan_count} entries" if nan_count else None)
     zero_ce, zero_dlr = int(np.sum(a["zero_grad_ce"])), int(np.sum(a["zero_grad_dlr"]))
-    if zero_ce or zero_dlr:
-        failures.append(f"zero gradients at x: {zero_ce} points (CE), {zero_dlr} points (DLR); gradient attacks "
-                        "may be unreliable there (AutoAttack check_zero_gradients)")
-    square_only = []
-    if "square" in names and any(nm in WHITE_BOX for nm in names):
-        white = [i for i, nm in enumerate(names) if nm in WHITE_BOX]
-        survive_white = np.all(correct[:, white, :], axis=1) & clean_correct
-        sq = correct[:, names.index("square"), :]
-        square_only = [mean(survive_white[e] & ~sq[e]) for e in range(len(eps_values))]
-        worst = int(np.argmax(square_only))
-        if square_only[worst] > SQUARE_TOL:
-            failures.append(f"Square beats the white-box attacks: {100 * square_only[worst]:.2f}% of the points "
-                            f"are broken only by Square at eps={format_eps(eps_values[worst])} (possible gradient "
-                            "masking; AutoAttack check_square_sr)")
-    order = np.argsort(eps_values, kind="stable")
-    increases = [(eps_values[order[j]], eps_values[order[j + 1]]) for j in range(len(order) - 1)
-                 if robust_acc[order[j + 1]] > robust_acc[order[j]]]
-    if increases:
-        failures.append("robust accuracy increases with eps: "
-                        + ", ".join(f"{format_eps(s)} -> {format_eps(t)}" for s, t in increases))
-    large = large_eps
-    large_eps_acc = [robust_acc[e] for e in range(len(eps_values)) if eps_values[e] >= large]
-    if large_eps_acc and max(large_eps_acc) > LARGE_EPS_MAX_ACC:
-        failures.append(f"robust accuracy {100 * max(large_eps_acc):.1f}% > {100 * LARGE_EPS_MAX_ACC:.0f}% at an eps "
-                        f"where every point reaches the grey image (eps >= {large:.4g}); expected ~0")
-    missed = (a["grey_breaks"].astype(bool) & robust).sum(axis=1)          # (E,)
-    if np.any(missed):
-        failures.append(f"attacks missed trivially broken points (grey image within eps and misclassified): "
-                        f"{missed.tolist()} per eps")
+    verdict("zero_gradients", f"zero gradients at x: {zero_ce} points (CE), {zero_dlr} points (DLR); gradient "
+            "attacks may be unreliable there (AutoAttack check_zero_gradients)" if (zero_ce or zero_dlr) else None)
 
-    checks = dict(passed=not failures, failures=failures, max_perturbation_excess=max_excess,
-                  min_value=lo, max_value=hi, nan_count=nan_count, zero_gradient_points_ce=zero_ce,
-                  zero_gradient_points_dlr=zero_dlr, square_only_fraction=[float(v) for v in square_only],
-                  missed_trivial_points=[int(v) for v in missed])
+    square_only = []
+    white = [i for i, nm in enumerate(names) if nm in WHITE_BOX]
+    black = [i for i, nm in enumerate(names) if nm in BLACK_BOX]
+    if white and black:
+        survive_white = np.all(correct[:, white, :], axis=1) & clean_correct
+        broken_black = ~np.all(correct[:, black, :], axis=1)
+        square_only = [mean(survive_white[e] & broken_black[e]) for e in range(n_eps)]
+        worst = int(np.argmax(square_only))
+        verdict("gradient_masking", f"Square beats the white-box attacks: {100 * square_only[worst]:.2f}% of the "
+                f"points are broken only by Square at eps={format_eps(eps_values[worst])} (possible gradient "
+                "masking; AutoAttack check_square_sr)" if square_only[worst] > SQUARE_TOL else None)
+    else:
+        not_run["gradient_masking"] = ("needs a black-box attack (square) beside a white-box one in the ensemble; "
+                                       f"it has {', '.join(names)}")
+
+    distinct = np.unique(eps_values)
+    if distinct.size >= 2:
+        order = np.argsort(eps_values, kind="stable")
+        increases = [(eps_values[order[j]], eps_values[order[j + 1]]) for j in range(len(order) - 1)
+                     if robust_acc[order[j + 1]] > robust_acc[order[j]]]
+        verdict("monotone_in_eps", "robust accuracy increases with eps: " + ", ".join(
+            f"{format_eps(s)} -> {format_eps(t)}" for s, t in increases) if increases else None)
+    else:
+        not_run["monotone_in_eps"] = "needs at least two distinct eps on the grid"
+
+    large_eps_acc = [robust_acc[e] for e in range(n_eps) if eps_values[e] >= large_eps]
+    if large_eps_acc:
+        verdict("large_eps", f"robust accuracy {100 * max(large_eps_acc):.1f}% > {100 * LARGE_EPS_MAX_ACC:.0f}% at "
+                f"an eps where every point reaches the grey image (eps >= {large_eps:.4g}); expected ~0"
+                if max(large_eps_acc) > LARGE_EPS_MAX_ACC else None)
+    else:
+        not_run["large_eps"] = (f"needs an eps >= {large_eps:.4g} (every point reaches the grey image 0.5·1 there); "
+                                f"the grid's largest is {format_eps(float(np.max(eps_values)))}")
+
+    reachable = a["grey_reachable"].astype(bool) & clean_correct                  # (E, N)
+    missed = (a["grey_breaks"].astype(bool) & robust).sum(axis=1)                 # (E,)
+    if reachable.any():
+        verdict("grey_image_points", f"attacks missed trivially broken points (grey image within eps and "
+                f"misclassified): {missed.tolist()} per eps" if np.any(missed) else None)
+    else:
+        not_run["grey_image_points"] = ("no correctly classified point has the grey image 0.5·1 within any eps of "
+                                        "the grid")
+
+    failures = [v for v in ran.values() if v != "passed"]
+    checks = dict(ran=ran, not_run=not_run, passed=not failures, failures=failures,
+                  max_perturbation_excess=max_excess, min_value=lo, max_value=hi, nan_count=nan_count,
+                  zero_gradient_points_ce=zero_ce, zero_gradient_points_dlr=zero_dlr,
+                  square_only_fraction=[float(v) for v in square_only], missed_trivial_points=[int(v) for v in missed])
     if failures and on_fail != "ignore":
         message = f"robust-accuracy checks failed{context}: " + "; ".join(failures)
         if on_fail == "raise":
@@ -351,7 +438,9 @@ def _build_report(arrays, eps_values, norm, specs, large_eps, x_adv, on_fail, ke
         robust_acc=robust_acc, robust_acc_after=robust_acc_after, attack_acc=attack_acc,
         attacks=tuple(dict(name=nm, settings=_json_settings(kw), key=key_data) for nm, _, kw in specs),
         checks=checks, clean_correct=clean_correct, robust_flags=robust,
-        attack_flags={nm: correct[:, i, :] & clean_correct for i, nm in enumerate(names)}, x_adv=x_adv)
+        attack_flags={nm: correct[:, i, :] & clean_correct for i, nm in enumerate(names)}, x_adv=x_adv,
+        x_adv_eps=tuple(float(eps_values[i]) for i in adv_index),
+        description=presets.describe(tuple((nm, kw) for nm, _, kw in specs), num_classes))
 
 
 def _prepare_eval(x, y, eps, norm, attacks, on_fail):
@@ -359,62 +448,95 @@ def _prepare_eval(x, y, eps, norm, attacks, on_fail):
     check_choice("on_fail", on_fail, ON_FAIL)
     x = check_images(x)
     eps_values = _eps_grid(eps)
-    specs = _attack_specs(attacks)
-    return x, eps_values, norm, specs
+    _attack_specs(attacks)                                   # names and settings checked before any compile
+    return x, eps_values, norm
 
 
 def _grey_radius(x, norm):
     return 0.5 if norm == "linf" else float(np.max(np.asarray(P.lp_norm(0.5 - x, "l2"))))
 
 
-def robust_accuracy(logits_fn, x, y, key, *, eps, norm: str = "linf", attacks=DEFAULT_ATTACKS,
-                    on_fail: str = "warn", return_adversarial: bool = False) -> RobustAccuracyReport:
+def robust_accuracy(logits_fn, x, y, key, *, eps, norm: str = "linf", attacks=DEFAULT_ATTACKS, params=None,
+                    on_fail: str = "warn", return_adversarial: bool = False,
+                    return_adv_at=None) -> RobustAccuracyReport:
     """Clean and robust accuracy of one model over an ε grid, worst case per point over ``attacks``.
 
     Args:
-      logits_fn: images (N, ...) in [0, 1] → logits (N, C); normalisation lives inside it.
+      logits_fn: images (N, ...) in [0, 1] → logits (N, C); normalisation lives inside it. Call forms:
+        ``robust_accuracy(model.apply, x, y, key, params=params, ...)`` or
+        ``robust_accuracy(jax.tree_util.Partial(model.apply, params), ...)``: the parameters are traced data of one
+        cached compiled program (keyed on ``model.apply``, shapes and settings), so a second call with new weights
+        reuses the compilation and always uses the new weights. Any other callable (a closure) is compiled for that
+        call only, so whatever it reads now is used.
       x: test images (N, ...) in [0, 1];  y: integer labels (N,);  key: PRNG key.
       eps: one radius or a list (pixel units); all run in one compiled call (vmapped over ε).
       norm: ``'linf'`` or ``'l2'``.
-      attacks: names or ``(name, {kwarg: value})`` pairs; see the module docstring.
+      attacks: an ensemble name (``'standard'``, ``'cheap'``, ``'art'``; :mod:`crobust.attacks.presets`), or attack
+        names / ``(name, {kwarg: value})`` pairs; see the module docstring. Default: the standard ensemble.
+      params: when given, ``logits_fn`` is ``apply_fn`` and the model is ``Partial(apply_fn, params)``.
       on_fail: what a failed check does: ``'warn'`` (:class:`RobustnessCheckWarning`), ``'raise'``, ``'ignore'``.
-      return_adversarial: keep the worst-case x_adv (E, N, ...) in ``report.x_adv``.
+      return_adversarial: keep the adversarial examples at every ε (``report.x_adv`` (E, N, ...)).
+      return_adv_at: radii (on the grid) whose adversarial examples are kept (``report.adversarial(eps)``).
 
     Returns:
       :class:`RobustAccuracyReport`.
-
-    The program is compiled with ``logits_fn`` as a static argument, so calling again with the *same* function
-    object (e.g. another chunk of test points) reuses it; JAX's jit cache then keeps a reference to that function
-    (and the parameters it closes over). To evaluate many models, pass parameters as data through
-    :func:`population_robust_accuracy` instead of a new closure per model.
     """
-    x, eps_values, norm, specs = _prepare_eval(x, y, eps, norm, attacks, on_fail)
+    x, eps_values, norm = _prepare_eval(x, y, eps, norm, attacks, on_fail)
+    if params is not None:
+        logits_fn = Partial(logits_fn, params)
     n, num_classes = logits_shape(logits_fn, x)
     y = check_labels(y, n, num_classes)
-    # jitted with logits_fn static: calling again with the same function object reuses the compiled program
-    arrays = dict(_run_one(x, y, key, jnp.asarray(eps_values, jnp.float32), logits_fn=logits_fn, norm=norm,
-                           frozen=_freeze(specs)))
-    x_adv = arrays.pop("x_adv")
+    specs = _attack_specs(attacks, num_classes)
+    adv_index = tuple(range(len(eps_values))) if return_adversarial else _adv_index(eps_values, return_adv_at)
+    static = dict(norm=norm, frozen=_freeze(specs), adv_index=adv_index)
+    eps_array = jnp.asarray(eps_values, jnp.float32)
+    if isinstance(logits_fn, Partial):
+        arrays = dict(_run_one(logits_fn, x, y, key, eps_array, **static))
+    else:      # a closure: compiled for this call only, so its current state is what is evaluated
+        arrays = dict(jax.jit(functools.partial(_core, logits_fn), static_argnames=_STATIC)(x, y, key, eps_array,
+                                                                                            **static))
+    x_adv = arrays.pop("x_adv", None)
     return _build_report(arrays, eps_values, norm, specs, _grey_radius(x, norm),
-                         np.asarray(x_adv) if return_adversarial else None,
-                         on_fail, _key_data(key))
+                         None if x_adv is None else np.asarray(x_adv), adv_index, on_fail, _key_data(key),
+                         num_classes)
 
 
-def population_robust_accuracy(apply_fn, params, x, y, key, *, eps, norm: str = "linf", attacks=DEFAULT_ATTACKS,
-                               on_fail: str = "warn") -> list:
+def _member_keys(key, member_keys, members: int):
+    if member_keys is None:
+        if key is None:
+            raise CrobustError("population_robust_accuracy needs key (member m uses fold_in(key, m)) or member_keys")
+        return jax.vmap(lambda m: jax.random.fold_in(key, m))(jnp.arange(members))
+    keys = jnp.asarray(member_keys) if not isinstance(member_keys, jax.Array) else member_keys
+    typed = jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    if (typed and keys.shape != (members,)) or (not typed and keys.shape[:1] != (members,)):
+        raise CrobustError(f"member_keys must hold one key per member, shape ({members},), got {keys.shape}")
+    return keys
+
+
+def population_robust_accuracy(apply_fn, params, x, y, key=None, *, eps, norm: str = "linf",
+                               attacks=DEFAULT_ATTACKS, on_fail: str = "warn", mesh=None, member_keys=None,
+                               return_adv_at=None) -> list:
     """:func:`robust_accuracy` for every member of a population, in one compiled program.
 
     Args:
-      apply_fn: ``apply_fn(params_m, x) → logits`` for one member (e.g. a flax ``model.apply``).
+      apply_fn: ``apply_fn(params_m, x) → logits`` for one member (e.g. a flax ``model.apply``); a static argument
+        of the compiled program (the parameters are traced data: new weights are always used).
       params: the members' parameters stacked on a leading member axis M.
       x, y, eps, norm, attacks, on_fail: as :func:`robust_accuracy` (the same points for every member).
-      key: member m uses ``fold_in(key, m)``, so member m's report equals ``robust_accuracy(partial(apply_fn,
-        params_m), x, y, fold_in(key, m), ...)``.
+      key: member m uses ``fold_in(key, m)`` (identity by position) unless ``member_keys`` is given.
+      member_keys: (M,) keys, one per member, e.g. derived by the caller from each member's own seed and a named
+        stream, so a member's attack randomness does not depend on its position in the population.
+      mesh: the device mesh the members are padded and sharded over (default: every device,
+        :func:`crobust.parallel.member_mesh`); padding members are attacked and dropped. On several hosts the
+        parameters are replicated instead (every host reads the per-member arrays back).
+      return_adv_at: radii (on the grid) whose adversarial examples each report keeps
+        (``report.adversarial(eps)`` (N, ...)), so that no caller has to attack twice.
 
     Returns:
-      a list of M :class:`RobustAccuracyReport` (checks run per member; a failure names the member).
+      a list of M :class:`RobustAccuracyReport` (checks run per member; a failure names the member). Member m's
+      report equals ``robust_accuracy(Partial(apply_fn, params_m), x, y, key_m, ...)`` up to float rounding.
     """
-    x, eps_values, norm, specs = _prepare_eval(x, y, eps, norm, attacks, on_fail)
+    x, eps_values, norm = _prepare_eval(x, y, eps, norm, attacks, on_fail)
     leaves = jax.tree.leaves(params)
     if not leaves or any(jnp.ndim(leaf) < 1 for leaf in leaves):
         raise CrobustError("params must be a pytree of arrays with a leading member axis")
@@ -422,19 +544,100 @@ def population_robust_accuracy(apply_fn, params, x, y, key, *, eps, norm: str = 
     if any(jnp.shape(leaf)[0] != members for leaf in leaves):
         raise CrobustError("params must have the same leading member axis on every leaf")
     first = jax.tree.map(lambda leaf: leaf[0], params)
-    n, num_classes = logits_shape(functools.partial(apply_fn, first), x)
+    n, num_classes = logits_shape(Partial(apply_fn, first), x)
     y = check_labels(y, n, num_classes)
+    specs = _attack_specs(attacks, num_classes)
+    adv_index = _adv_index(eps_values, return_adv_at)
+    keys = _member_keys(key, member_keys, members)
 
-    keys = jax.vmap(lambda m: jax.random.fold_in(key, m))(jnp.arange(members))
-    arrays = _run_population(params, keys, x, y, jnp.asarray(eps_values, jnp.float32), apply_fn=apply_fn, norm=norm,
-                             frozen=_freeze(specs))
+    layout = parallel.MemberLayout(members, mesh)
+    arrays = _run_population(layout.place_for_eval(params), layout.place_for_eval(keys), layout.put_replicated(x),
+                             layout.put_replicated(y), jnp.asarray(eps_values, jnp.float32), apply_fn=apply_fn,
+                             norm=norm, frozen=_freeze(specs), adv_index=adv_index)
+    arrays = jax.tree.map(lambda v: np.asarray(v)[:members], layout.get(arrays))
     grey_radius = _grey_radius(x, norm)
     reports = []
     for m in range(members):
-        member_arrays = jax.tree.map(lambda v: v[m], arrays)
-        reports.append(_build_report(member_arrays, eps_values, norm, specs, grey_radius, None, on_fail,
-                                     _key_data(jax.random.fold_in(key, m)), context=f" for member {m}"))
+        member_arrays = {k: v[m] for k, v in arrays.items()}
+        x_adv = member_arrays.pop("x_adv", None)
+        reports.append(_build_report(member_arrays, eps_values, norm, specs, grey_radius, x_adv, adv_index, on_fail,
+                                     _key_data(keys[m]), num_classes, context=f" for member {m}"))
     return reports
+
+
+def budget_convergence(apply_fn, params, x, y, keys, *, eps, norm: str = "linf", iterations=(25, 50, 100, 200),
+                       restarts=(1, 2, 4), attacks=("apgd-ce", "apgd-t"), tolerance_pp: float = 0.5, mesh=None):
+    """Robust accuracy of selected members as the attack budget doubles, and whether it has converged.
+
+    The budget axes: ``iterations`` at the first restart count, then ``restarts`` at the largest iteration count
+    (e.g. 25, 50, 100, 200 iterations × 1 restart, then 200 × 2 and 200 × 4) — 6 evaluations rather than the 12 of
+    the full grid; every gradient attack of ``attacks`` (APGD-CE, APGD-T, PGD, ART-APGD) gets that ``n_iter`` and
+    ``n_restarts`` (APGD-T: restarts per target), Square keeps its queries. A member's robust accuracy has
+    **converged** when the last doubling on each axis moves it by less than ``tolerance_pp`` percentage points at
+    every ε: |RA(T_max, R_1) − RA(T_max/2, R_1)| and |RA(T_max, R_max) − RA(T_max, R_max/2)|.
+
+    Args:
+      apply_fn, params: the members to check (params with a leading member axis, e.g. the least and the most
+        compressed members of a population).
+      x, y: the points;  eps: one radius or a grid;  norm: ``'linf'`` or ``'l2'``.
+      keys: (M,) member keys (as ``member_keys`` of :func:`population_robust_accuracy`), or one key (member m uses
+        ``fold_in(key, m)``). The same keys at every budget (common random numbers).
+      iterations, restarts: increasing budgets (each at least 2 entries for a verdict on that axis).
+      attacks: the ensemble whose budget is varied (default APGD-CE + APGD-T).
+      tolerance_pp: the convergence threshold in percentage points (0.5).
+
+    Returns:
+      a list of M dicts: ``budgets`` [{n_iter, n_restarts, robust_acc (per ε)}], ``eps``, ``last_doubling_pp``
+      {'iterations': pp, 'restarts': pp} (max over ε; None for an axis with one entry), ``converged`` (bool),
+      ``robust_acc`` (per ε, at the largest budget), ``description`` (the ensemble at the largest budget).
+    """
+    iterations, restarts = tuple(int(t) for t in iterations), tuple(int(r) for r in restarts)
+    if not iterations or not restarts or list(iterations) != sorted(set(iterations)) or \
+            list(restarts) != sorted(set(restarts)):
+        raise CrobustError(f"iterations and restarts must be increasing non-empty lists, got {iterations}, {restarts}")
+    eps_values = _eps_grid(eps)
+    base = _attack_specs(attacks)
+    leaves = jax.tree.leaves(params)
+    members = int(jnp.shape(leaves[0])[0]) if leaves else 0
+    keys = jnp.asarray(keys) if not isinstance(keys, jax.Array) else keys
+    single_key = (jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key) and keys.ndim == 0) or \
+        (not jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key) and keys.ndim == 1)
+    member_keys = _member_keys(keys, None, members) if single_key else keys
+
+    def ensemble_at(t, r):
+        out = []
+        for name, _, kw in base:
+            kw = dict(kw)
+            if name != "square" and "n_iter" in kw:
+                kw.update(n_iter=t, n_restarts=r)
+            out.append((name, kw))
+        return tuple(out)
+
+    budgets = [(t, restarts[0]) for t in iterations] + [(iterations[-1], r) for r in restarts[1:]]
+    results = {}
+    for t, r in budgets:
+        results[(t, r)] = population_robust_accuracy(apply_fn, params, x, y, eps=eps_values, norm=norm,
+                                                     attacks=ensemble_at(t, r), on_fail="ignore", mesh=mesh,
+                                                     member_keys=member_keys)
+
+    def moved(m, a, b):
+        return 100 * max(abs(p - q) for p, q in zip(results[a][m].robust_acc, results[b][m].robust_acc))
+
+    out = []
+    for m in range(members):
+        d_iter = moved(m, (iterations[-1], restarts[0]), (iterations[-2], restarts[0])) if len(iterations) > 1 \
+            else None
+        d_rest = moved(m, (iterations[-1], restarts[-1]), (iterations[-1], restarts[-2])) if len(restarts) > 1 \
+            else None
+        steps = [d for d in (d_iter, d_rest) if d is not None]
+        top = results[(iterations[-1], restarts[-1])][m]
+        out.append(dict(
+            eps=[float(e) for e in eps_values], eps_str=[format_eps(e) for e in eps_values],
+            budgets=[dict(n_iter=t, n_restarts=r, robust_acc=list(results[(t, r)][m].robust_acc)) for t, r in budgets],
+            last_doubling_pp={"iterations": d_iter, "restarts": d_rest},
+            converged=bool(steps) and all(d < tolerance_pp for d in steps), tolerance_pp=tolerance_pp,
+            robust_acc=list(top.robust_acc), description=top.description))
+    return out
 
 
 def _key_data(key):
@@ -444,5 +647,5 @@ def _key_data(key):
         return np.asarray(key).tolist()
 
 
-__all__ = ["robust_accuracy", "population_robust_accuracy", "robust_flags", "RobustAccuracyReport",
-           "RobustnessCheckWarning", "format_eps", "DEFAULT_ATTACKS"]
+__all__ = ["robust_accuracy", "population_robust_accuracy", "budget_convergence", "robust_flags",
+           "RobustAccuracyReport", "RobustnessCheckWarning", "format_eps", "DEFAULT_ATTACKS"]

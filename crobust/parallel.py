@@ -6,7 +6,8 @@ Usage::
     from crobust import parallel
     parallel.maybe_initialize_distributed()          # only when CROBUST_DISTRIBUTED=1 (or flag=True): multi-host
     result = crobust.fit(model, data, cfg, members)  # shards the members over all devices by itself
-    reports = parallel.population_robust_accuracy(model.apply, result.best_params, x, y, key, eps=[0, 0.1])
+    reports = crobust.evaluation.population_robust_accuracy(model.apply, result.best_params, x, y, key,
+                                                            eps=[0, 0.1], mesh=parallel.member_mesh())
 
 Design:
 
@@ -21,7 +22,7 @@ Design:
   (their results equal the member they copy) and cut off before anything is returned or reported
   (:func:`unpad_tree`): callers only ever see the first M.
 - **Keys never depend on the layout.** Every random stream of member m derives from its own seed (training:
-  ``crobust.training.member_keys``) or from its index m (evaluation: ``fold_in(key, m)``); padding appends
+  ``crobust.training.member_keys``; evaluation: the caller's ``member_keys``, or ``fold_in(key, m)``); padding appends
   members at the end, so a real member's numbers do not depend on the device count. Results on 1 and 8 devices
   agree to float tolerance (matmuls of different batch shapes round differently), and are bitwise identical
   run to run on the same device count.
@@ -38,7 +39,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-from crobust._errors import CrobustError, check_choice
+from crobust._errors import CrobustError
 
 AXIS = "members"
 ENV_DISTRIBUTED = "CROBUST_DISTRIBUTED"
@@ -262,7 +262,7 @@ def host(tree):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Evaluation over the same layout
+# Laying out per-member computations
 
 def loops_over_members() -> bool:
     """Whether compiled programs here should step members one after another rather than vmap them.
@@ -358,31 +358,7 @@ def population_map(fn: Callable, *member_trees, mesh: Mesh | None = None, replic
     return layout.get(out)
 
 
-def population_robust_accuracy(apply_fn, params, x, y, key, *, mesh: Mesh | None = None, on_fail: str = "warn",
-                               **kwargs) -> list:
-    """:func:`crobust.evaluation.population_robust_accuracy` with the members padded and sharded over ``mesh``.
-
-    Member m still uses ``fold_in(key, m)``, so each report equals the unsharded one (to float tolerance); the
-    padding members are attacked and dropped, and check failures are reported for real members only. On several
-    hosts the parameters are replicated instead (the evaluation reads per-member arrays back on every host).
-    """
-    from crobust import evaluation
-
-    check_choice("on_fail", on_fail, ("warn", "raise", "ignore"))
-    m = leading_size(params)
-    placed = MemberLayout(m, mesh).place_for_eval(params)
-    reports = evaluation.population_robust_accuracy(apply_fn, placed, x, y, key, on_fail="ignore", **kwargs)[:m]
-    for i, r in enumerate(reports):
-        failures = r.checks.get("failures", [])
-        if failures and on_fail != "ignore":
-            message = f"robust-accuracy checks failed for member {i}: " + "; ".join(failures)
-            if on_fail == "raise":
-                raise CrobustError(message)
-            warnings.warn(message, evaluation.RobustnessCheckWarning, stacklevel=2)
-    return reports
-
-
 __all__ = ["AXIS", "ENV_DISTRIBUTED", "distributed_requested", "maybe_initialize_distributed", "member_mesh",
            "mesh_size", "padded_size", "pad_members", "real_members", "leading_size", "pad_tree", "unpad_tree",
            "member_sharding", "replicated", "shard_population", "replicate", "MemberLayout", "host",
-           "population_map", "population_robust_accuracy", "loops_over_members", "map_members"]
+           "population_map", "loops_over_members", "map_members"]

@@ -1,22 +1,11 @@
-"""Figures (matplotlib, PNG) with the numbers behind them (CSV), trend verdicts, and ``report.md`` assembly.
+"""Figures (matplotlib, PNG), each written with the numbers behind it (CSV), and markdown tables.
 
-Verdicts. A claim of the paper of the form "Y falls (rises) as the compression strength x grows" is judged on
-all members of a study (every x value × every seed) by :func:`trend_verdict`:
-
-- Spearman's rank correlation ρ between x and Y over members, with a one-sided permutation p-value (Y shuffled
-  across members, 2000 permutations, fixed seed, so the verdict is reproducible);
-- the difference of the group means between the largest x and the smallest x, with its standard error from the
-  seed spread.
-
-``supported``: ρ has the claimed sign, |ρ| ≥ 0.5, p < 0.05 and the end-to-end change has the claimed sign and
-exceeds two standard errors. ``contradicted``: the same in the opposite direction. Otherwise
-``inconclusive``. The numbers are printed next to every verdict so a reader can apply their own threshold.
+Claims and their verdicts are :mod:`crobust.study.claims`; the report that assembles everything is
+:mod:`crobust.study.runner`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -24,74 +13,6 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from crobust.records import write_csv
-
-
-@dataclasses.dataclass(frozen=True)
-class Verdict:
-    claim: str
-    verdict: str          # 'supported' | 'contradicted' | 'inconclusive' | 'skipped'
-    rho: float
-    p_value: float
-    change: float         # mean(Y | largest x) − mean(Y | smallest x)
-    change_se: float
-    detail: str = ""
-
-    def line(self) -> str:
-        if self.verdict == "skipped":
-            return f"- **{self.claim}** — skipped: {self.detail}"
-        return (f"- **{self.claim}** — **{self.verdict}** (Spearman ρ = {self.rho:+.2f}, one-sided permutation "
-                f"p = {self.p_value:.3g}; change from smallest to largest setting {self.change:+.4g} ± "
-                f"{self.change_se:.2g} s.e.){(' ' + self.detail) if self.detail else ''}")
-
-
-def _ranks(a):
-    a = np.asarray(a, float)
-    order = np.argsort(a, kind="mergesort")
-    ranks = np.empty(len(a))
-    ranks[order] = np.arange(len(a))
-    # average ties
-    for v in np.unique(a):
-        idx = a == v
-        if idx.sum() > 1:
-            ranks[idx] = ranks[idx].mean()
-    return ranks
-
-
-def spearman(x, y) -> float:
-    rx, ry = _ranks(x), _ranks(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    den = math.sqrt(float(np.sum(rx * rx) * np.sum(ry * ry)))
-    return float(np.sum(rx * ry) / den) if den > 0 else 0.0
-
-
-def trend_verdict(claim: str, x, y, direction: str, *, n_perm: int = 2000, seed: int = 0,
-                  min_abs_rho: float = 0.5, alpha_level: float = 0.05) -> Verdict:
-    """Judge "Y moves in ``direction`` ('decreasing' or 'increasing') as x grows" over members (see module doc)."""
-    x = np.asarray(x, float)
-    y = np.asarray(y, float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if len(np.unique(x)) < 2 or len(x) < 4:
-        return Verdict(claim, "inconclusive", float("nan"), float("nan"), float("nan"), float("nan"),
-                       "(fewer than two settings or four members with finite values)")
-    sign = -1.0 if direction == "decreasing" else 1.0
-    rho = spearman(x, y)
-    rng = np.random.default_rng(seed)
-    perm = np.array([spearman(x, rng.permutation(y)) for _ in range(n_perm)])
-    p_claim = (1 + np.sum(sign * perm >= sign * rho)) / (n_perm + 1)
-    p_opp = (1 + np.sum(-sign * perm >= -sign * rho)) / (n_perm + 1)
-    lo, hi = y[x == x.min()], y[x == x.max()]
-    change = float(hi.mean() - lo.mean())
-    se = float(math.sqrt((lo.var(ddof=1) / len(lo) if len(lo) > 1 else 0.0)
-                         + (hi.var(ddof=1) / len(hi) if len(hi) > 1 else 0.0)))
-    big = abs(change) > 2 * se
-    if sign * rho >= min_abs_rho and p_claim < alpha_level and sign * change > 0 and big:
-        verdict, p = "supported", p_claim
-    elif -sign * rho >= min_abs_rho and p_opp < alpha_level and -sign * change > 0 and big:
-        verdict, p = "contradicted", p_opp
-    else:
-        verdict, p = "inconclusive", p_claim
-    return Verdict(claim, verdict, rho, float(p), change, se)
 
 
 def group_stats(x, y) -> list[dict]:

@@ -1,8 +1,8 @@
-"""The paper's studies, one module each; ``STUDIES`` maps a study name to its module.
+"""The paper's studies, one module each (run from the checkout: ``python -m experiments.<study>``).
 
-Each study module defines ``Config`` (a frozen dataclass), ``PRESETS`` ({'smoke', 'small', 'paper'}), ``run(cfg,
-workdir, preset=...)`` and ``main(argv)``; its docstring names the paper's figure or claim, the command and the
-result expected at each preset. ``python -m experiments.reproduce`` runs them all.
+Each module declares ``STUDY`` (a :class:`crobust.study.Study`: presets, populations, measures, claims, figures,
+notes); its docstring names the paper's figure or claims, the command and the result expected at each preset.
+``STUDIES`` maps a study name to its module; ``python -m experiments.reproduce`` runs them all.
 """
 
 STUDIES = {

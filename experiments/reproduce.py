@@ -1,10 +1,11 @@
-"""Re-run every study of the paper and write one report per study plus an index of verdicts.
+"""Re-run every study that exists and write one report per study plus an index of the paper's claims C1–C11.
 
     python -m experiments.reproduce [--preset auto|smoke|small|paper] [--studies a,b] [--out reports]
 
 ``--preset auto`` (the default, what ``make reproduce`` uses) picks ``paper`` when JAX sees an accelerator and
 ``small`` on a CPU, and prints which and why. Each study writes to ``<out>/<preset>/<study>/``; the index
-``<out>/<preset>/index.md`` lists every study with its verdicts. A study whose data is missing is marked
+``<out>/<preset>/index.md`` lists every claim C1–C11 of PAPER.md §5 with its verdict from each study that tests it,
+or "not covered yet" with the study that will (:mod:`crobust.study.catalog`), then every study with its verdicts. A study whose data is missing is marked
 *skipped* with the one-line reason (which dataset, where it was looked for, how to get it); it never falls back to
 other data. Exit status: 0 when every study completed or was skipped for missing data, 1 if any failed, 2 on bad
 input.
@@ -25,6 +26,9 @@ from crobust._errors import CrobustError, check_choice
 from crobust.data import DataMissingError
 from crobust.parallel import maybe_initialize_distributed
 from crobust.records import atomic_write_text, is_writer, write_json
+from crobust.study import catalog
+from crobust.study.cli import enable_compilation_cache
+from crobust.study.runner import check_workdir
 from experiments import STUDIES
 
 PRESETS = ("auto", "smoke", "small", "paper")
@@ -39,6 +43,42 @@ def choose_preset(preset: str) -> tuple[str, str]:
         devices = jax.devices()
         return "paper", f"auto: JAX backend is {backend} ({len(devices)} × {devices[0].device_kind})"
     return "small", f"auto: no accelerator found (JAX backend is {backend}); the paper preset needs a GPU or TPU"
+
+
+def index_lines(preset: str, why: str, results: list[dict]) -> list[str]:
+    """``index.md``: every claim C1–C11 with its verdicts (or why it has none), then every study's verdicts."""
+    lines = [f"# crobust reproduction — preset `{preset}`", "", f"Preset: {why}.", "",
+             f"Studies run: {len(results)} ({', '.join(r['study'] for r in results)}). The paper's claims "
+             f"(PAPER.md §5) and what these runs say of each:", "",
+             "| claim | the paper says | verdicts here |", "|---|---|---|"]
+    for cid, text in catalog.CLAIMS.items():
+        found = []
+        for r in results:
+            if cid not in r.get("paper_claims", []):
+                continue
+            if r["status"] != "complete":
+                found.append(f"{r['study']}: {r['status']}")
+                continue
+            tally = {}
+            for c in r["claims"]:
+                if c["paper"] == cid:
+                    tally[c["verdict"]] = tally.get(c["verdict"], 0) + 1
+            found.append(f"{r['study']}: " + ", ".join(f"{n} {v}" for v, n in tally.items()))
+        if not found:
+            found = [f"not covered yet — {catalog.PLANNED.get(cid, 'no study planned')}"]
+        lines.append(f"| {cid} | {text} | {'; '.join(found)} |")
+    lines.append("")
+    for r in results:
+        lines.append(f"## {r['title']} — {r['status']} ({r['wall_time_s']} s)")
+        lines.append("")
+        if r["status"] == "complete":
+            lines.append(f"Report: [{r['study']}/report.md]({r['study']}/report.md)")
+            lines.append("")
+            lines += r["verdicts"]
+        else:
+            lines.append(f"{r['status']}: {r['reason']}")
+        lines.append("")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -56,24 +96,27 @@ def main(argv=None) -> int:
         studies = [s.strip() for s in args.studies.split(",") if s.strip()]
         for s in studies:
             check_choice("study", s, tuple(STUDIES))
+        check_workdir(args.out)
     except CrobustError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     preset, why = choose_preset(args.preset)
+    enable_compilation_cache()
     print(f"crobust reproduce: preset {preset} ({why}); studies: {', '.join(studies)}", flush=True)
     root = os.path.join(args.out, preset)
     results = []
     t0 = time.perf_counter()
     for name in studies:
-        module = importlib.import_module(STUDIES[name])
-        cfg = module.PRESETS[preset]
+        study = importlib.import_module(STUDIES[name]).STUDY
+        cfg = study.presets[preset]
         workdir = os.path.join(root, name)
         t = time.perf_counter()
         print(f"\n== {name} ({preset}) → {workdir}", flush=True)
-        entry = {"study": name, "title": getattr(module, "TITLE", name), "workdir": workdir}
+        entry = {"study": name, "title": study.title, "workdir": workdir, "paper_claims": list(study.paper_claims)}
         try:
-            out = module.run(cfg, workdir, preset=preset, progress=not args.quiet)
-            entry.update(status="complete", verdicts=[v.line() for v in out["verdicts"]])
+            out = study.run(cfg, workdir, preset=preset, progress=not args.quiet)
+            entry.update(status="complete", verdicts=[v.line() for v in out["verdicts"]],
+                         claims=[{"paper": v.paper, "text": v.text, "verdict": v.verdict} for v in out["verdicts"]])
         except DataMissingError as e:
             print(f"skipped {name}: {e}", flush=True)
             entry.update(status="skipped", reason=str(e))
@@ -90,17 +133,7 @@ def main(argv=None) -> int:
         os.makedirs(root, exist_ok=True)
         write_json(os.path.join(root, "index.json"), {"preset": preset, "why": why, "studies": results,
                                                       "wall_time_s": round(time.perf_counter() - t0, 1)})
-    lines = [f"# crobust reproduction — preset `{preset}`", "", f"Preset: {why}.", ""]
-    for r in results:
-        lines.append(f"## {r['title']} — {r['status']} ({r['wall_time_s']} s)")
-        lines.append("")
-        if r["status"] == "complete":
-            lines.append(f"Report: [{r['study']}/report.md]({r['study']}/report.md)")
-            lines.append("")
-            lines += r["verdicts"]
-        else:
-            lines.append(f"{r['status']}: {r['reason']}")
-        lines.append("")
+    lines = index_lines(preset, why, results)
     if writer:
         atomic_write_text(os.path.join(root, "index.md"), "\n".join(lines) + "\n")
     print(f"\nindex: {os.path.join(root, 'index.md')} ({time.perf_counter() - t0:.0f} s)")

@@ -209,7 +209,8 @@ def test_pgd_restart_rules_match_brute_force_over_single_restarts():
 
     @jax.jit
     def runs():
-        singles = jnp.stack([A.pgd(f, x, y, k, **kwargs) for k in jax.random.split(key, restarts)])
+        # one restart with keep='max_loss' is that restart's last iterate x^T
+        singles = jnp.stack([A.pgd(f, x, y, k, keep="max_loss", **kwargs) for k in jax.random.split(key, restarts)])
         combined = {keep: A.pgd(f, x, y, key, n_restarts=restarts, keep=keep, **kwargs) for keep in KEEP}
         return singles, combined
 

@@ -1,6 +1,7 @@
 """Losses, projections, random starts and argument checks of crobust.attacks (property tests with hypothesis)."""
 
 import jax
+from jax.tree_util import Partial
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -236,9 +237,11 @@ def test_bad_loss_and_logit_shape_are_clear_errors():
     with pytest.raises(CrobustError, match="logits_fn"):
         A.apgd(lambda q: q.reshape(-1), x, y, jax.random.key(0), eps=0.1)
     with pytest.raises(CrobustError, match="n_target_classes"):
-        A.apgd_t(f, x, y, jax.random.key(0), eps=0.1, n_target_classes=4)
+        A.apgd_t(f, x, y, jax.random.key(0), eps=0.1, n_target_classes=0, loss="ce-targeted")
     with pytest.raises(CrobustError, match="keep"):
-        A.pgd(f, x, y, jax.random.key(0), eps=0.1, keep="best")
+        A.pgd(f, x, y, jax.random.key(0), eps=0.1, keep="last")
+    with pytest.raises(CrobustError, match="use fgm"):       # the sign step is l-inf only: refused, not rerouted
+        A.fgsm(f, x, y, eps=0.1, norm="l2")
 
 
 def test_value_checks_are_skipped_under_tracing_and_eps_is_traceable():
@@ -251,3 +254,82 @@ def test_value_checks_are_skipped_under_tracing_and_eps_is_traceable():
     # norm names are case-insensitive
     out = jax.jit(lambda x: A.fgm(f, x, y, eps=0.1, norm="L2", loss="dlr"))(x)
     assert float(jnp.sqrt(jnp.sum((out - x) ** 2, axis=(1, 2, 3))).max()) <= 0.1 + 1e-6
+
+
+# ------------------------------------------------------------------------------- per-point best over iterates
+
+def _wave_model():
+    """x (N, 1) → logits [0, 5·sin(21.6·(x − 0.5) − π/4)]: from x = 0.5 (class 0, the loss rising) PGD steps of
+    0.1 reach 0.6 (class 1: broken) and then 0.7 (class 0 again): broken only at the intermediate iterate."""
+    return lambda q: jnp.concatenate([jnp.zeros_like(q), 5 * jnp.sin(21.6 * (q - 0.5) - jnp.pi / 4)], axis=1)
+
+
+def test_pgd_counts_a_point_broken_only_at_an_intermediate_iterate():
+    f = _wave_model()
+    x, y = jnp.array([[0.5]]), jnp.array([0])
+    kw = dict(eps=0.25, n_iter=2, step_size=0.1, random_start=False)
+    assert int(jnp.argmax(f(x), -1)[0]) == 0
+    last = A.pgd(f, x, y, jax.random.key(0), keep="max_loss", **kw)        # the last iterate x² = 0.7
+    np.testing.assert_allclose(np.asarray(last), [[0.7]], atol=1e-6)
+    assert int(jnp.argmax(f(last), -1)[0]) == 0                             # the last iterate is not adversarial
+    best = A.pgd(f, x, y, jax.random.key(0), **kw)                          # default keep='best'
+    np.testing.assert_allclose(np.asarray(best), [[0.6]], atol=1e-6)
+    assert int(jnp.argmax(f(best), -1)[0]) == 1
+
+
+def test_pgd_counts_a_point_broken_only_by_a_later_restart():
+    """With no steps (n_iter = 0) a restart's result is its random start; a point is misclassified exactly where
+    its start lies above 0.55. Some points are broken only by restart 1 or 2: each must count as broken."""
+    f = lambda q: jnp.concatenate([jnp.zeros_like(q[:, :1]), 10 * (q[:, :1] - 0.55)], axis=1)
+    x = jnp.full((300, 1), 0.5)
+    y = jnp.zeros((300,), jnp.int32)
+    key, restarts = jax.random.key(3), 3
+    kw = dict(eps=0.2, n_iter=0)
+    singles = np.stack([np.asarray(jnp.argmax(f(A.pgd(f, x, y, k, keep="max_loss", **kw)), -1) != 0)
+                        for k in jax.random.split(key, restarts)])                      # (R, N) broken by r
+    only_later = ~singles[0] & singles[1:].any(0)
+    assert only_later.sum() > 20                                                         # the case occurs
+    best = A.pgd(f, x, y, key, n_restarts=restarts, **kw)
+    broken = np.asarray(jnp.argmax(f(best), -1) != 0)
+    np.testing.assert_array_equal(broken, singles.any(0))          # broken ⇔ some restart broke it
+
+
+def test_direct_calls_reuse_compilation_and_always_use_the_new_weights():
+    """Partial(apply_fn, params): one cached compile per model and shapes; new weights are data."""
+    apply_fn = lambda w, q: q.reshape(q.shape[0], -1) @ w
+    x = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (20, 4, 4, 1)).astype(np.float32))
+    w = jnp.asarray(np.random.default_rng(1).normal(size=(16, 3)).astype(np.float32))
+    y = jnp.argmax(x.reshape(20, -1) @ w, -1)
+    kw = dict(eps=0.3, n_iter=5, loss="ce")
+    moved = A.apgd(Partial(apply_fn, w), x, y, jax.random.key(0), **kw)
+    size = A.apgd.compiled._cache_size()
+    # -w misclassifies every point clean, and the attack returns such points unchanged: a stale program would
+    # still move them
+    unchanged = A.apgd(Partial(apply_fn, -w), x, y, jax.random.key(0), **kw)
+    assert A.apgd.compiled._cache_size() == size                             # no new compilation
+    assert float(jnp.max(jnp.abs(moved - x))) > 0.1
+    np.testing.assert_array_equal(np.asarray(unchanged), np.asarray(x))
+    again = A.apgd(Partial(apply_fn, w), x, y, jax.random.key(0), **kw)
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(moved))
+    assert A.apgd.compiled._cache_size() == size
+
+
+def test_universal_perturbation_returns_its_best_pass_and_accuracy_needs_clean_correctness():
+    rng = np.random.default_rng(5)
+    w = jnp.asarray(rng.normal(size=(16, 4)).astype(np.float32))
+    f = lambda q: q.reshape(q.shape[0], -1) @ w
+    x = jnp.asarray(rng.uniform(0.3, 0.7, (120, 4, 4, 1)).astype(np.float32))
+    y = jnp.asarray(rng.integers(0, 4, 120).astype(np.int32))        # random labels: many wrong clean
+    clean = np.asarray(jnp.argmax(f(x), -1) == y)
+    assert 0.1 < clean.mean() < 0.9
+    # δ = 0: universal accuracy equals clean accuracy (points wrong clean never count as correct)
+    assert float(A.universal_accuracy(f, x, y, jnp.zeros((4, 4, 1)))) == pytest.approx(clean.mean())
+    # a step far too large makes passes erratic; the returned δ must be the best pass, not the last
+    best, deltas, accs = A.universal_perturbation(f, x, y, jax.random.key(0), eps=0.02, step_size=0.02,
+                                                  batch_size=16, n_passes=6, return_passes=True)
+    accs = np.asarray(accs)
+    by_hand = [float(A.universal_accuracy(f, x, y, d)) for d in deltas]
+    np.testing.assert_allclose(accs, by_hand, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(best), np.asarray(deltas[int(np.argmin(accs))]))
+    assert accs[-1] > accs.min()          # the case discriminates: the last pass is not the best one
+    assert float(jnp.max(jnp.abs(best))) <= 0.02 + 1e-6

@@ -146,3 +146,47 @@ def test_universal_perturbation_hurts_more_than_random_noise_on_an_mlp():
     assert float(jnp.max(jnp.abs(delta))) <= eps + 1e-7 and delta.shape == (8, 8, 1)
     assert float(uap_acc) < float(noise_acc) - 0.1
     assert float(uap_acc) < 0.8
+
+
+def _l2_candidate_reference(x, x_best, eps, s, vh, vw, vh2, vw2, eta, sign):
+    """AutoAttack's ℓ2 Square update for one example (H, W, C), written out in numpy from square.py: window norms
+    per channel (sums over H and W only), the new window mass sqrt(max(ε² − ‖δ‖², 0)/C + ‖δ_c on both windows‖²)
+    per channel c, then the whole δ rescaled to ε."""
+    delta = (x_best - x).astype(np.float64)
+    c = x.shape[-1]
+    mask1 = np.zeros_like(delta)
+    mask1[vh:vh + s, vw:vw + s] = 1
+    mask2 = np.zeros_like(delta)
+    mask2[vh2:vh2 + s, vw2:vw2 + s] = 1
+    norm_image = np.sqrt((delta ** 2).sum())
+    win1 = np.sqrt((delta[vh:vh + s, vw:vw + s] ** 2).sum(axis=(0, 1), keepdims=True))             # (1, 1, C)
+    wins = np.sqrt(((delta * np.maximum(mask1, mask2)) ** 2).sum(axis=(0, 1), keepdims=True))      # (1, 1, C)
+    new = eta[:, :, None] * sign + delta[vh:vh + s, vw:vw + s] / (1e-12 + win1)
+    new = new / (1e-12 + np.sqrt((new ** 2).sum(axis=(0, 1), keepdims=True))) * np.sqrt(
+        np.maximum(eps ** 2 - norm_image ** 2, 0) / c + wins ** 2)
+    delta = delta * (1 - mask2)
+    delta[vh:vh + s, vw:vw + s] = new
+    return np.clip(x + delta / (np.sqrt((delta ** 2).sum()) + 1e-12) * eps, 0, 1)
+
+
+def test_square_l2_update_keeps_each_channels_budget_as_autoattack():
+    """One ℓ2 query on a colour image against AutoAttack's per-channel formula: the window norms are per channel,
+    so a channel with little perturbation mass is not inflated by the others (a δ concentrated in one channel
+    tells a per-channel from a pooled norm apart)."""
+    from crobust.attacks.square import _l2_candidate, _corner, eta_pattern
+    rng = np.random.default_rng(3)
+    h = w = 10
+    c, s, eps = 3, 5, 1.0
+    x = rng.uniform(0.3, 0.7, (h, w, c)).astype(np.float32)
+    delta = rng.normal(size=(h, w, c)) * np.array([0.05, 0.01, 0.002])       # very unequal channel masses
+    delta = delta / np.linalg.norm(delta) * 0.8
+    x_best = (x + delta).astype(np.float32)
+    u = np.array([0.2, 0.7, 0.55, 0.1, 0.3], np.float32)
+    sign = np.array([1.0, -1.0, 1.0], np.float32)
+    etas = jnp.stack([eta_pattern(h, w, s, 0, 0, False), eta_pattern(h, w, s, 0, 0, True)])
+    got = np.asarray(_l2_candidate(jnp.asarray(u), jnp.asarray(sign), jnp.asarray(x), jnp.asarray(x_best), eps, s,
+                                   True, etas))
+    vh, vw, vh2, vw2 = (int(_corner(jnp.float32(v), h, s)) for v in u[:4])
+    eta = np.asarray(eta_pattern(h, w, s, 0, 0, False))[:s, :s]
+    want = _l2_candidate_reference(x, x_best, eps, s, vh, vw, vh2, vw2, eta.astype(np.float64), sign)
+    np.testing.assert_allclose(got, want, atol=2e-6)     # float32 vs float64 of O(1) values

@@ -247,19 +247,21 @@ def test_sigkill_at_random_moments_then_same_command_gives_bitwise_identical_res
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The study: checkpoints under <workdir>/checkpoints; a rerun after training finished redoes only evaluation.
+# The study: checkpoints under <workdir>/checkpoints/<population>; a rerun after training finished redoes only evaluation.
 
 def test_study_rerun_restores_training_and_redoes_only_evaluation(tmp_path):
     from crobust.records import read_jsonl
     from experiments import spectral_fixed_scale as study
 
-    cfg = study.Config(n_train=400, n_test=60, width=16, alphas=(0.0, 0.1), seeds=2, max_steps=100, eval_every=50,
-                       patience=None, min_steps=0, eps_linf=(0.0, 0.1), eps_l2=(0.0, 0.5), pgd_steps=3,
-                       pgd_restarts=1, n_attack=40, checkpoint_every=50)
+    from crobust.config import derive
+
+    cfg = derive(study.PRESETS["smoke"], {"data.n_train": 400, "data.n_test": 60, "model.width": 16,
+                                          "train.max_steps": 100, "eval.n_points": 40, "eval.n_iter": 3,
+                                          "checkpoint_every": 50})
     w = tmp_path / "w"
     study.run(cfg, w, preset="custom", progress=False)
     first = (w / "metrics.jsonl").read_text()
-    assert sorted(os.listdir(w / "checkpoints")) == ["1", "2"]
+    assert sorted(os.listdir(w / "checkpoints" / "mlp")) == ["1", "2"]          # one folder per population
     saved = {p: os.stat(p).st_mtime_ns for p in (w / "checkpoints").rglob("*")}
     assert "1 compile(s)" in (w / "report.md").read_text()
     # Simulate a kill during evaluation: the run is not complete, training is.

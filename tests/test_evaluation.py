@@ -154,3 +154,177 @@ def test_bad_input_names_the_argument():
 def test_format_eps():
     assert [E.format_eps(e) for e in (0, 1 / 255, 8 / 255, 16 / 255, 0.5, 1.0, 0.3)] == \
         ["0", "1/255", "8/255", "16/255", "0.5", "1", "0.3"]
+
+
+# ------------------------------------------------------------------------------------------ parameters as data
+
+def test_stale_weights_a_closure_and_new_params_always_use_the_current_weights():
+    """The issue's case: the same function object, weights changed in between — the second call must see them."""
+    rng = np.random.default_rng(3)
+    w = jnp.asarray(rng.normal(size=(64, 10)).astype(np.float32))
+    x = jnp.asarray(rng.uniform(0, 1, (40, 8, 8, 1)).astype(np.float32))
+    y = jnp.argmax(x.reshape(40, -1) @ w, -1)
+    state = {"w": w}
+    f = lambda q: q.reshape(q.shape[0], -1) @ state["w"]
+    attacks = (("apgd-ce", {"n_iter": 3}),)
+    kw = dict(eps=[0.0], attacks=attacks, on_fail="ignore")
+    assert E.robust_accuracy(f, x, y, jax.random.key(0), **kw).clean_acc == 1.0
+    state["w"] = -w                                                    # every point now misclassified
+    assert E.robust_accuracy(f, x, y, jax.random.key(0), **kw).clean_acc == 0.0
+    # apply_fn + params: one compiled program, new weights as data
+    apply_fn = lambda p, q: q.reshape(q.shape[0], -1) @ p
+    assert E.robust_accuracy(apply_fn, x, y, jax.random.key(0), params=w, **kw).clean_acc == 1.0
+    size = E._run_one._cache_size()
+    assert E.robust_accuracy(apply_fn, x, y, jax.random.key(0), params=-w, **kw).clean_acc == 0.0
+    assert E._run_one._cache_size() == size
+    # populations: params are traced
+    both = E.population_robust_accuracy(apply_fn, jnp.stack([w, -w]), x, y, jax.random.key(0), **kw)
+    assert [r.clean_acc for r in both] == [1.0, 0.0]
+
+
+def test_default_ensemble_runs_on_binary_and_three_class_models():
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.uniform(0, 1, (30, 4, 4, 1)).astype(np.float32))
+    for classes in (2, 3):
+        w = jnp.asarray(rng.normal(size=(16, classes)).astype(np.float32))
+        apply_fn = lambda p, q: q.reshape(q.shape[0], -1) @ p
+        y = jnp.argmax(x.reshape(30, -1) @ w, -1)
+        attacks = (("apgd-ce", {"n_iter": 5}), ("apgd-t", {"n_iter": 5}), ("square", {"n_queries": 20}))
+        report = E.robust_accuracy(apply_fn, x, y, jax.random.key(0), params=w, eps=[0.0, 0.3], attacks=attacks,
+                                   on_fail="ignore")
+        settings = {a["name"]: a["settings"] for a in report.attacks}
+        assert settings["apgd-t"]["n_target_classes"] == classes - 1
+        assert settings["apgd-t"]["loss"] == "ce-targeted"               # targeted DLR needs C >= 4
+        assert f"{classes - 1} target" in report.description
+        assert report.robust_acc[0] == report.clean_acc == 1.0 and report.robust_acc[1] < 1.0
+    # flat feature vectors (N, d) too: Square reads them as one-row images
+    report = E.robust_accuracy(apply_fn, x.reshape(30, 16), y, jax.random.key(0), params=w, eps=[0.3],
+                               attacks="cheap", on_fail="ignore")
+    assert report.robust_acc[0] < 1.0
+
+
+def test_named_ensembles_and_their_description():
+    from crobust.attacks import presets
+    assert [a for a, _ in presets.ensemble("standard")] == ["apgd-ce", "apgd-t", "square"]
+    text = presets.describe("standard", num_classes=10)
+    assert "APGD-CE (100 iterations" in text and "9 targets" in text and "5000 queries" in text
+    cheap = presets.describe("cheap", num_classes=10)
+    assert "50 iterations" in cheap and "1000 queries" in cheap
+    assert "ART-APGD" in presets.describe("art")
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+def _fake_out_of_range(kind):
+    def attack(logits_fn, x, y, key, *, eps, norm, **kwargs):
+        if kind == "below_zero":                   # inside the ε-ball, outside [0, 1]
+            return x - eps
+        return x.at[0, 0, 0, 0].set(jnp.nan)        # one NaN entry
+    return attack
+
+
+@pytest.mark.parametrize("kind,check,message", [("below_zero", "inputs_in_unit_range", "leave \\[0, 1\\]"),
+                                                ("nan", "no_nan", "NaN in adversarial inputs: 1 entries")])
+def test_range_and_nan_failure_branches_fire(monkeypatch, kind, check, message):
+    rng = np.random.default_rng(6)
+    w = jnp.asarray(rng.normal(size=(64, 10)).astype(np.float32))
+    f = lambda q: q.reshape(q.shape[0], -1) @ w
+    x = jnp.asarray(rng.uniform(0.0, 0.05, (20, 8, 8, 1)).astype(np.float32))
+    y = jnp.argmax(f(x), -1)
+    monkeypatch.setitem(E._ATTACKS, "fgsm", (_fake_out_of_range(kind), {}))
+    with pytest.warns(E.RobustnessCheckWarning, match=message):
+        report = E.robust_accuracy(f, x, y, jax.random.key(0), eps=[0.1], attacks=("fgsm",))
+    assert report.checks["ran"][check] != "passed" and not report.checks["passed"]
+    assert report.checks["ran"]["perturbation_within_eps"] == "passed"
+    # what could not run says why: no black-box attack, no ε reaching the grey image, one ε only
+    assert "black-box" in report.checks["not_run"]["gradient_masking"]
+    assert "grey image" in report.checks["not_run"]["large_eps"]
+    assert "two distinct eps" in report.checks["not_run"]["monotone_in_eps"]
+
+
+def _quantised_model():
+    """A gradient-masking model: its input layer rounds pixels to 4 levels (∇ = 0 almost everywhere)."""
+    rng = np.random.default_rng(7)
+    w = jnp.asarray(rng.normal(size=(64, 10)).astype(np.float32))
+    return lambda q: (jnp.round(q * 3) / 3).reshape(q.shape[0], -1) @ w
+
+
+def test_masking_check_fires_on_a_quantising_model_and_is_silent_on_a_plain_mlp():
+    attacks = (("apgd-ce", {"n_iter": 20}), ("square", {"n_queries": 300}))
+    f = _quantised_model()
+    x = jnp.asarray(np.random.default_rng(8).uniform(0, 1, (100, 8, 8, 1)).astype(np.float32))
+    y = jnp.argmax(f(x), -1)
+    report = E.robust_accuracy(f, x, y, jax.random.key(0), eps=[0.1], attacks=attacks, on_fail="ignore")
+    assert "Square beats the white-box" in report.checks["ran"]["gradient_masking"]
+    assert report.checks["square_only_fraction"][0] > E.SQUARE_TOL
+    model, params, xm, ym = _population()
+    plain = E.robust_accuracy(model.apply, xm, ym, jax.random.key(0), params=_member(params, 0), eps=[8 / 255],
+                              attacks=attacks, on_fail="ignore")
+    assert plain.checks["ran"]["gradient_masking"] == "passed"
+    assert 0 < plain.robust_acc[0] < plain.clean_acc                      # the attacks did work there
+
+
+# ------------------------------------------------------------------------------------------ populations
+
+def test_population_member_keys_mesh_and_adversarial_examples_at_named_eps():
+    from crobust import parallel
+    model, params, x, y = _population()
+    x, y = x[:80], y[:80]
+    attacks = (("apgd-ce", {"n_iter": 10}), ("fgsm", {}))
+    keys = jax.random.split(jax.random.key(11), 3)
+    eps = [4 / 255, 16 / 255]
+    reports = E.population_robust_accuracy(model.apply, params, x, y, eps=eps, attacks=attacks, on_fail="ignore",
+                                           member_keys=keys, mesh=parallel.member_mesh(), return_adv_at=[16 / 255])
+    # member identity: reversing the population and its keys reverses the reports
+    flipped = E.population_robust_accuracy(model.apply, jax.tree.map(lambda p: p[::-1], params), x, y, eps=eps,
+                                           attacks=attacks, on_fail="ignore", member_keys=keys[::-1])
+    for m in range(3):
+        agree = np.mean(reports[m].robust_flags == flipped[2 - m].robust_flags)
+        assert agree >= 1 - 1.5 / len(y)
+    for m, r in enumerate(reports):
+        x_adv = r.adversarial(16 / 255)
+        assert x_adv.shape == x.shape and r.x_adv_eps == (16 / 255,)
+        assert np.max(np.abs(x_adv - np.asarray(x))) <= 16 / 255 + 1e-6
+        wrong = np.asarray(jnp.argmax(model.apply(_member(params, m), jnp.asarray(x_adv)), -1) != y)
+        # the returned example breaks exactly the points the evaluation calls broken (up to rounding)
+        assert np.mean(wrong == ~r.robust_flags[1]) >= 1 - 1.5 / len(y)
+    with pytest.raises(CrobustError, match="not on the eps grid"):
+        E.population_robust_accuracy(model.apply, params, x, y, jax.random.key(0), eps=eps, attacks=attacks,
+                                     return_adv_at=[0.3])
+    with pytest.raises(CrobustError, match="member_keys"):
+        E.population_robust_accuracy(model.apply, params, x, y, eps=eps, attacks=attacks, member_keys=keys[:2])
+
+
+def test_budget_convergence_reports_each_doubling_and_the_verdict():
+    model, params, x, y = _population()
+    x, y = x[:60], y[:60]
+    selected = jax.tree.map(lambda p: p[:2], params)
+    keys = jax.random.split(jax.random.key(5), 2)
+    out = E.budget_convergence(model.apply, selected, x, y, keys, eps=16 / 255, iterations=(1, 2, 4),
+                               restarts=(1, 2), attacks=("apgd-ce",))
+    assert len(out) == 2
+    for member in out:
+        assert [(b["n_iter"], b["n_restarts"]) for b in member["budgets"]] == [(1, 1), (2, 1), (4, 1), (4, 2)]
+        ra = {(b["n_iter"], b["n_restarts"]): b["robust_acc"][0] for b in member["budgets"]}
+        assert member["last_doubling_pp"]["iterations"] == pytest.approx(100 * abs(ra[4, 1] - ra[2, 1]))
+        assert member["last_doubling_pp"]["restarts"] == pytest.approx(100 * abs(ra[4, 2] - ra[4, 1]))
+        assert member["converged"] == (max(member["last_doubling_pp"].values()) < 0.5)
+        assert member["robust_acc"] == [ra[4, 2]]
+    # 1 → 4 iterations of APGD on this MLP moves robust accuracy by far more than 0.5 pp: not converged
+    assert not all(m["converged"] for m in out)
+    # an attack that is exact from the first iteration (ε = 0: nothing to search) has converged
+    zero = E.budget_convergence(model.apply, selected, x, y, keys, eps=0.0, iterations=(1, 2), restarts=(1, 2),
+                                attacks=("apgd-ce",))
+    assert all(m["converged"] for m in zero)
+
+
+def test_art_variant_runs_as_a_named_attack_and_ensemble():
+    model, params, x, y = _population()
+    x, y = x[:60], y[:60]
+    p0 = _member(params, 0)
+    art = E.robust_accuracy(model.apply, x, y, jax.random.key(0), params=p0, eps=[16 / 255],
+                            attacks=(("apgd-art", {"n_iter": 10, "n_restarts": 2}),), on_fail="ignore")
+    assert "ART-APGD (10 iterations, 2 restarts" in art.description
+    assert "gradient_masking" in art.checks["not_run"]
+    assert 0 <= art.robust_acc[0] < art.clean_acc
+    assert [a for a, _ in __import__("crobust.attacks.presets", fromlist=["x"]).ensemble("art")] == ["apgd-art"]

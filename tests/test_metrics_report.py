@@ -29,7 +29,7 @@ def population():
     params = jax.vmap(lambda k: model.init(k, jnp.zeros((1, 8, 8, 1))))(keys)
     k1 = params["params"]["hidden_1"]["kernel"]
     params["params"]["hidden_1"]["kernel"] = k1.at[1, :, 4].multiply(30.0)   # member 1: neuron 4 dominates
-    return params, M.layer_report(params, kappa=0.25, with_net_comp=True)
+    return params, M.layer_report(params, kappa=0.25, with_net_comp=True, input_scale=1.0)
 
 
 def test_report_layout_and_rows(population):
@@ -114,7 +114,7 @@ def test_single_model_low_rank_and_population_flag():
     x = jnp.zeros((1, 4, 4, 1))
     model = MLP(num_classes=3, width=8, depth=2)
     p1 = model.init(jax.random.key(1), x)
-    rep = M.layer_report(p1, kappa=0.5)
+    rep = M.layer_report(p1, kappa=0.5, input_scale=1.0)
     assert rep["members"] == 1 and rep["layer_metrics"]["norm_2"].shape == (1, 2)
     w = np.asarray(layer_matrices(p1)["hidden_0"], np.float64)
     assert float(rep["layer_metrics"]["norm_2"][0, 0]) == pytest.approx(np.linalg.norm(w, 2), rel=1e-5)
@@ -124,7 +124,7 @@ def test_single_model_low_rank_and_population_flag():
         M.layer_report(p1, kappa=0.0)
     lr = LowRankMLP(num_classes=3, width=8, rank=2, depth=2)
     pl = jax.vmap(lambda k: lr.init(k, x))(jax.random.split(jax.random.key(2), 2))
-    rl = M.layer_report(pl, kappa=0.5)
+    rl = M.layer_report(pl, kappa=0.5, input_scale=1.0)
     er = np.asarray(rl["layer_metrics"]["effective_rank"])
     assert np.all(er[:, 0] <= 2.0 + 1e-4) and np.all(er[:, 0] >= 1.0)       # the rank-2 hidden layer
     assert np.all(np.asarray(rl["layer_metrics"]["eps_sigma_q2"])[:, 0] < 1e-4)   # k_σ = 2 keeps everything
@@ -135,7 +135,7 @@ def test_matrix_report_options_and_conv_layers():
     mats = {"l0": rng.standard_normal((2, 6, 5)).astype(np.float32),
             "l1": rng.standard_normal((2, 4, 6)).astype(np.float32),
             "head": rng.standard_normal((2, 2, 4)).astype(np.float32)}
-    rep = M.matrix_report(mats, kappa=0.5, spectral_alignment=True, direct_pair_bounds=True)
+    rep = M.matrix_report(mats, kappa=0.5, spectral_alignment=True, direct_pair_bounds=True, input_scale=1.0)
     nm = {k: np.asarray(v) for k, v in rep["network_metrics"].items()}
     assert np.all(nm["lipschitz_aligned_2"] <= nm["lipschitz_naive_2"] * (1 + 1e-6))
     assert np.all(nm["lipschitz_aligned_inf"] <= nm["lipschitz_naive_inf"] * (1 + 1e-6))
@@ -157,3 +157,28 @@ def test_matrix_report_options_and_conv_layers():
         M.matrix_report({"a": np.ones((2, 3, 4)), "b": np.ones((2, 3, 4)), "h": np.ones((2, 1, 3))})
     with pytest.raises(CrobustError):
         M.matrix_report({"a": np.ones((3, 4))})
+
+
+def test_lipschitz_bounds_are_in_pixel_units_from_the_model_or_an_explicit_scale():
+    """Models normalise inside ((x − μ)/s): the encoder's pixel-unit Lipschitz constant is the weight bound / min s.
+    With std 0.25 the measured pixel-space Jacobian of Φ exceeds the normalised-unit bound, and stays below the
+    model-derived one; with neither model nor input_scale the bounds refuse to guess."""
+    model = MLP(num_classes=3, width=8, depth=2, mean=(0.5,), std=(0.25,))
+    x = jnp.full((1, 4, 4, 1), 0.5)
+    params = model.init(jax.random.key(4), x)
+    with pytest.raises(CrobustError, match="input units"):
+        M.layer_report(params, kappa=0.5)
+    with pytest.raises(CrobustError, match="not both"):
+        M.layer_report(params, kappa=0.5, model=model, input_scale=1.0)
+    assert M.layer_report(params, kappa=0.5, lipschitz=False)["settings"]["input_scale"] == 1.0
+    pixel = M.layer_report(params, kappa=0.5, model=model)
+    normalised = M.layer_report(params, kappa=0.5, input_scale=1.0)
+    assert pixel["settings"]["input_scale"] == pytest.approx(4.0) and "pixel" in pixel["settings"]["input_units"]
+    l_pix = float(pixel["network_metrics"]["lipschitz_naive_2"][0])
+    assert l_pix == pytest.approx(4 * float(normalised["network_metrics"]["lipschitz_naive_2"][0]), rel=1e-6)
+    # Φ(x) = relu(W (x − μ)/s): its pixel Jacobian on the linear region of a point is D W / s
+    phi = lambda q: model.apply(params, q, return_repr=True)[1][0]
+    jac = jax.jacobian(phi)(jnp.asarray(np.random.default_rng(0).uniform(0, 1, (1, 4, 4, 1)), jnp.float32))
+    jac_norm = float(np.linalg.norm(np.asarray(jac).reshape(8, 16), 2))
+    assert jac_norm > float(normalised["network_metrics"]["lipschitz_naive_2"][0])       # normalised units: wrong
+    assert jac_norm <= l_pix * (1 + 1e-5)

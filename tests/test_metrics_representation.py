@@ -39,11 +39,20 @@ def test_singular_direction_alignment():
     assert float(r["top_mean_abs"][3]) == pytest.approx(np.abs(proj).mean() / na, rel=1e-4)
     rest = np.sqrt(max(na ** 2 - (proj ** 2).sum(), 0) / (20 - K)) / na
     assert float(r["rest_rms"][3]) == pytest.approx(rest, rel=1e-4)
+    assert float(r["top_rms"][3]) == pytest.approx(np.sqrt((proj ** 2).mean()) / na, rel=1e-4)
+    assert float(r["ratio"][3]) == pytest.approx(np.sqrt((proj ** 2).mean()) / na / rest, rel=1e-4)
     assert float(r["ratio"][0]) > 1e3 and float(r["ratio"][1]) < 1e-5
     assert float(r["baseline_energy"]) == pytest.approx(K / 20)
     # random directions carry about k/in of their energy in the top k
     many = rng.standard_normal((2000, 20)).astype(np.float32)
     assert float(np.mean(M.singular_direction_alignment(w, many, K)["top_energy"])) == pytest.approx(K / 20, abs=0.02)
+    # an isotropic perturbation uses every direction alike: the ratio (one statistic, RMS, on both sides) is 1 up
+    # to sampling — per sample sqrt(χ²_k/k)/sqrt(χ²_{in−k}/(in−k)), mean 1 − O(1/k) ≈ 0.99 for k = 20 (sd of the
+    # mean of 4000 ≈ 0.003); a mean |·| against an RMS would give ≈ √(2/π) ≈ 0.80
+    w_big = rng.standard_normal((60, 200)).astype(np.float32)
+    iso = rng.standard_normal((4000, 200)).astype(np.float32)
+    ratio = np.asarray(M.singular_direction_alignment(w_big, iso, 20)["ratio"])
+    assert np.mean(ratio) == pytest.approx(1.0, abs=0.03)
     # images are flattened; a zero perturbation gives zeros
     img = np.zeros((2, 4, 5, 1), np.float32)
     z = M.singular_direction_alignment(w, img, kappa=0.25)

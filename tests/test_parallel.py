@@ -73,9 +73,11 @@ jax.config.update("jax_log_compiles", False)
 
 x = data_lib.to_float(ds.test_images[:60]); y = jnp.asarray(ds.test_labels[:60])
 kw = dict(eps=[0.0, 0.05, 0.1], norm="linf", attacks=(("pgd", dict(n_iter=5, n_restarts=1)),), on_fail="ignore")
-sharded = parallel.population_robust_accuracy(model.apply, res.best_params, x, y, jax.random.key(3), **kw)
+sharded = evaluation.population_robust_accuracy(model.apply, res.best_params, x, y, jax.random.key(3),
+                                                mesh=parallel.member_mesh(), **kw)
 single = jax.tree.map(lambda v: jax.device_put(np.asarray(v), jax.local_devices()[0]), res.best_params)
-plain = evaluation.population_robust_accuracy(model.apply, single, x, y, jax.random.key(3), **kw)
+plain = evaluation.population_robust_accuracy(model.apply, single, x, y, jax.random.key(3),
+                                              mesh=parallel.member_mesh(jax.local_devices()[:1]), **kw)
 info["n_reports"] = len(sharded)
 sq = parallel.population_map(lambda p, s: jnp.sum(p["params"]["hidden_0"]["kernel"] ** 2) * s, res.best_params,
                              jnp.arange(6.0))

@@ -17,14 +17,24 @@ and returns x_adv with ‖x_adv − x‖ ≤ ε (norm over all non-batch axes). 
 logits and never exposes a normalisation: ε is always in pixel units. Bad arguments raise
 :class:`crobust._errors.CrobustError` naming the argument; value checks (ε ≥ 0, x in [0, 1], labels < C) run
 when the values are concrete and are skipped under tracing.
+
+Call form (parameters travel as data): pass ``logits_fn = jax.tree_util.Partial(model.apply, params)``. Each
+public attack is one cached ``jax.jit`` with the Partial as a traced argument, so a second call with the same
+``model.apply``, shapes and settings reuses the compiled program, and new ``params`` are always used. Any other
+callable (a lambda closing over weights) is compiled for that call only: correct, but it pays compilation every
+time. Inside ``jit``/``vmap`` the attacks are traced into the caller's program.
+
+``apgd_art`` is ART's AutoProjectedGradientDescent (what the reference code could run), a weaker variant kept to
+measure how much a weaker evaluation would overstate robustness.
 """
 
 from crobust.attacks import losses, presets, projections
 from crobust.attacks.apgd import apgd, apgd_t
+from crobust.attacks.apgd_art import apgd_art
 from crobust.attacks.fgsm import fgm, fgsm
 from crobust.attacks.pgd import pgd
 from crobust.attacks.square import square
 from crobust.attacks.universal import universal_accuracy, universal_perturbation
 
-__all__ = ["fgsm", "fgm", "pgd", "apgd", "apgd_t", "square", "universal_perturbation", "universal_accuracy",
+__all__ = ["fgsm", "fgm", "pgd", "apgd", "apgd_t", "apgd_art", "square", "universal_perturbation", "universal_accuracy",
            "losses", "projections", "presets"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import jax
 import jax.numpy as jnp
 
@@ -37,3 +40,57 @@ def select_runs(values, index):
     """Pick run index[n] for every example n from values of shape (R, N, ...)."""
     idx = jnp.reshape(index, (1,) + index.shape + (1,) * (values.ndim - 2))
     return jnp.take_along_axis(values, idx, axis=0)[0]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Public entry points: parameters travel as data, compilation is reused
+
+DYNAMIC = ("eps", "step_size", "eps_step", "perturbations")
+
+
+def _has_tracer(tree) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
+
+
+def _static_names(impl) -> tuple[str, ...]:
+    sig = inspect.signature(impl)
+    return tuple(name for name, p in sig.parameters.items()
+                 if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in DYNAMIC)
+
+
+def public_attack(impl, check=None):
+    """Wrap ``impl(logits_fn, x, y, key, **kwargs)`` as a public attack that compiles once per model and shapes.
+
+    Call forms of the wrapped attack:
+
+    - ``attack(jax.tree_util.Partial(apply_fn, params), x, y, key, eps=..., ...)``: ``params`` are leaves of the
+      Partial, i.e. traced arguments of one cached ``jax.jit``; a second call with the same ``apply_fn``, the same
+      shapes and the same static settings reuses the compiled program, and new weights are always used.
+    - ``attack(logits_fn, ...)`` with any other callable (a closure, a lambda): compiled afresh for this call only
+      (``jax.jit`` of ``functools.partial(impl, logits_fn)``), so whatever the closure reads *now* is used; nothing
+      is cached across calls.
+    - inside ``jit`` / ``vmap`` / ``grad`` (any argument or Partial leaf is a tracer): ``impl`` is called directly.
+
+    ``eps``, ``step_size``, ``eps_step`` and ``perturbations`` are traced; every other keyword is static. Value checks (x in [0, 1], ε ≥ 0,
+    labels < C) run eagerly before compiling, as the check-then-trace order of ``impl`` would skip them.
+    """
+    static = _static_names(impl)
+    defaults = {name: p.default for name, p in inspect.signature(impl).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty}
+    cached = jax.jit(impl, static_argnames=static)
+
+    @functools.wraps(impl)
+    def attack(logits_fn, x, y, key=None, **kwargs):
+        is_partial = isinstance(logits_fn, jax.tree_util.Partial)
+        dynamic_args = (x, y, key, {k: kwargs.get(k) for k in DYNAMIC})
+        if _has_tracer(dynamic_args) or (is_partial and _has_tracer(logits_fn)):
+            return impl(logits_fn, x, y, key, **kwargs)
+        if check is not None:
+            check(logits_fn, x, y, **{**defaults, **kwargs})
+        if is_partial:
+            return cached(logits_fn, x, y, key, **kwargs)
+        return jax.jit(functools.partial(impl, logits_fn), static_argnames=static)(x, y, key, **kwargs)
+
+    attack.impl = impl
+    attack.compiled = cached          # the cached jit (inspection: compiled._cache_size())
+    return attack

@@ -115,3 +115,16 @@ def check_positive_int(value, name: str, minimum: int = 1) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise CrobustError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_call(logits_fn, x, y, *, eps=0.0, norm="linf", labels="true", step_size=None, **_):
+    """The value checks of :func:`prepare`, run eagerly on concrete arguments before an attack is compiled."""
+    check_norm(norm)
+    check_choice("labels", labels, LABELS)
+    x = check_images(x)
+    check_eps(eps)
+    if step_size is not None:
+        check_eps(step_size, "step_size")
+    n, num_classes = logits_shape(logits_fn, x)
+    if labels == "true" or y is not None:
+        check_labels(y, n, num_classes)

@@ -55,8 +55,8 @@ import numpy as np
 from crobust._errors import CrobustError, check_choice
 from crobust.attacks import losses as _losses
 from crobust.attacks import projections as P
-from crobust.attacks._common import predicts, select_runs, value_and_input_grad
-from crobust.attacks._validate import check_positive_int, prepare
+from crobust.attacks._common import predicts, public_attack, select_runs, value_and_input_grad
+from crobust.attacks._validate import check_call, check_positive_int, prepare
 
 _AA_TINY = 1e-12
 
@@ -271,12 +271,16 @@ def _combine(x, clean_correct, x_best, robust, loss_best, x_best_adv):
     return jnp.where(_expand(clean_correct, x), out, x)
 
 
-def apgd(logits_fn, x, y, key, *, eps, norm: str = "linf", loss: str = "ce", n_iter: int = 100,
+def _apgd(logits_fn, x, y, key, *, eps, norm: str = "linf", loss: str = "ce", n_iter: int = 100,
          n_restarts: int = 1, rho: float = 0.75, labels: str = "true", clip: bool = True, chunk_size="auto"):
     """APGD with an untargeted loss (AutoAttack's ``APGDAttack.perturb``); see the module docstring.
 
     Args:
-      logits_fn: images (N, ...) in [0, 1] → logits (N, C).
+      logits_fn: images (N, ...) in [0, 1] → logits (N, C). Call form for speed and correctness:
+        ``apgd(jax.tree_util.Partial(model.apply, params), x, y, key, eps=...)`` — the parameters are traced
+        leaves, so a second call with the same ``model.apply`` and shapes reuses the compiled program and new
+        weights are always used; any other callable is compiled for that call only (inside ``jit``/``vmap`` the
+        attack is traced into the caller's program).
       x: clean images (N, ...) in [0, 1].
       y: integer labels (N,); may be ``None`` with ``labels='predicted'``.
       key: PRNG key; restart r starts from ``split(key, n_restarts)[r]``.
@@ -308,7 +312,7 @@ def apgd(logits_fn, x, y, key, *, eps, norm: str = "linf", loss: str = "ce", n_i
     return _combine(x, clean_correct, *results)
 
 
-def apgd_t(logits_fn, x, y, key, *, eps, norm: str = "linf", n_iter: int = 100, n_target_classes: int = 9,
+def _apgd_t(logits_fn, x, y, key, *, eps, norm: str = "linf", n_iter: int = 100, n_target_classes: int = 9,
            n_restarts: int = 1, rho: float = 0.75, loss: str = "dlr-targeted", labels: str = "true",
            clip: bool = True, chunk_size="auto"):
     """APGD-T: APGD on the targeted DLR loss towards each of the top ``n_target_classes`` other classes.
@@ -317,8 +321,10 @@ def apgd_t(logits_fn, x, y, key, *, eps, norm: str = "linf", n_iter: int = 100, 
     (j+1)-th largest clean logit, as AutoAttack's ``APGDAttack_targeted`` does; each target gets ``n_restarts``
     runs (AutoAttack standard: 1) with keys ``split(key, n_target_classes·n_restarts)``. All runs execute at once.
 
-    Args are as :func:`apgd` (``chunk_size`` included), plus ``n_target_classes`` (≤ C − 1; AutoAttack: 9) and
-    ``loss`` (``'dlr-targeted'``, needs C ≥ 4, or ``'ce-targeted'``).
+    Args are as :func:`apgd` (call form ``apgd_t(jax.tree_util.Partial(apply_fn, params), x, y, key, eps=...)``,
+    ``chunk_size`` included), plus ``n_target_classes`` (AutoAttack: 9; min(n_target_classes, C − 1) targets are
+    used, so a 3-class or binary model gets 2 or 1) and ``loss`` (``'dlr-targeted'``, needs C ≥ 4, or
+    ``'ce-targeted'``, the log-probability of the target, any C ≥ 2).
     """
     x, y, eps, norm, num_classes = prepare(logits_fn, x, y, eps, norm, labels)
     check_choice("loss", loss, tuple(_losses.TARGETED))
@@ -326,9 +332,9 @@ def apgd_t(logits_fn, x, y, key, *, eps, norm: str = "linf", n_iter: int = 100, 
     n_iter = check_positive_int(n_iter, "n_iter")
     n_restarts = check_positive_int(n_restarts, "n_restarts")
     n_target_classes = check_positive_int(n_target_classes, "n_target_classes")
-    if n_target_classes > num_classes - 1:
-        raise CrobustError(f"n_target_classes must be <= C - 1 = {num_classes - 1} for logits with C={num_classes} "
-                           f"classes, got {n_target_classes}")
+    n_target_classes = min(n_target_classes, num_classes - 1)
+    if n_target_classes < 1:
+        raise CrobustError(f"apgd_t needs at least 2 classes, the logits have C={num_classes}")
     if loss == "dlr-targeted" and num_classes < 4:
         raise CrobustError(f"loss 'dlr-targeted' needs at least 4 classes, the logits have C={num_classes}")
     clean_logits = logits_fn(x)
@@ -341,3 +347,7 @@ def apgd_t(logits_fn, x, y, key, *, eps, norm: str = "linf", n_iter: int = 100, 
     results = _runs(logits_fn, lambda target, yc: (lambda z: loss_fn(z, yc, target)), x, y, eps, norm, n_iter,
                     rho, clip, starts, targets, chunk)
     return _combine(x, clean_correct, *results)
+
+
+apgd = public_attack(_apgd, check_call)
+apgd_t = public_attack(_apgd_t, check_call)

@@ -17,18 +17,25 @@ classifier this is the exact worst case in the unboxed ε-ball (and, for ℓ∞,
 
 from __future__ import annotations
 
+import jax.numpy as jnp
+
+from crobust._errors import CrobustError, check_choice
 from crobust.attacks import losses as _losses
 from crobust.attacks import projections as P
-from crobust.attacks._common import value_and_input_grad
-from crobust.attacks._validate import prepare
+from crobust.attacks._common import predicts, public_attack, value_and_input_grad
+from crobust.attacks._validate import check_call, prepare
 
 
-def fgm(logits_fn, x, y, key=None, *, eps, norm: str = "linf", loss: str = "ce", labels: str = "true",
-        clip: bool = True):
+KEEP = ("best", "step")
+
+
+def _fgm(logits_fn, x, y, key=None, *, eps, norm: str = "linf", loss: str = "ce", labels: str = "true",
+         clip: bool = True, keep: str = "best"):
     """Fast gradient method: one step of size ε along the steepest ascent direction of ``loss``.
 
     Args:
-      logits_fn: images (N, ...) in [0, 1] → logits (N, C).
+      logits_fn: images (N, ...) in [0, 1] → logits (N, C); ``jax.tree_util.Partial(apply_fn, params)`` reuses the
+        compiled program across calls with new weights (any other callable is compiled for that call only).
       x: clean images (N, ...), float in [0, 1].
       y: integer labels (N,); may be ``None`` with ``labels='predicted'``.
       key: unused (FGM is deterministic); accepted so every attack has the signature (logits_fn, x, y, key).
@@ -37,6 +44,8 @@ def fgm(logits_fn, x, y, key=None, *, eps, norm: str = "linf", loss: str = "ce",
       loss: ``'ce'``, ``'margin'`` or ``'dlr'``.
       labels: ``'true'`` (use y) or ``'predicted'`` (argmax f(x), the reference code's choice).
       clip: clip to [0, 1] (``False`` reproduces the reference code's unclipped attacks).
+      keep: ``'best'`` (the evaluation default: the worse of the two iterates x and x + step per point — a point
+        misclassified at x is returned unchanged, as AutoAttack does) or ``'step'`` (always the stepped point).
 
     Returns:
       x_adv (N, ...) with ‖x_adv − x‖ ≤ ε.
@@ -44,10 +53,27 @@ def fgm(logits_fn, x, y, key=None, *, eps, norm: str = "linf", loss: str = "ce",
     del key
     x, y, eps, norm, _ = prepare(logits_fn, x, y, eps, norm, labels)
     loss_fn = _losses.get(loss)
-    _, _, grad = value_and_input_grad(logits_fn, lambda z: loss_fn(z, y))(x)
-    return P.project(x + eps * P.steepest_direction(grad, norm), x, eps, norm, clip)
+    check_choice("keep", keep, KEEP)
+    _, logits, grad = value_and_input_grad(logits_fn, lambda z: loss_fn(z, y))(x)
+    x_adv = P.project(x + eps * P.steepest_direction(grad, norm), x, eps, norm, clip)
+    if keep == "step":
+        return x_adv
+    correct = predicts(logits, y).reshape((-1,) + (1,) * (x.ndim - 1))
+    return jnp.where(correct, x_adv, x)
 
 
-def fgsm(logits_fn, x, y, key=None, *, eps, loss: str = "ce", labels: str = "true", clip: bool = True):
-    """FGSM (Goodfellow et al. 2015): :func:`fgm` with ``norm='linf'``, x_adv = clip(x + ε·sign(∇ₓ loss))."""
-    return fgm(logits_fn, x, y, key, eps=eps, norm="linf", loss=loss, labels=labels, clip=clip)
+def _fgsm(logits_fn, x, y, key=None, *, eps, norm: str = "linf", loss: str = "ce", labels: str = "true",
+          clip: bool = True, keep: str = "best"):
+    """FGSM (Goodfellow et al. 2015): :func:`fgm` with ℓ∞, x_adv = clip(x + ε·sign(∇ₓ loss)).
+
+    ``norm`` must be ``'linf'`` (the sign step is an ℓ∞ attack); ``norm='l2'`` is refused — use :func:`fgm` for
+    the normalised-gradient ℓ2 step. Call form and other arguments as :func:`fgm`.
+    """
+    if isinstance(norm, str) and norm.lower() != "linf":
+        raise CrobustError(f"fgsm is the l-inf sign step; norm={norm!r} is refused: use fgm(..., norm='l2') for the "
+                           "l2 fast gradient method")
+    return _fgm(logits_fn, x, y, key, eps=eps, norm="linf", loss=loss, labels=labels, clip=clip, keep=keep)
+
+
+fgm = public_attack(_fgm, check_call)
+fgsm = public_attack(_fgsm, check_call)

@@ -50,8 +50,8 @@ import numpy as np
 
 from crobust._errors import CrobustError, check_choice
 from crobust.attacks import losses as _losses
-from crobust.attacks._common import predicts
-from crobust.attacks._validate import check_positive_int, prepare
+from crobust.attacks._common import predicts, public_attack
+from crobust.attacks._validate import check_call, check_positive_int, prepare
 
 _TINY = 1e-12
 _THRESHOLDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -156,7 +156,8 @@ def _l2_candidate(u, sign, x, x_best, eps, s, clip, etas):
     delta = x_best - x
     norms_window_1 = jnp.sqrt(jnp.sum((delta * mask1) ** 2, axis=(0, 1), keepdims=True))      # (1, 1, C)
     norm_image = _l2_norm(delta)
-    norms_windows = _l2_norm(delta * jnp.maximum(mask1, mask2))
+    # per channel, as AutoAttack's curr_norms_windows (sum over H, W only): each channel keeps its own budget
+    norms_windows = jnp.sqrt(jnp.sum((delta * jnp.maximum(mask1, mask2)) ** 2, axis=(0, 1), keepdims=True))
     eta = jnp.where(u[4] > 0.5, etas[1], etas[0])
     eta = jnp.roll(eta, (vh, vw), axis=(0, 1))[:, :, None]
     new = eta * sign + delta * mask1 / (_TINY + norms_window_1)
@@ -186,13 +187,16 @@ def _l2_init(key, x, eps, clip):
     return jnp.clip(x0, 0.0, 1.0) if clip else x0
 
 
-def square(logits_fn, x, y, key, *, eps, norm: str = "linf", n_queries: int = 5000, p_init: float = 0.8,
+def _square(logits_fn, x, y, key, *, eps, norm: str = "linf", n_queries: int = 5000, p_init: float = 0.8,
            loss: str = "margin", labels: str = "true", clip: bool = True, rescale_schedule: bool = False):
     """Square Attack; see the module docstring for the algorithm and its deliberate differences.
 
     Args:
-      logits_fn: images (N, H, W, C) in [0, 1] → logits (N, K). Only forward passes are used.
-      x: clean images (N, H, W, C) in [0, 1].
+      logits_fn: images (N, H, W, C) in [0, 1] → logits (N, K). Only forward passes are used. Pass
+        ``jax.tree_util.Partial(apply_fn, params)`` to reuse the compiled program across calls (new weights are
+        always used); any other callable is compiled for that call only.
+      x: clean images (N, H, W, C) in [0, 1]; (N, H, W) is read as one channel and feature vectors (N, d) as
+        images of one row (N, 1, d, 1), so windows are runs of consecutive features.
       y: integer labels (N,); may be ``None`` with ``labels='predicted'``.
       key: PRNG key (the start uses ``split(key)[0]``, query i ``fold_in(split(key)[1], i)``).
       eps: radius ε ≥ 0 (scalar, may be traced).
@@ -209,8 +213,15 @@ def square(logits_fn, x, y, key, *, eps, norm: str = "linf", n_queries: int = 50
     x, y, eps, norm, _ = prepare(logits_fn, x, y, eps, norm, labels)
     check_choice("loss", loss, ("margin", "ce"))
     n_queries = check_positive_int(n_queries, "n_queries", minimum=0)
+    if x.ndim in (2, 3):
+        shape = x.shape
+        image = (shape[0], 1, shape[1], 1) if x.ndim == 2 else shape + (1,)
+        inner = lambda q: logits_fn(q.reshape((q.shape[0],) + shape[1:]))
+        out = _square(inner, x.reshape(image), y, key, eps=eps, norm=norm, n_queries=n_queries, p_init=p_init,
+                      loss=loss, labels="true", clip=clip, rescale_schedule=rescale_schedule)
+        return out.reshape(shape)
     if x.ndim != 4:
-        raise CrobustError(f"x must have shape (N, H, W, C) for the Square attack, got {x.shape}")
+        raise CrobustError(f"x must have shape (N, H, W, C), (N, H, W) or (N, d) for the Square attack, got {x.shape}")
     if not 0.0 < p_init <= 1.0:
         raise CrobustError(f"p_init must be in (0, 1], got {p_init}")
     _, h, w, _ = x.shape
@@ -261,3 +272,6 @@ def square(logits_fn, x, y, key, *, eps, norm: str = "linf", n_queries: int = 50
 
     _, x_best, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), x_best, margin_min, loss_min))
     return jnp.where(clean_correct[:, None, None, None], x_best, x)
+
+
+square = public_attack(_square, check_call)

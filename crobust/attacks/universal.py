@@ -21,6 +21,13 @@ The box [0, 1] is applied per input when δ is added (clip(x + δ)), so ‖clip(
 x. The default step is η = ε/10 (so δ can cross the ball within one pass). The last batch of a pass, when the
 data set does not divide into batches, is padded and its padding masked out of the mean. The loop is one
 ``lax.scan`` over (pass, batch); ε and η may be traced.
+
+Returned δ: the best pass, not the last — after every pass the universal accuracy of the current δ on the
+training set (:func:`universal_accuracy`) is measured and the δ with the lowest one is kept (ties: the earlier
+pass). ``n_passes=0`` returns δ = 0.
+
+Universal accuracy counts a point as correct when it is classified correctly both at x and at clip(x + δ) (as
+robust accuracy does): a point misclassified clean is never counted as resisting δ.
 """
 
 from __future__ import annotations
@@ -30,16 +37,19 @@ import jax.numpy as jnp
 
 from crobust.attacks import losses as _losses
 from crobust.attacks import projections as P
-from crobust.attacks._common import predicts
-from crobust.attacks._validate import check_eps, check_images, check_positive_int, prepare
+from crobust.attacks._common import predicts, public_attack
+from crobust.attacks._validate import check_call, check_eps, check_images, check_positive_int, prepare
 
 
-def universal_perturbation(logits_fn, x, y, key, *, eps, norm: str = "linf", n_passes: int = 3,
-                           batch_size: int = 128, step_size=None, loss: str = "ce", labels: str = "true"):
+def _universal_perturbation(logits_fn, x, y, key, *, eps, norm: str = "linf", n_passes: int = 3,
+                           batch_size: int = 128, step_size=None, loss: str = "ce", labels: str = "true",
+                           return_passes: bool = False):
     """Learn one δ (shape x.shape[1:]) that lowers accuracy on every input; see the module docstring.
 
     Args:
-      logits_fn: images (n, ...) in [0, 1] → logits (n, C), for any batch size n.
+      logits_fn: images (n, ...) in [0, 1] → logits (n, C), for any batch size n. Pass
+        ``jax.tree_util.Partial(apply_fn, params)`` to reuse the compiled program across calls with new weights;
+        any other callable is compiled for that call only.
       x: training images (N, ...) in [0, 1];  y: labels (N,) (or ``None`` with ``labels='predicted'``).
       key: PRNG key for the data order of each pass.
       eps: radius ε ≥ 0 (scalar, may be traced).
@@ -48,9 +58,11 @@ def universal_perturbation(logits_fn, x, y, key, *, eps, norm: str = "linf", n_p
       batch_size: mini-batch size (128; capped at N).
       step_size: η; ``None`` → ε/10.
       loss: ``'ce'``, ``'margin'`` or ``'dlr'``.
+      return_passes: also return every pass's δ (P, ...) and its universal accuracy (P,).
 
     Returns:
-      δ with the shape of one image, ‖δ‖ ≤ ε.
+      δ with the shape of one image, ‖δ‖ ≤ ε: the pass with the lowest universal accuracy on (x, y) (the first
+      such pass on ties; δ = 0 when ``n_passes=0``); with ``return_passes``, ``(δ, deltas, accuracies)``.
     """
     x, y, eps, norm, _ = prepare(logits_fn, x, y, eps, norm, labels)
     loss_fn = _losses.get(loss)
@@ -67,6 +79,11 @@ def universal_perturbation(logits_fn, x, y, key, *, eps, norm: str = "linf", n_p
 
     grad_fn = jax.grad(mean_loss)
 
+    clean_correct = predicts(logits_fn(x), y)
+
+    def accuracy(delta):
+        return jnp.mean((clean_correct & predicts(logits_fn(jnp.clip(x + delta, 0.0, 1.0)), y)).astype(jnp.float32))
+
     def one_pass(delta, pass_key):
         order = jax.random.permutation(pass_key, n)
         order = jnp.concatenate([order, jnp.zeros((padded - n,), order.dtype)]).reshape(n_batches, batch_size)
@@ -80,13 +97,21 @@ def universal_perturbation(logits_fn, x, y, key, *, eps, norm: str = "linf", n_p
             return P.project_delta(delta + step * direction, eps, norm), None
 
         delta, _ = jax.lax.scan(one_batch, delta, (order, weight))
-        return delta, None
+        return delta, (delta, accuracy(delta))
 
-    delta, _ = jax.lax.scan(one_pass, jnp.zeros(x.shape[1:], x.dtype), jax.random.split(key, n_passes))
-    return delta
+    zero = jnp.zeros(x.shape[1:], x.dtype)
+    _, (deltas, accs) = jax.lax.scan(one_pass, zero, jax.random.split(key, n_passes))
+    best = deltas[jnp.argmin(accs)] if n_passes else zero
+    return (best, deltas, accs) if return_passes else best
 
 
 def universal_accuracy(logits_fn, x, y, delta):
-    """Accuracy of f on clip(x + δ, 0, 1) (fraction in [0, 1]); δ has the shape of one image."""
+    """Fraction of points classified correctly at x **and** at clip(x + δ, 0, 1) (in [0, 1]); δ has the shape of
+    one image. Points misclassified clean count as errors, as in robust accuracy."""
     x = check_images(x)
-    return jnp.mean(predicts(logits_fn(jnp.clip(x + delta, 0.0, 1.0)), jnp.asarray(y)).astype(jnp.float32))
+    y = jnp.asarray(y)
+    correct = predicts(logits_fn(x), y) & predicts(logits_fn(jnp.clip(x + delta, 0.0, 1.0)), y)
+    return jnp.mean(correct.astype(jnp.float32))
+
+
+universal_perturbation = public_attack(_universal_perturbation, check_call)

@@ -24,7 +24,7 @@ from crobust.metrics.compressibility import (best_k_error, best_k_error_curve, r
                                              net_comp, neuron_compressibility, neuron_smallest_k, par_comp,
                                              row_l1_norms, smallest_k, spectral_compressibility,
                                              spectral_smallest_k)
-from crobust.metrics.report import LAYER_METRICS, layer_report, matrix_report, report_rows
+from crobust.metrics.report import LAYER_METRICS, input_scale_of, layer_report, matrix_report, report_rows
 from crobust.metrics.representation import (empirical_lipschitz_ratio, representation_shift,
                                             singular_direction_alignment)
 from crobust.metrics.spectral import (effective_rank, effective_rank_log_reference, norm_2, norm_fro, norm_inf,
@@ -46,5 +46,5 @@ __all__ = [
     # representation
     "representation_shift", "singular_direction_alignment", "empirical_lipschitz_ratio",
     # report
-    "layer_report", "matrix_report", "report_rows", "LAYER_METRICS",
+    "layer_report", "matrix_report", "report_rows", "LAYER_METRICS", "input_scale_of",
 ]

@@ -40,6 +40,12 @@ with ``with_net_comp=True``),
 ``direct_pair_bounds``) ``lipschitz_aligned_2``, ``n_pairs_inf`` / ``n_pairs_2``: the encoder (hidden layers, head
 excluded) Lipschitz bounds of Theorem 3.2 times ``input_scale``.
 
+Units of the Lipschitz bounds: the models take pixels and normalise inside, z⁰ = (x − μ)/s per channel, so the
+encoder's Lipschitz constant in pixel units is the bound on the weights times ‖diag(1/s)‖_p = 1/min_c s_c (for
+p = 2 and p = ∞ alike). There is no default: pass ``model=`` (``input_scale`` = 1/min(model.std), the pixel
+units every attack and ε uses) or ``input_scale=`` explicitly (1.0 for bounds in the normalised units);
+``lipschitz=False`` needs neither.
+
 Population handling: every leaf has a leading member axis M (``population=True``); a single model's params
 (``population=False``) is reported as M = 1. ``None`` infers it from the first layer's kernel rank. On CPU members
 are processed by ``lax.map`` (each step already uses every core, and the singular-value fallback stays a real
@@ -193,14 +199,45 @@ def _validate(names, shapes, kappa, method, n_hidden, lipschitz):
     return M, n_hidden
 
 
-def _package(names, shapes, M, layer, net, static):
+def _package(names, shapes, M, layer, net, static, units):
     return {"layers": list(names), "shapes": [tuple(int(x) for x in s[1:]) for s in shapes], "members": int(M),
             "layer_metrics": layer, "network_metrics": net,
             "settings": {"kappa": static["kappa"], "sv_method": static["method"], "input_scale": static["input_scale"],
+                         "input_units": units,
                          "n_hidden": static["n_hidden"], "spectral_alignment": static["spectral_alignment"],
                          "direct_pair_bounds": static["direct_pair_bounds"],
                          "with_net_comp": static["with_net_comp"], "precision": "float32 (HIGHEST)",
                          "member_loop": static["loop"]}}
+
+
+def input_scale_of(model) -> float:
+    """1/min(std) of a model that normalises its pixel input inside ((x − μ)/s, e.g. :class:`crobust.models.MLP`):
+    the factor from normalised-unit to pixel-unit Lipschitz bounds (‖diag(1/s)‖_p for p = 2, ∞)."""
+    std = getattr(model, "std", None)
+    if std is None:
+        raise CrobustError(f"cannot derive input_scale from {type(model).__name__}: it has no 'std' attribute; "
+                           "pass input_scale explicitly")
+    values = np.atleast_1d(np.asarray(std, np.float64))
+    if values.size == 0 or not np.all(values > 0):
+        raise CrobustError(f"model std must be positive, got {values.tolist()}")
+    return float(1.0 / values.min())
+
+
+def _resolve_scale(lipschitz, model, input_scale):
+    """(input_scale, units) for the Lipschitz bounds; no silent default (see the module docstring)."""
+    if model is not None and input_scale is not None:
+        raise CrobustError("pass either model (input_scale = 1/min(model.std)) or input_scale, not both")
+    if model is not None:
+        return input_scale_of(model), "pixel (1/min(model.std))"
+    if input_scale is not None:
+        value = float(input_scale)
+        if not value > 0:
+            raise CrobustError(f"input_scale must be > 0, got {input_scale!r}")
+        return value, "explicit input_scale"
+    if lipschitz:
+        raise CrobustError("the Lipschitz bounds need the input units: pass model=... (pixel units, input_scale = "
+                           "1/min(std)) or input_scale=... (1.0 for normalised units), or lipschitz=False")
+    return 1.0, "none (lipschitz=False)"
 
 
 def _static(kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, with_net_comp, input_scale,
@@ -212,13 +249,15 @@ def _static(kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, wi
 
 
 def matrix_report(mats: Mapping, *, kappa=0.1, method="auto", n_hidden=None, lipschitz=True,
-                  spectral_alignment=False, direct_pair_bounds=False, with_net_comp=False, input_scale=1.0):
+                  spectral_alignment=False, direct_pair_bounds=False, with_net_comp=False, input_scale=None,
+                  model=None):
     """:func:`layer_report` on matrices already in the paper's orientation.
 
     ``mats``: {layer name: W (M, out, in)} in forward order, every W with the member axis M. ``n_hidden``: how many
     of the first layers form the encoder Φ for the Lipschitz bounds (default: all but the last, the head); they must
     chain (out of one = in of the next). Conv layers can be included (matricised with
-    :func:`crobust.models.matrices.kernel_to_matrix`) with ``lipschitz=False``.
+    :func:`crobust.models.matrices.kernel_to_matrix`) with ``lipschitz=False``. With ``lipschitz`` the input units
+    are required: ``model=`` or ``input_scale=`` (as :func:`layer_report`).
     """
     if not isinstance(mats, Mapping) or not mats:
         raise CrobustError("mats must be a non-empty mapping {layer name: W (M, out, in)}")
@@ -226,10 +265,11 @@ def matrix_report(mats: Mapping, *, kappa=0.1, method="auto", n_hidden=None, lip
     arrs = [jnp.asarray(mats[n], jnp.float32) for n in names]
     shapes = [tuple(a.shape) for a in arrs]
     M, n_hidden = _validate(names, shapes, kappa, method, n_hidden, lipschitz)
+    input_scale, units = _resolve_scale(lipschitz, model, input_scale)
     st = _static(kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, with_net_comp, input_scale,
                  n_hidden)
     layer, net = _report_core(tuple(arrs), **st)
-    return _package(names, shapes, M, layer, net, st)
+    return _package(names, shapes, M, layer, net, st, units)
 
 
 @functools.partial(jax.jit, static_argnames=("population", "kappa", "method", "lipschitz", "spectral_alignment",
@@ -243,7 +283,7 @@ def _report_from_params(params, *, population, **static):
 
 
 def layer_report(params, *, kappa=0.1, population=None, method="auto", lipschitz=True, spectral_alignment=False,
-                 direct_pair_bounds=False, with_net_comp=False, input_scale=1.0):
+                 direct_pair_bounds=False, with_net_comp=False, input_scale=None, model=None):
     """Every metric of every layer of every member of an MLP / LowRankMLP population, in one jitted call.
 
     Args:
@@ -260,7 +300,10 @@ def layer_report(params, *, kappa=0.1, population=None, method="auto", lipschitz
         pair) and use it when smaller; gives an aligned p = 2 bound without singular vectors.
       with_net_comp: include the reference's ``net_comp_κ`` (a network-level statistic, not a per-layer one; a
         31-pass exact selection over all weights, ~as costly as ``par_comp`` of every layer, hence opt-in).
-      input_scale: factor for the Lipschitz bounds, 1/min(std) when the model normalises pixel inputs inside.
+      input_scale: factor for the Lipschitz bounds (1.0: normalised units); required with ``lipschitz`` unless
+        ``model`` is given.
+      model: the flax module (e.g. :class:`~crobust.models.MLP`); ``input_scale`` = 1/min(model.std), so the bounds
+        are in pixel units, the units of every ε and attack.
 
     Returns a dict: ``layers`` (names, forward order), ``shapes`` [(out, in)], ``members`` M, ``layer_metrics``
     {metric: (M, L) array}, ``network_metrics`` {metric: (M,) array}, ``settings``. See the module docstring for the
@@ -289,10 +332,11 @@ def layer_report(params, *, kappa=0.1, population=None, method="auto", lipschitz
     shapes = [tuple(s.shape) if population else (1, *s.shape) for s in shp.values()]
     n_hidden = sum(1 for n in names if n != "head")
     M, n_hidden = _validate(names, shapes, kappa, method, n_hidden, lipschitz)
+    input_scale, units = _resolve_scale(lipschitz, model, input_scale)
     st = _static(kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, with_net_comp, input_scale,
                  n_hidden)
     layer, net = _report_from_params(params, population=bool(population), **st)
-    return _package(names, shapes, M, layer, net, st)
+    return _package(names, shapes, M, layer, net, st, units)
 
 
 def report_rows(report) -> list:

@@ -50,8 +50,13 @@ def singular_direction_alignment(w, a, k=None, *, kappa=None):
     ℝ^in (in − k directions, including W's null space when in > out):
 
     - ``top_energy`` = ‖V_kᵀ a‖² / ‖a‖² ∈ [0, 1] (a random direction gives k/in on average: ``baseline_energy``);
-    - ``top_mean_abs`` = mean_{i ≤ k} |v_iᵀ a| / ‖a‖ and ``rest_rms`` = ‖V_restᵀ a‖ / (√(in − k)·‖a‖), the per-direction
-      sizes the paper compares (|v_iᵀ a*| for i ≤ k vs j > k); ``ratio`` = top_mean_abs / rest_rms.
+    - ``top_rms`` = ‖V_kᵀ a‖ / (√k·‖a‖) and ``rest_rms`` = ‖V_restᵀ a‖ / (√(in − k)·‖a‖), the per-direction sizes
+      the paper compares (|v_iᵀ a*| for i ≤ k vs j > k), both as root mean squares, so that
+      ``ratio`` = top_rms / rest_rms is 1 in expectation of the squares for an isotropic perturbation (a ~ N(0, I):
+      E‖V_kᵀa‖²/k = E‖V_restᵀa‖²/(in − k) = 1) and > 1 when a favours the top directions. (Comparing a mean |·|
+      with an RMS, as an earlier version did, gives ≈ √(2/π) ≈ 0.80 for isotropic a.)
+    - ``top_mean_abs`` = mean_{i ≤ k} |v_iᵀ a| / ‖a‖, kept for reference only: it is not comparable with
+      ``rest_rms`` (a different statistic) and not used in ``ratio``.
 
     Args:
       w: one matrix (out, in), e.g. ``hidden_matrices(params)['hidden_0']`` for one member.
@@ -78,10 +83,12 @@ def singular_direction_alignment(w, a, k=None, *, kappa=None):
     rest2 = jnp.maximum(an2 - top2, 0.0)
     n_rest = d - K
     top_mean_abs = C.safe_div(jnp.mean(jnp.abs(proj), axis=-1), an)
+    top_rms = C.safe_div(jnp.sqrt(top2 / K), an)
     rest_rms = C.safe_div(jnp.sqrt(rest2 / n_rest), an) if n_rest > 0 else jnp.zeros_like(an)
-    return {"top_energy": C.safe_div(top2, an2), "top_mean_abs": top_mean_abs, "rest_rms": rest_rms,
-            "ratio": jnp.where(rest_rms > 0, top_mean_abs / jnp.where(rest_rms > 0, rest_rms, 1.0),
-                               jnp.where(top_mean_abs > 0, jnp.inf, 0.0)), "baseline_energy": jnp.asarray(K / d, jnp.float32)}
+    ratio = jnp.where(rest_rms > 0, top_rms / jnp.where(rest_rms > 0, rest_rms, 1.0),
+                      jnp.where(top_rms > 0, jnp.inf, 0.0))
+    return {"top_energy": C.safe_div(top2, an2), "top_rms": top_rms, "top_mean_abs": top_mean_abs,
+            "rest_rms": rest_rms, "ratio": ratio, "baseline_energy": jnp.asarray(K / d, jnp.float32)}
 
 
 @functools.partial(jax.jit, static_argnames=("p",))

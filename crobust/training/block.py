@@ -198,7 +198,7 @@ def _default_adversary(at: AdversarialTraining):
 
     def adversary(apply_fn, params, x, y, key):
         return attacks.pgd(lambda z: apply_fn(params, z), x, y, key, eps=at.eps, norm=at.norm,
-                           n_iter=at.n_iter, step_size=at.step_size, n_restarts=1,
+                           n_iter=at.n_iter, step_size=at.step_size, n_restarts=1, keep="max_loss",
                            labels=at.labels, clip=at.clip)
 
     return adversary

@@ -64,7 +64,8 @@ class TrainConfig:
     matmul_precision: str = precision.DEFAULT_TRAINING_PRECISION
     nuclear_method: str = "auto"
 
-    def validate(self, n_train_total: int) -> None:
+    def validate(self, n_train_total: int | None = None) -> None:
+        """Check every field; with ``n_train_total`` (the training set's size) also the split and batch size."""
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("regularizer", self.regularizer, tuple(regularizers.PENALTIES))
         check_choice("projection", self.projection, regularizers.PROJECTIONS)
@@ -75,14 +76,16 @@ class TrainConfig:
                 raise CrobustError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if not 0.0 <= self.val_ratio < 1.0:
             raise CrobustError(f"val_ratio must be in [0, 1), got {self.val_ratio}")
+        if self.patience is not None and self.patience < 0:
+            raise CrobustError(f"patience must be >= 0 or None, got {self.patience}")
+        if self.lr <= 0:
+            raise CrobustError(f"lr must be > 0, got {self.lr}")
+        if n_train_total is None:
+            return
         n_val = int(math.floor(self.val_ratio * n_train_total))
         if n_val == 0 and self.patience is not None:
             raise CrobustError("early stopping (patience) needs a validation split: set val_ratio > 0 or patience=None")
         if self.batch_size > n_train_total - n_val:
             raise CrobustError(f"batch_size {self.batch_size} is larger than the training split "
                                f"({n_train_total - n_val} points after holding out {n_val} for validation)")
-        if self.patience is not None and self.patience < 0:
-            raise CrobustError(f"patience must be >= 0 or None, got {self.patience}")
-        if self.lr <= 0:
-            raise CrobustError(f"lr must be > 0, got {self.lr}")
 

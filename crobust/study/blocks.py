@@ -1,0 +1,197 @@
+"""The configuration blocks a study is made of (frozen dataclasses, each validating itself; nested in a study's
+config and set from the command line with dotted keys, :mod:`crobust.config`).
+
+- :class:`DataConfig` — which dataset, which classes, how many points;
+- :class:`ModelConfig` — an MLP (``kind='mlp'``) or its low-rank factorisation (``'lowrank'``, rank per member);
+- :class:`~crobust.training.TrainConfig` — the trainer's shared settings (used as it is);
+- :class:`GridConfig` — the member grid: compression strengths α × seeds;
+- :class:`EvalConfig` — ε grids and headlines per norm, the attack ensemble and its budget, the budget-convergence
+  check;
+- :class:`MeasureConfig` — the κ, energy and top-k of the compressibility and alignment measures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+from crobust import data as data_lib
+from crobust.training import TrainConfig
+from crobust._errors import CrobustError, check_choice
+from crobust._format import format_eps
+
+NORMS = ("linf", "l2")
+ENSEMBLE_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "square", "pgd", "fgsm", "fgm", "apgd-art")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """``dataset`` (:data:`crobust.data.DATASETS`), optional ``classes`` (kept and relabelled 0..k−1), a stratified
+    subsample of ``n_train`` / ``n_test`` points, where to look (``data_dir``) and whether to download."""
+
+    dataset: str = "digits"
+    classes: Optional[tuple[int, ...]] = None
+    n_train: Optional[int] = None
+    n_test: Optional[int] = None
+    data_dir: Optional[str] = None
+    download: bool = False
+
+    def validate(self) -> None:
+        check_choice("dataset", self.dataset, tuple(data_lib.DATASETS))
+        for name in ("n_train", "n_test"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise CrobustError(f"data.{name} must be >= 1 or none, got {getattr(self, name)}")
+        if self.classes is not None and len(set(self.classes)) < 2:
+            raise CrobustError(f"data.classes must name at least two distinct classes, got {self.classes}")
+
+    def load(self) -> data_lib.Dataset:
+        ds = data_lib.load_dataset(self.dataset, data_dir=self.data_dir, download=self.download,
+                                   classes=self.classes)
+        if self.n_train or self.n_test:
+            ds = data_lib.subsample(ds, n_train=self.n_train, n_test=self.n_test, seed=0)
+        return ds
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """A bias-free ReLU MLP of ``depth`` weight matrices and hidden ``width`` (``kind='mlp'``), or the same MLP with
+    every hidden layer factorised W = A·B at a rank given per population (``kind='lowrank'``)."""
+
+    kind: str = "mlp"
+    width: int = 64
+    depth: int = 2
+
+    def validate(self) -> None:
+        check_choice("model.kind", self.kind, ("mlp", "lowrank"))
+        if self.width <= 0 or self.depth < 2:
+            raise CrobustError(f"model.width must be > 0 and model.depth >= 2 (one hidden layer at least); got "
+                               f"width={self.width}, depth={self.depth}")
+
+    def build(self, data: data_lib.Dataset, *, rank: Optional[int] = None):
+        from crobust.models import MLP, LowRankMLP
+
+        if self.kind == "lowrank":
+            if rank is None or not 1 <= rank <= self.width:
+                raise CrobustError(f"a low-rank model needs 1 <= rank <= width ({self.width}), got {rank}")
+            return LowRankMLP(num_classes=data.num_classes, width=self.width, depth=self.depth, rank=rank,
+                              mean=data.mean, std=data.std)
+        return MLP(num_classes=data.num_classes, width=self.width, depth=self.depth, mean=data.mean, std=data.std)
+
+
+@dataclasses.dataclass(frozen=True)
+class GridConfig:
+    """Members: every compression strength ``alpha`` × ``seeds`` seeds (``seed_offset`` … ``seed_offset+seeds−1``)."""
+
+    alpha: tuple[float, ...] = (0.0,)
+    seeds: int = 4
+    seed_offset: int = 0
+
+    def validate(self) -> None:
+        if not self.alpha or min(self.alpha) < 0:
+            raise CrobustError(f"grid.alpha must be a non-empty list of values >= 0, got {self.alpha}")
+        if self.seeds <= 0:
+            raise CrobustError(f"grid.seeds must be >= 1, got {self.seeds}")
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seed_offset, self.seed_offset + self.seeds))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Robust accuracy: the first ``n_points`` test points, ε grids per norm (pixel units) with one headline ε on
+    each grid, the attack ensemble and its budget.
+
+    ``attacks`` is the ensemble (per point the worst case over all of them); ``n_iter`` / ``n_restarts`` set the
+    APGD (and PGD) iterations and restarts, ``n_targets`` APGD-T's target classes (capped at C − 1), ``n_queries``
+    Square's queries. ``convergence_iters`` × ``convergence_restarts``: the attack-budget convergence check on the
+    least and most compressed members at each headline (empty: not run).
+    """
+
+    n_points: int = 360
+    eps_linf: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2)
+    eps_l2: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+    headline_linf: float = 0.1
+    headline_l2: float = 0.5
+    attacks: tuple[str, ...] = ("apgd-ce", "apgd-t", "square")
+    n_iter: int = 100
+    n_restarts: int = 1
+    n_targets: int = 9
+    n_queries: int = 5000
+    convergence_iters: tuple[int, ...] = ()
+    convergence_restarts: tuple[int, ...] = (1,)
+
+    def validate(self) -> None:
+        if self.n_points <= 0:
+            raise CrobustError(f"eval.n_points must be >= 1, got {self.n_points}")
+        for norm in NORMS:
+            grid, headline = self.grid(norm), self.headline(norm)
+            if any(e < 0 for e in grid):
+                raise CrobustError(f"eval.eps_{norm} must be >= 0, got {grid}")
+            if headline <= 0:
+                raise CrobustError(f"eval.headline_{norm} must be > 0, got {headline}")
+            if self.grid_index(norm, headline) is None:
+                raise CrobustError(f"eval.headline_{norm} {format_eps(headline)} must be one of eval.eps_{norm} "
+                                   f"({', '.join(format_eps(e) for e in grid)}): the headline is read off that grid")
+        if not self.attacks:
+            raise CrobustError("eval.attacks must name at least one attack")
+        for a in self.attacks:
+            check_choice("eval.attacks entry", a, ENSEMBLE_ATTACKS)
+        for name in ("n_iter", "n_restarts", "n_targets", "n_queries"):
+            if getattr(self, name) <= 0:
+                raise CrobustError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
+        if any(i <= 0 for i in self.convergence_iters) or any(r <= 0 for r in self.convergence_restarts):
+            raise CrobustError("eval.convergence_iters and eval.convergence_restarts must be >= 1")
+
+    def grid(self, norm: str) -> tuple[float, ...]:
+        return self.eps_linf if norm == "linf" else self.eps_l2
+
+    def headline(self, norm: str) -> float:
+        return self.headline_linf if norm == "linf" else self.headline_l2
+
+    def grid_index(self, norm: str, eps: float) -> Optional[int]:
+        for i, g in enumerate(self.grid(norm)):
+            if math.isclose(g, eps, rel_tol=1e-6, abs_tol=1e-9):
+                return i
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasureConfig:
+    """``kappa``: kept fraction for k_ν, k_σ (ε_ν, ε_σ at k = ⌈κ·h⌉); ``energy``: the share of Σσ² that defines
+    prunability; ``top_k``: how many top right singular vectors the alignment measure compares with the rest."""
+
+    kappa: float = 0.1
+    energy: float = 0.9
+    top_k: int = 1
+
+    def validate(self) -> None:
+        if not 0 < self.kappa <= 1:
+            raise CrobustError(f"measure.kappa must be in (0, 1], got {self.kappa}")
+        if not 0 < self.energy < 1:
+            raise CrobustError(f"measure.energy must be in (0, 1), got {self.energy}")
+        if self.top_k < 1:
+            raise CrobustError(f"measure.top_k must be >= 1, got {self.top_k}")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """The blocks every study has; a study subclasses it to add its own fields or blocks.
+
+    ``checkpoint_every``: optimiser steps between training checkpoints (``<workdir>/checkpoints/<population>``).
+    """
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    grid: GridConfig = GridConfig()
+    eval: EvalConfig = EvalConfig()
+    measure: MeasureConfig = MeasureConfig()
+    checkpoint_every: int = 1000
+
+    def validate(self) -> None:
+        if self.checkpoint_every <= 0:
+            raise CrobustError(f"checkpoint_every must be >= 1 (optimiser steps), got {self.checkpoint_every}")
+        if self.measure.top_k >= self.model.width:
+            raise CrobustError(f"measure.top_k must be < model.width ({self.model.width}), got {self.measure.top_k}")

@@ -1,0 +1,28 @@
+"""The paper's headline claims (PAPER.md §5) and which study tests each, for the reproduction index."""
+
+CLAIMS = {
+    "C1": "neuron compressibility (group lasso / row sparsity) lowers ℓ∞ RA and RA/SA while SA stays roughly flat",
+    "C2": "spectral compressibility (low rank / nuclear norm) lowers ℓ2 RA and RA/SA",
+    "C3": "at fixed Frobenius norm, nuclear-norm compressibility alone makes RA collapse",
+    "C4": "mechanism: ‖W‖/‖W‖_F rises, perturbations align with top singular directions, ‖z_adv − z‖/‖z‖ rises",
+    "C5": "the Corollary 3.3 bound correlates with the empirical robustness gap (ρ ≈ 0.947)",
+    "C6": "the same trend whatever the source of compressibility (regulariser, low rank, learning dynamics)",
+    "C7": "under PGD adversarial training RA rises but still falls with compressibility",
+    "C8": "compressible pretrained encoders transfer to lower RA under a linear probe",
+    "C9": "compressibility, not Frobenius scale, raises vulnerability to universal perturbations; UAE training lowers β",
+    "C10": "sparsity-regularised fine-tuning of pretrained backbones (ViT, CLIP) lowers robustness",
+    "C11": "ResNet-18 α = 0.1 vs 0: no better accuracy, more graceful filter pruning; mitigations help",
+}
+
+# Claims no study tests yet: the study that will, and the issue it belongs to.
+PLANNED = {
+    "C1": "mlp_compressibility (FCN group lasso, PAPER.md §E3) and the ResNet-18 study (§E4)",
+    "C2": "mlp_compressibility (FCN low rank and nuclear norm, §E3)",
+    "C5": "bound_vs_gap (§E6)",
+    "C6": "source_invariance (§E12)",
+    "C7": "an adversarial-training study on the convolutional trainer (§E7)",
+    "C8": "a transfer study (CIFAR-100 → CIFAR-10 linear probe, §E8)",
+    "C9": "universal_vs_scale (§E9)",
+    "C10": "a pretrained-backbone study (ViT / CLIP, §E5)",
+    "C11": "a pruning and mitigations study on ResNet-18 (§E10, §E11)",
+}

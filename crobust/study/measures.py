@@ -1,0 +1,372 @@
+"""Measures: reusable functions from a trained population to per-member columns of the member table.
+
+A measure is called as ``measure(ctx, pop)`` with the study's :class:`Context` and one :class:`TrainedPopulation`
+and returns ``{Column: (M,) values}``. Measures run in the order a study lists them; a later measure may read what
+an earlier one left in ``ctx.cache`` — the robust-accuracy measure keeps each member's worst-case adversarial
+examples at the headline ε of each norm, so the representation-shift and alignment measures attack nothing again.
+:data:`MEASURES` is the registry (name → factory); every factory's docstring states what it measures.
+
+Randomness: an evaluation stream of a member derives from its identity — its seed and the stream's name
+(:func:`member_eval_keys`) — never from its position in the population, so adding a member changes nobody else's
+attack noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import zlib
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from crobust import evaluation, metrics, parallel, training
+from crobust.attacks import presets
+from crobust._format import format_eps
+from crobust.data import to_float
+from crobust.models import hidden_matrices, layer_matrices
+from crobust.study.blocks import EvalConfig, MeasureConfig
+from crobust.study.table import Column, col, column
+
+EVAL_STREAM = 4          # training uses streams 0–3 of a member's key (init, data order, validation split, AT)
+
+
+@dataclasses.dataclass
+class TrainedPopulation:
+    """One trained population: its name, model, members (dicts of hyper-parameters and seed), constant coordinates
+    (e.g. ``{'rank': 8}``), the trainer's :class:`~crobust.training.FitResult` and the parameters measured (each
+    member's best-validation parameters)."""
+
+    name: str
+    model: Any
+    members: list
+    coords: dict
+    fit: Any
+    params: Any
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    @property
+    def seeds(self) -> np.ndarray:
+        return np.array([int(m["seed"]) for m in self.members])
+
+
+@dataclasses.dataclass
+class Context:
+    """What every measure may read: the resolved config's evaluation and measurement blocks, the data, the
+    evaluation points (the first ``eval.n_points`` test images in [0, 1] and their labels), a cache shared by the
+    measures of one population, and the evaluation log the report prints (attacks run, checks)."""
+
+    eval: EvalConfig
+    measure: MeasureConfig
+    data: Any
+    x: jax.Array
+    y: jax.Array
+    cache: dict = dataclasses.field(default_factory=dict)
+    log: dict = dataclasses.field(default_factory=lambda: {"attacks": {}, "weaker": {}, "checks": [],
+                                                                 "convergence": []})
+
+    @classmethod
+    def build(cls, eval_cfg: EvalConfig, measure_cfg: MeasureConfig, data) -> "Context":
+        n = min(eval_cfg.n_points, int(data.test_images.shape[0]))
+        return cls(eval_cfg, measure_cfg, data, to_float(data.test_images[:n]),
+                   jnp.asarray(data.test_labels[:n], jnp.int32))
+
+
+def member_eval_keys(seeds: Sequence[int], stream: str) -> jax.Array:
+    """(M,) keys ``fold_in(fold_in(key(seed), EVAL_STREAM), crc32(stream))``: a member's named evaluation stream."""
+    sid = zlib.crc32(stream.encode()) & 0x7FFFFFFF
+    return jax.vmap(lambda s: jax.random.fold_in(jax.random.fold_in(jax.random.key(s), EVAL_STREAM), sid))(
+        jnp.asarray(np.asarray(seeds), jnp.uint32))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Accuracy, margins, head
+
+def clean_accuracy():
+    """``clean_acc``: accuracy on the whole test set; ``test_loss``: its mean cross-entropy."""
+    def measure(ctx: Context, pop: TrainedPopulation):
+        layout = parallel.MemberLayout(pop.size)
+        loss, acc = training.evaluate(pop.model.apply, layout.place_for_eval(pop.params), ctx.data.test_images,
+                                      ctx.data.test_labels)
+        return {column("clean_acc"): np.asarray(acc)[:pop.size], column("test_loss"): np.asarray(loss)[:pop.size]}
+    return measure
+
+
+def margins_and_head():
+    """Confounds of robust accuracy: ``median_margin`` — the median over the evaluation points of the logit margin
+    z_y − max_{j≠y} z_j (negative when misclassified) — and the head's norms ``head_fro`` = ‖W_head‖_F and
+    ``head_op`` = ‖W_head‖₂ (the last layer of :func:`crobust.models.layer_matrices`)."""
+    def measure(ctx: Context, pop: TrainedPopulation):
+        def one(p):
+            z = pop.model.apply(p, ctx.x)
+            true = jnp.take_along_axis(z, ctx.y[:, None], axis=1)[:, 0]
+            other = jnp.max(jnp.where(jax.nn.one_hot(ctx.y, z.shape[-1], dtype=bool), -jnp.inf, z), axis=-1)
+            return jnp.median(true - other)
+        margin = parallel.population_map(one, pop.params)
+        head = list(layer_matrices(pop.params).values())[-1]                       # (M, out, in)
+        with jax.default_matmul_precision("float32"):
+            sigma = metrics.singular_values(head)
+        return {column("median_margin"): np.asarray(margin), column("head_fro"): np.asarray(metrics.norm_fro(head)),
+                column("head_op"): np.asarray(sigma[..., 0])}
+    return measure
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Robust accuracy
+
+def attack_list(e: EvalConfig, num_classes: int) -> tuple:
+    """The ensemble of ``e`` as ``crobust.evaluation`` attack specs (budget applied, APGD-T targets ≤ C − 1)."""
+    out = []
+    for name in e.attacks:
+        if name in ("apgd-ce", "apgd-dlr", "pgd", "apgd-art"):
+            out.append((name, dict(n_iter=e.n_iter, n_restarts=e.n_restarts)))
+        elif name == "apgd-t":
+            out.append((name, dict(n_iter=e.n_iter, n_restarts=e.n_restarts,
+                                   n_target_classes=max(1, min(e.n_targets, num_classes - 1)))))
+        elif name == "square":
+            out.append((name, dict(n_queries=e.n_queries)))
+        else:
+            out.append(name)
+    return tuple(out)
+
+
+def _evaluate(ctx: Context, pop: TrainedPopulation, norm: str, attacks, stream: str, grid, keep=()):
+    keys = member_eval_keys(pop.seeds, stream)
+    return evaluation.population_robust_accuracy(pop.model.apply, pop.params, ctx.x, ctx.y, eps=list(grid),
+                                                 norm=norm, attacks=attacks, on_fail="ignore", member_keys=keys,
+                                                 return_adv_at=list(keep) or None)
+
+
+def robust_accuracy(norms: Sequence[str] = ("linf", "l2")):
+    """Robust accuracy over each norm's ε grid against the configured ensemble, per point the worst case over every
+    attack, restart and iterate (:func:`crobust.evaluation.population_robust_accuracy`): ``robust_acc[norm, eps]``
+    for every ε of the grid, ``clean_acc_points`` (accuracy on the attacked points), ``ra_over_sa[norm]`` =
+    RA(headline ε)/clean accuracy on those points and ``check_failures[norm]``. Keeps each member's worst-case
+    x_adv at the headline ε in ``ctx.cache`` (nothing is attacked twice) and the checks in ``ctx.log``."""
+    def measure(ctx: Context, pop: TrainedPopulation):
+        e = ctx.eval
+        attacks = attack_list(e, ctx.data.num_classes)
+        out = {}
+        for norm in norms:
+            grid, headline = e.grid(norm), e.headline(norm)
+            hi = e.grid_index(norm, headline)
+            reports = _evaluate(ctx, pop, norm, attacks, f"attack/{norm}", grid, keep=(grid[hi],))
+            ctx.cache[(pop.name, "x_adv", norm)] = np.stack([r.adversarial(grid[hi]) for r in reports])
+            ctx.log["attacks"][norm] = presets.describe(attacks, ctx.data.num_classes)
+            for m, r in enumerate(reports):
+                ctx.log["checks"].append({"population": pop.name, "member": m, "norm": norm, **r.checks})
+            ra = np.array([r.robust_acc for r in reports])                          # (M, E)
+            sa = np.array([r.clean_acc for r in reports])
+            for i, eps in enumerate(grid):
+                out[column("robust_acc", norm=norm, eps=format_eps(eps))] = ra[:, i]
+            out[column("ra_over_sa", norm=norm)] = ra[:, hi] / np.maximum(sa, 1e-12)
+            ctx.cache[(pop.name, "ra_headline", norm)] = ra[:, hi]
+            out[column("check_failures", norm=norm)] = np.array([len(r.checks["failures"]) for r in reports])
+            out[column("clean_acc_points")] = sa
+        return out
+    return measure
+
+
+def weaker_evaluation(norms: Sequence[str] = ("linf", "l2")):
+    """What the paper's code probably ran: ART's AutoProjectedGradientDescent (``'apgd-art'``, its own defaults:
+    100 iterations, 5 restarts on the points still robust, a user step, the last iterate; FINDINGS.md §2) at each
+    headline ε: ``robust_acc_art[norm]`` and ``art_overstatement[norm]`` = RA(ART) − RA(ensemble) (positive: the
+    weaker evaluation overstates robustness). Needs the robust-accuracy measure first."""
+    def measure(ctx: Context, pop: TrainedPopulation):
+        out = {}
+        for norm in norms:
+            headline = ctx.eval.headline(norm)
+            reports = _evaluate(ctx, pop, norm, ("apgd-art",), f"art/{norm}", (headline,))
+            ra = np.array([r.robust_acc[0] for r in reports])
+            ctx.log["weaker"][norm] = presets.describe(("apgd-art",), ctx.data.num_classes)
+            out[column("robust_acc_art", norm=norm)] = ra
+            strong = ctx.cache.get((pop.name, "ra_headline", norm))
+            if strong is not None:
+                out[column("art_overstatement", norm=norm)] = ra - strong
+        return out
+    return measure
+
+
+def budget_convergence(norms: Sequence[str] = ("linf", "l2"), x: str = "alpha"):
+    """Attack-budget convergence (:func:`crobust.evaluation.budget_convergence`) of the least and the most
+    compressed members (smallest and largest ``x``; their first seed) at each headline ε, as ``eval.
+    convergence_iters`` × ``eval.convergence_restarts`` double: ``budget_converged[norm]`` (1 when the last
+    doubling on each axis moved robust accuracy by < 0.5 pp, 0 when not, NaN for members not checked) and
+    ``budget_last_doubling_pp[norm]``. The budgets and robust accuracies are logged for the report."""
+    def measure(ctx: Context, pop: TrainedPopulation):
+        e = ctx.eval
+        if not e.convergence_iters:
+            return {}
+        xs = np.array([float(m.get(x, pop.coords.get(x, 0.0))) for m in pop.members])
+        chosen = sorted({int(np.flatnonzero(xs == xs.min())[0]), int(np.flatnonzero(xs == xs.max())[0])})
+        params = jax.tree.map(lambda leaf: leaf[np.asarray(chosen)], pop.params)
+        attacks = tuple(a for a in attack_list(e, ctx.data.num_classes) if (a if isinstance(a, str) else a[0])
+                        != "square")
+        out = {}
+        for norm in norms:
+            keys = member_eval_keys(pop.seeds[chosen], f"attack/{norm}")
+            res = evaluation.budget_convergence(pop.model.apply, params, ctx.x, ctx.y, keys, eps=e.headline(norm),
+                                                norm=norm, iterations=e.convergence_iters,
+                                                restarts=e.convergence_restarts, attacks=attacks)
+            conv = np.full(pop.size, np.nan)
+            moved = np.full(pop.size, np.nan)
+            for m, r in zip(chosen, res):
+                conv[m] = float(r["converged"])
+                moved[m] = max([v for v in r["last_doubling_pp"].values() if v is not None], default=np.nan)
+                ctx.log["convergence"].append({**r, "population": pop.name, "member": m, x: float(xs[m]),
+                                               "norm": norm, "eps": format_eps(e.headline(norm))})
+            out[column("budget_converged", norm=norm)] = conv
+            out[column("budget_last_doubling_pp", norm=norm)] = moved
+        return out
+    return measure
+
+
+def headline_ra(e: EvalConfig, norm: str) -> str:
+    """The table key of robust accuracy at ``norm``'s headline ε."""
+    return col("robust_acc", norm=norm, eps=format_eps(e.headline(norm)))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Layers and spectra
+
+def layer_metrics(select: Sequence[str] = ("eps_nu_q2", "eps_sigma_q2", "beta_nu", "beta_sigma", "ratio_2_fro",
+                                           "ratio_inf_fro")):
+    """The :func:`crobust.metrics.layer_report` metrics named in ``select``, per layer: ``<metric>[layer=…]``
+    (the same names as ``layer_report``'s records), at the configured κ."""
+    def measure(ctx: Context, pop: TrainedPopulation):
+        rep = metrics.layer_report(pop.params, kappa=ctx.measure.kappa, lipschitz=False)
+        out = {}
+        for name in select:
+            values = np.asarray(rep["layer_metrics"][name])                     # (M, L)
+            for li, layer in enumerate(rep["layers"]):
+                out[column(name, layer=layer)] = values[:, li]
+        return out
+    return measure
+
+
+def prunable_fraction(sigma, energy: float):
+    """Smallest k/h with Σ_{i≤k} σᵢ² ≥ energy·Σσᵢ² (σ (..., h) descending): the fraction of singular values a rank-k
+    approximation keeps to hold ``energy`` of the squared Frobenius norm — equivalently the smallest k with ε_σ(k) ≤
+    √(1 − energy) for q = 2 (:func:`crobust.metrics.smallest_k`). A zero matrix needs 0."""
+    sigma = jnp.asarray(sigma)
+    h = sigma.shape[-1]
+    # relative slack 1e-6: a spectrum that meets the energy exactly (in exact arithmetic) is not pushed to k + 1
+    k = metrics.smallest_k(sigma, math.sqrt(1.0 - energy) * (1 + 1e-6), 2)
+    zero = jnp.sum(sigma * sigma, axis=-1) <= 0
+    return jnp.where(zero, 0.0, k / h)
+
+
+def spectrum(layer: str = "hidden_0"):
+    """Spectral structure of one layer W: ``prunability[layer]`` (:func:`prunable_fraction` at the configured
+    energy; lower = more prunable), ``op_over_fro`` = σ₁/‖W‖_F, ``effective_rank``, ``eps_sigma`` at κ (q = 2),
+    ``fro_norm`` and, when the trainer held the layer's scale, ``fro_norm_init`` (the projection's target) and
+    ``fro_drift`` = |‖W‖_F/‖W₀‖_F − 1|."""
+    def measure(ctx: Context, pop: TrainedPopulation):
+        w = layer_matrices(pop.params)[layer]
+        with jax.default_matmul_precision("float32"):
+            sigma = metrics.singular_values(w)
+        fro = jnp.sqrt(jnp.sum(sigma * sigma, axis=-1))
+        out = {column("prunability", layer=layer): prunable_fraction(sigma, ctx.measure.energy),
+               column("op_over_fro", layer=layer): sigma[..., 0] / jnp.maximum(fro, 1e-30),
+               column("effective_rank", layer=layer): metrics.effective_rank(sigma),
+               column("eps_sigma", layer=layer): metrics.best_k_error(sigma, kappa=ctx.measure.kappa, q=2),
+               column("fro_norm", layer=layer): fro}
+        ref = getattr(pop.fit.state, "ref_norms", None) or {}
+        if layer in ref:
+            out[column("fro_norm_init", layer=layer)] = ref[layer]
+            out[column("fro_drift", layer=layer)] = jnp.abs(fro / ref[layer] - 1)
+        return {k: np.asarray(v) for k, v in out.items()}
+    return measure
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Mechanism: representation shift and singular-direction alignment at the headline ε
+
+def _cached_adv(ctx: Context, pop: TrainedPopulation, norm: str):
+    key = (pop.name, "x_adv", norm)
+    if key not in ctx.cache:
+        raise KeyError(f"the {norm} adversarial examples of population {pop.name!r} are not measured yet: list "
+                       f"robust_accuracy before this measure")
+    return ctx.cache[key]
+
+
+def representation_shift(norms: Sequence[str] = ("linf", "l2")):
+    """``shift[norm]``: the mean over evaluation points of ‖z_adv − z‖₂/‖z‖₂ on the penultimate representation at the
+    headline ε (the robust-accuracy measure's examples), over the points where it is finite; ``shift_left_out[norm]``:
+    how many points were left out (a dead representation z = 0 that moved gives +∞)."""
+    def measure(ctx: Context, pop: TrainedPopulation):
+        out = {}
+        for norm in norms:
+            x_adv = _cached_adv(ctx, pop, norm)
+
+            def one(p, xa):
+                _, z = pop.model.apply(p, ctx.x, return_repr=True)
+                _, z_adv = pop.model.apply(p, xa, return_repr=True)
+                s = metrics.representation_shift(z, z_adv)
+                finite = jnp.isfinite(s)
+                return jnp.sum(jnp.where(finite, s, 0.0)) / jnp.maximum(jnp.sum(finite), 1), jnp.sum(~finite)
+            mean, left_out = parallel.population_map(one, pop.params, x_adv)
+            out[column("shift", norm=norm)] = np.where(np.asarray(left_out) < ctx.x.shape[0], mean, np.nan)
+            out[column("shift_left_out", norm=norm)] = np.asarray(left_out)
+        return out
+    return measure
+
+
+def singular_alignment(norms: Sequence[str] = ("l2",), layer: str = "hidden_0"):
+    """Alignment of the headline perturbation a (as the layer sees it: (x_adv − x)/std) with the top-k right
+    singular vectors of the layer (k = ``measure.top_k``), averaged over the points that moved:
+    ``top_energy[norm]`` = ‖V_kᵀa‖²/‖a‖² (a random direction: k/d), ``top_rms[norm]`` and ``rest_rms[norm]`` (the
+    RMS size of a's component per top / per remaining direction) and their ``alignment_ratio[norm]`` (1 for an
+    isotropic perturbation; :func:`crobust.metrics.singular_direction_alignment`)."""
+    def measure(ctx: Context, pop: TrainedPopulation):
+        std = jnp.asarray(ctx.data.std, jnp.float32)
+        n = ctx.x.shape[0]
+        out = {}
+        for norm in norms:
+            x_adv = _cached_adv(ctx, pop, norm)
+
+            def one(p, xa):
+                w = layer_matrices(p)[layer]
+                a = ((xa - ctx.x) / std).reshape(n, -1)
+                al = metrics.singular_direction_alignment(w, a, k=ctx.measure.top_k)
+                moved = jnp.sum(a * a, axis=-1) > 0
+                count = jnp.maximum(jnp.sum(moved), 1)
+                return {name: jnp.sum(jnp.where(moved, al[name], 0.0)) / count
+                        for name in ("top_energy", "top_rms", "rest_rms", "ratio")}
+            res = parallel.population_map(one, pop.params, x_adv)
+            for name, v in res.items():
+                out[column("alignment_ratio" if name == "ratio" else name, norm=norm)] = np.asarray(v)
+        return out
+    return measure
+
+
+def training_record():
+    """``best_step``, ``stopped_step`` and ``diverged`` of each member, from the trainer."""
+    def measure(ctx: Context, pop: TrainedPopulation):
+        s = pop.fit.state
+        return {column("best_step"): np.asarray(s.best_step), column("stopped_step"): np.asarray(s.step),
+                column("diverged"): np.asarray(s.diverged, np.float64)}
+    return measure
+
+
+MEASURES: dict[str, Callable] = {
+    "clean_accuracy": clean_accuracy,
+    "margins_and_head": margins_and_head,
+    "robust_accuracy": robust_accuracy,
+    "weaker_evaluation": weaker_evaluation,
+    "budget_convergence": budget_convergence,
+    "layer_metrics": layer_metrics,
+    "spectrum": spectrum,
+    "representation_shift": representation_shift,
+    "singular_alignment": singular_alignment,
+    "training_record": training_record,
+}
+
+__all__ = ["Context", "TrainedPopulation", "MEASURES", "member_eval_keys", "attack_list",
+           "headline_ra", "prunable_fraction"] + list(MEASURES)

@@ -1,0 +1,145 @@
+"""Every registered study, at its smoke preset: the run completes, every declared claim has a verdict, every
+figure has its CSV, records use the canonical vocabulary; and the study command line answers bad input in one line."""
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from crobust.records import read_jsonl
+from crobust.study import claims as claims_lib
+from experiments import STUDIES, reproduce
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# coordinates a record may carry, besides the study's grid axes and a measurement's qualifiers
+RECORD_KEYS = {"study", "population", "member", "seed", "measurement", "value"}
+QUALIFIERS = {"norm", "eps", "layer"}
+
+
+def _cli(*args, timeout=180, env=None):
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "CROBUST_CACHE_DIR": "off", **(env or {})})
+
+
+@pytest.fixture(scope="module", params=sorted(STUDIES))
+def smoke(request, tmp_path_factory):
+    study = importlib.import_module(STUDIES[request.param]).STUDY
+    workdir = tmp_path_factory.mktemp(request.param)
+    cfg = study.presets["smoke"]
+    out = study.run(cfg, workdir, preset="smoke", progress=False)
+    return study, cfg, workdir, out
+
+
+def test_smoke_run_is_complete_and_every_claim_has_a_verdict(smoke):
+    study, cfg, workdir, out = smoke
+    status = json.loads((workdir / "run.json").read_text())
+    assert status["status"] == "complete" and status["study"] == study.name
+    declared = study.claims(cfg)
+    verdicts = json.loads((workdir / "verdicts.json").read_text())
+    assert [(v["paper"], v["text"]) for v in verdicts] == [(c.paper, c.text) for c in declared]
+    assert all(v["verdict"] in claims_lib.VERDICTS for v in verdicts)
+    assert {c.paper for c in declared} >= set(study.paper_claims)      # every paper claim it covers is declared
+    report = (workdir / "report.md").read_text()
+    for section in ("## Setup (as run)", "## Evaluation (as run)", "### Evaluation checks", "## Verdicts",
+                    "## Means per group", "## Figures", "## Choices made here"):
+        assert section in report, section
+    assert report.count("Rule: ") + report.count("— **skipped**") >= len(declared)
+
+
+def test_every_figure_has_its_csv(smoke):
+    study, cfg, workdir, out = smoke
+    pngs = sorted(workdir.glob("*.png"))
+    assert len(pngs) == len(study.figures(cfg))
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png.with_suffix(".csv").stat().st_size > 0
+
+
+def test_records_use_the_canonical_keys(smoke):
+    study, cfg, workdir, out = smoke
+    recs = read_jsonl(workdir / "metrics.jsonl")
+    table = out["table"]
+    assert len(recs) == len(table) * len(table.columns)                  # one line per member and measurement
+    axes = {k for c in table.coords for k in c} - RECORD_KEYS
+    for r in recs:
+        assert RECORD_KEYS <= set(r) <= RECORD_KEYS | QUALIFIERS | axes, r
+        assert r["value"] is None or np.isfinite(r["value"])
+    assert {(r["population"], r["member"]) for r in recs} == {(c["population"], c["member"]) for c in table.coords}
+
+
+def test_robust_accuracy_never_exceeds_clean_accuracy_on_the_same_points(smoke):
+    study, cfg, workdir, out = smoke
+    t = out["table"]
+    ra = [k for k, c in t.meta.items() if c.measurement == "robust_acc"]
+    assert ra
+    for k in ra:
+        assert np.all(t[k] <= t["clean_acc_points"] + 1e-12)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--preset", "nope"), "unknown preset 'nope'"),
+    (("--preset", "smoke", "--set", "grid.alphas=0"), "unknown --set key 'grid.alphas'; closest valid keys: grid.alpha"),
+    (("--preset", "smoke", "--set", "grid.alpha=0,-1"), "grid.alpha must be"),
+    (("--preset", "smoke", "--set", "model.width=0"), "model.width must be"),
+    (("--preset", "smoke", "--set", "eval.eps_linf=0,-0.1"), "eval.eps_linf must be >= 0"),
+    (("--preset", "smoke", "--set", "eval.headline_l2=0.3"), "eval.headline_l2 0.3 must be one of eval.eps_l2 (0, 0.5)"),
+    (("--preset", "smoke", "--set", "data.dataset=imagenet"), "unknown dataset 'imagenet'"),
+    (("--preset", "smoke", "--set", "train.batch_size=100000"), "batch_size 100000 is larger"),
+    (("--preset", "smoke", "--set", "grid.seeds=two"), "not an integer"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path):
+    r = _cli("experiments.spectral_fixed_scale", *args, "--workdir", str(tmp_path / "w"), "--quiet")
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr
+    assert not (tmp_path / "w" / "report.md").exists()
+
+
+def test_an_unusable_workdir_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "file").write_text("x")
+    r = _cli("experiments.spectral_fixed_scale", "--preset", "smoke", "--workdir", str(tmp_path / "file" / "run"),
+             "--quiet")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is a file, not a folder" in r.stderr, r.stderr
+    if os.geteuid() != 0:                                     # root writes anywhere: the permission case needs a user
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        r = _cli("experiments.spectral_fixed_scale", "--preset", "smoke", "--workdir", str(ro / "run"), "--quiet")
+        assert r.returncode == 2 and "not usable" in r.stderr
+
+
+def test_missing_data_names_dataset_place_and_remedy(tmp_path):
+    r = _cli("experiments.spectral_fixed_scale", "--preset", "paper", "--set", "data.download=false",
+             "--set", f"data.data_dir={tmp_path}", "--workdir", str(tmp_path / "w"), "--quiet")
+    assert r.returncode == 2
+    line = r.stderr.strip()
+    assert "\n" not in line and "mnist" in line and str(tmp_path) in line and "download" in line
+    assert not (tmp_path / "w" / "report.md").exists()
+
+
+def test_reproduce_rejects_unknown_preset_and_study():
+    r = _cli("experiments.reproduce", "--preset", "huge")
+    assert r.returncode == 2 and r.stderr.startswith("error: unknown preset 'huge'")
+    r = _cli("experiments.reproduce", "--studies", "nothing")
+    assert r.returncode == 2 and "unknown study 'nothing'" in r.stderr
+
+
+def test_auto_preset_on_cpu_is_small_and_says_why():
+    preset, why = reproduce.choose_preset("auto")
+    assert preset == "small" and "no accelerator" in why
+    assert reproduce.choose_preset("smoke") == ("smoke", "forced with --preset")
+
+
+def test_the_index_lists_every_paper_claim_with_its_verdicts_or_the_study_that_will_cover_it():
+    results = [{"study": "s", "title": "S", "status": "complete", "paper_claims": ["C3"], "wall_time_s": 1.0,
+                "verdicts": ["- **C3: x** — **supported**"],
+                "claims": [{"paper": "C3", "verdict": "supported"}, {"paper": "C3", "verdict": "inconclusive"},
+                           {"paper": "E1", "verdict": "supported"}]}]
+    text = "\n".join(reproduce.index_lines("small", "forced", results))
+    for cid in [f"C{i}" for i in range(1, 12)]:
+        assert f"| {cid} |" in text
+    assert "| C3 |" in text and "s: 1 supported, 1 inconclusive" in text
+    assert "not covered yet — bound_vs_gap" in text                       # C5 names the study that will test it
