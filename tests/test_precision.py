@@ -32,7 +32,7 @@ METRICS = {
     "top_k_substructure": lambda: M.top_k_substructure(W1[0], 2, form="spectral"),
     "singular_direction_alignment": lambda: M.singular_direction_alignment(W1[0], A, 2),
     "matrix_report": lambda: M.matrix_report({"hidden_0": W1, "hidden_1": W2, "head": HEAD}, kappa=0.25,
-                                             spectral_alignment=True),
+                                             spectral_alignment=True, input_scale=1.0),
 }
 
 
