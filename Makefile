@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 PRESET ?= auto
 STAMP   = $(VENV)/.installed
 
-.PHONY: install test reproduce bench bench-extras clean
+.PHONY: install test reproduce bench bench-extras gpu-check clean
 
 install: $(STAMP)
 
@@ -23,6 +23,12 @@ reproduce: install
 
 bench: install
 	$(BIN)/python -m benchmarks
+
+# On one GPU/TPU: the test suite, `make reproduce PRESET=small` and the accelerator benchmarks in < 8 minutes,
+# summarised in bench/gpu_check.json. On a CPU it refuses (one line, exit 2); see benchmarks/gpu_check.py for
+# --cpu-dry-run.
+gpu-check: install
+	$(BIN)/python -m benchmarks.gpu_check
 
 # Optional reference implementations for `make bench` (CPU torch wheel + AutoAttack's PyTorch code) and ART (numpy
 # only: the parity test of crobust.attacks.apgd_art against ART's AutoProjectedGradientDescent needs no torch).

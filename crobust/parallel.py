@@ -276,6 +276,59 @@ def loops_over_members() -> bool:
     return jax.default_backend() == "cpu" and jax.device_count() == 1
 
 
+#: share of a device's free memory a population's groups may plan to use (the rest: XLA's scratch, fragmentation)
+MEMORY_FRACTION = 0.8
+
+
+def device_free_bytes(device=None) -> int | None:
+    """Free memory of ``device`` (default: the first) in bytes, ``bytes_limit − bytes_in_use`` from
+    ``device.memory_stats()``; None where the backend reports none (CPU)."""
+    device = device if device is not None else jax.devices()[0]
+    try:
+        stats = device.memory_stats()
+    except Exception:                 # some backends raise instead of returning None
+        return None
+    if not stats or not stats.get("bytes_limit"):
+        return None
+    return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+
+
+def member_step_bytes(params, *, batch_size: int, eval_batch_size: int = 0, dtype_bytes: int = 4) -> int:
+    """Bytes one member's training step adds on top of the resident population state; ``params`` stacked (M, ...).
+
+    Model (float32): the gradient and the updated parameters and two moments, written before the old ones are
+    released (4 arrays of P = parameters per member), plus activations: for every parameter leaf with ≥ 2 axes
+    (a dense kernel (in, out) or a conv kernel (kh, kw, in, out)), ``out`` features × batch × 4 arrays
+    (pre-activation, activation and their gradients), and the validation forward pass (2 arrays × eval batch).
+    Exact up to XLA's fusion choices for dense layers; a conv layer's activations also scale with its spatial
+    size, which parameters do not carry — there the estimate is low and an explicit ``members_per_group`` is the
+    safe choice.
+    """
+    leaves = jax.tree.leaves(params)
+    p = sum(int(np.prod(x.shape[1:])) for x in leaves)
+    outs = sum(int(x.shape[-1]) for x in leaves if x.ndim >= 3)
+    act = outs * (4 * int(batch_size) + 2 * int(eval_batch_size))
+    return dtype_bytes * (4 * p + act)
+
+
+def members_per_group_for_memory(per_member_bytes: int, free_bytes: int, members: int,
+                                 fraction: float = MEMORY_FRACTION) -> int | None:
+    """Group size G so that G members' step working sets fit in ``fraction`` of ``free_bytes``.
+
+    None when all ``members`` fit at once (one vmapped program), else G = ⌊fraction·free / per_member⌋ ≥ 1 (the
+    block then steps groups of G one after another, :func:`map_members`). Raises a one-line
+    :class:`~crobust._errors.CrobustError` when one member alone does not fit.
+    """
+    usable = fraction * max(int(free_bytes), 0)
+    need = max(int(per_member_bytes), 1)
+    if need > usable:
+        raise CrobustError(f"one member's training step needs ~{need / 2 ** 30:.2f} GiB but the device has "
+                           f"{free_bytes / 2 ** 30:.2f} GiB free ({fraction:.0%} of it usable): use a smaller model "
+                           f"or batch size, or a device with more memory")
+    g = int(usable // need)
+    return None if g >= members else g
+
+
 def map_members(fn: Callable, *member_trees, group: int | None | str = "auto"):
     """``fn`` applied to each member (the leading axis of every tree), laid out as ``group`` says.
 

@@ -33,8 +33,12 @@ Choices where the reference code is quirky:
   ``layer_rank == -1``).
 - The reference code excludes the head by its output size (``out == num_classes``); we exclude it by name, so a
   hidden layer whose width equals the number of classes is still regularised.
-- The nuclear-norm gradient is U Vᵀ by an explicit VJP (:func:`nuclear_norm`; defined where singular values are distinct and
-  non-zero; ties at initialisation have measure zero).
+- The nuclear-norm gradient is U Vᵀ (the polar factor of W) by an explicit VJP (:func:`nuclear_norm`). ``method``
+  picks how it is computed: ``'polar'`` (scaled Newton–Schulz, matrix products only, :mod:`crobust._polar`; exact value
+  ⟨Q, W⟩ and a valid ε-subgradient, guarded to ≤ 3e-6 relative), ``'svd'`` (:func:`crobust._linalg.svd`, one LAPACK
+  call per matrix on CPU), or ``'auto'`` (default) = ``'polar'`` on every backend: on GPU/TPU a batched SVD is
+  ~100× slower than the products (H200: 504 ms vs 5 ms for 35 × 400×784), and on the 2-core CI CPU the polar route
+  was also 3–6× faster than gesvd (24×64×64: 4.8 vs 13.8 ms; 35×400×784: 1.8 vs 4.6 s).
 
 Projection (the paper's scale control, PAPER.md §E1): :func:`frobenius_projection` rescales each hidden layer to
 a reference Frobenius norm after every optimiser step, W ← W·‖W₀‖_F/‖W‖_F, so α changes the *structure* of W at
@@ -49,10 +53,11 @@ from typing import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from crobust import _linalg
+from crobust import _linalg, _polar
 from crobust._errors import CrobustError, check_choice
 from crobust.models.matrices import (get_leaf, hidden_matrices, kernel_to_matrix, layer_specs, regularised_matrices,
                                      spec_matrix)
+from crobust.precision import HIGHEST
 
 _EPS = 1e-12
 
@@ -90,12 +95,12 @@ def scale_invariant(params, alpha):
     return alpha * total
 
 
-def nuclear(params, alpha):
+def nuclear(params, alpha, method: str = "auto"):
     """α Σ_l ‖W^l‖_* = α Σ_l Σ_j σ_j(W^l) over the regularised layers (W = A·B for a low-rank layer)."""
-    return alpha * sum(nuclear_norm(w) for w in regularised_matrices(params).values())
+    return alpha * sum(nuclear_norm(w, method) for w in regularised_matrices(params).values())
 
 
-def nuclear_factors(params, alpha):
+def nuclear_factors(params, alpha, method: str = "auto"):
     """The reference code's nuclear norm on a low-rank model: α Σ_l (‖A^l‖_* + ‖B^l‖_*) over the regularised layers
     (A = upᵀ, B = downᵀ or the matricised down conv); dense layers as :func:`nuclear`."""
     total = 0.0
@@ -107,7 +112,7 @@ def nuclear_factors(params, alpha):
             mats = [kernel_to_matrix(leaf["down"], conv=True), leaf["up"]]
         else:
             mats = [spec_matrix(leaf, spec)]
-        total = total + sum(nuclear_norm(m) for m in mats)
+        total = total + sum(nuclear_norm(m, method) for m in mats)
     return alpha * total
 
 
@@ -192,31 +197,48 @@ def _row_norms(w):
     return jnp.sqrt(jnp.sum(w * w, axis=-1) + _EPS) - jnp.sqrt(_EPS)
 
 
-def _svdvals(w):
-    return _linalg.svdvals(w)
+NUCLEAR_METHODS = ("auto", "polar", "svd")
 
 
-@jax.custom_vjp
-def nuclear_norm(w):
-    """‖W‖_* = Σ_j σ_j(W) over the last two axes, with the gradient U Vᵀ (W = U diag(σ) Vᵀ, thin SVD).
+def resolve_nuclear_method(method: str) -> str:
+    """'auto' → 'polar' (fastest on every backend measured, see the module docstring); 'polar'/'svd' as given."""
+    check_choice("nuclear-norm method", method, NUCLEAR_METHODS)
+    return "polar" if method == "auto" else method
 
-    The gradient is exact where the singular values are distinct and non-zero; where σ_j = 0 it returns the
-    minimum-norm subgradient's U Vᵀ restricted to the computed singular vectors.
+
+def nuclear_norm(w, method: str = "auto"):
+    """‖W‖_* = Σ_j σ_j(W) over the last two axes (…, m, n) → (…,), with the gradient U Vᵀ (thin SVD W = U diag(σ) Vᵀ).
+
+    ``method='svd'``: value Σσ from the SVD, gradient U Vᵀ of the computed singular vectors (exact where σ_j > 0;
+    for σ_j = 0 the pair u_j v_jᵀ is an arbitrary unit-norm completion, still a subgradient).
+    ``method='polar'`` (and ``'auto'``): value ⟨Q, W⟩ and gradient Q from :func:`crobust._polar.polar_with_info`;
+    the value is exact up to the guarded error Σ(1 − q_i)σ_i ≤ 3e-6·‖W‖_*, the gradient a valid ε-subgradient
+    with that ε (‖Q‖₂ ≤ 1, and for rank-deficient W the form U_r V_rᵀ + Z, Z ⟂ U_r, V_r, ‖Z‖₂ < 1).
     """
-    return jnp.sum(_svdvals(w), axis=-1)
+    return _nuclear_norm(w, resolve_nuclear_method(method))
 
 
-def _nuclear_fwd(w):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _nuclear_norm(w, method):
+    if method == "polar":
+        return _polar.polar_with_info(w)[1]
+    return jnp.sum(_linalg.svdvals(w), axis=-1)
+
+
+def _nuclear_fwd(w, method):
+    if method == "polar":
+        q, val, _, _ = _polar.polar_with_info(w)
+        return val, q
     u, s, vt = _linalg.svd(w)
-    return jnp.sum(s, axis=-1), (u, vt)
+    return jnp.sum(s, axis=-1), jnp.matmul(u, vt, precision=HIGHEST)
 
 
-def _nuclear_bwd(res, g):
-    u, vt = res
-    return (jnp.asarray(g)[..., None, None] * (u @ vt),)
+def _nuclear_bwd(method, q, g):
+    del method
+    return (jnp.asarray(g)[..., None, None] * q,)
 
 
-nuclear_norm.defvjp(_nuclear_fwd, _nuclear_bwd)
+_nuclear_norm.defvjp(_nuclear_fwd, _nuclear_bwd)
 
 
 def none(params, alpha):
@@ -237,10 +259,15 @@ PENALTIES: dict[str, Callable] = {
 }
 
 
-def get_penalty(name: str) -> Callable:
-    """The penalty function registered under ``name`` (see the table in the module docstring)."""
+def get_penalty(name: str, *, nuclear_method: str = "auto") -> Callable:
+    """The penalty function registered under ``name`` (see the table in the module docstring); the nuclear ones
+    compute U Vᵀ by ``nuclear_method`` (:func:`nuclear_norm`)."""
     check_choice("regularizer", name, tuple(PENALTIES))
-    return PENALTIES[name]
+    fn = PENALTIES[name]
+    if name in ("nuclear", "nuclear_factors"):
+        method = resolve_nuclear_method(nuclear_method)
+        return lambda params, alpha: fn(params, alpha, method)
+    return fn
 
 
 # --------------------------------------------------------------------------------------------------------------

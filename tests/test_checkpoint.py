@@ -157,20 +157,19 @@ def test_half_written_checkpoints_are_never_restored(small, tmp_path):
 
 
 def test_cli_interrupt_messages(tmp_path, capsys):
-    from experiments import _cli
+    from crobust.study import cli
 
-    def module(exc):
+    def study(exc):
         def run(cfg, workdir, **kw):
-            os.makedirs(os.path.join(workdir, "checkpoints", "7"), exist_ok=True)
+            os.makedirs(os.path.join(workdir, "checkpoints", "mlp", "7"), exist_ok=True)
             raise exc
-        return types.SimpleNamespace(__name__="experiments.fake", __doc__="fake", run=run,
-                                     PRESETS={"smoke": _FakeConfig()})
+        return types.SimpleNamespace(name="fake", run=run, presets={"smoke": _FakeConfig()})
 
     w = str(tmp_path / "w")
-    assert _cli.run_study(module(checkpoint.TrainingInterrupted("interrupted …")), ["--preset", "smoke",
-                                                                                   "--workdir", w]) == 130
+    assert cli.run_cli(study(checkpoint.TrainingInterrupted("interrupted …")), ["--preset", "smoke",
+                                                                                "--workdir", w]) == 130
     assert capsys.readouterr().err == ""                          # the trainer already said where and how
-    assert _cli.run_study(module(KeyboardInterrupt()), ["--preset", "smoke", "--workdir", w]) == 130
+    assert cli.run_cli(study(KeyboardInterrupt()), ["--preset", "smoke", "--workdir", w]) == 130
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and os.path.join(w, "checkpoints") in err and "rerun the same command to resume" in err
 

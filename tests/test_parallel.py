@@ -241,3 +241,20 @@ def test_distributed_starts_only_when_asked(monkeypatch):
     monkeypatch.setattr(jax.distributed, "initialize", fail)
     with pytest.raises(CrobustError, match="JAX_COORDINATOR_ADDRESS"):
         parallel.maybe_initialize_distributed(True)
+
+
+def test_members_per_group_for_memory_and_member_step_bytes():
+    """Group size from free memory: all fit → None; some fit → ⌊0.8·free / need⌋; none → one clear error.
+    The working-set model is checked on an MLP-shaped tree by hand: P = 20·16 + 16 + 16·5 + 5 = 421 parameters,
+    kernels' outputs 16 + 5 = 21 features."""
+    from crobust._errors import CrobustError
+    tree = {"h": {"kernel": np.zeros((4, 20, 16)), "bias": np.zeros((4, 16))},
+            "o": {"kernel": np.zeros((4, 16, 5)), "bias": np.zeros((4, 5))}}
+    need = parallel.member_step_bytes(tree, batch_size=8, eval_batch_size=32)
+    assert need == 4 * (4 * 421 + 21 * (4 * 8 + 2 * 32))
+    assert parallel.members_per_group_for_memory(100, 10_000, members=50) is None        # 80 fit, 50 asked
+    assert parallel.members_per_group_for_memory(100, 1_000, members=50) == 8
+    assert parallel.members_per_group_for_memory(100, 125, members=50) == 1              # exactly one fits
+    with pytest.raises(CrobustError, match="one member's training step needs"):
+        parallel.members_per_group_for_memory(100, 124, members=50)
+    assert parallel.device_free_bytes() is None or parallel.device_free_bytes() > 0

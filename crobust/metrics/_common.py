@@ -12,9 +12,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from crobust import precision
 from crobust._errors import CrobustError
 
-HIGHEST = lax.Precision.HIGHEST
+HIGHEST = precision.HIGHEST      # the policy lives in crobust.precision
 F32_EPS = float(jnp.finfo(jnp.float32).eps)
 
 Q_CHOICES = (1, 2)

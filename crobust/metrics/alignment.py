@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from crobust import _linalg
+from crobust import _linalg, precision
 from crobust._errors import CrobustError, check_choice
 from crobust.metrics import _common as C
 from crobust.metrics._common import kept_count
@@ -91,7 +91,7 @@ def op_norm(w, p, *, method="auto"):
 
 def _sigma_max_exact(m):
     """σ_1 of a batch of small matrices (..., a, b), by SVD at float32 precision (:mod:`crobust._linalg`)."""
-    with jax.default_matmul_precision("float32"):
+    with precision.full():
         return _linalg.svdvals(m)[..., 0]
 
 
@@ -116,7 +116,7 @@ def _neuron_split(w, K):
 
 def _spectral_split(w, K):
     """(U_K, s, V_Kᵀ) of w, W_K = U_K diag(s_K) V_Kᵀ and E = W − W_K (‖E‖₂ = σ_{K+1} by Eckart–Young)."""
-    with jax.default_matmul_precision("float32"):
+    with precision.full():
         u, s, vt = _linalg.svd(w)
         wk = jnp.matmul(u[:, :K] * s[:K], vt[:K], precision=C.HIGHEST)
     return (u[:, :K], s, vt[:K]), wk, w - wk
@@ -170,7 +170,7 @@ def _enumerate_max(P, Q, p, max_exact):
     pats = pats.reshape(n_pat // chunk, chunk, h)
 
     def chunk_max(pc):
-        with jax.default_matmul_precision("float32"):
+        with precision.full():
             m = jnp.einsum("ih,ph,hj->pij", P, pc, Q, precision=C.HIGHEST)
         return jnp.max(_norm_batch(m, p))
 
@@ -197,7 +197,7 @@ def _collatz_wielandt_upper(B, iters=30):
 
 def _bound_max(P, Q, p, norm_p=None, norm_q=None):
     """Sound upper bound of max_D ‖P D Q‖_p (see the module docstring)."""
-    with jax.default_matmul_precision("float32"):
+    with precision.full():
         aP, aQ = jnp.abs(P), jnp.abs(Q)
         T = jnp.matmul(aP, aQ, precision=C.HIGHEST)
         if p == "inf":
@@ -220,7 +220,7 @@ def _observed_max(P, Q, p, patterns, power_iters=50):
         raise CrobustError(f"patterns must be (N, {P.shape[1]}) activation indicators, got shape {tuple(D.shape)}")
     if p == "inf":
         def one(d):
-            with jax.default_matmul_precision("float32"):
+            with precision.full():
                 m = jnp.matmul(P * d[None, :], Q, precision=C.HIGHEST)
             return jnp.max(jnp.sum(jnp.abs(m), axis=-1))
         return jnp.max(lax.map(one, D))
@@ -241,7 +241,7 @@ def _observed_max(P, Q, p, patterns, power_iters=50):
         w = apply_t(apply(v))
         return w / jnp.maximum(jnp.linalg.norm(w, axis=-1, keepdims=True), 1e-30)
 
-    with jax.default_matmul_precision("float32"):
+    with precision.full():
         v = lax.fori_loop(0, power_iters, body, v)
         est = jnp.linalg.norm(apply(v), axis=-1)                     # ‖M v‖ ≤ ‖M‖ for ‖v‖ = 1
     return jnp.max(est)
@@ -353,5 +353,5 @@ def activation_patterns(w_l, z):
 
     For an MLP, z of the first layer is the normalised flattened input and z of layer l+1 is φ(W^l z)."""
     w_l = _check_single(w_l, "w_l")
-    with jax.default_matmul_precision("float32"):
+    with precision.full():
         return jnp.matmul(jnp.asarray(z, jnp.float32), w_l.T, precision=C.HIGHEST) > 0

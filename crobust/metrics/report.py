@@ -63,6 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from crobust import precision
 from crobust._errors import CrobustError, check_choice
 from crobust.metrics import _common as C
 from crobust.metrics._common import kept_count
@@ -172,7 +173,7 @@ def _report_core(mats, *, kappa, method, lipschitz, spectral_alignment, direct_p
                            with_net_comp=with_net_comp, input_scale=input_scale, n_hidden=n_hidden)
     # members see Wᵀ (M, in, out): for params that is the kernels themselves (transpose∘transpose folds away)
     kts = tuple(jnp.swapaxes(w, -1, -2) for w in mats)
-    with jax.default_matmul_precision("float32"):
+    with precision.full():
         if loop == "map":
             return lax.map(fn, kts)
         return jax.vmap(fn)(kts)
@@ -275,7 +276,7 @@ def matrix_report(mats: Mapping, *, kappa=0.1, method="auto", n_hidden=None, lip
                                              "direct_pair_bounds", "with_net_comp", "input_scale", "n_hidden",
                                              "loop"))
 def _report_from_params(params, *, population, **static):
-    with jax.default_matmul_precision("float32"):
+    with precision.full():
         m = layer_matrices(params)
     mats = tuple(m.values()) if population else tuple(w[None] for w in m.values())
     return _report_core(mats, **static)
@@ -315,7 +316,7 @@ def layer_report(params, *, kappa=0.1, population=None, method="auto", lipschitz
         names.extend(m)
         return list(m.values())
 
-    with jax.default_matmul_precision("float32"):
+    with precision.full():
         shape_list = jax.eval_shape(shapes_of, params)
     shp = dict(zip(names, shape_list))
     nd = {s.ndim for s in shp.values()}

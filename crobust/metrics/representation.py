@@ -13,7 +13,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from crobust import _linalg
+from crobust import _linalg, precision
 from crobust._errors import CrobustError
 from crobust.metrics import _common as C
 from crobust.metrics._common import kept_count
@@ -74,7 +74,7 @@ def singular_direction_alignment(w, a, k=None, *, kappa=None):
     if a.shape[1] != d:
         raise CrobustError(f"a must have {d} features (W's inputs), got {a.shape[1]}")
     K = kept_count(min(w.shape), k, kappa=kappa)
-    with jax.default_matmul_precision("float32"):
+    with precision.full():
         _, _, vt = _linalg.svd(w)
         proj = jnp.matmul(a, vt[:K].T, precision=C.HIGHEST)            # (N, K)
     an2 = jnp.sum(a * a, axis=-1)

@@ -17,8 +17,8 @@ Ranks, from the singular values σ (h = min(out, in) of them):
 All-zero matrix (a dead layer): every norm, ratio and rank is defined as 0 (it has rank 0; 0/0 ratios are given
 the value 0) and the entropy is 0 (p is the zero vector and 0 ln 0 = 0). For non-zero W, exp(H) = effective rank.
 
-Precision: matrix products are computed with ``precision=HIGHEST`` inside ``jax.default_matmul_precision('float32')``
-so that no backend silently uses bf16/tf32 passes; results are float32.
+Precision (:mod:`crobust.precision`): matrix products are computed with ``precision=HIGHEST`` inside
+``precision.full()``, so that no backend silently uses bf16/tf32 passes; results are float32.
 
 Singular values (:func:`singular_values`), ``method``:
 
@@ -34,8 +34,12 @@ Singular values (:func:`singular_values`), ``method``:
   Σ_i min(√η, η/σ̂_i) with η = ``GRAM_ETA``·ε_mach·σ̂_1², exceeds ``GRAM_TOL``·Σσ̂_i, that matrix is recomputed
   with ``'svd'`` (``lax.cond``, so only the taken branch runs). Well-conditioned or full-rank random layers pass;
   (nearly) low-rank layers, where the tail of tiny singular values matters for ε_σ and the effective rank, fall
-  back to the SVD. Smaller matrices (cheap to decompose; the Gram route's compiled program is large) and other
-  backends (``tridiagonal`` has no TPU lowering) use ``'svd'``. Under an outer ``jax.vmap`` the cond becomes a
+  back to the SVD. Smaller matrices use ``'svd'`` on every backend, so ``'auto'`` has one accuracy contract
+  everywhere (per-σ SVD accuracy below ``GRAM_MIN_SIZE``; the guarded nuclear-norm accuracy above; on CPU the Gram
+  route's compiled program is also large). On GPU/TPU the Gram route (``'gram'``, and ``'auto'`` on big layers)
+  runs every matrix of the batch through one batched ``eigvalsh`` of the Gram matrices
+  (:func:`_sv_gram_eigh_batched`; H200, 35 × 400×784: 20 ms vs 504 ms for the batched SVD), with the same guard
+  and a batched SVD only when some matrix fails it. Under an outer ``jax.vmap`` the cond becomes a
   select and both branches run; to avoid that (and batched LAPACK calls) the per-matrix routine is a
   ``custom_vmap`` that turns an outer vmap into a ``lax.map`` on CPU, and :func:`singular_values` loops over its
   own leading axes the same way.
@@ -51,7 +55,7 @@ from jax import lax
 from jax.scipy.linalg import eigh_tridiagonal
 from jax.scipy.special import entr
 
-from crobust import _linalg
+from crobust import _linalg, precision
 from crobust._errors import check_choice
 from crobust.metrics import _common as C
 
@@ -75,12 +79,35 @@ GRAM_MIN_SIZE = 512
 def _resolve_method(method: str, shape) -> str:
     check_choice("singular-value method", method, SV_METHODS)
     if method == "auto":
-        return "auto" if C.is_cpu() and min(shape[-2:]) >= GRAM_MIN_SIZE else "svd"
+        return "auto" if min(shape[-2:]) >= GRAM_MIN_SIZE else "svd"
     return method
 
 
+def _sv_gram_eigh_batched(flat, fallback_allowed: bool):
+    """The accelerator route: (σ (B, h) descending, used_svd (B,)) for B matrices (B, m, n) in one batched call.
+
+    G = B̂ B̂ᵀ (B̂ = W/max|W| on its smaller side) at HIGHEST, then ``jnp.linalg.eigvalsh`` batched (cuSOLVER syevd
+    on GPU, Jacobi on TPU; no tridiagonal/bisection, which has no TPU lowering). The same a-posteriori guard as the
+    CPU Gram route marks matrices whose nuclear norm could be off by more than ``GRAM_TOL``; if any is marked, one
+    batched SVD runs (``lax.cond`` on "any", so well-conditioned batches never pay for it) and replaces the marked
+    matrices' σ. η = GRAM_ETA·ε·σ̂_1² assumes a backward-stable eigensolver (error ≈ ε‖G‖ per eigenvalue)."""
+    m, n = flat.shape[-2:]
+    scale = jnp.max(jnp.abs(flat), axis=(-2, -1))
+    ws = flat / jnp.where(scale > 0, scale, 1.0)[:, None, None]
+    b = ws if m <= n else jnp.swapaxes(ws, -1, -2)
+    g = jnp.matmul(b, jnp.swapaxes(b, -1, -2), precision=C.HIGHEST)
+    lam = jnp.flip(jnp.linalg.eigvalsh(g), axis=-1)
+    sig_n = jnp.sqrt(jnp.maximum(lam, 0.0))
+    sig = sig_n * scale[:, None]
+    if not fallback_allowed:
+        return sig, jnp.zeros(flat.shape[:1], bool)
+    bad = jax.vmap(_gram_error_too_large)(sig_n)
+    sig = lax.cond(jnp.any(bad), lambda: jnp.where(bad[:, None], _sv_svd(flat), sig), lambda: sig)
+    return sig, bad
+
+
 def _sv_svd(w):
-    with jax.default_matmul_precision("float32"):
+    with precision.full():
         return _linalg.svdvals(w)
 
 
@@ -103,7 +130,7 @@ def _sv_gram_normalised(w):
     m, n = w.shape
     scale = jnp.max(jnp.abs(w))
     ws = w / jnp.where(scale > 0, scale, 1.0)
-    with jax.default_matmul_precision("float32"):
+    with precision.full():
         g = _gram_lower(ws if m <= n else ws.T)
     if g.shape[0] == 1:
         lam = g[0]
@@ -162,11 +189,10 @@ def singular_values_with_info(w, *, method="auto"):
     if method == "svd":                      # crobust._linalg: unbatched LAPACK calls on CPU, batched elsewhere
         return _sv_svd(w), jnp.ones(lead, bool)
     flat = w.reshape((-1, m, n))
-    one = _GRAM_ONE[method == "auto"]
     if C.is_cpu():
-        sig, used = lax.map(one, flat)
+        sig, used = lax.map(_GRAM_ONE[method == "auto"], flat)
     else:
-        sig, used = jax.vmap(lambda x: _sv_gram_or_fallback(x, method == "auto"))(flat)
+        sig, used = _sv_gram_eigh_batched(flat, method == "auto")
     return sig.reshape(*lead, min(m, n)), used.reshape(lead)
 
 

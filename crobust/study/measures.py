@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crobust import evaluation, metrics, parallel, training
+from crobust import evaluation, metrics, parallel, precision, training
 from crobust.attacks import presets
 from crobust._format import format_eps
 from crobust.data import to_float
@@ -110,7 +110,7 @@ def margins_and_head():
             return jnp.median(true - other)
         margin = parallel.population_map(one, pop.params)
         head = list(layer_matrices(pop.params).values())[-1]                       # (M, out, in)
-        with jax.default_matmul_precision("float32"):
+        with precision.full():
             sigma = metrics.singular_values(head)
         return {column("median_margin"): np.asarray(margin), column("head_fro"): np.asarray(metrics.norm_fro(head)),
                 column("head_op"): np.asarray(sigma[..., 0])}
@@ -269,7 +269,7 @@ def spectrum(layer: str = "hidden_0"):
     ``fro_drift`` = |‖W‖_F/‖W₀‖_F − 1|."""
     def measure(ctx: Context, pop: TrainedPopulation):
         w = layer_matrices(pop.params)[layer]
-        with jax.default_matmul_precision("float32"):
+        with precision.full():
             sigma = metrics.singular_values(w)
         fro = jnp.sqrt(jnp.sum(sigma * sigma, axis=-1))
         out = {column("prunability", layer=layer): prunable_fraction(sigma, ctx.measure.energy),

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from crobust import optim, parallel, regularizers
+from crobust import optim, parallel, precision, regularizers
 from crobust._errors import CrobustError, check_choice
 from crobust.data import to_float
 from crobust.shuffle import index_shuffle
@@ -62,20 +62,29 @@ def _chunked_loss_acc(apply_fn, params, images, labels, idx, chunk: int):
 MEMBER_CACHE_BUDGET_BYTES = 512 * 1024
 
 
-def auto_members_per_group(params) -> int | None:
+def auto_members_per_group(params, *, batch_size: int = 128, eval_batch_size: int = 2048) -> int | None:
     """How many members a compiled block steps together (see :func:`make_block_fn`); ``params`` stacked (M, ...).
 
-    On accelerators, or when there are several devices (the member axis is sharded): ``None``, every member in one
-    vmapped program. On a single CPU device: G = ⌊budget / (16 · P)⌋ clipped to [1, M], with P the parameters per
-    member and 16 · P the bytes of its parameters, gradient and two moments (float32), budget
-    :data:`MEMBER_CACHE_BUDGET_BYTES` — a group's optimiser working set then stays in the CPU's cache
-    (``benchmarks/bench_training.py`` measures the layouts).
+    - Single CPU device: G = ⌊budget / (16 · P)⌋ clipped to [1, M], with P the parameters per member and 16 · P the
+      bytes of its parameters, gradient and two moments (float32), budget :data:`MEMBER_CACHE_BUDGET_BYTES` — a
+      group's optimiser working set then stays in the CPU's cache (``benchmarks/bench_training.py``).
+    - One accelerator that reports its memory (``device.memory_stats()``): G from the device's free memory at trace
+      time (the population's state is already resident, so free = limit − in use) and a member's step working set
+      (:func:`crobust.parallel.member_step_bytes`), by :func:`crobust.parallel.members_per_group_for_memory`:
+      ``None`` (all members vmapped) when they all fit, a group size otherwise, and a clear
+      :class:`~crobust._errors.CrobustError` when one member alone does not fit.
+    - Several devices (the member axis is sharded) or no memory statistics: ``None``.
     """
-    if not parallel.loops_over_members():
+    if parallel.loops_over_members():
+        per_member = sum(int(np.prod(x.shape[1:])) for x in jax.tree.leaves(params))
+        return int(max(1, min(parallel.leading_size(params), MEMBER_CACHE_BUDGET_BYTES // max(16 * per_member, 1))))
+    if jax.device_count() > 1:
         return None
-    leaves = jax.tree.leaves(params)
-    per_member = sum(int(np.prod(x.shape[1:])) for x in leaves)
-    return int(max(1, min(parallel.leading_size(params), MEMBER_CACHE_BUDGET_BYTES // max(16 * per_member, 1))))
+    free = parallel.device_free_bytes()
+    if free is None:
+        return None
+    need = parallel.member_step_bytes(params, batch_size=batch_size, eval_batch_size=eval_batch_size)
+    return parallel.members_per_group_for_memory(need, free, parallel.leading_size(params))
 
 
 def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None, *,
@@ -96,7 +105,7 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
     if not (members_per_group is None or members_per_group == "auto"
             or (isinstance(members_per_group, int) and members_per_group >= 1)):
         raise CrobustError(f"members_per_group must be None, 'auto' or a positive integer, got {members_per_group!r}")
-    penalty = regularizers.get_penalty(config.regularizer)
+    penalty = regularizers.get_penalty(config.regularizer, nuclear_method=config.nuclear_method)
     apply_fn = model.apply
     block = config.eval_every
     at = config.adversarial
@@ -172,8 +181,14 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
         return new_state, metrics
 
     def block_fn(state: PopulationState, hparams, images, labels):
-        group = auto_members_per_group(state.params) if members_per_group == "auto" else members_per_group
-        return parallel.map_members(lambda s, h: member_block(s, h, images, labels), state, hparams, group=group)
+        # traced at the config's training precision (crobust.precision); metrics inside open full float32 themselves
+        with precision.training(config.matmul_precision):
+            group = members_per_group
+            if members_per_group == "auto":
+                group = auto_members_per_group(state.params, batch_size=config.batch_size,
+                                               eval_batch_size=config.eval_batch_size)
+            return parallel.map_members(lambda s, h: member_block(s, h, images, labels), state, hparams,
+                                        group=group)
 
     return block_fn
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from crobust import optim, regularizers
+from crobust import optim, precision, regularizers
 from crobust._errors import CrobustError, check_choice
 
 OPTIMIZERS = optim.OPTIMIZERS
@@ -38,6 +38,13 @@ class TrainConfig:
 
     Defaults follow the reference FCN recipe (AdamW 1e-3, wd 0.01, 10 % validation, selection on validation loss),
     scaled down; the study presets set their own values.
+
+    ``matmul_precision`` (:mod:`crobust.precision`): the precision of the training step's matrix products —
+    ``'float32'`` (default; full fp32 on every backend, as the reference PyTorch code, which never enables TF32),
+    ``'tf32'`` or ``'bf16'`` (opt-in speed settings on GPUs/TPUs; a CPU computes fp32 regardless). Metrics,
+    bounds and the nuclear norm's value run at full float32 whatever it says.
+    ``nuclear_method``: how the nuclear-norm penalty gets U Vᵀ (:func:`crobust.regularizers.nuclear_norm`:
+    ``'auto'`` = ``'polar'``, or ``'svd'``).
     """
 
     optimizer: str = "adamw"
@@ -54,12 +61,16 @@ class TrainConfig:
     projection: str = "none"
     adversarial: AdversarialTraining | None = None
     eval_batch_size: int = 2048
+    matmul_precision: str = precision.DEFAULT_TRAINING_PRECISION
+    nuclear_method: str = "auto"
 
     def validate(self, n_train_total: int | None = None) -> None:
         """Check every field; with ``n_train_total`` (the training set's size) also the split and batch size."""
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("regularizer", self.regularizer, tuple(regularizers.PENALTIES))
         check_choice("projection", self.projection, regularizers.PROJECTIONS)
+        precision.check_training_precision(self.matmul_precision)
+        check_choice("nuclear_method", self.nuclear_method, regularizers.NUCLEAR_METHODS)
         for name in ("batch_size", "max_steps", "eval_every", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 raise CrobustError(f"{name} must be a positive integer, got {getattr(self, name)}")

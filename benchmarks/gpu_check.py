@@ -1,0 +1,158 @@
+"""``make gpu-check``: the accelerator check in one command — test suite, ``make reproduce PRESET=small`` and the
+accelerator benchmarks, within a time budget, summarised in one JSON file.
+
+Usage::
+
+    python -m benchmarks.gpu_check [--out bench/gpu_check.json] [--budget-s 480] [--cpu-dry-run]
+
+Phases (each a subprocess with its own time limit, so a hang or a crash is recorded, not fatal; the limits add up to
+the budget, default 480 s = 8 minutes):
+
+1. ``bench`` (≤ 150 s): :mod:`benchmarks.bench_spectral` (nuclear-norm step ÷ unpenalised step at 35 × 400×784;
+   batched SVD vs Gram ``eigvalsh`` vs Newton–Schulz polar at 24×64×64, 35×400×784, 8×2000×2000) and the big-MLP
+   step against its roofline (:func:`benchmarks.bench_scaling.big_mlp_report`, float32 and tf32);
+2. ``reproduce`` (≤ 110 s): ``python -m experiments.reproduce --preset small`` into a temporary folder, its wall time
+   (issue 12's target: faster than the 2-core CPU's 68 s);
+3. ``tests`` (the rest, ≥ 200 s): ``pytest`` over ``tests/`` with a JUnit XML, from which passed / failed / skipped
+   counts and the failing tests' names are read.
+
+The summary (``bench/gpu_check.json``): device kind and count, jax and jaxlib versions, every phase's return code,
+wall time and whether it timed out, the tests' counts, the reproduce wall time, the benchmarks' figures and
+targets, and the total wall time against the budget.
+
+On a CPU it refuses with one line and exit status 2; ``--cpu-dry-run`` runs the same machinery at toy sizes
+(tests/test_precision.py only, the ``smoke`` preset, quick benchmarks) to check the script itself, and says so in
+the JSON (``dry_run: true``) — its figures are not accelerator figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_PROBE = ("import json, jax, jaxlib; d = jax.devices(); print(json.dumps({'backend': jax.default_backend(), "
+          "'device_kind': d[0].device_kind, 'device_count': len(d), 'jax': jax.__version__, "
+          "'jaxlib': jaxlib.__version__}))")
+
+_BENCH = """
+import json, sys
+from benchmarks import bench_scaling, bench_spectral
+quick = sys.argv[1] == "1"
+out = {"spectral": bench_spectral.run(quick=quick)}
+big, targets = bench_scaling.big_mlp_report(quick=quick)
+out["roofline"] = {**big, "targets": targets}
+print("GPU_CHECK_JSON " + json.dumps(out, default=str))
+"""
+
+
+def _run(cmd, timeout: float, env=None) -> dict:
+    t = time.perf_counter()
+    try:
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=max(timeout, 1))
+        rc, out, err, timed_out = r.returncode, r.stdout, r.stderr, False
+    except subprocess.TimeoutExpired as e:
+        rc, timed_out = None, True
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+    return {"rc": rc, "timed_out": timed_out, "wall_s": round(time.perf_counter() - t, 1), "stdout": out,
+            "stderr": err, "limit_s": round(timeout, 1)}
+
+
+def _junit_counts(path: str) -> dict:
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return {"parsed": False}
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    total = sum(int(s.get("tests", 0)) for s in suites)
+    failures = sum(int(s.get("failures", 0)) for s in suites)
+    errors = sum(int(s.get("errors", 0)) for s in suites)
+    skipped = sum(int(s.get("skipped", 0)) for s in suites)
+    failed = [f"{c.get('classname')}::{c.get('name')}" for c in root.iter("testcase")
+              if c.find("failure") is not None or c.find("error") is not None]
+    return {"parsed": True, "total": total, "passed": total - failures - errors - skipped, "failed": failures,
+            "errors": errors, "skipped": skipped, "failed_tests": failed}
+
+
+def _tail(text: str, n: int = 1500) -> str:
+    return text[-n:] if text else ""
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check")
+    p.add_argument("--out", default=os.path.join("bench", "gpu_check.json"))
+    p.add_argument("--budget-s", type=float, default=480.0)
+    p.add_argument("--cpu-dry-run", action="store_true", help="toy sizes on a CPU, to check this script")
+    args = p.parse_args(argv)
+    py = sys.executable
+    t0 = time.perf_counter()
+
+    probe = _run([py, "-c", _PROBE], timeout=120)
+    if probe["rc"] != 0:
+        print(f"gpu-check: cannot start JAX: {_tail(probe['stderr'], 300).strip()}", file=sys.stderr)
+        return 2
+    device = json.loads(probe["stdout"].strip().splitlines()[-1])
+    on_accel = device["backend"] in ("gpu", "tpu")
+    if not on_accel and not args.cpu_dry_run:
+        print(f"gpu-check: no GPU/TPU here (JAX backend {device['backend']!r}); run it on an accelerator, or "
+              f"`python -m benchmarks.gpu_check --cpu-dry-run` to exercise the script", file=sys.stderr)
+        return 2
+    dry = not on_accel
+    summary: dict = {"device": device, "dry_run": dry, "budget_s": args.budget_s, "phases": {}}
+    left = lambda: args.budget_s - (time.perf_counter() - t0)
+
+    # 1. benchmarks
+    b = _run([py, "-c", _BENCH, "1" if dry else "0"], timeout=min(400.0 if dry else 150.0, left()))
+    line = [x for x in b["stdout"].splitlines() if x.startswith("GPU_CHECK_JSON ")]
+    bench = json.loads(line[-1][len("GPU_CHECK_JSON "):]) if line else None
+    summary["phases"]["bench"] = {k: b[k] for k in ("rc", "timed_out", "wall_s", "limit_s")}
+    if bench is None:
+        summary["phases"]["bench"]["stderr_tail"] = _tail(b["stderr"])
+    summary["bench"] = bench
+
+    # 2. reproduce
+    with tempfile.TemporaryDirectory(prefix="gpu_check_reports_") as tmp:
+        preset = "smoke" if dry else "small"
+        r = _run([py, "-m", "experiments.reproduce", "--preset", preset, "--out", tmp, "--quiet"],
+                 timeout=min(110.0, left() - 60))
+    summary["phases"]["reproduce"] = {k: r[k] for k in ("rc", "timed_out", "wall_s", "limit_s")}
+    summary["phases"]["reproduce"]["preset"] = preset
+    if r["rc"] != 0:
+        summary["phases"]["reproduce"]["stderr_tail"] = _tail(r["stderr"])
+    summary["reproduce_small_wall_s"] = None if dry or r["rc"] != 0 else r["wall_s"]
+
+    # 3. tests
+    with tempfile.TemporaryDirectory(prefix="gpu_check_junit_") as tmp:
+        junit = os.path.join(tmp, "junit.xml")
+        targets = ["tests/test_precision.py"] if dry else ["tests"]
+        tr = _run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *targets],
+                  timeout=max(left() - 5, 1))
+        counts = _junit_counts(junit)
+    summary["phases"]["tests"] = {k: tr[k] for k in ("rc", "timed_out", "wall_s", "limit_s")}
+    if not counts.get("parsed"):
+        summary["phases"]["tests"]["stdout_tail"] = _tail(tr["stdout"])
+    summary["tests"] = counts
+
+    summary["total_wall_s"] = round(time.perf_counter() - t0, 1)
+    summary["within_budget"] = summary["total_wall_s"] <= args.budget_s
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump(summary, fh, indent=2, default=str)
+    ok = (tr["rc"] == 0 and r["rc"] == 0 and bench is not None and summary["within_budget"])
+    print(f"gpu-check: {device['device_count']} × {device['device_kind']} ({device['backend']}), tests "
+          f"{counts.get('passed', '?')} passed / {counts.get('failed', '?')} failed / {counts.get('errors', '?')} "
+          f"errors, reproduce {preset} {r['wall_s']} s (rc {r['rc']}), total {summary['total_wall_s']} s "
+          f"of {args.budget_s:.0f} s{' [CPU DRY RUN]' if dry else ''} → {args.out}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,26 @@
+"""Suite-wide settings: the precision the tests check the maths at, and deterministic GPU reductions.
+
+- Every test runs inside :func:`crobust.precision.full` (``jax.default_matmul_precision('highest')``): full float32
+  products on every backend, the library's default precision (``TrainConfig.matmul_precision = 'float32'``) and
+  the one the numpy/PyTorch references compute in. Without it a GPU's default TF32 products (~1e-3 relative) fail
+  every comparison with a reference that float32 passes at 1e-5. Tests of the lower precisions open their own
+  context inside (tests/test_precision.py), and the policy's own wrappers are checked there by lowering each metric
+  under a TF32/bf16 default, so this fixture cannot hide a metric that forgets the policy.
+- ``--xla_gpu_deterministic_ops=true``: on a GPU, scatter-adds and reductions without atomics, so two runs of one
+  program (e.g. a checkpoint resume against an uninterrupted run) give the same bits. CPU and TPU ignore it.
+"""
+
+import os
+
+if "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip()
+
+import pytest  # noqa: E402
+
+from crobust import precision  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _full_float32_products():
+    with precision.full():
+        yield
