@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from crobust import report as report_lib
-from crobust import training
+from crobust import precision, training
 from crobust._errors import CrobustError
 from crobust._format import format_eps
 from crobust.config import to_dict, validate
@@ -169,8 +169,9 @@ def _run(study: Study, cfg, data, out: RunDir, log, progress) -> dict:
                                   for i, m in enumerate(pop.members)])
         for measure in measures:
             t0 = time.perf_counter()
-            for column, values in measure(ctx, tp).items():
-                table.set(rows, column, values)
+            with precision.full():              # every measured number at full float32 on every backend
+                for column, values in measure(ctx, tp).items():
+                    table.set(rows, column, values)
             log(f"population {pop.name}: {_measure_name(measure)} {time.perf_counter() - t0:.1f} s")
         ctx.cache.clear()
     out.log(table.records(study=study.name))
@@ -292,6 +293,8 @@ def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_ro
     for norm, attacks in ctx.log["attacks"].items():
         lines.append(f"- {norm}: {attacks}; ε grid {', '.join(format_eps(v) for v in e.grid(norm))} (pixel units), "
                      f"headline ε = {format_eps(e.headline(norm))}.")
+    lines.append("- Precision: every measurement (attacks included) at full float32 matmul precision on every backend "
+                 "(`crobust.precision.full`).")
     lines.append(f"- Points: the first {int(ctx.x.shape[0])} test points, the same for every member; true labels; "
                  f"per point the worst case over the attacks; clean and robust accuracy on the same points.")
     lines.append("- Randomness: each member's attack noise derives from its seed and a named stream, never from its "
@@ -320,7 +323,8 @@ def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_ro
 
 
 def _train_line(t: training.TrainConfig) -> str:
-    parts = [f"{t.optimizer} lr {t.lr:g}, weight decay {t.weight_decay:g}, batch {t.batch_size}, ≤ {t.max_steps} steps"]
+    parts = [f"{t.optimizer} lr {t.lr:g}, weight decay {t.weight_decay:g}, batch {t.batch_size}, ≤ {t.max_steps} steps, "
+             f"matmul precision {t.matmul_precision}"]
     if t.patience is not None:
         parts.append(f"early stopping on validation loss (patience {t.patience}, min {t.min_steps} steps, "
                      f"{t.val_ratio:.0%} held out per member)")
