@@ -51,12 +51,12 @@ def test_scale_sweep_holds_each_member_at_its_scale_times_its_initial_norm():
 
 def test_study_population_pairs_each_member_with_its_scale():
     cfg = U.PRESETS["smoke"]
-    data = cfg.data.load()
-    fixed, uat = U.populations(cfg, data)
+    fixed, scale, uat = U.populations(cfg, cfg.data.load())
     n_seeds = cfg.grid.seeds
-    expect = [(a, 1.0) for a in cfg.grid.alpha for _ in range(n_seeds)]
-    expect += [(0.0, s) for s in cfg.scale.scales if not (s == 1.0 and 0.0 in cfg.grid.alpha) for _ in range(n_seeds)]
-    assert [(m["alpha"], c["fro_scale"]) for m, c in zip(fixed.members, fixed.member_coords)] == expect
+    assert [m["alpha"] for m in fixed.members] == [a for a in cfg.grid.alpha for _ in range(n_seeds)]
+    assert fixed.train.regularizer == "nuclear" and scale.train.regularizer == "none"
+    assert [(m["alpha"], m["seed"], c["fro_scale"]) for m, c in zip(scale.members, scale.member_coords)] == \
+        [(0.0, k, s) for s in cfg.scale.scales for k in cfg.grid.seed_list]
     assert uat.adversary == cfg.uat.adversary() and uat.train.adversarial.ratio == 1.0
     assert [m["alpha"] for m in uat.members] == [a for a in cfg.uat.alpha for _ in range(n_seeds)]
 
@@ -130,3 +130,19 @@ def test_universal_measure_at_zero_radius_is_clean_accuracy():
         np.testing.assert_allclose(out[f"uap_over_sa[norm={norm},eps=0]"], 1.0)
         assert np.all(out[f"uap_acc[norm={norm},eps={eps}]"] <= clean + 1e-7)
         assert np.all((0 <= out[f"uap_top_energy[norm={norm}]"]) & (out[f"uap_top_energy[norm={norm}]"] <= 1 + 1e-6))
+
+
+def test_no_drop_rule_is_one_sided():
+    from crobust.study.table import MemberTable
+
+    def table(means):
+        t = MemberTable()
+        rows = t.add_members([{"s": float(i), "seed": k} for i in range(len(means)) for k in range(4)])
+        t.set(rows, "y", [m + d for m in means for d in (-0.01, 0.0, 0.0, 0.01)])
+        return t
+    rule = U.NoDrop("C9", "y does not fall", x="s", y="y", tolerance=0.05)
+    verdict = lambda means: rule.test(table(means), 0.05)[0].verdict
+    assert verdict([0.5, 0.6, 0.9]) == "supported"              # a rise is no drop (Flat would say contradicted)
+    assert verdict([0.5, 0.48, 0.5]) == "supported"
+    assert verdict([0.5, 0.5, 0.3]) == "contradicted"           # a 20-point drop
+    assert verdict([0.5, 0.45, 0.5]) == "inconclusive"          # a drop of exactly the tolerance, ± its s.e.
