@@ -342,7 +342,9 @@ def notes(cfg):
         "In a bias-free ReLU MLP f(x) = C·relu(W¹x), scaling W¹ by s is the same function as scaling the head C by s: "
         "the scale arm changes the logit scale at initialisation and the optimiser's relative step on W¹ (AdamW's "
         "steps have a fixed size, so relative to ‖W¹‖_F they shrink as 1/s), not the functions the model can "
-        "express. The head's norm and the median logit margin are listed as confounds for that reason.",
+        "express. The head's norm and the median logit margin are listed as confounds for that reason. Read the "
+        "scale arm's σ₁/‖W¹‖_F and β_σ beside its claims too: with fixed-size AdamW steps a larger W¹ moves less, "
+        "relative to its size, from its random initialisation, so the scale arm need not be compressibility-neutral.",
         "Universal accuracy counts a point only when it is correct both clean and under δ; the ratio divides by the "
         "points correct clean (PAPER.md §3.6 'UAE/SA'). δ is learned on training images and applied to test points. "
         "The universal attack is the batch-mean-gradient iteration of the third-party reproduction "
