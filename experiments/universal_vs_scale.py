@@ -62,7 +62,7 @@ from crobust._errors import CrobustError
 from crobust._format import format_eps
 from crobust.config import derive
 from crobust.study import (Compare, Curves, DataConfig, EvalConfig, Flat, GridConfig, Holds, Matched, ModelConfig,
-                           Panel, Panels, Population, Study, StudyConfig, Trend, col, headline_ra)
+                           Panel, Panels, Population, Study, StudyConfig, Trend, col)
 from crobust.study import measures as M
 from crobust.study.claims import Verdict, _se
 from crobust.study import measures_universal as MU

@@ -34,7 +34,7 @@ from crobust.attacks import universal_perturbation
 from crobust.data import to_float
 from crobust.models import layer_matrices
 from crobust.study.measures import Context, TrainedPopulation, member_eval_keys
-from crobust.study.table import column
+from crobust.study.table import col, column
 
 NORMS = ("linf", "l2")
 
@@ -93,7 +93,6 @@ def universal_scores(clean_logits, pert_logits, y):
 
 def uap_key(ucfg: UniversalConfig, norm: str) -> str:
     """The table key of ``uap_over_sa`` at ``norm``'s headline ε."""
-    from crobust.study.table import col
     return col("uap_over_sa", norm=norm, eps=format_eps(ucfg.headline(norm)))
 
 
