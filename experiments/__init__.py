@@ -9,4 +9,5 @@ STUDIES = {
     "spectral_fixed_scale": "experiments.spectral_fixed_scale",
     "decision_boundary": "experiments.decision_boundary",
     "bound_vs_gap": "experiments.bound_vs_gap",
+    "universal_vs_scale": "experiments.universal_vs_scale",
 }

@@ -44,7 +44,10 @@ class Population:
     """Members that share array shapes, trained in one program: a name (the checkpoint folder), a model, the
     trainer's config, the member dicts (hyper-parameters + seed) and coordinates common to all of them.
     ``prepare`` transforms the initial :class:`~crobust.training.PopulationState` before training (e.g. scaling a
-    layer and its Frobenius target); a checkpoint, when one exists, takes precedence as usual."""
+    layer and its Frobenius target); a checkpoint, when one exists, takes precedence as usual. ``adversary``
+    replaces the trainer's default PGD adversary (``training.fit(adversary=…)``, e.g. a universal one).
+    ``member_coords`` (one mapping per member, or empty) adds coordinates that differ between members but are no
+    trainer hyper-parameter, e.g. the scale a ``prepare`` hook gave each member."""
 
     name: str
     model: Any
@@ -52,6 +55,8 @@ class Population:
     members: tuple
     coords: Mapping = dataclasses.field(default_factory=dict)
     prepare: Optional[Callable] = None    # state -> state, applied to the initial population state (e.g. rescaling)
+    adversary: Optional[Callable] = None  # the trainer's adversary when ``train.adversarial`` is set (default PGD)
+    member_coords: tuple = ()             # one mapping per member, added to its coordinates (e.g. its scale)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,16 +161,21 @@ def _run(study: Study, cfg, data, out: RunDir, log, progress) -> dict:
     table = MemberTable()
     trained = []
     for pop in populations:
+        if pop.member_coords and len(pop.member_coords) != len(pop.members):
+            raise CrobustError(f"population {pop.name}: {len(pop.member_coords)} member_coords for "
+                               f"{len(pop.members)} members")
         log(f"population {pop.name}: training {len(pop.members)} members in one program")
         state = None
         if pop.prepare is not None:
             state = pop.prepare(training.init_population(pop.model, data, pop.train, list(pop.members)))
         fit = training.fit(pop.model, data, pop.train, list(pop.members), state=state, progress=progress,
+                           adversary=pop.adversary,
                            checkpoint_dir=out.path / "checkpoints" / pop.name,
                            checkpoint_every=getattr(cfg, "checkpoint_every", None))
         tp = TrainedPopulation(pop.name, pop.model, list(pop.members), dict(pop.coords), fit, fit.best_params)
         trained.append(tp)
-        rows = table.add_members([{"population": pop.name, "member": i, **dict(pop.coords), **m}
+        extra = pop.member_coords or ({},) * len(pop.members)
+        rows = table.add_members([{"population": pop.name, "member": i, **dict(pop.coords), **m, **dict(extra[i])}
                                   for i, m in enumerate(pop.members)])
         for measure in measures:
             t0 = time.perf_counter()
