@@ -8,4 +8,5 @@ notes); its docstring names the paper's figure or claims, the command and the re
 STUDIES = {
     "spectral_fixed_scale": "experiments.spectral_fixed_scale",
     "mlp_compressibility": "experiments.mlp_compressibility",
+    "source_invariance": "experiments.source_invariance",
 }

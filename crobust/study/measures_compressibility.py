@@ -37,7 +37,7 @@ def layer_compressibility(select: Sequence[str] = DEFAULT_METRICS):
     ``<metric>[layer=hidden_mean]`` (:func:`hidden_layer_mean`).
 
     Default: ε_ν and ε_σ (q = 2: ε(k) = ‖tail of the sorted row-ℓ1 norms / singular values beyond the top
-    k = ⌈κ·d⌉‖₂ / ‖all‖₂; lower = more compressible), β_ν and β_σ (dispersion), ‖W‖₂/‖W‖_F and ‖W‖_∞/‖W‖_F."""
+    k = d − ⌊(1−κ)d⌋‖₂ / ‖all‖₂; lower = more compressible), β_ν and β_σ (dispersion), ‖W‖₂/‖W‖_F and ‖W‖_∞/‖W‖_F."""
     def measure(ctx, pop):
         rep = metrics.layer_report(pop.params, kappa=ctx.measure.kappa, lipschitz=False)
         out = {}
@@ -50,6 +50,18 @@ def layer_compressibility(select: Sequence[str] = DEFAULT_METRICS):
     return measure
 
 
-MEASURES: dict[str, Callable] = {"layer_compressibility": layer_compressibility}
+def lr_over_batch():
+    """``lr_over_batch`` = η/B: each member's learning rate η as the trainer used it (the per-member lr stored in
+    its optimiser state) over the population's batch size B (its ``batch`` coordinate; NaN without one) — the ratio
+    that orders the heavy-tailedness of SGD's iterates (Barsbey et al., NeurIPS 2021)."""
+    def measure(ctx, pop):
+        lr = np.asarray(pop.fit.state.opt_state.lr, np.float64).reshape(-1)[:pop.size]
+        batch = float(pop.coords.get("batch", np.nan))
+        return {column("lr_over_batch"): lr / batch}
+    return measure
 
-__all__ = ["HIDDEN_MEAN", "DEFAULT_METRICS", "hidden_layer_mean", "layer_compressibility", "MEASURES"]
+
+MEASURES: dict[str, Callable] = {"layer_compressibility": layer_compressibility, "lr_over_batch": lr_over_batch}
+
+__all__ = ["HIDDEN_MEAN", "DEFAULT_METRICS", "hidden_layer_mean", "layer_compressibility", "lr_over_batch",
+           "MEASURES"]
