@@ -72,10 +72,11 @@ def test_sgd_members_take_one_step_with_their_own_traced_lr(digits):
 
 
 def test_every_population_of_both_studies_has_the_declared_members(digits):
-    cfg = si.PRESETS["smoke"]
+    cfg = si.PRESETS["small"]
     pops = si.populations(cfg, digits)
     names = [p.name for p in pops]
-    assert names == ["l1", "group_lasso", "nuclear", "rank_2", "rank_dense", "sgd_b50", "sgd_b100"]
+    assert names == ["l1", "group_lasso", "nuclear", "rank_2", "rank_8", "rank_dense", "sgd_b50", "sgd_b100"]
+    assert [p.name for p in si.populations(si.PRESETS["smoke"], digits)] == ["l1", "sgd_b50"]     # include=(l1, sgd)
     by = {p.name: p for p in pops}
     assert by["l1"].train.regularizer == "l1" and by["rank_2"].train.regularizer == "none"
     assert by["rank_dense"].coords == {"source": "lowrank", "rank": cfg.model.width}
@@ -150,8 +151,10 @@ def test_pooled_claims_on_simpsons_paradox():
     assert v_a.stats["n"] == 10 and v_a.verdict == "supported"
 
 
-def test_pooled_selection_counts_the_shared_baseline_once(digits):
-    cfg = si.PRESETS["smoke"]
+@pytest.mark.parametrize("include", [si.SOURCES, ("nuclear", "lowrank", "sgd"), ("lowrank", "sgd")])
+def test_pooled_selection_counts_the_shared_baseline_once(digits, include):
+    cfg = si.PRESETS["small"]
+    cfg = dataclasses.replace(cfg, sources=dataclasses.replace(cfg.sources, include=include))
     pops = si.populations(cfg, digits)
     t = MemberTable()
     for p in pops:
@@ -160,8 +163,11 @@ def test_pooled_selection_counts_the_shared_baseline_once(digits):
     mask = claim._mask(t)
     s = cfg.sources
     seeds = cfg.grid.seeds
-    want = seeds * (len(s.alpha_l1) + sum(a > 0 for a in s.alpha_group_lasso) + sum(a > 0 for a in s.alpha_nuclear)
-                    + len(s.ranks) + len(s.sgd_lr) * len(s.sgd_batch))
+    compressed = {"l1": sum(a > 0 for a in s.alpha_l1), "group_lasso": sum(a > 0 for a in s.alpha_group_lasso),
+                  "nuclear": sum(a > 0 for a in s.alpha_nuclear), "lowrank": len(s.ranks),
+                  "sgd": len(s.sgd_lr) * len(s.sgd_batch)}
+    baseline = any(src in include for src in ("l1", "group_lasso", "nuclear", "lowrank"))
+    want = seeds * (sum(compressed[src] for src in include) + baseline)
     assert mask.sum() == want
     base = np.array([c.get("alpha") == 0.0 or c.get("rank") == cfg.model.width for c in t.coords])
-    assert (mask & base).sum() == seeds                                      # the AdamW dense baseline, once per seed
+    assert (mask & base).sum() == seeds * baseline                           # the AdamW dense baseline, once per seed

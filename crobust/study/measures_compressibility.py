@@ -52,12 +52,13 @@ def layer_compressibility(select: Sequence[str] = DEFAULT_METRICS):
 
 def lr_over_batch():
     """``lr_over_batch`` = η/B: each member's learning rate η as the trainer used it (the per-member lr stored in
-    its optimiser state) over the population's batch size B (its ``batch`` coordinate; NaN without one) — the ratio
-    that orders the heavy-tailedness of SGD's iterates (Barsbey et al., NeurIPS 2021)."""
+    its optimiser state) over the population's batch size B (its ``batch`` coordinate; a population without one
+    gets no column) — the ratio that orders the heavy-tailedness of SGD's iterates (Barsbey et al., NeurIPS 2021)."""
     def measure(ctx, pop):
+        if "batch" not in pop.coords:
+            return {}
         lr = np.asarray(pop.fit.state.opt_state.lr, np.float64).reshape(-1)[:pop.size]
-        batch = float(pop.coords.get("batch", np.nan))
-        return {column("lr_over_batch"): lr / batch}
+        return {column("lr_over_batch"): lr / float(pop.coords["batch"])}
     return measure
 
 
