@@ -80,9 +80,12 @@ def test_every_population_of_both_studies_has_the_declared_members(digits):
     by = {p.name: p for p in pops}
     assert by["l1"].train.regularizer == "l1" and by["rank_2"].train.regularizer == "none"
     assert by["rank_dense"].coords == {"source": "lowrank", "rank": cfg.model.width}
-    cfg2 = mlpc.PRESETS["smoke"]
+    cfg2 = mlpc.PRESETS["small"]
     pops2 = mlpc.populations(cfg2, digits)
-    assert [p.name for p in pops2] == ["group_lasso", "nuclear", "rank_2", "rank_dense"]
+    assert [p.name for p in pops2] == ["group_lasso", "nuclear", "rank_2", "rank_8", "rank_dense"]
+    assert [p.name for p in mlpc.populations(mlpc.PRESETS["smoke"], digits)] == ["nuclear", "rank_2", "rank_dense"]
+    assert [(p.coords.get("rank"), p.train.regularizer) for p in pops2[2:]] == [(2, "none"), (8, "none"),
+                                                                                (cfg2.model.width, "none")]
     assert sorted(m["alpha"] for m in pops2[0].members) == sorted(list(cfg2.arms.alpha_group_lasso) * cfg2.grid.seeds)
 
 
