@@ -241,15 +241,21 @@ def _arm_panels(cfg, name, arm, x, xlabel, title):
 
 
 def figures(cfg):
-    out = [_arm_panels(cfg, "neuron_group_lasso", "group_lasso", "alpha", "group-lasso strength α",
-                       "Neuron compressibility: group lasso (§E3, C1)"),
-           _arm_panels(cfg, "spectral_nuclear", "nuclear", "alpha", "nuclear-norm strength α",
-                       "Spectral compressibility: nuclear norm (§E3, C2)"),
-           _arm_panels(cfg, "spectral_low_rank", "lowrank", "rank", "rank of every hidden layer (lower = more "
-                       "compressed)", "Spectral compressibility: low-rank factorisation (§E3, C2)")]
-    for arm, group in (("group_lasso", "alpha"), ("nuclear", "alpha"), ("lowrank", "rank")):
+    """The figures of the arms trained (``arms.include``): a panel figure and two RA-vs-ε curves each."""
+    panels = {"group_lasso": ("neuron_group_lasso", "alpha", "group-lasso strength α",
+                              "Neuron compressibility: group lasso (§E3, C1)"),
+              "nuclear": ("spectral_nuclear", "alpha", "nuclear-norm strength α",
+                          "Spectral compressibility: nuclear norm (§E3, C2)"),
+              "lowrank": ("spectral_low_rank", "rank", "rank of every hidden layer (lower = more compressed)",
+                          "Spectral compressibility: low-rank factorisation (§E3, C2)")}
+    out = []
+    for arm in ARMS:
+        if arm not in cfg.arms.include:
+            continue
+        name, x, xlabel, title = panels[arm]
+        out.append(_arm_panels(cfg, name, arm, x, xlabel, title))
         for norm, label in (("linf", "ℓ∞"), ("l2", "ℓ2")):
-            out.append(Curves(f"ra_vs_eps_{norm}_{arm}", norm=norm, group_by=group, where=(("arm", arm),),
+            out.append(Curves(f"ra_vs_eps_{norm}_{arm}", norm=norm, group_by=x, where=(("arm", arm),),
                               title=f"{arm.replace('_', ' ')}: robust accuracy (ensemble) against ε, {label}"))
     return out
 

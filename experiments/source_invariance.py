@@ -244,6 +244,7 @@ def figures(cfg):
             (col("eps_nu_q2", layer=HM), col("ra_over_sa", norm="linf"), "ε_ν (hidden mean; lower = more "
              "compressible)", "RA / SA (ℓ∞)"),
             (col("eps_sigma_q2", layer=HM), "clean_acc", "ε_σ (hidden mean)", "clean accuracy (confound)"))),
+    ] + ([] if "sgd" not in cfg.sources.include else [
         Panels("sgd_dynamics", x="lr", xlabel="SGD learning rate (both batch sizes)", where=(("source", "sgd"),),
                title="Learning dynamics: plain SGD over lr × batch (E12)", panels=(
                    Panel({"clean": "clean_acc", f"ℓ∞ ε={e.headline_linf:.3g}": headline_ra(e, "linf"),
@@ -256,7 +257,7 @@ def figures(cfg):
                    Panel({"median logit margin": "median_margin", "‖W_head‖_F": "head_fro",
                           "‖W‖_F (hidden mean)": col("norm_fro", layer=HM)}, "value", "confounds"))),
         Curves("ra_vs_eps_l2_sgd", norm="l2", group_by="lr", where=(("source", "sgd"),),
-               title="SGD: robust accuracy (ensemble) against ε, ℓ2, per lr (both batch sizes)"),
+               title="SGD: robust accuracy (ensemble) against ε, ℓ2, per lr (both batch sizes)")]) + [
         Curves("ra_vs_eps_l2_by_source", norm="l2", group_by="source",
                title="robust accuracy (ensemble) against ε, ℓ2, per source (all its members)"),
         Curves("ra_vs_eps_linf_by_source", norm="linf", group_by="source",
@@ -284,7 +285,9 @@ def notes(cfg):
         "x and y per source and permutes y within sources, so it cannot come from the sources' different levels.",
         "Learning dynamics: plain SGD (momentum 0, weight decay 0, no penalty), early stopping as the other sources; "
         "the NeurIPS 2021 code trained to convergence at width 2048 — here one architecture serves every source. "
-        "Batch size is a shape, so each batch size is a population and lr a traced member axis. A member that "
+        "Batch size is a shape, so each batch size is a population and lr a traced member axis. Best-validation "
+        "selection (min_steps) can stop a large-lr member early, before its iterates' tails have grown; "
+        "`--set sgd.patience=none` trains every member for sgd.max_steps instead. A member that "
         "diverges is frozen at its last finite block and measured at its best-validation parameters (`diverged`).",
         "RA/SA is the axis of the claims because the sources change clean accuracy differently; clean accuracy, "
         "margins, the head's norm and the layers' Frobenius norms are in the table, and the SGD grid has a matched-"

@@ -84,6 +84,10 @@ def test_every_population_of_both_studies_has_the_declared_members(digits):
     pops2 = mlpc.populations(cfg2, digits)
     assert [p.name for p in pops2] == ["group_lasso", "nuclear", "rank_2", "rank_8", "rank_dense"]
     assert [p.name for p in mlpc.populations(mlpc.PRESETS["smoke"], digits)] == ["nuclear", "rank_2", "rank_dense"]
+    smoke_figs = [f.name for f in mlpc.figures(mlpc.PRESETS["smoke"])]          # only the arms trained are drawn
+    assert smoke_figs == ["spectral_nuclear", "ra_vs_eps_linf_nuclear", "ra_vs_eps_l2_nuclear", "spectral_low_rank",
+                          "ra_vs_eps_linf_lowrank", "ra_vs_eps_l2_lowrank"]
+    assert len(mlpc.figures(cfg2)) == 9
     assert [(p.coords.get("rank"), p.train.regularizer) for p in pops2[2:]] == [(2, "none"), (8, "none"),
                                                                                 (cfg2.model.width, "none")]
     assert sorted(m["alpha"] for m in pops2[0].members) == sorted(list(cfg2.arms.alpha_group_lasso) * cfg2.grid.seeds)
