@@ -28,7 +28,8 @@ Expected results:
   against dense) — the group-lasso arm's claims are skipped (its population is built like the nuclear one; every
   population costs its own compilations) —, 2 seeds, 120 steps, APGD-CE alone (5 iterations) on 100 points. Runs
   end to end; no verdict is expected.
-- ``small`` (any CPU; ≤ 5 min on 2 cores): scikit-learn digits (8×8), width 64, **depth 3** (two hidden layers,
+- ``small`` (any CPU; measured 3 min 43 s wall, 184 s CPU, on the shared 2-core machine at load ≈ 5):
+  scikit-learn digits (8×8), width 64, **depth 3** (two hidden layers,
   not the paper's four), AdamW 1e-3 / wd 0.01 / batch 100 / ≤ 1500 steps with early stopping (patience 400, min
   400 steps), group lasso α ∈ {0, 3e-3, 1e-2, 3e-2}, nuclear α ∈ {0, 3e-3, 1e-2, 3e-2}, ranks {2, 8} + dense
   (64), 3 seeds (33 members in 5 populations); 200 evaluation points, ε grids of 4 values, a reduced attack budget
@@ -38,6 +39,11 @@ Expected results:
   Expected (the paper's direction): ε_ν falls and ℓ∞ RA, RA/SA fall with the group-lasso α; ε_σ falls and ℓ2 RA,
   RA/SA fall as the rank falls and as the nuclear α grows; ‖W‖/‖W‖_F rises; clean accuracy moves by a few points at
   the strongest settings (a confound the matched-accuracy claims control).
+  Observed (one run, November 2026): ε_ν, ε_σ and ‖W‖/‖W‖_F move as expected in every arm (supported); the low-rank
+  arm's ℓ2 RA and RA/SA fall with the rank (supported) — with clean accuracy 33 points lower at rank 2 (the Flat
+  confound claim is contradicted, and no member pair matches within 1 pp, so the Matched claims are skipped); under
+  group lasso and the nuclear norm ℓ∞/ℓ2 RA fall by 2–5 points at α = 0.03 with clean accuracy within 2 points,
+  which the trend rule after Holm's correction over 16 p-values calls inconclusive.
 - ``paper`` (GPU): CIFAR-10 (local files or download), the reference recipe (REFERENCE_CODE.md §8): width 2000,
   depth 5 (3072→2000×4→10), AdamW 1e-3, wd 0.01, batch 100, 10 % validation, early stopping on validation loss with
   patience 5000 and at least 10,000 steps, keep best, at most 60,000 steps; group lasso α ∈ {0, 1e-5, 3e-5, 1e-4,
