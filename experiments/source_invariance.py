@@ -294,7 +294,8 @@ def notes(cfg):
         "the NeurIPS 2021 code trained to convergence at width 2048 — here one architecture serves every source. "
         "Batch size is a shape, so each batch size is a population and lr a traced member axis. Best-validation "
         "selection (min_steps) can stop a large-lr member early, before its iterates' tails have grown; "
-        "`--set sgd.patience=none` trains every member for sgd.max_steps instead. A member that "
+        "`--set sgd.patience=none` trains every member for sgd.max_steps instead (the measured parameters are still "
+        "each member's best-validation ones). A member that "
         "diverges is frozen at its last finite block and measured at its best-validation parameters (`diverged`).",
         "RA/SA is the axis of the claims because the sources change clean accuracy differently; clean accuracy, "
         "margins, the head's norm and the layers' Frobenius norms are in the table, and the SGD grid has a matched-"
