@@ -80,10 +80,11 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def write_csv(path: Path, rows: Sequence[Mapping]) -> None:
-    """Rows (dicts with the same keys) → CSV, atomically."""
+    """Rows (dicts) → CSV, atomically; the columns are the union of the rows' keys in order of first appearance
+    (a row without a key leaves that cell empty: e.g. members of populations with different coordinates)."""
     buf = io.StringIO()
     if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0].keys()))
+        writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
         writer.writeheader()
         for r in rows:
             writer.writerow({k: _jsonable(v) for k, v in r.items()})

@@ -8,6 +8,8 @@ notes); its docstring names the paper's figure or claims, the command and the re
 STUDIES = {
     "spectral_fixed_scale": "experiments.spectral_fixed_scale",
     "decision_boundary": "experiments.decision_boundary",
+    "mlp_compressibility": "experiments.mlp_compressibility",
     "bound_vs_gap": "experiments.bound_vs_gap",
     "universal_vs_scale": "experiments.universal_vs_scale",
+    "source_invariance": "experiments.source_invariance",
 }

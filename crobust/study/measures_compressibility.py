@@ -1,0 +1,68 @@
+"""Measures of the MLP compressibility studies (``mlp_compressibility``, ``source_invariance``): per-layer
+compressibility and norm ratios, and their mean over the encoder's hidden layers as one common axis per member.
+
+A measure is called as ``measure(ctx, pop)`` and returns ``{Column: (M,) values}`` (see
+:mod:`crobust.study.measures`); :data:`MEASURES` is this module's registry.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from crobust import metrics
+from crobust.study.table import column
+
+HIDDEN_MEAN = "hidden_mean"      # the ``layer`` qualifier of a mean over the hidden layers
+DEFAULT_METRICS = ("eps_nu_q2", "eps_sigma_q2", "beta_nu", "beta_sigma", "ratio_2_fro", "ratio_inf_fro")
+
+
+def hidden_layer_mean(values: np.ndarray, layers: Sequence[str]) -> np.ndarray:
+    """The mean over the hidden layers (every layer but ``head``) of a (M, L) per-layer array: (M,).
+
+    m_i = (1/λ) Σ_{l ∈ hidden} v_{i,l}, λ = number of hidden layers. The head is left out because no regulariser
+    of these studies acts on it (PAPER.md §E3: group lasso, the nuclear norm and the factorisation act on the
+    encoder) and its shape (C × width) differs from every hidden layer's."""
+    values = np.asarray(values, np.float64)
+    hidden = [i for i, name in enumerate(layers) if name != "head"]
+    if not hidden:
+        raise ValueError(f"no hidden layer among {list(layers)}")
+    return values[:, hidden].mean(axis=1)
+
+
+def layer_compressibility(select: Sequence[str] = DEFAULT_METRICS):
+    """The :func:`crobust.metrics.layer_report` metrics named in ``select`` (at the configured κ), per layer:
+    ``<metric>[layer=hidden_i]`` and ``<metric>[layer=head]``, and their mean over the hidden layers
+    ``<metric>[layer=hidden_mean]`` (:func:`hidden_layer_mean`).
+
+    Default: ε_ν and ε_σ (q = 2: ε(k) = ‖tail of the sorted row-ℓ1 norms / singular values beyond the top
+    k = d − ⌊(1−κ)d⌋‖₂ / ‖all‖₂; lower = more compressible), β_ν and β_σ (dispersion), ‖W‖₂/‖W‖_F and ‖W‖_∞/‖W‖_F."""
+    def measure(ctx, pop):
+        rep = metrics.layer_report(pop.params, kappa=ctx.measure.kappa, lipschitz=False)
+        out = {}
+        for name in select:
+            values = np.asarray(rep["layer_metrics"][name])                     # (M, L)
+            for li, layer in enumerate(rep["layers"]):
+                out[column(name, layer=layer)] = values[:, li]
+            out[column(name, layer=HIDDEN_MEAN)] = hidden_layer_mean(values, rep["layers"])
+        return out
+    return measure
+
+
+def lr_over_batch():
+    """``lr_over_batch`` = η/B: each member's learning rate η as the trainer used it (the per-member lr stored in
+    its optimiser state) over the population's batch size B (its ``batch`` coordinate; a population without one
+    gets no column) — the ratio that orders the heavy-tailedness of SGD's iterates (Barsbey et al., NeurIPS 2021)."""
+    def measure(ctx, pop):
+        if "batch" not in pop.coords:
+            return {}
+        lr = np.asarray(pop.fit.state.opt_state.lr, np.float64).reshape(-1)[:pop.size]
+        return {column("lr_over_batch"): lr / float(pop.coords["batch"])}
+    return measure
+
+
+MEASURES: dict[str, Callable] = {"layer_compressibility": layer_compressibility, "lr_over_batch": lr_over_batch}
+
+__all__ = ["HIDDEN_MEAN", "DEFAULT_METRICS", "hidden_layer_mean", "layer_compressibility", "lr_over_batch",
+           "MEASURES"]
