@@ -45,8 +45,19 @@ def choose_preset(preset: str) -> tuple[str, str]:
     return "small", f"auto: no accelerator found (JAX backend is {backend}); the paper preset needs a GPU or TPU"
 
 
-def index_lines(preset: str, why: str, results: list[dict]) -> list[str]:
-    """``index.md``: every claim C1–C11 with its verdicts (or why it has none), then every study's verdicts."""
+def registered_coverage() -> dict:
+    """{claim id: [registered studies that test it]}, from each study's ``paper_claims``."""
+    out: dict = {}
+    for name, module in STUDIES.items():
+        for cid in importlib.import_module(module).STUDY.paper_claims:
+            out.setdefault(cid, []).append(name)
+    return out
+
+
+def index_lines(preset: str, why: str, results: list[dict], coverage: dict | None = None) -> list[str]:
+    """``index.md``: every claim C1–C11 with its verdicts (or why it has none), then every study's verdicts.
+    ``coverage`` ({claim: registered studies}) names the studies that test a claim but were not run."""
+    coverage = registered_coverage() if coverage is None else coverage
     lines = [f"# crobust reproduction — preset `{preset}`", "", f"Preset: {why}.", "",
              f"Studies run: {len(results)} ({', '.join(r['study'] for r in results)}). The paper's claims "
              f"(PAPER.md §5) and what these runs say of each:", "",
@@ -64,7 +75,9 @@ def index_lines(preset: str, why: str, results: list[dict]) -> list[str]:
                 if c["paper"] == cid:
                     tally[c["verdict"]] = tally.get(c["verdict"], 0) + 1
             found.append(f"{r['study']}: " + ", ".join(f"{n} {v}" for v, n in tally.items()))
-        if not found:
+        if not found and coverage.get(cid):
+            found = [f"not run here — tested by {', '.join(coverage[cid])}"]
+        elif not found:
             found = [f"not covered yet — {catalog.PLANNED.get(cid, 'no study planned')}"]
         lines.append(f"| {cid} | {text} | {'; '.join(found)} |")
     lines.append("")

@@ -138,8 +138,10 @@ def test_the_index_lists_every_paper_claim_with_its_verdicts_or_the_study_that_w
                 "verdicts": ["- **C3: x** — **supported**"],
                 "claims": [{"paper": "C3", "verdict": "supported"}, {"paper": "C3", "verdict": "inconclusive"},
                            {"paper": "E1", "verdict": "supported"}]}]
-    text = "\n".join(reproduce.index_lines("small", "forced", results))
+    text = "\n".join(reproduce.index_lines("small", "forced", results, coverage={"C3": ["s"], "C5": ["bound_vs_gap"]}))
     for cid in [f"C{i}" for i in range(1, 12)]:
         assert f"| {cid} |" in text
     assert "| C3 |" in text and "s: 1 supported, 1 inconclusive" in text
-    assert "not covered yet — bound_vs_gap" in text                       # C5 names the study that will test it
+    assert "not run here — tested by bound_vs_gap" in text                # registered, not in this run
+    assert "not covered yet — a transfer study" in text                   # C8: no study yet, names the one that will
+    assert set(reproduce.registered_coverage()) >= {"C1", "C2", "C3", "C4", "C5", "C6", "C9"}

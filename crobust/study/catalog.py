@@ -14,15 +14,10 @@ CLAIMS = {
     "C11": "ResNet-18 α = 0.1 vs 0: no better accuracy, more graceful filter pruning; mitigations help",
 }
 
-# Claims no study tests yet: the study that will, and the issue it belongs to.
+# Claims no study tests yet, and the study that will.
 PLANNED = {
-    "C1": "mlp_compressibility (FCN group lasso, PAPER.md §E3) and the ResNet-18 study (§E4)",
-    "C2": "mlp_compressibility (FCN low rank and nuclear norm, §E3)",
-    "C5": "bound_vs_gap (§E6)",
-    "C6": "source_invariance (§E12)",
     "C7": "an adversarial-training study on the convolutional trainer (§E7)",
     "C8": "a transfer study (CIFAR-100 → CIFAR-10 linear probe, §E8)",
-    "C9": "universal_vs_scale (§E9)",
     "C10": "a pretrained-backbone study (ViT / CLIP, §E5)",
     "C11": "a pruning and mitigations study on ResNet-18 (§E10, §E11)",
 }
