@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from typing import Any, Iterable, Mapping, Sequence
@@ -197,20 +198,12 @@ def init_population(model, data, config: TrainConfig, members: Sequence[Mapping]
     config.validate(n_total)
     hp = _member_hparams(members, config)
     keys = member_keys(members)
-    x0 = jnp.zeros((1,) + tuple(data.train_images.shape[1:]), jnp.float32)
-
-    def one(key, lr, wd):
-        variables = model.init(stream_key(key, "init"), x0)
-        params = {"params": variables["params"]}
-        model_state = {k: v for k, v in variables.items() if k != "params"} or None
-        opt_state = optim.init(config.optimizer, params, lr, wd)
-        train_idx, val_idx = split_indices(stream_key(key, "split"), n_total, config.val_ratio)
-        return params, model_state, opt_state, train_idx, val_idx
-
-    # lax.map, not vmap: the same values, and XLA compiles flax's initialisers for one member about twice as fast
-    # (an init is run once; its compile was most of its cost: 3.2 s vs 1.5 s for a 64-wide MLP on the CPU).
-    params, model_state, opt_state, train_idx, val_idx = jax.jit(
-        lambda k, lr, wd: jax.lax.map(lambda a: one(*a), (k, lr, wd)))(keys, hp["lr"], hp["weight_decay"])
+    image_shape = tuple(int(d) for d in data.train_images.shape[1:])
+    try:
+        program = _init_program(model, config.optimizer, n_total, float(config.val_ratio), image_shape)
+    except TypeError:                                   # an unhashable model: a fresh program
+        program = _init_program.__wrapped__(model, config.optimizer, n_total, float(config.val_ratio), image_shape)
+    params, model_state, opt_state, train_idx, val_idx = program(keys, hp["lr"], hp["weight_decay"])
     m = len(members)
     return PopulationState(
         params=params, opt_state=opt_state, best_params=params, ref_norms=_reference_norms(params, config),
@@ -218,6 +211,24 @@ def init_population(model, data, config: TrainConfig, members: Sequence[Mapping]
         step=jnp.zeros((m,), jnp.int32), best_val=jnp.full((m,), jnp.inf, jnp.float32),
         best_step=jnp.full((m,), -1, jnp.int32), stopped=jnp.zeros((m,), bool), diverged=jnp.zeros((m,), bool),
         model_state=model_state, best_model_state=model_state)
+
+
+@functools.lru_cache(maxsize=16)
+def _init_program(model, optimizer: str, n_total: int, val_ratio: float, image_shape: tuple):
+    """The jitted initialisation of a population (one per model / optimiser / data shape, reused across calls)."""
+    x0 = jnp.zeros((1,) + image_shape, jnp.float32)
+
+    def one(key, lr, wd):
+        variables = model.init(stream_key(key, "init"), x0)
+        params = {"params": variables["params"]}
+        model_state = {k: v for k, v in variables.items() if k != "params"} or None
+        opt_state = optim.init(optimizer, params, lr, wd)
+        train_idx, val_idx = split_indices(stream_key(key, "split"), n_total, val_ratio)
+        return params, model_state, opt_state, train_idx, val_idx
+
+    # lax.map, not vmap: the same values, and XLA compiles flax's initialisers for one member about twice as fast
+    # (an init is run once; its compile was most of its cost: 3.2 s vs 1.5 s for a 64-wide MLP on the CPU).
+    return jax.jit(lambda k, lr, wd: jax.lax.map(lambda a: one(*a), (k, lr, wd)))
 
 
 def _reference_norms(params, config: TrainConfig) -> dict:
