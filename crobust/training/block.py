@@ -83,8 +83,8 @@ def lr_factor(config: TrainConfig, steps_per_epoch: int):
     """``step ↦`` the schedule's learning-rate factor (TrainConfig docstring), or None for ``'constant'``.
 
     The factor of the step taken after ``step`` steps is f(e), e = ⌊step / S⌋ (S = ``steps_per_epoch``), from
-    optax: ``'multistep'`` ``piecewise_constant_schedule(1, {m − 1: γ})`` (optax scales once the count *exceeds* a
-    boundary, MultiStepLR once the epoch *reaches* a milestone, hence m − 1); ``'cosine'``
+    optax: ``'multistep'`` ``piecewise_constant_schedule(1, {m: γ})`` (γ applies from epoch m on, as MultiStepLR's);
+    ``'cosine'``
     ``cosine_decay_schedule(1, T, alpha=ρ)``. (The reference steps its scheduler after iteration k·E + 1, one
     step later than here; E = ⌈N/B⌉ there, ⌊N/B⌋ here because the trainer drops an epoch's remainder.)
     """
@@ -92,7 +92,7 @@ def lr_factor(config: TrainConfig, steps_per_epoch: int):
         return None
     spe = max(int(steps_per_epoch), 1)
     if config.lr_schedule == "multistep":
-        sched = optax.piecewise_constant_schedule(1.0, {int(m) - 1: float(config.lr_gamma)
+        sched = optax.piecewise_constant_schedule(1.0, {int(m): float(config.lr_gamma)
                                                         for m in config.lr_milestones})
     else:
         epochs = config.cosine_epochs or max(1, math.ceil(config.max_steps / spe))
