@@ -10,7 +10,8 @@ Usage::
 What a checkpoint holds (one Orbax step per saved block, ``<dir>/<block>/``): the whole
 :class:`crobust.training.PopulationState` of the real members — parameters, optimiser state, per-member best
 parameters and best validation loss/step, early-stopping and divergence flags, the Frobenius reference norms,
-the members' splits, the per-member step (which is the data-order position: the batch of step s is a function of
+the members' splits, the model state (batch-norm running statistics, and the copy that goes with the best
+parameters; absent for MLPs), the per-member step (which is the data-order position: the batch of step s is a function of
 the member key and s) and the member keys (typed keys saved as ``jax.random.key_data`` and re-wrapped) — plus
 the fit loop's host-side history, the block count, the training wall time so far and a fingerprint of what
 determines training (train config, members, model, training data). Nothing else is needed to continue, so the
@@ -74,8 +75,9 @@ def _jsonable(x):
 
 # The trainer's state layout and the meaning of its step counter (data order, optimiser rule). Bumped whenever either
 # changes, so that a checkpoint of an older crobust is refused by name instead of failing inside Orbax or,
-# worse, resuming with another data order. 2: crobust.optim state, Feistel index-shuffle data order.
-STATE_FORMAT = 2
+# worse, resuming with another data order. 2: crobust.optim state, Feistel index-shuffle data order. 3: the model
+# state (batch-norm statistics) and its best-validation copy in the state; schedules, augmentation and member axes.
+STATE_FORMAT = 3
 
 
 def describe(model, data, config, members: Sequence[Mapping]) -> dict:

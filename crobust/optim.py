@@ -75,14 +75,18 @@ def _unzip(params, out, n: int):
     return tuple(jax.tree.unflatten(treedef, [leaf[i] for leaf in leaves]) for i in range(n))
 
 
-def step(name: str, params, grads, state: OptState, active, *, momentum: float = 0.9):
+def step(name: str, params, grads, state: OptState, active, *, momentum=0.9, lr_scale=None):
     """One optimiser step if ``active`` (a scalar bool), else ``(params, state)`` unchanged, bit for bit.
 
-    Returns ``(new_params, new_state)``.
+    ``momentum`` (sgd's μ) may be traced; ``lr_scale`` (a schedule's factor, may be traced) multiplies the stored
+    learning rate for this step, in the update and in AdamW's decoupled decay alike (torch's schedulers change
+    the group's lr, which both use). Returns ``(new_params, new_state)``.
     """
     check_choice("optimizer", name, OPTIMIZERS)
     active = jnp.asarray(active, bool)
     lr, wd = state.lr, state.weight_decay
+    if lr_scale is not None:
+        lr = lr * lr_scale
     keep = lambda new, old: jnp.where(active, new, old)
     count = state.count + active.astype(jnp.int32)
     if name == "adamw":

@@ -98,7 +98,8 @@ def test_checkpoint_of_another_crobust_state_format_is_refused(small, tmp_path, 
     ckdir = tmp_path / "ck"
     small.run(checkpoint_dir=ckdir)
     monkeypatch.setattr(checkpoint, "STATE_FORMAT", checkpoint.STATE_FORMAT + 1)
-    with pytest.raises(CrobustError, match=r"differs in: state_format \(2 → 3: written by another crobust version"):
+    old, new = checkpoint.STATE_FORMAT - 1, checkpoint.STATE_FORMAT
+    with pytest.raises(CrobustError, match=rf"differs in: state_format \({old} → {new}: written by another crobust"):
         small.run(checkpoint_dir=ckdir)
 
 

@@ -19,12 +19,13 @@ the host loop; :func:`evaluate`).
 
 Design (DESIGN.md, "a population, not a seed"):
 
-- **Members.** A member is a dict of hyper-parameters (``alpha``, optionally ``lr``, ``weight_decay``) plus a
-  ``seed``. All members share array shapes and are stacked on a leading axis; their hyper-parameters are traced
-  arrays on that axis, so one compiled program serves the whole grid.
+- **Members.** A member is a dict of hyper-parameters plus a ``seed``: any member axis of :data:`HPARAMS`
+  (``alpha``, ``lr``, ``weight_decay``, ``momentum``, ``at_eps``, ``at_step_size``, ``at_ratio``, ``trades_beta``),
+  the others taking the config's values. All members share array shapes and are stacked on a leading axis; their
+  hyper-parameters are traced arrays on that axis, so one compiled program serves the whole grid.
 - **Keys.** Every random stream of a member derives from its own seed, never from its position or the device
-  layout: ``key = jax.random.key(seed)``; init = fold_in(key, 0), data order = fold_in(key, 1), validation split =
-  fold_in(key, 2), attack noise = fold_in(key, 3). Members with the same seed and different α therefore share
+  layout: ``key = jax.random.key(seed)``; stream s is fold_in(key, s) (:data:`STREAMS`): init 0, data order 1,
+  validation split 2, attack noise 3, augmentation 4 (each folded with the step where it is per step). Members with the same seed and different α therefore share
   initial weights, data order and validation split (common random numbers: differences across α are due to α).
   Training a member alone gives the same result as training it inside a population (tested, to float tolerance).
 - **Data.** The whole dataset is resident on the device as uint8 and scaled to [0, 1] inside the step. Each member
@@ -52,17 +53,30 @@ Design (DESIGN.md, "a population, not a seed"):
   per member in the optimiser state (traced values).
 - **Loss** = mean cross-entropy + regulariser(params, α) (:mod:`crobust.regularizers`); after each optimiser step
   the optional projection (``frobenius``: every hidden layer back to its initial Frobenius norm) is applied.
+  The learning rate is multiplied by the schedule's factor of the epoch (``TrainConfig.lr_schedule``).
+- **Model state** (batch norm). A model whose ``init`` returns collections besides ``params`` keeps them per
+  member in ``PopulationState.model_state``; steps run it in train mode (batch statistics, running statistics
+  updated), validation, adversarial-example generation and evaluation in eval mode (running statistics, nothing
+  updated). ``best_model_state`` goes with ``best_params``; :func:`for_evaluation` gives ``(apply_fn, variables)``
+  for :mod:`crobust.evaluation`. Models without it (the MLPs) are applied as ``model.apply(params, x)``.
+- **Augmentation** (``TrainConfig.augment``) and **adversarial training** (``TrainConfig.adversarial``: PGD batch
+  mixing or TRADES) run inside the jitted step (:mod:`~crobust.training.augmentation`,
+  :mod:`~crobust.training.adversarial`).
 """
 
+from crobust.training.augmentation import augment
 from crobust.training.block import (MEMBER_CACHE_BUDGET_BYTES, _block_batch_indices, _chunked_loss_acc,
-                                    auto_members_per_group, cross_entropy, make_block_fn)
-from crobust.training.config import HPARAM_NAMES, OPTIMIZERS, AdversarialTraining, TrainConfig
+                                    auto_members_per_group, cross_entropy, lr_factor, make_block_fn)
+from crobust.training.config import (AUGMENTATIONS, HPARAM_NAMES, HPARAMS, LR_SCHEDULES, OPTIMIZERS,
+                                     AdversarialTraining, HParam, TrainConfig)
 from crobust.training.loop import Progress, evaluate, fit
-from crobust.training.population import (FitResult, PopulationState, _member_hparams, grid, init_population,
-                                         member_keys, split_indices)
+from crobust.training.population import (STREAMS, FitResult, PopulationState, _member_hparams, eval_apply,
+                                         for_evaluation, grid, init_population, member_keys, split_indices,
+                                         stream_key)
 
 __all__ = [
-    "AdversarialTraining", "FitResult", "HPARAM_NAMES", "MEMBER_CACHE_BUDGET_BYTES", "OPTIMIZERS",
-    "PopulationState", "Progress", "TrainConfig", "auto_members_per_group", "cross_entropy", "evaluate", "fit",
-    "grid", "init_population", "make_block_fn", "member_keys", "split_indices",
+    "AUGMENTATIONS", "AdversarialTraining", "FitResult", "HPARAMS", "HPARAM_NAMES", "HParam", "LR_SCHEDULES",
+    "MEMBER_CACHE_BUDGET_BYTES", "OPTIMIZERS", "PopulationState", "Progress", "STREAMS", "TrainConfig", "augment",
+    "auto_members_per_group", "cross_entropy", "eval_apply", "evaluate", "fit", "for_evaluation", "grid",
+    "init_population", "lr_factor", "make_block_fn", "member_keys", "split_indices", "stream_key",
 ]

@@ -15,8 +15,9 @@ from crobust import optim, parallel, precision, regularizers
 from crobust._errors import CrobustError, check_choice
 from crobust.data import to_float
 from crobust.shuffle import index_shuffle
-from crobust.training.config import AdversarialTraining, TrainConfig
-from crobust.training.population import PopulationState, _where
+from crobust.training import adversarial, augmentation
+from crobust.training.config import TrainConfig
+from crobust.training.population import PopulationState, _where, stream_key
 
 def cross_entropy(logits, labels):
     """Mean softmax cross-entropy, −(1/N) Σ_n log softmax(logits_n)[y_n]."""
@@ -87,12 +88,40 @@ def auto_members_per_group(params, *, batch_size: int = 128, eval_batch_size: in
     return parallel.members_per_group_for_memory(need, free, parallel.leading_size(params))
 
 
+def lr_factor(config: TrainConfig, steps_per_epoch: int):
+    """``step ↦`` the schedule's learning-rate factor (TrainConfig docstring), or None for ``'constant'``.
+
+    The factor of the step taken after ``step`` steps is f(e), e = ⌊step / S⌋ (S = ``steps_per_epoch``), from
+    optax: ``'multistep'`` ``piecewise_constant_schedule(1, {m: γ})`` (γ applies from epoch m on, as MultiStepLR's);
+    ``'cosine'``
+    ``cosine_decay_schedule(1, T, alpha=ρ)``. (The reference steps its scheduler after iteration k·E + 1, one
+    step later than here; E = ⌈N/B⌉ there, ⌊N/B⌋ here because the trainer drops an epoch's remainder.)
+    """
+    if config.lr_schedule == "constant":
+        return None
+    spe = max(int(steps_per_epoch), 1)
+    if config.lr_schedule == "multistep":
+        sched = optax.piecewise_constant_schedule(1.0, {int(m): float(config.lr_gamma)
+                                                        for m in config.lr_milestones})
+    else:
+        epochs = config.cosine_epochs or max(1, math.ceil(config.max_steps / spe))
+        sched = optax.cosine_decay_schedule(1.0, int(epochs), alpha=float(config.cosine_min_ratio))
+    return lambda step: jnp.asarray(sched(step // spe), jnp.float32)
+
+
 def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None, *,
                   members_per_group: int | None | str = "auto"):
     """Build ``block(state, hparams, images, labels) -> (state, metrics)``: ``eval_every`` steps for every member.
 
-    ``adversary(apply_fn, params, x, y, key) -> x_adv`` is used for adversarial training when
-    ``config.adversarial`` is set (default: :func:`crobust.attacks.pgd` with the config's settings).
+    ``adversary(apply_fn, variables, x, y, key) -> x_adv`` replaces the default PGD of ``config.adversarial``
+    (method ``'pgd'``) when given; ``apply_fn(variables, x)`` is the member's model in eval mode.
+
+    A step of one member (key k, step s; streams of :data:`~crobust.training.population.STREAMS`): the batch of
+    step s (``_block_batch_indices``) scaled to [0, 1]; augmented (``config.augment``, key fold_in(augment(k), s));
+    adversarial examples made in eval mode (key fold_in(attack(k), s)); loss = cross-entropy in train mode (batch
+    norm: batch statistics, running statistics updated into ``model_state``) + regulariser; optimiser step with
+    the schedule's factor. Validation runs in eval mode. Models without model state are applied as
+    ``model.apply(params, x)``; with it as ``model.apply(variables, x, train=..., mutable=[collections])``.
 
     ``members_per_group`` is how the members are laid out in the program, never what they compute: ``None``
     vmaps every member (one wide program: accelerators, sharded populations); an integer G runs groups of G
@@ -102,6 +131,9 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
     independent, so every layout gives the same results up to float rounding of the batched matmuls.
     """
     check_choice("optimizer", config.optimizer, optim.OPTIMIZERS)
+    check_choice("augment", config.augment, augmentation.MODES)
+    if config.adversarial is not None:
+        config.adversarial.validate()
     if not (members_per_group is None or members_per_group == "auto"
             or (isinstance(members_per_group, int) and members_per_group >= 1)):
         raise CrobustError(f"members_per_group must be None, 'auto' or a positive integer, got {members_per_group!r}")
@@ -109,59 +141,92 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
     apply_fn = model.apply
     block = config.eval_every
     at = config.adversarial
-    if at is not None and adversary is None:
-        adversary = _default_adversary(at)
+    trades = at is not None and at.method == "trades"
+    if trades and adversary is not None:
+        raise CrobustError("a custom adversary replaces PGD examples; it cannot be combined with method='trades'")
 
     def member_block(state_m: PopulationState, hp_m, images, labels):
         # state_m: one member's slice of the population state (the same pytree without the member axis)
         params0, opt0, key, step0 = state_m.params, state_m.opt_state, state_m.key, state_m.step
+        ms0, best_ms = state_m.model_state, state_m.best_model_state
+        stateful = ms0 is not None
         train_idx, val_idx, ref_norms = state_m.train_idx, state_m.val_idx, state_m.ref_norms
         best_val, best_step, best_params = state_m.best_val, state_m.best_step, state_m.best_params
         stopped, diverged = state_m.stopped, state_m.diverged
         frozen = stopped | diverged
+        factor = lr_factor(config, train_idx.shape[0] // config.batch_size)
+        eval_fn = apply_fn if not stateful else (lambda variables, x: apply_fn(variables, x, train=False))
+        variables = (lambda p, ms: p) if not stateful else (lambda p, ms: {**p, **ms})
 
-        def train(params, opt_state):
-            batches = _block_batch_indices(jax.random.fold_in(key, 1), step0, train_idx, config.batch_size, block)
+        def train_logits(p, ms, x):           # -> (logits, updated model state); train mode
+            if not stateful:
+                return apply_fn(p, x), None
+            return apply_fn({**p, **ms}, x, train=True, mutable=list(ms))
+
+        def train(params, opt_state, ms):
+            batches = _block_batch_indices(stream_key(key, "data"), step0, train_idx, config.batch_size, block)
 
             def one_step(carry, ids):
-                params, opt_state, step, bad, loss_sum, n_active = carry
+                params, opt_state, ms, step, bad, loss_sum, n_active = carry
                 x, y = to_float(images[ids]), labels[ids]
+                if config.augment != "none":
+                    x = augmentation.augment(jax.random.fold_in(stream_key(key, "augment"), step), x,
+                                             config.augment)
                 if at is not None:
-                    x = _mix_adversarial(adversary, apply_fn, params, x, y, jax.random.fold_in(
-                        jax.random.fold_in(key, 3), step), at)
+                    frozen_vars = jax.lax.stop_gradient(variables(params, ms))
+                    logits_fn = lambda z: eval_fn(frozen_vars, z)
+                    k_att = jax.random.fold_in(stream_key(key, "attack"), step)
+                    if trades:
+                        x_adv = adversarial.trades_examples(logits_fn, x, k_att, at, hp_m["at_eps"],
+                                                            hp_m["at_step_size"])
+                    else:
+                        attack = ((lambda xs, ys, k: adversary(eval_fn, frozen_vars, xs, ys, k)) if adversary
+                                  else (lambda xs, ys, k: adversarial.pgd_examples(
+                                      logits_fn, xs, ys, k, at, hp_m["at_eps"], hp_m["at_step_size"])))
+                        x = adversarial.mix_adversarial(attack, x, y, k_att, at, hp_m["at_ratio"])
 
                 def loss_fn(p):
-                    return cross_entropy(apply_fn(p, x), y) + penalty(p, hp_m["alpha"])
+                    logits, new_ms = train_logits(p, ms, x)
+                    loss = cross_entropy(logits, y)
+                    if trades:
+                        logits_adv, new_ms = train_logits(p, new_ms, x_adv)
+                        loss = loss + hp_m["trades_beta"] * adversarial.kl_divergence(logits, logits_adv)
+                    return loss + penalty(p, hp_m["alpha"]), new_ms
 
-                loss, grads = jax.value_and_grad(loss_fn)(params)
+                (loss, new_ms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
                 finite = jnp.isfinite(loss)
                 ok = (~bad) & (step < config.max_steps) & finite
                 new_params, opt_state = optim.step(config.optimizer, params, grads, opt_state, ok,
-                                                   momentum=config.momentum)
+                                                   momentum=hp_m["momentum"],
+                                                   lr_scale=None if factor is None else factor(step))
                 if config.projection == "frobenius":
                     new_params = _where(ok, regularizers.frobenius_projection(new_params, ref_norms), params)
+                if stateful:
+                    ms = _where(ok, new_ms, ms)
                 bad = bad | ((step < config.max_steps) & ~finite)
-                return (new_params, opt_state, step + ok.astype(jnp.int32), bad,
+                return (new_params, opt_state, ms, step + ok.astype(jnp.int32), bad,
                         loss_sum + jnp.where(ok, loss, 0.0), n_active + ok.astype(jnp.int32)), None
 
-            init = (params, opt_state, step0, jnp.bool_(False), jnp.float32(0.0), jnp.int32(0))
-            (params, opt_state, step, bad, loss_sum, n_active), _ = jax.lax.scan(one_step, init, batches)
-            # One finiteness check per block: a member whose loss or parameters stopped being finite goes back to
-            # where it started the block, and is frozen from then on (below).
-            bad = bad | ~jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
-            params, opt_state = _where(bad, params0, params), _where(bad, opt0, opt_state)
-            return (params, opt_state, jnp.where(bad, step0, step), bad, jnp.where(bad, 0.0, loss_sum),
+            init = (params, opt_state, ms, step0, jnp.bool_(False), jnp.float32(0.0), jnp.int32(0))
+            (params, opt_state, ms, step, bad, loss_sum, n_active), _ = jax.lax.scan(one_step, init, batches)
+            # One finiteness check per block: a member whose loss, parameters or model state stopped being finite
+            # goes back to where it started the block, and is frozen from then on (below).
+            bad = bad | ~jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((params, ms))]))
+            params, opt_state, ms = _where(bad, params0, params), _where(bad, opt0, opt_state), _where(bad, ms0, ms)
+            return (params, opt_state, ms, jnp.where(bad, step0, step), bad, jnp.where(bad, 0.0, loss_sum),
                     jnp.where(bad, 0, n_active))
 
-        def skip(params, opt_state):
-            return params, opt_state, step0, jnp.bool_(False), jnp.float32(0.0), jnp.int32(0)
+        def skip(params, opt_state, ms):
+            return params, opt_state, ms, step0, jnp.bool_(False), jnp.float32(0.0), jnp.int32(0)
 
-        params, opt_state, new_step, bad, loss_sum, n_active = jax.lax.cond(frozen, skip, train, params0, opt0)
+        params, opt_state, ms, new_step, bad, loss_sum, n_active = jax.lax.cond(frozen, skip, train, params0,
+                                                                                opt0, ms0)
         diverged = diverged | bad
 
-        # Validation and early stopping (REFERENCE_CODE.md §4).
+        # Validation (eval mode) and early stopping (REFERENCE_CODE.md §4).
         if val_idx.shape[0] > 0:
-            val_loss, val_acc = _chunked_loss_acc(apply_fn, params, images, labels, val_idx, config.eval_batch_size)
+            val_loss, val_acc = _chunked_loss_acc(eval_fn, variables(params, ms), images, labels, val_idx,
+                                                  config.eval_batch_size)
         else:
             val_loss, val_acc = jnp.float32(jnp.nan), jnp.float32(jnp.nan)
         evaluated = n_active > 0
@@ -170,6 +235,8 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
         best_val = jnp.where(improved, val_loss, best_val)
         best_step = jnp.where(improved, new_step, best_step)
         best_params = _where(improved, params, best_params)
+        if stateful:
+            best_ms = _where(improved, ms, best_ms)
         stop = new_step >= config.max_steps
         if config.patience is not None:
             stop = stop | ((best_step >= 0) & (new_step - best_step >= config.patience))
@@ -177,7 +244,8 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
         metrics = {"step": new_step, "train_loss": loss_sum / jnp.maximum(n_active, 1), "val_loss": val_loss,
                    "val_acc": val_acc, "evaluated": evaluated, "alive": ~(stopped | diverged)}
         new_state = state_m.replace(params=params, opt_state=opt_state, best_params=best_params, step=new_step,
-                                    best_val=best_val, best_step=best_step, stopped=stopped, diverged=diverged)
+                                    best_val=best_val, best_step=best_step, stopped=stopped, diverged=diverged,
+                                    model_state=ms, best_model_state=best_ms)
         return new_state, metrics
 
     def block_fn(state: PopulationState, hparams, images, labels):
@@ -191,27 +259,3 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
                                         group=group)
 
     return block_fn
-
-
-def _default_adversary(at: AdversarialTraining):
-    from crobust import attacks  # imported lazily: attacks are only needed for adversarial training
-
-    def adversary(apply_fn, params, x, y, key):
-        return attacks.pgd(lambda z: apply_fn(params, z), x, y, key, eps=at.eps, norm=at.norm,
-                           n_iter=at.n_iter, step_size=at.step_size, n_restarts=1, keep="max_loss",
-                           labels=at.labels, clip=at.clip)
-
-    return adversary
-
-
-def _mix_adversarial(adversary, apply_fn, params, x, y, key, at: AdversarialTraining):
-    """Replace the first ⌊ratio·B⌋ points of a random permutation of the batch by adversarial examples."""
-    b = x.shape[0]
-    n_adv = int(math.floor(at.ratio * b))
-    if n_adv == 0:
-        return x
-    k_perm, k_att = jax.random.split(key)
-    sel = jax.random.permutation(k_perm, b)[:n_adv]
-    x_adv = adversary(apply_fn, jax.lax.stop_gradient(params), x[sel], y[sel], k_att)
-    return x.at[sel].set(jax.lax.stop_gradient(x_adv))
-

@@ -1,26 +1,41 @@
 """Training configuration shared by every member of a population: :class:`TrainConfig` and
-:class:`AdversarialTraining` (frozen dataclasses; a member's own hyper-parameters live in its member dict)."""
+:class:`AdversarialTraining` (frozen dataclasses), and :data:`HPARAMS`, the registry of the numeric settings a
+member may set for itself (a member axis: traced per member, one compiled program for the whole grid)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Callable
 
 from crobust import optim, precision, regularizers
 from crobust._errors import CrobustError, check_choice
 
 OPTIMIZERS = optim.OPTIMIZERS
-HPARAM_NAMES = ("alpha", "lr", "weight_decay")
+AUGMENTATIONS = ("none", "crop_flip", "full")
+LR_SCHEDULES = ("constant", "multistep", "cosine")
+AT_METHODS = ("pgd", "trades")
+AT_NORMS = ("linf", "l2")
 
 
 @dataclasses.dataclass(frozen=True)
 class AdversarialTraining:
-    """PGD adversarial training as in the reference code's README (REFERENCE_CODE.md §5).
+    """Adversarial training inside the jitted population step (REFERENCE_CODE.md §5; Zhang et al. 2019).
 
-    Each step, the first ⌊ratio·B⌋ points of a random permutation of the batch are replaced by PGD adversarial
-    examples (``n_iter`` steps of size ``step_size`` in an ``norm`` ball of radius ``eps``, one random start,
-    labels = the model's clean predictions when ``labels='predicted'``, clipped to [0,1] unless ``clip=False``);
-    the step is then taken on the mixed batch with the true labels.
+    ``method='pgd'`` (the reference): each step, the first ⌊ratio·B⌋ points of a random permutation of the batch
+    are replaced by PGD adversarial examples (``n_iter`` steps of size ``step_size`` in an ``norm`` ball of radius
+    ``eps``, one random start, labels = the model's clean predictions when ``labels='predicted'``, clipped to
+    [0,1] unless ``clip=False``); the step is then taken on the mixed batch with the true labels.
+
+    ``method='trades'`` (Zhang et al. 2019, TRADES): every point x of the batch gets x' = the PGD maximiser of
+    KL(f(x) ‖ f(x')) over the ball (start x + 0.001·N(0, I), ``n_iter`` steps of ``step_size``, as the authors'
+    code), and the loss is CE(f(x), y) + β·(1/B) Σ_n KL(softmax f(x_n) ‖ softmax f(x'_n)); ``ratio`` and
+    ``labels`` do not apply.
+
+    While attacking, the model is in eval mode (batch norm uses its running statistics and does not update them);
+    the step itself is in train mode. ``eps``, ``step_size``, ``ratio`` and ``beta`` are the defaults of the member
+    axes ``at_eps``, ``at_step_size``, ``at_ratio`` and ``trades_beta`` (:data:`HPARAMS`); ``ratio`` is also the
+    largest ratio a member may use (it fixes how many points are attacked, a static shape).
     """
 
     norm: str = "linf"
@@ -30,6 +45,20 @@ class AdversarialTraining:
     ratio: float = 0.5
     labels: str = "predicted"
     clip: bool = False
+    method: str = "pgd"
+    beta: float = 6.0
+
+    def validate(self) -> None:
+        check_choice("adversarial norm", self.norm, AT_NORMS)
+        check_choice("adversarial method", self.method, AT_METHODS)
+        check_choice("adversarial labels", self.labels, ("true", "predicted"))
+        if isinstance(self.n_iter, bool) or not isinstance(self.n_iter, int) or self.n_iter < 1:
+            raise CrobustError(f"adversarial n_iter must be a positive integer, got {self.n_iter!r}")
+        if not 0.0 < self.ratio <= 1.0:
+            raise CrobustError(f"adversarial ratio must be in (0, 1], got {self.ratio}")
+        if not self.eps >= 0 or not self.step_size > 0 or not self.beta >= 0:
+            raise CrobustError(f"adversarial eps must be >= 0, step_size > 0 and beta >= 0, got eps {self.eps}, "
+                               f"step_size {self.step_size}, beta {self.beta}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +74,17 @@ class TrainConfig:
     bounds and the nuclear norm's value run at full float32 whatever it says.
     ``nuclear_method``: how the nuclear-norm penalty gets U Vᵀ (:func:`crobust.regularizers.nuclear_norm`:
     ``'auto'`` = ``'polar'``, or ``'svd'``).
+
+    ``augment``: ``'none'``, ``'crop_flip'`` (random 4-pixel-padded crop + horizontal flip) or ``'full'``
+    (crop_flip, then colour jitter and a random affine map, the reference's ``--aug full``);
+    :mod:`crobust.training.augment`.
+
+    ``lr_schedule`` multiplies every member's learning rate by a factor of the epoch e = ⌊step / S⌋, S = n_train
+    // batch_size (the trainer's epochs; stepped once per epoch, as the reference steps torch's schedulers):
+    ``'constant'`` 1; ``'multistep'`` γ^(number of ``lr_milestones`` ≤ e) (MultiStepLR); ``'cosine'``
+    ρ + (1 − ρ)·(1 + cos(π·min(e, T)/T))/2 with T = ``cosine_epochs`` (default: the epochs of ``max_steps``) and
+    ρ = ``cosine_min_ratio`` = η_min / η (torch's CosineAnnealingLR up to T; torch's is periodic beyond T, this
+    one stays at η_min). Built from optax's schedules (:func:`crobust.training.block.lr_factor`).
     """
 
     optimizer: str = "adamw"
@@ -63,6 +103,12 @@ class TrainConfig:
     eval_batch_size: int = 2048
     matmul_precision: str = precision.DEFAULT_TRAINING_PRECISION
     nuclear_method: str = "auto"
+    augment: str = "none"
+    lr_schedule: str = "constant"
+    lr_milestones: tuple[int, ...] = (100, 150)
+    lr_gamma: float = 0.1
+    cosine_epochs: int | None = None
+    cosine_min_ratio: float = 0.0
 
     def validate(self, n_train_total: int | None = None) -> None:
         """Check every field; with ``n_train_total`` (the training set's size) also the split and batch size."""
@@ -71,6 +117,8 @@ class TrainConfig:
         check_choice("projection", self.projection, regularizers.PROJECTIONS)
         precision.check_training_precision(self.matmul_precision)
         check_choice("nuclear_method", self.nuclear_method, regularizers.NUCLEAR_METHODS)
+        check_choice("augment", self.augment, AUGMENTATIONS)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         for name in ("batch_size", "max_steps", "eval_every", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 raise CrobustError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -80,6 +128,17 @@ class TrainConfig:
             raise CrobustError(f"patience must be >= 0 or None, got {self.patience}")
         if self.lr <= 0:
             raise CrobustError(f"lr must be > 0, got {self.lr}")
+        if any(int(m) != m or m <= 0 for m in self.lr_milestones) or list(self.lr_milestones) != sorted(
+                self.lr_milestones):
+            raise CrobustError(f"lr_milestones must be increasing positive epochs, got {self.lr_milestones!r}")
+        if not 0.0 < self.lr_gamma <= 1.0:
+            raise CrobustError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
+        if self.cosine_epochs is not None and self.cosine_epochs <= 0:
+            raise CrobustError(f"cosine_epochs must be a positive number of epochs or None, got {self.cosine_epochs}")
+        if not 0.0 <= self.cosine_min_ratio <= 1.0:
+            raise CrobustError(f"cosine_min_ratio must be in [0, 1], got {self.cosine_min_ratio}")
+        if self.adversarial is not None:
+            self.adversarial.validate()
         if n_train_total is None:
             return
         n_val = int(math.floor(self.val_ratio * n_train_total))
@@ -89,3 +148,70 @@ class TrainConfig:
             raise CrobustError(f"batch_size {self.batch_size} is larger than the training split "
                                f"({n_train_total - n_val} points after holding out {n_val} for validation)")
 
+
+# --------------------------------------------------------------------------------------------------------------
+# Member axes
+
+@dataclasses.dataclass(frozen=True)
+class HParam:
+    """A numeric training setting that a member may set for itself (traced per member).
+
+    ``default(config)`` is the value of a member that does not set it; a value must lie in [low, high]
+    (``low_open``: > low); ``needs(config)`` says why the setting cannot apply under ``config`` (None: it can).
+    """
+
+    doc: str
+    default: Callable[[TrainConfig], float]
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    needs: Callable[[TrainConfig], str | None] = lambda config: None
+
+    def check(self, name: str, value: float, config: TrainConfig) -> None:
+        high = self.high(config) if callable(self.high) else self.high
+        below = value <= self.low if self.low_open else value < self.low
+        if below or value > high or math.isnan(value):
+            lo = f"> {self.low:g}" if self.low_open else f">= {self.low:g}"
+            hi = "" if high == math.inf else f" and <= {high:g}"
+            raise CrobustError(f"{name} must be {lo}{hi}, got {value:g}")
+
+
+def _at(field: str, fallback: float):
+    return lambda c: getattr(c.adversarial, field) if c.adversarial is not None else fallback
+
+
+def _needs_at(c: TrainConfig):
+    return None if c.adversarial is not None else "it needs adversarial training (TrainConfig.adversarial)"
+
+
+def _needs_trades(c: TrainConfig):
+    return None if c.adversarial is not None and c.adversarial.method == "trades" else \
+        "it needs adversarial=AdversarialTraining(method='trades')"
+
+
+def _needs_sgd(c: TrainConfig):
+    return None if c.optimizer == "sgd" else f"momentum is an sgd setting (optimizer is {c.optimizer!r})"
+
+
+HPARAMS: dict[str, HParam] = {
+    "alpha": HParam("regulariser strength α", lambda c: 0.0, low=0.0),
+    "lr": HParam("learning rate (before the schedule's factor)", lambda c: c.lr, low=0.0, low_open=True),
+    "weight_decay": HParam("weight decay (decoupled for adamw, coupled for sgd)", lambda c: c.weight_decay, low=0.0),
+    "momentum": HParam("sgd momentum μ", lambda c: c.momentum, low=0.0, high=1.0, needs=_needs_sgd),
+    "at_eps": HParam("adversarial-training radius ε (pixel units)", _at("eps", 0.0), low=0.0, needs=_needs_at),
+    "at_step_size": HParam("adversarial-training attack step η (pixel units)", _at("step_size", 1.0), low=0.0,
+                           low_open=True, needs=_needs_at),
+    "at_ratio": HParam("fraction of each batch replaced by adversarial examples (≤ the config's ratio)",
+                       _at("ratio", 0.0), low=0.0, high=lambda c: c.adversarial.ratio, needs=_needs_at),
+    "trades_beta": HParam("TRADES β", _at("beta", 0.0), low=0.0, needs=_needs_trades),
+}
+"""Every member axis: name → :class:`HParam`. A member dict / :func:`grid` axis may name any of these."""
+
+HPARAM_NAMES = tuple(HPARAMS)
+
+
+def check_hparam_name(name: str) -> None:
+    """Raise one clear error unless ``name`` is a registered member axis (or ``seed``)."""
+    if name not in HPARAMS and name != "seed":
+        raise CrobustError(f"unknown member key {name!r} (not a hyper-parameter member axis); valid: "
+                           f"{', '.join(HPARAMS)}, seed")

@@ -118,13 +118,17 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
     """Train every member of a population until each has stopped, diverged or reached ``config.max_steps``.
 
     Args:
-      model: a flax module with ``apply(params, x)`` → logits for pixel-space x in [0, 1].
+      model: a flax module with ``apply(params, x)`` → logits for pixel-space x in [0, 1]; or, for a model with
+        mutable state such as batch norm, ``apply(variables, x, train=bool)`` (state in ``result.model_state``;
+        evaluate it through :func:`crobust.training.for_evaluation`).
       data: a :class:`crobust.data.Dataset` (uint8 images (N,H,W,C), int labels).
       config: the shared :class:`TrainConfig`.
       members: a list of member dicts (see :func:`grid`).
       state: resume from this state (e.g. a checkpoint) instead of initialising.
       on_block: called after every block with the new state and that block's per-member metrics (host numpy).
       progress: print progress lines (or pass a :class:`Progress`).
+      adversary: ``adversary(apply_fn, variables, x, y, key) -> x_adv``, replacing the default PGD of
+        ``config.adversarial`` (:func:`make_block_fn`).
       block_fn: a pre-built jitted block function (to share one compile across calls); state and data are then
         passed to it as they are (no padding or sharding).
       mesh: the mesh whose ``'members'`` axis the population is sharded over (default: every device of every
@@ -217,7 +221,8 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
 
 
 def evaluate(apply_fn, params, images, labels, *, batch_size: int = 2048):
-    """Per-member clean (loss, accuracy) on a dataset split; params have a leading member axis.
+    """Per-member clean (loss, accuracy) on a dataset split; params have a leading member axis (for a model with
+    batch norm: ``apply_fn, params = crobust.training.for_evaluation(model, result)``, eval mode).
 
     Returns two (M,) arrays: mean cross-entropy and accuracy in [0, 1].
     """

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from typing import Any, Iterable, Mapping, Sequence
@@ -14,16 +15,28 @@ import jax.numpy as jnp
 import numpy as np
 
 from crobust import optim, regularizers
-from crobust._errors import CrobustError, check_choice
-from crobust.training.config import HPARAM_NAMES, TrainConfig
+from crobust._errors import CrobustError
+from crobust.training.config import HPARAMS, TrainConfig, check_hparam_name
+
+# The named random streams of a member: stream s of the member with key k is fold_in(k, s) (never its position).
+STREAMS = {"init": 0, "data": 1, "split": 2, "attack": 3, "augment": 4}
+
+
+def stream_key(key, name: str):
+    """The member's key for the named stream (:data:`STREAMS`)."""
+    return jax.random.fold_in(key, STREAMS[name])
+
 
 def grid(seeds: Iterable[int] = (0,), **axes: Sequence[float]) -> list[dict]:
     """The Cartesian product of hyper-parameter values × seeds, seeds varying fastest.
 
     ``grid(alpha=[0, 0.1], seeds=range(3))`` → 6 members ``{'alpha': 0, 'seed': 0}``, … ``{'alpha': 0.1, 'seed': 2}``.
+    Any member axis of :data:`crobust.training.HPARAMS` may be an axis (``grid(lr=[0.1, 0.05], at_eps=[0, 8/255])``).
     """
     for name in axes:
-        check_choice("hyper-parameter", name, HPARAM_NAMES)
+        if name == "seed":
+            raise CrobustError("seeds are given as grid(seeds=...), not as an axis named 'seed'")
+        check_hparam_name(name)
     names = list(axes)
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -36,24 +49,26 @@ def grid(seeds: Iterable[int] = (0,), **axes: Sequence[float]) -> list[dict]:
 
 
 def _member_hparams(members: Sequence[Mapping], config: TrainConfig) -> dict:
-    """Stack the members' hyper-parameters into traced arrays (M,), filling defaults from ``config``."""
+    """Stack every member axis of :data:`~crobust.training.HPARAMS` into a traced float32 array (M,), filling the
+    values a member does not set from ``config``; each value is checked against its axis' range, and setting an
+    axis that cannot apply under ``config`` (e.g. ``at_eps`` without adversarial training) is an error."""
     if not members:
         raise CrobustError("a population needs at least one member")
-    defaults = {"alpha": 0.0, "lr": config.lr, "weight_decay": config.weight_decay}
-    out = {k: [] for k in defaults}
     for m in members:
-        unknown = set(m) - set(defaults) - {"seed"}
-        if unknown:
-            raise CrobustError(f"unknown member key(s) {sorted(unknown)}; valid: {', '.join(HPARAM_NAMES)}, seed")
-        for k, d in defaults.items():
-            out[k].append(float(m.get(k, d)))
-    if min(out["alpha"]) < 0:
-        raise CrobustError(f"alpha must be >= 0, got {min(out['alpha'])}")
-    if min(out["lr"]) <= 0:
-        raise CrobustError(f"lr must be > 0, got {min(out['lr'])}")
-    if min(out["weight_decay"]) < 0:
-        raise CrobustError(f"weight_decay must be >= 0, got {min(out['weight_decay'])}")
-    return {k: jnp.asarray(v, jnp.float32) for k, v in out.items()}
+        for k in m:
+            check_hparam_name(k)
+    out = {}
+    for name, spec in HPARAMS.items():
+        why_not = spec.needs(config)
+        given = [m for m in members if name in m]
+        if why_not is not None and given:
+            raise CrobustError(f"member setting {name!r} cannot apply: {why_not}")
+        values = [float(m.get(name, spec.default(config))) for m in members]
+        if why_not is None:
+            for v in values:
+                spec.check(name, v, config)
+        out[name] = jnp.asarray(values, jnp.float32)
+    return out
 
 
 def member_keys(members: Sequence[Mapping]) -> jax.Array:
@@ -70,6 +85,11 @@ class PopulationState:
 
     A checkpoint of this pytree (plus the config) is enough to resume bit-for-bit: the data position is ``step``
     and every random stream is derived from ``key`` and ``step``.
+
+    ``params`` is the flax variables dict of the trained collection, ``{'params': ...}``. ``model_state`` holds the
+    model's other (mutable) collections, e.g. ``{'batch_stats': ...}`` of batch norm — updated by the training
+    steps (train mode), read by validation, attacks and evaluation (eval mode) — or ``None`` for a model without
+    any (the MLPs); ``best_model_state`` is the one that goes with ``best_params``.
     """
 
     params: Any
@@ -84,6 +104,8 @@ class PopulationState:
     best_step: jax.Array    # (M,) int32: step of the best evaluation (-1 if none)
     stopped: jax.Array      # (M,) bool: stopped by early stopping or max_steps
     diverged: jax.Array     # (M,) bool: a non-finite loss or parameter was met
+    model_state: Any = None       # {'batch_stats': ...} etc. (M, ...), or None
+    best_model_state: Any = None  # the model_state of best_params
 
     @property
     def num_members(self) -> int:
@@ -117,6 +139,42 @@ class FitResult:
         return jax.tree.map(lambda b, p: jnp.where(_bcast(has_best, b), b, p), self.state.best_params,
                             self.state.params)
 
+    @property
+    def model_state(self):
+        return self.state.model_state
+
+    @property
+    def best_model_state(self):
+        """The model state (batch-norm running statistics) that goes with :attr:`best_params`; None for MLPs."""
+        if self.state.model_state is None:
+            return None
+        has_best = self.state.best_step >= 0
+        return jax.tree.map(lambda b, p: jnp.where(_bcast(has_best, b), b, p), self.state.best_model_state,
+                            self.state.model_state)
+
+
+def eval_apply(model, params, model_state=None):
+    """``(apply_fn, variables)`` for evaluating trained members in eval mode: ``apply_fn(variables_m, x)`` → logits.
+
+    ``params`` / ``model_state`` stacked (M, ...) as in :class:`PopulationState` (e.g. ``result.best_params``,
+    ``result.best_model_state``). Without model state: ``(model.apply, params)``, as for the MLPs. With it:
+    ``variables = {**params, **model_state}`` and ``apply_fn = model.apply(variables, x, train=False)``, so batch
+    norm uses each member's running statistics and nothing is updated. This is what
+    :mod:`crobust.evaluation` and the attacks take.
+    """
+    if model_state is None:
+        return model.apply, params
+    return (lambda variables, x: model.apply(variables, x, train=False)), {**params, **model_state}
+
+
+def for_evaluation(model, result: "FitResult", which: str = "best"):
+    """:func:`eval_apply` of a fitted population's ``'best'`` (best-validation) or ``'final'`` members."""
+    if which == "best":
+        return eval_apply(model, result.best_params, result.best_model_state)
+    if which == "final":
+        return eval_apply(model, result.params, result.model_state)
+    raise CrobustError(f"which must be 'best' or 'final', got {which!r}")
+
 
 def _bcast(mask, like):
     return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
@@ -140,24 +198,47 @@ def init_population(model, data, config: TrainConfig, members: Sequence[Mapping]
     config.validate(n_total)
     hp = _member_hparams(members, config)
     keys = member_keys(members)
-    x0 = jnp.zeros((1,) + tuple(data.train_images.shape[1:]), jnp.float32)
+    image_shape = tuple(int(d) for d in data.train_images.shape[1:])
+    try:
+        program = _init_program(model, config.optimizer, n_total, float(config.val_ratio), image_shape)
+    except TypeError:                                   # an unhashable model: a fresh program
+        program = _init_program.__wrapped__(model, config.optimizer, n_total, float(config.val_ratio), image_shape)
+    params, model_state, opt_state, train_idx, val_idx = program(keys, hp["lr"], hp["weight_decay"])
+    m = len(members)
+    return PopulationState(
+        params=params, opt_state=opt_state, best_params=params, ref_norms=_reference_norms(params, config),
+        key=keys, train_idx=train_idx, val_idx=val_idx,
+        step=jnp.zeros((m,), jnp.int32), best_val=jnp.full((m,), jnp.inf, jnp.float32),
+        best_step=jnp.full((m,), -1, jnp.int32), stopped=jnp.zeros((m,), bool), diverged=jnp.zeros((m,), bool),
+        model_state=model_state, best_model_state=model_state)
+
+
+@functools.lru_cache(maxsize=16)
+def _init_program(model, optimizer: str, n_total: int, val_ratio: float, image_shape: tuple):
+    """The jitted initialisation of a population (one per model / optimiser / data shape, reused across calls)."""
+    x0 = jnp.zeros((1,) + image_shape, jnp.float32)
 
     def one(key, lr, wd):
-        params = model.init(jax.random.fold_in(key, 0), x0)
-        opt_state = optim.init(config.optimizer, params, lr, wd)
-        train_idx, val_idx = split_indices(jax.random.fold_in(key, 2), n_total, config.val_ratio)
-        return params, opt_state, train_idx, val_idx
+        variables = model.init(stream_key(key, "init"), x0)
+        params = {"params": variables["params"]}
+        model_state = {k: v for k, v in variables.items() if k != "params"} or None
+        opt_state = optim.init(optimizer, params, lr, wd)
+        train_idx, val_idx = split_indices(stream_key(key, "split"), n_total, val_ratio)
+        return params, model_state, opt_state, train_idx, val_idx
 
     # lax.map, not vmap: the same values, and XLA compiles flax's initialisers for one member about twice as fast
     # (an init is run once; its compile was most of its cost: 3.2 s vs 1.5 s for a 64-wide MLP on the CPU).
-    params, opt_state, train_idx, val_idx = jax.jit(lambda k, lr, wd: jax.lax.map(lambda a: one(*a), (k, lr, wd)))(
-        keys, hp["lr"], hp["weight_decay"])
-    m = len(members)
-    return PopulationState(
-        params=params, opt_state=opt_state, best_params=params,
-        ref_norms=jax.vmap(regularizers.hidden_frobenius_norms)(params), key=keys,
-        train_idx=train_idx, val_idx=val_idx,
-        step=jnp.zeros((m,), jnp.int32), best_val=jnp.full((m,), jnp.inf, jnp.float32),
-        best_step=jnp.full((m,), -1, jnp.int32), stopped=jnp.zeros((m,), bool), diverged=jnp.zeros((m,), bool))
+    return jax.jit(lambda k, lr, wd: jax.lax.map(lambda a: one(*a), (k, lr, wd)))
+
+
+def _reference_norms(params, config: TrainConfig) -> dict:
+    """{hidden layer: ‖W₀‖_F} per member for the Frobenius projection; {} for a model without the MLP's
+    ``hidden_i`` layers when no projection is asked for (the projection is defined on those layers only)."""
+    try:
+        return jax.vmap(regularizers.hidden_frobenius_norms)(params)
+    except CrobustError:
+        if config.projection == "frobenius":
+            raise
+        return {}
 
 
