@@ -105,7 +105,8 @@ class EvalConfig:
 
     ``attacks`` is the ensemble (per point the worst case over all of them); ``n_iter`` / ``n_restarts`` set the
     APGD (and PGD) iterations and restarts, ``n_targets`` APGD-T's target classes (capped at C − 1), ``n_queries``
-    Square's queries. ``convergence_iters`` × ``convergence_restarts``: the attack-budget convergence check on the
+    Square's queries. ``art_n_iter`` / ``art_n_restarts``: the budget of ART's APGD where a study reports it beside
+    the ensemble (ART's defaults, 100 × 5, are what the reference code would have run). ``convergence_iters`` × ``convergence_restarts``: the attack-budget convergence check on the
     least and most compressed members at each headline (empty: not run).
     """
 
@@ -121,6 +122,8 @@ class EvalConfig:
     n_queries: int = 5000
     convergence_iters: tuple[int, ...] = ()
     convergence_restarts: tuple[int, ...] = (1,)
+    art_n_iter: int = 100
+    art_n_restarts: int = 5
 
     def validate(self) -> None:
         if self.n_points <= 0:
@@ -138,7 +141,7 @@ class EvalConfig:
             raise CrobustError("eval.attacks must name at least one attack")
         for a in self.attacks:
             check_choice("eval.attacks entry", a, ENSEMBLE_ATTACKS)
-        for name in ("n_iter", "n_restarts", "n_targets", "n_queries"):
+        for name in ("n_iter", "n_restarts", "n_targets", "n_queries", "art_n_iter", "art_n_restarts"):
             if getattr(self, name) <= 0:
                 raise CrobustError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
         if any(i <= 0 for i in self.convergence_iters) or any(r <= 0 for r in self.convergence_restarts):
