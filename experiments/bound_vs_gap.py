@@ -88,20 +88,22 @@ BASE = BoundGapConfig(
                                eval_every=50, patience=300, min_steps=300, val_ratio=0.1),
     grid=GridConfig(alpha=(0.0,), seeds=3),
     eval=EvalConfig(n_points=360, eps_l2=(0.0, 0.25, 0.5, 1.0, 1.5), headline_l2=0.5, attacks=("apgd-ce", "square"),
-                    n_iter=20, n_targets=1, n_queries=300),
+                    n_iter=20, convergence_iters=(20, 40), n_targets=1, n_queries=300),
     ranks=(1, 2, 4, 8, 16, 32))
 
 PRESETS = {
     "small": BASE,
     "smoke": derive(BASE, {"model.width": 8, "ranks": (1, 8), "grid.seeds": 2, "train.max_steps": 150,
                            "train.patience": None, "train.min_steps": 0, "eval.n_points": 72,
-                           "eval.eps_l2": (0.0, 0.5), "eval.attacks": ("apgd-ce",), "eval.n_iter": 5}),
+                           "eval.eps_l2": (0.0, 0.5), "eval.attacks": ("apgd-ce",), "eval.n_iter": 5,
+                           "eval.convergence_iters": ()}),
     "paper": derive(BASE, {"data.dataset": "mnist", "data.download": True, "model.width": 400,
                            "ranks": (1, 2, 5, 10, 20, 50, 100, 400), "grid.seeds": 5, "train.batch_size": 256,
                            "train.max_steps": 10000, "train.eval_every": 100, "train.patience": 1000,
                            "train.min_steps": 1000, "checkpoint_every": 1000,
                            "eval.eps_l2": (0.0, 0.25, 0.5, 1.0, 1.5, 2.0), "eval.headline_l2": 1.0,
-                           "eval.n_points": 2000, "eval.n_iter": 100, "eval.n_queries": 5000}),
+                           "eval.n_points": 2000, "eval.convergence_iters": (25, 50, 100, 200),
+                           "eval.convergence_restarts": (1, 2, 4), "eval.n_iter": 100, "eval.n_queries": 5000}),
 }
 
 
@@ -114,7 +116,9 @@ def populations(cfg, data):
 
 def measures(cfg):
     return [M.clean_accuracy(), M.margins_and_head(), M.robust_accuracy(("l2",)), MB.gap_and_bound(("l2",)),
-            MB.theorem31_forms(LAYERS), M.spectrum("hidden_0"), M.training_record()]
+            MB.theorem31_forms(LAYERS), M.spectrum("hidden_0"),
+            M.budget_convergence(("l2",), populations=(f"rank_{min(cfg.ranks)}", f"rank_{max(cfg.ranks)}")),
+            M.training_record()]
 
 
 def claims(cfg):

@@ -123,17 +123,19 @@ BASE = BoundaryConfig(
     grid=GridConfig(alpha=(0.0,), seeds=8),
     eval=EvalConfig(n_points=500, eps_l2=(0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0), headline_l2=0.3,
                     eps_linf=(0.0, 0.01, 0.02, 0.03, 0.05, 0.1), headline_linf=0.03, attacks=("apgd-ce", "square"),
-                    n_iter=20, n_targets=1, n_queries=300))
+                    n_iter=20, convergence_iters=(20, 40), n_targets=1, n_queries=300))
 
 PRESETS = {
     "small": BASE,
     "smoke": derive(BASE, {"data.generate_train": 600, "data.generate_test": 200, "model.width": 16,
                            "grid.seeds": 2, "train.max_steps": 150, "train.eval_every": 50, "train.patience": None,
                            "train.min_steps": 0, "eval.n_points": 100, "eval.eps_l2": (0.0, 0.3),
-                           "eval.eps_linf": (0.0, 0.03), "eval.attacks": ("apgd-ce",), "eval.n_iter": 5}),
+                           "eval.eps_linf": (0.0, 0.03), "eval.attacks": ("apgd-ce",), "eval.n_iter": 5,
+                           "eval.convergence_iters": ()}),
     "paper": derive(BASE, {"data.generate_train": 10000, "data.generate_test": 2000, "model.width": 256,
                            "grid.seeds": 8, "train.max_steps": 10000, "train.patience": 2000, "train.min_steps": 2000,
-                           "eval.n_points": 2000, "eval.n_iter": 100, "eval.n_queries": 5000}),
+                           "eval.n_points": 2000, "eval.convergence_iters": (25, 50, 100, 200),
+                           "eval.convergence_restarts": (1, 2, 4), "eval.n_iter": 100, "eval.n_queries": 5000}),
 }
 
 # the PCA view's data, written by the boundary_view measure and read by the figure (one run at a time per process)
@@ -153,7 +155,8 @@ def populations(cfg, data):
 def measures(cfg):
     VIEWS.clear()
     return [M.clean_accuracy(), M.margins_and_head(), M.robust_accuracy(("l2", "linf")), M.spectrum(LAYER),
-            B.boundary_crossing(("l2", "linf")), B.boundary_view(VIEWS, "l2"), M.training_record()]
+            B.boundary_crossing(("l2", "linf")), B.boundary_view(VIEWS, "l2"),
+            M.budget_convergence(("l2", "linf")), M.training_record()]
 
 
 def claims(cfg):

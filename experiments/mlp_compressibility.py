@@ -123,7 +123,7 @@ BASE = Config(
                                eval_every=100, patience=400, min_steps=400, val_ratio=0.1),
     grid=GridConfig(alpha=(0.0,), seeds=3), arms=ArmsConfig(),
     eval=EvalConfig(n_points=200, eps_linf=(0.0, 0.02, 0.05, 0.1), eps_l2=(0.0, 0.1, 0.25, 0.5),
-                    headline_linf=0.05, headline_l2=0.25, n_iter=20, n_targets=2, n_queries=100))
+                    headline_linf=0.05, headline_l2=0.25, n_iter=20, convergence_iters=(20, 40), n_targets=2, n_queries=100))
 
 PRESETS = {
     "small": BASE,
@@ -132,7 +132,7 @@ PRESETS = {
                            "arms.ranks": (2,), "train.max_steps": 120, "train.eval_every": 40,
                            "train.patience": None, "train.min_steps": 0, "eval.eps_linf": (0.0, 0.05),
                            "eval.eps_l2": (0.0, 0.25), "eval.n_points": 100, "eval.attacks": ("apgd-ce",),
-                           "eval.n_iter": 5}),
+                           "eval.n_iter": 5, "eval.convergence_iters": ()}),
     "paper": derive(BASE, {"data.dataset": "cifar10", "data.download": True, "model.width": 2000, "model.depth": 5,
                            "arms.alpha_group_lasso": (0.0, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3),
                            "arms.alpha_nuclear": (0.0, 1e-5, 3e-5, 1e-4, 3e-4),
@@ -141,7 +141,8 @@ PRESETS = {
                            "train.min_steps": 10000, "checkpoint_every": 2000,
                            "eval.eps_linf": (0.0, 0.5 / 255, 1 / 255, 2 / 255, 4 / 255, 8 / 255),
                            "eval.eps_l2": (0.0, 0.1, 0.25, 0.5, 1.0), "eval.headline_linf": 1 / 255,
-                           "eval.headline_l2": 0.25, "eval.n_points": 1000, "eval.n_iter": 100, "eval.n_targets": 9,
+                           "eval.headline_l2": 0.25, "eval.n_points": 1000, "eval.convergence_iters": (25, 50, 100, 200),
+                           "eval.convergence_restarts": (1, 2, 4), "eval.n_iter": 100, "eval.n_targets": 9,
                            "eval.n_queries": 5000}),
 }
 
@@ -168,7 +169,8 @@ def populations(cfg, data):
 def measures(cfg):
     return [M.clean_accuracy(), M.margins_and_head(), M.robust_accuracy(("linf", "l2")),
             MC.layer_compressibility(MC.DEFAULT_METRICS + ("norm_fro",)),
-            M.representation_shift(("linf", "l2")), M.singular_alignment(("linf", "l2"), LAYER), M.training_record()]
+            M.representation_shift(("linf", "l2")), M.singular_alignment(("linf", "l2"), LAYER),
+            M.budget_convergence(populations=("group_lasso", "nuclear")), M.training_record()]
 
 
 def claims(cfg):

@@ -133,7 +133,7 @@ BASE = Config(
                                eval_every=100, patience=400, min_steps=400, val_ratio=0.1),
     grid=GridConfig(alpha=(0.0,), seeds=2),
     eval=EvalConfig(n_points=200, eps_linf=(0.0, 0.02, 0.05, 0.1), eps_l2=(0.0, 0.1, 0.25, 0.5),
-                    headline_linf=0.05, headline_l2=0.25, n_iter=20, n_targets=2, n_queries=100))
+                    headline_linf=0.05, headline_l2=0.25, n_iter=20, convergence_iters=(20, 40), n_targets=2, n_queries=100))
 
 PRESETS = {
     "small": BASE,
@@ -143,7 +143,8 @@ PRESETS = {
                            "train.max_steps": 100, "train.eval_every": 50, "train.patience": None,
                            "train.min_steps": 0, "sgd.max_steps": 100, "sgd.eval_every": 50, "sgd.patience": None,
                            "sgd.min_steps": 0, "eval.eps_linf": (0.0, 0.05), "eval.eps_l2": (0.0, 0.25),
-                           "eval.n_points": 100, "eval.attacks": ("apgd-ce",), "eval.n_iter": 5}),
+                           "eval.n_points": 100, "eval.attacks": ("apgd-ce",), "eval.n_iter": 5,
+                           "eval.convergence_iters": ()}),
     "paper": derive(BASE, {"data.dataset": "cifar10", "data.download": True, "model.width": 2000, "model.depth": 5,
                            "sources.alpha_l1": (0.0, 1e-6, 3e-6, 1e-5, 3e-5),
                            "sources.alpha_group_lasso": (0.0, 1e-5, 1e-4, 1e-3),
@@ -155,7 +156,8 @@ PRESETS = {
                            "checkpoint_every": 2000,
                            "eval.eps_linf": (0.0, 0.5 / 255, 1 / 255, 2 / 255, 4 / 255, 8 / 255),
                            "eval.eps_l2": (0.0, 0.1, 0.25, 0.5, 1.0), "eval.headline_linf": 1 / 255,
-                           "eval.headline_l2": 0.25, "eval.n_points": 1000, "eval.n_iter": 100, "eval.n_targets": 9,
+                           "eval.headline_l2": 0.25, "eval.n_points": 1000, "eval.convergence_iters": (25, 50, 100, 200),
+                           "eval.convergence_restarts": (1, 2, 4), "eval.n_iter": 100, "eval.n_targets": 9,
                            "eval.n_queries": 5000}),
 }
 
@@ -192,7 +194,8 @@ def populations(cfg, data):
 
 def measures(cfg):
     return [M.clean_accuracy(), M.margins_and_head(), M.robust_accuracy(("linf", "l2")),
-            MC.layer_compressibility(MC.DEFAULT_METRICS + ("norm_fro",)), MC.lr_over_batch(), M.training_record()]
+            MC.layer_compressibility(MC.DEFAULT_METRICS + ("norm_fro",)), MC.lr_over_batch(),
+            M.budget_convergence(populations=("nuclear",)), M.training_record()]
 
 
 def pooled_selection(cfg) -> tuple:

@@ -126,7 +126,7 @@ BASE = UniversalStudyConfig(
                                projection="frobenius"),
     grid=GridConfig(alpha=(0.0, 3e-3, 1e-2, 3e-2, 1e-1), seeds=6),
     eval=EvalConfig(n_points=300, eps_linf=(0.0, 0.05, 0.1, 0.2), eps_l2=(0.0, 0.25, 0.5, 1.0), headline_linf=0.1,
-                    headline_l2=0.5, n_iter=20, n_targets=3, n_queries=300),
+                    headline_l2=0.5, n_iter=20, convergence_iters=(20, 40), n_targets=3, n_queries=300),
     universal=UniversalConfig(eps_linf=(0.0, 0.1, 0.2, 0.3), eps_l2=(0.0, 0.5, 1.0, 2.0), headline_linf=0.2,
                               headline_l2=1.0, n_source=1000, n_passes=5),
     scale=ScaleConfig((0.5, 1.0, 2.0, 4.0)),
@@ -137,7 +137,7 @@ PRESETS = {
     "smoke": derive(BASE, {"data.n_train": 600, "data.n_test": 200, "model.width": 32, "grid.alpha": (0.0, 0.1),
                            "grid.seeds": 2, "train.max_steps": 150, "train.eval_every": 50, "train.patience": None,
                            "train.min_steps": 0, "eval.eps_linf": (0.0, 0.1), "eval.eps_l2": (0.0, 0.5),
-                           "eval.n_points": 100, "eval.n_iter": 5, "eval.attacks": ("apgd-ce",),
+                           "eval.n_points": 100, "eval.n_iter": 5, "eval.attacks": ("apgd-ce",), "eval.convergence_iters": (),
                            "universal.eps_linf": (0.0, 0.2), "universal.eps_l2": (0.0, 1.0),
                            "universal.n_source": 300, "universal.n_passes": 2, "scale.scales": (0.5, 2.0),
                            "uat.alpha": (0.1,), "uat.n_iter": 2}),
@@ -147,6 +147,7 @@ PRESETS = {
                            "train.patience": 2110, "train.min_steps": 2110, "checkpoint_every": 2110,
                            "eval.eps_linf": (0.0, 0.02, 0.05, 0.1, 0.2, 0.3), "eval.eps_l2": (0.0, 0.25, 0.5, 1.0, 1.5, 2.0),
                            "eval.headline_l2": 1.0, "eval.n_points": 2000, "eval.n_iter": 100, "eval.n_targets": 9,
+                           "eval.convergence_iters": (25, 50, 100, 200), "eval.convergence_restarts": (1, 2, 4),
                            "eval.n_queries": 5000,
                            "universal.eps_linf": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3), "universal.headline_linf": 0.15,
                            "universal.eps_l2": (0.0, 1.0, 2.0, 3.0, 4.0), "universal.headline_l2": 2.0,
@@ -197,7 +198,7 @@ def populations(cfg, data):
 def measures(cfg):
     return [M.clean_accuracy(), M.margins_and_head(), M.robust_accuracy(("linf", "l2")), M.spectrum(LAYER),
             M.layer_metrics(("beta_sigma", "beta_nu", "eps_sigma_q2")), MU.universal_accuracy(cfg.universal),
-            M.training_record()]
+            M.budget_convergence(populations=("fixed",)), M.training_record()]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -195,15 +195,16 @@ def weaker_evaluation(norms: Sequence[str] = ("linf", "l2")):
     return measure
 
 
-def budget_convergence(norms: Sequence[str] = ("linf", "l2"), x: str = "alpha"):
+def budget_convergence(norms: Sequence[str] = ("linf", "l2"), x: str = "alpha", populations: Sequence[str] = ()):
     """Attack-budget convergence (:func:`crobust.evaluation.budget_convergence`) of the least and the most
     compressed members (smallest and largest ``x``; their first seed) at each headline ε, as ``eval.
     convergence_iters`` × ``eval.convergence_restarts`` double: ``budget_converged[norm]`` (1 when the last
     doubling on each axis moved robust accuracy by < 0.5 pp, 0 when not, NaN for members not checked) and
-    ``budget_last_doubling_pp[norm]``. The budgets and robust accuracies are logged for the report."""
+    ``budget_last_doubling_pp[norm]``. The budgets and robust accuracies are logged for the report. ``populations``
+    (names) restricts the check to those populations (default: every one)."""
     def measure(ctx: Context, pop: TrainedPopulation):
         e = ctx.eval
-        if not e.convergence_iters:
+        if not e.convergence_iters or (populations and pop.name not in populations):
             return {}
         xs = np.array([float(m.get(x, pop.coords.get(x, 0.0))) for m in pop.members])
         chosen = sorted({int(np.flatnonzero(xs == xs.min())[0]), int(np.flatnonzero(xs == xs.max())[0])})
