@@ -8,8 +8,8 @@ Two jaxlib 0.10.2 CPU problems are worked around here, and every SVD in crobust 
    layers of a vmapped population), every worker blocks and the program hangs forever (seen here under
    ``lapack_sgesvd_ffi``; jax 0.11 removes that parallel path). On CPU we therefore never hand LAPACK a batch:
    a batched SVD is a ``lax.map`` of unbatched ones (a ``custom_vmap`` rule does this under ``jax.vmap`` too).
-2. **Speed.** With vectors, the default (divide-and-conquer, gesdd) route took 45–100 ms for a 64×64 float32
-   matrix on the CI CPU, the QR route (gesvd) 0.7 ms. On CPU we use ``SvdAlgorithm.QR``.
+2. **Speed.** With vectors, the default (divide-and-conquer, gesdd) route is far slower than the QR route (gesvd)
+   for small float32 matrices on CPU. On CPU we use ``SvdAlgorithm.QR``.
 
 On GPU/TPU both functions are plain ``jax.lax.linalg.svd`` calls (batched, default algorithm).
 """

@@ -2,7 +2,7 @@
 
 For W (m, n) with thin SVD W = U diag(σ) Vᵀ, the polar factor is Q = U Vᵀ over the non-zero σ (a partial isometry
 on W's range), and ‖W‖_* = Σσ_i = ⟨Q, W⟩ = Σ_ij Q_ij W_ij. On GPU/TPU a batched SVD is slow (cuSOLVER's batched
-gesvd took 504 ms for 35 × 400×784 on an H200) while products run on the matrix units, so we get Q from products:
+gesvd; ``benchmarks/bench_spectral.py``) while products run on the matrix units, so we get Q from products:
 
 **Iteration.** Work on the wide orientation (h = min(m, n) rows). Every step maps each singular value x ∈ [0, 1] of
 the iterate X_k (same singular vectors as W) by the odd cubic x ↦ p(c_k x), p(y) = (3y − y³)/2, i.e.

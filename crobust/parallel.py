@@ -268,8 +268,8 @@ def loops_over_members() -> bool:
     """Whether compiled programs here should step members one after another rather than vmap them.
 
     True on a single CPU device: there one member's working set (parameters, optimiser moments, a chunk of
-    activations) stays in cache, and a vmapped population only spills it (measured: the 784→400→10 trainer,
-    316 → 360 member-steps/s; 16 members × APGD on 1000 digits points, see ``benchmarks/bench_attacks.py``).
+    activations) stays in cache, and a vmapped population only spills it (``benchmarks/bench_training.py`` and
+    ``benchmarks/bench_attacks.py`` compare the layouts).
     False on accelerators (one wide program fills the device) and with several devices (the member axis is
     sharded; a loop over a sharded axis would gather it).
     """

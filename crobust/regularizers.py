@@ -37,8 +37,8 @@ Choices where the reference code is quirky:
   picks how it is computed: ``'polar'`` (scaled Newton–Schulz, matrix products only, :mod:`crobust._polar`; exact value
   ⟨Q, W⟩ and a valid ε-subgradient, guarded to ≤ 3e-6 relative), ``'svd'`` (:func:`crobust._linalg.svd`, one LAPACK
   call per matrix on CPU), or ``'auto'`` (default) = ``'polar'`` on every backend: on GPU/TPU a batched SVD is
-  ~100× slower than the products (H200: 504 ms vs 5 ms for 35 × 400×784), and on the 2-core CI CPU the polar route
-  was also 3–6× faster than gesvd (24×64×64: 4.8 vs 13.8 ms; 35×400×784: 1.8 vs 4.6 s).
+  much slower than the products, and on CPU the polar route is faster than gesvd too
+  (``benchmarks/bench_spectral.py``).
 
 Projection (the paper's scale control, PAPER.md §E1): :func:`frobenius_projection` rescales each hidden layer to
 a reference Frobenius norm after every optimiser step, W ← W·‖W₀‖_F/‖W‖_F, so α changes the *structure* of W at

@@ -1,8 +1,8 @@
 """Random-access shuffling: the position of any element in a keyed pseudo-random permutation, without sorting.
 
 The trainer needs, at each step, the B dataset indices of one batch of one epoch's shuffled order. Materialising
-the epoch's permutation (``jax.random.permutation``, a sort of n random keys) costs a sort per member per epoch;
-on a CPU that was 24 % of a 64→64×2→10 population's step time (``benchmarks/bench_training.py``). Here π(i) is
+the epoch's permutation (``jax.random.permutation``, a sort of n random keys) costs a sort per member per epoch,
+a large share of a small population's step (``benchmarks/bench_training.py``). Here π(i) is
 computed directly for the B positions needed, in O(B) integer operations.
 
 Construction (Black & Rogaway, "Ciphers with arbitrary finite domains", CT-RSA 2002; the same scheme as

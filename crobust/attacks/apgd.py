@@ -212,9 +212,9 @@ def apgd_single_run(logits_fn, loss_fn, x, y, key, eps, norm: str, n_iter: int, 
 def chunk_size_for(n: int, chunk_size="auto") -> int | None:
     """Examples per chunk: ``'auto'`` → chunks of at most 300 on CPU (no chunking on accelerators); an int; None.
 
-    On CPU an attack step on a few hundred examples keeps its working set in cache: measured on the digits MLP,
-    1000 points in 4 chunks of 250 run APGD-CE ~25 % faster than one batch of 1000, and 897 points in 3 chunks of
-    299 ~5 % faster than in 4 of 225 (fewer, still cache-sized chunks). The chunks split N evenly (⌈N/⌈N/300⌉⌉).
+    On CPU an attack step on a few hundred examples keeps its working set in cache (``benchmarks/bench_attacks.py``
+    compares the layouts); fewer, still cache-sized chunks are better than many small ones. The chunks split N
+    evenly (⌈N/⌈N/300⌉⌉).
     """
     if chunk_size == "auto":
         if jax.default_backend() != "cpu" or n <= 300:

@@ -75,8 +75,8 @@ def load_synthetic_gaussian(*, seed: int = 0, n_train: int = 2000, n_test: int =
         raise CrobustError("synthetic_gaussian needs separation ≥ 0, noise ≥ 0 and pixel_std > 0")
     k, C = int(intrinsic_dim), int(num_classes)
 
-    # Host-side numpy generation: a pure function of (seed, stream). The same in JAX costs about 2 s of XLA:CPU
-    # compilation per new shape (QR, permutation), against milliseconds here; the result is host uint8 anyway.
+    # Host-side numpy generation: a pure function of (seed, stream). The same in JAX costs an XLA compilation per
+    # new shape (QR, permutation); the result is host uint8 anyway.
     structure = np.random.default_rng([seed, 0])
     basis, _ = np.linalg.qr(structure.standard_normal((d, k)))  # (d, k), orthonormal columns
     means = (separation / math.sqrt(2.0)) * np.eye(C, k)

@@ -26,8 +26,8 @@ Singular values (:func:`singular_values`), ``method``:
   jaxlib 0.10.2 batched-LAPACK deadlock it avoids). Backward stable: every σ_i has absolute error ≈ ε_mach·σ_1.
 - ``'gram'``: σ_i = √λ_i(G) with G = W Wᵀ or WᵀW (the smaller side), via Householder tridiagonalisation
   (``lax.linalg.tridiagonal``, LAPACK sytrd) and Sturm-sequence bisection for the eigenvalues
-  (``jax.scipy.linalg.eigh_tridiagonal``), i.e. without eigenvectors. On this CPU it is ~3–5× faster than gesdd for
-  2000-wide layers. Its absolute error is ≈ ε_mach·σ_1² on σ_i², so singular values far below √ε_mach·σ_1 ≈ 3e-4·σ_1
+  (``jax.scipy.linalg.eigh_tridiagonal``), i.e. without eigenvectors (faster than gesdd on wide layers:
+  ``benchmarks/bench_metrics.py``). Its absolute error is ≈ ε_mach·σ_1² on σ_i², so singular values far below √ε_mach·σ_1 ≈ 3e-4·σ_1
   are not resolved (they come out as noise of that size, not as 0).
 - ``'auto'`` (default): for min(out, in) ≥ ``GRAM_MIN_SIZE`` (512) on CPU, ``'gram'`` followed by an
   a-posteriori check; if the worst-case error of the nuclear norm implied by the Gram route,
@@ -38,7 +38,7 @@ Singular values (:func:`singular_values`), ``method``:
   everywhere (per-σ SVD accuracy below ``GRAM_MIN_SIZE``; the guarded nuclear-norm accuracy above; on CPU the Gram
   route's compiled program is also large). On GPU/TPU the Gram route (``'gram'``, and ``'auto'`` on big layers)
   runs every matrix of the batch through one batched ``eigvalsh`` of the Gram matrices
-  (:func:`_sv_gram_eigh_batched`; H200, 35 × 400×784: 20 ms vs 504 ms for the batched SVD), with the same guard
+  (:func:`_sv_gram_eigh_batched`; far cheaper than a batched SVD there), with the same guard
   and a batched SVD only when some matrix fails it. Under an outer ``jax.vmap`` the cond becomes a
   select and both branches run; to avoid that (and batched LAPACK calls) the per-matrix routine is a
   ``custom_vmap`` that turns an outer vmap into a ``lax.map`` on CPU, and :func:`singular_values` loops over its
@@ -115,7 +115,7 @@ def _gram_lower(b):
     """B Bᵀ for B (h, k), exact in its lower triangle only (what sytrd with ``lower=True`` reads).
 
     Rows [0, s) of G need only columns [0, s): G = [[B₁B₁ᵀ, 0], [B₂Bᵀ]] with B₁ = B[:s], B₂ = B[s:], s = h/2, is 3/4
-    of the products of the full B Bᵀ (measured 82 → 62 ms for h = 2000, k = 3072 and 48 → 40 ms for k = 2000)."""
+    of the products of the full B Bᵀ."""
     h = b.shape[0]
     if h < 64:
         return jnp.matmul(b, b.T, precision=C.HIGHEST)

@@ -226,8 +226,8 @@ def _init_program(model, optimizer: str, n_total: int, val_ratio: float, image_s
         train_idx, val_idx = split_indices(stream_key(key, "split"), n_total, val_ratio)
         return params, model_state, opt_state, train_idx, val_idx
 
-    # lax.map, not vmap: the same values, and XLA compiles flax's initialisers for one member about twice as fast
-    # (an init is run once; its compile was most of its cost: 3.2 s vs 1.5 s for a 64-wide MLP on the CPU).
+    # lax.map, not vmap: the same values, and XLA compiles flax's initialisers for one member faster (an init runs
+    # once, so its compile is most of its cost).
     return jax.jit(lambda k, lr, wd: jax.lax.map(lambda a: one(*a), (k, lr, wd)))
 
 
