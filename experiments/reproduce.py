@@ -7,7 +7,8 @@
 ``<out>/<preset>/index.md`` lists every claim C1–C11 of PAPER.md §5 with its verdict from each study that tests it,
 or "not covered yet" with the study that will (:mod:`crobust.study.catalog`), then every study with its verdicts. A study whose data is missing is marked
 *skipped* with the one-line reason (which dataset, where it was looked for, how to get it); it never falls back to
-other data. Exit status: 0 when every study completed or was skipped for missing data, 1 if any failed, 2 on bad
+other data. Each study runs in a process of its own (on a multi-host run: in this process), so one study's
+compiled programs are released before the next. Exit status: 0 when every study completed or was skipped for missing data, 1 if any failed, 2 on bad
 input.
 """
 
@@ -17,14 +18,21 @@ import argparse
 import importlib
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
+
+# The children inherit this environment as it was at start; this (parent) process only asks JAX which backend it
+# has, so on a GPU it must not preallocate the device memory the children need.
+_CHILD_ENV = dict(os.environ)
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax
 
 from crobust._errors import CrobustError, check_choice
 from crobust.data import DataMissingError
-from crobust.parallel import maybe_initialize_distributed
+from crobust.parallel import distributed_requested, maybe_initialize_distributed
 from crobust.records import atomic_write_text, is_writer, write_json
 from crobust.study import catalog
 from crobust.study.cli import enable_compilation_cache
@@ -94,6 +102,44 @@ def index_lines(preset: str, why: str, results: list[dict], coverage: dict | Non
     return lines
 
 
+def run_one(name: str, preset: str, workdir: str, progress: bool) -> dict:
+    """Run one study in this process; its index entry (status complete / skipped for missing data / failed)."""
+    study = importlib.import_module(STUDIES[name]).STUDY
+    entry = {"study": name, "title": study.title, "workdir": workdir, "paper_claims": list(study.paper_claims)}
+    try:
+        out = study.run(study.presets[preset], workdir, preset=preset, progress=progress)
+        entry.update(status="complete", verdicts=[v.line() for v in out["verdicts"]],
+                     claims=[{"paper": v.paper, "text": v.text, "verdict": v.verdict} for v in out["verdicts"]])
+    except DataMissingError as e:
+        print(f"skipped {name}: {e}", flush=True)
+        entry.update(status="skipped", reason=str(e))
+    except CrobustError as e:
+        print(f"error: {name}: {e}", file=sys.stderr, flush=True)
+        entry.update(status="failed", reason=str(e))
+    except Exception as e:  # keep going: one broken study must not cost the others
+        print(f"FAILED {name}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        entry.update(status="failed", reason=f"{type(e).__name__}: {e}")
+    return entry
+
+
+def run_in_child(name: str, preset: str, args, workdir: str) -> dict:
+    """Run one study in a fresh Python process (``--child-result``), so that one study's compiled programs and
+    memory are released before the next (a single process that compiles every study's programs can exhaust the
+    operating system's memory-map limit). A child that dies without a result is recorded as failed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = os.path.join(tmp, "entry.json")
+        cmd = [sys.executable, "-m", "experiments.reproduce", "--preset", preset, "--studies", name,
+               "--out", args.out, "--child-result", result] + (["--quiet"] if args.quiet else [])
+        code = subprocess.run(cmd, env=_CHILD_ENV).returncode
+        if os.path.exists(result):
+            with open(result, encoding="utf-8") as f:
+                return json.load(f)
+    study = importlib.import_module(STUDIES[name]).STUDY
+    print(f"FAILED {name}: its process exited with status {code} without a result", file=sys.stderr, flush=True)
+    return {"study": name, "title": study.title, "workdir": workdir, "paper_claims": list(study.paper_claims),
+            "status": "failed", "reason": f"the study's process exited with status {code}"}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.reproduce", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="auto", help=f"one of: {', '.join(PRESETS)}")
@@ -102,6 +148,7 @@ def main(argv=None) -> int:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--distributed", action="store_true", default=None,
                    help="multi-host run: call jax.distributed.initialize() first (same as CROBUST_DISTRIBUTED=1)")
+    p.add_argument("--child-result", default=None, help=argparse.SUPPRESS)   # internal: one study, entry → file
     args = p.parse_args(argv)
     try:
         maybe_initialize_distributed(args.distributed)   # before anything touches a device
@@ -115,32 +162,26 @@ def main(argv=None) -> int:
         return 2
     preset, why = choose_preset(args.preset)
     enable_compilation_cache()
-    print(f"crobust reproduce: preset {preset} ({why}); studies: {', '.join(studies)}", flush=True)
+    if not args.child_result:
+        print(f"crobust reproduce: preset {preset} ({why}); studies: {', '.join(studies)}", flush=True)
     root = os.path.join(args.out, preset)
     results = []
     t0 = time.perf_counter()
+    distributed = distributed_requested(args.distributed)
     for name in studies:
-        study = importlib.import_module(STUDIES[name]).STUDY
-        cfg = study.presets[preset]
         workdir = os.path.join(root, name)
         t = time.perf_counter()
-        print(f"\n== {name} ({preset}) → {workdir}", flush=True)
-        entry = {"study": name, "title": study.title, "workdir": workdir, "paper_claims": list(study.paper_claims)}
-        try:
-            out = study.run(cfg, workdir, preset=preset, progress=not args.quiet)
-            entry.update(status="complete", verdicts=[v.line() for v in out["verdicts"]],
-                         claims=[{"paper": v.paper, "text": v.text, "verdict": v.verdict} for v in out["verdicts"]])
-        except DataMissingError as e:
-            print(f"skipped {name}: {e}", flush=True)
-            entry.update(status="skipped", reason=str(e))
-        except CrobustError as e:
-            print(f"error: {name}: {e}", file=sys.stderr, flush=True)
-            entry.update(status="failed", reason=str(e))
-        except Exception as e:  # keep going: one broken study must not cost the others
-            print(f"FAILED {name}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-            entry.update(status="failed", reason=f"{type(e).__name__}: {e}")
+        if not args.child_result:
+            print(f"\n== {name} ({preset}) → {workdir}", flush=True)
+        if args.child_result or distributed:
+            entry = run_one(name, preset, workdir, progress=not args.quiet)
+        else:
+            entry = run_in_child(name, preset, args, workdir)
         entry["wall_time_s"] = round(time.perf_counter() - t, 1)
         results.append(entry)
+    if args.child_result:
+        write_json(args.child_result, results[0])
+        return 0
     writer = is_writer()                                  # process 0 of a multi-host run writes the index
     if writer:
         os.makedirs(root, exist_ok=True)

@@ -8,6 +8,7 @@
   under a TF32/bf16 default, so this fixture cannot hide a metric that forgets the policy.
 - ``--xla_gpu_deterministic_ops=true``: on a GPU, scatter-adds and reductions without atomics, so two runs of one
   program (e.g. a checkpoint resume against an uninterrupted run) give the same bits. CPU and TPU ignore it.
+- After each module the compiled programs are released (:func:`_release_compiled_programs`).
 """
 
 import os
@@ -24,3 +25,16 @@ from crobust import precision  # noqa: E402
 def _full_float32_products():
     with precision.full():
         yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """After each test module, drop JAX's compiled programs (and the trainer's block cache): one process compiling
+    the whole suite's programs would otherwise keep every executable mapped and can reach the operating system's
+    memory-map limit (``vm.max_map_count``) on a small machine."""
+    yield
+    import jax
+    from crobust.training import loop
+
+    loop._BLOCK_CACHE.clear()
+    jax.clear_caches()
