@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from crobust import metrics
+from crobust.study.measures import layer_metrics
 from crobust.study.table import column
 
 HIDDEN_MEAN = "hidden_mean"      # the ``layer`` qualifier of a mean over the hidden layers
@@ -38,14 +38,14 @@ def layer_compressibility(select: Sequence[str] = DEFAULT_METRICS):
 
     Default: ε_ν and ε_σ (q = 2: ε(k) = ‖tail of the sorted row-ℓ1 norms / singular values beyond the top
     k = d − ⌊(1−κ)d⌋‖₂ / ‖all‖₂; lower = more compressible), β_ν and β_σ (dispersion), ‖W‖₂/‖W‖_F and ‖W‖_∞/‖W‖_F."""
+    per_layer = layer_metrics(select)
+
     def measure(ctx, pop):
-        rep = metrics.layer_report(pop.params, kappa=ctx.measure.kappa, lipschitz=False)
-        out = {}
+        out = dict(per_layer(ctx, pop))
         for name in select:
-            values = np.asarray(rep["layer_metrics"][name])                     # (M, L)
-            for li, layer in enumerate(rep["layers"]):
-                out[column(name, layer=layer)] = values[:, li]
-            out[column(name, layer=HIDDEN_MEAN)] = hidden_layer_mean(values, rep["layers"])
+            cols = [(dict(c.qualifiers)["layer"], v) for c, v in out.items() if c.measurement == name]
+            values = np.stack([v for _, v in cols], axis=1)                         # (M, L), forward order
+            out[column(name, layer=HIDDEN_MEAN)] = hidden_layer_mean(values, [layer for layer, _ in cols])
         return out
     return measure
 
