@@ -64,8 +64,9 @@ Issue 13 parts (``results["conv_population"]``, ``results["optimizers"]``; alone
   SGD + multistep, crop+flip on device: images/s per member for 1, 4 and 8 members (and the fraction of the
   1-member figure), and the cost of an adversarial-training block (PGD-10 at 8/255, step 2/255, 50 % of each batch,
   in eval mode) relative to a clean block, 4 members.
-* **optimizers** — the fused :mod:`crobust.optim` AdamW against ``optax.inject_hyperparams(optax.adamw)`` + a
-  ``jnp.where`` mask in the same population step (:func:`optimizer_comparison`), wall and CPU-time rates.
+* **optimizers** — :mod:`crobust.optim`'s AdamW (``optax.inject_hyperparams(optax.adamw)`` + a ``jnp.where`` skip)
+  against a fused elementwise AdamW with the skip inside its pass, in the same population step
+  (:func:`optimizer_comparison`), wall and CPU-time rates.
 
 Run: ``python -m benchmarks.bench_training [--quick] [--issue13]`` (prints JSON) or through ``python -m benchmarks``.
 """
@@ -488,7 +489,7 @@ def run(quick: bool = False) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Issue 13: convolutional populations, the adversarial-training step, fused optimiser vs optax
+# Issue 13: convolutional populations, the adversarial-training step, optax vs a fused optimiser
 
 class BenchCNN(nn.Module):
     """The stand-in when ``crobust.models.ResNet18`` is not available: conv3×3(w)-BN-ReLU, conv3×3(2w, stride 2)-
@@ -587,20 +588,44 @@ def optimizer_comparison(quick: bool = False) -> dict:
     return {name: optimizer_comparison_on(name, quick) for name in SETTINGS}
 
 
+def _fused_adamw_step(params, grads, state, active):
+    """The fused elementwise AdamW crobust used before optax (kept here only as the comparison's other arm).
+
+    One pass per parameter tensor reads p, g, m, v and writes p, m, v, with the skip as a select inside the same
+    expression: m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², p ← p(1 − η·wd) − η·m̂/(√v̂ + ε). ``state`` is
+    ``(lr, wd, count, mu, nu)``."""
+    from crobust.optim import ADAM_B1, ADAM_B2, ADAM_EPS
+
+    lr, wd, count, mu, nu = state
+    count = count + active.astype(jnp.int32)
+    t = jnp.maximum(count, 1).astype(jnp.float32)
+    bc1, bc2 = 1.0 - ADAM_B1 ** t, 1.0 - ADAM_B2 ** t
+    keep = lambda new, old: jnp.where(active, new, old)
+
+    def leaf(p, g, m, v):
+        m_new = ADAM_B1 * m + (1.0 - ADAM_B1) * g
+        v_new = ADAM_B2 * v + (1.0 - ADAM_B2) * (g * g)
+        p_new = p * (1.0 - lr * wd) - lr * (m_new / bc1) / (jnp.sqrt(v_new / bc2) + ADAM_EPS)
+        return keep(p_new, p), keep(m_new, m), keep(v_new, v)
+
+    treedef = jax.tree.structure(params)
+    out = treedef.flatten_up_to(jax.tree.map(leaf, params, grads, mu, nu))
+    p, m, v = (jax.tree.unflatten(treedef, [o[i] for o in out]) for i in range(3))
+    return p, (lr, wd, count, m, v)
+
+
 def optimizer_comparison_on(setting: str, quick: bool = False) -> dict:
-    """The fused crobust.optim AdamW against ``optax.inject_hyperparams(optax.adamw)`` in the same population step.
+    """:mod:`crobust.optim`'s AdamW (optax's, hyper-parameters injected, skip by ``jnp.where``) against a fused
+    elementwise AdamW with the skip inside its one pass (:func:`_fused_adamw_step`), in the same population step.
 
-    Both run the trainer's step — per-member batch indices, forward/backward of the digits-shaped MLP(64, depth 3),
-    optimiser step masked by ``active`` (a finite loss) — ``eval_every`` steps in a ``lax.scan``, members laid out
-    as the trainer lays them out (:func:`crobust.parallel.map_members` with the trainer's group size). The fused
-    optimiser masks inside its one elementwise pass; optax's update is followed by ``jnp.where`` over parameters
-    and state (what the trainer would have to do with optax). Per-member lr and weight decay are traced in both.
-    ``max_rel_diff`` compares their parameters after one call (AdamW amplifies float32 round-off of near-zero
-    gradient coordinates, so a few 1e-3 after 100 steps is the same computation). CPU seconds (``process_time``)
-    are the load-robust figure on a shared machine.
+    Both run the trainer's step — per-member batch indices, forward/backward of the setting's MLP, optimiser step
+    masked by ``active`` (a finite loss) — ``steps`` steps in a ``lax.scan``, members laid out as the trainer lays
+    them out (:func:`crobust.parallel.map_members` with the trainer's group size). Per-member lr and weight decay
+    are traced in both. The trainer uses optax unless ``fused_over_optax`` shows the fused rule measurably faster
+    (issue 13, item 7). ``max_rel_diff`` compares their parameters after one call (AdamW amplifies float32
+    round-off of near-zero gradient coordinates, so a few 1e-3 after 100 steps is the same computation). CPU
+    seconds (``process_time``) are the load-robust figure on a shared machine.
     """
-    import optax
-
     from crobust import optim, parallel
     from crobust.data import to_float
 
@@ -615,11 +640,6 @@ def optimizer_comparison_on(setting: str, quick: bool = False) -> dict:
     hp = training._member_hparams(mem, cfg)
     images, labels = jnp.asarray(data.train_images), jnp.asarray(data.train_labels, jnp.int32)
     group = training.auto_members_per_group(state.params)
-    tx = optax.inject_hyperparams(optax.adamw)(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-2)
-
-    def optax_init(p, lr, wd):
-        s = tx.init(p)
-        return s._replace(hyperparams={**s.hyperparams, "learning_rate": lr, "weight_decay": wd})
 
     def make(kind):
         def member(params, opt_state, key, train_idx):
@@ -631,12 +651,9 @@ def optimizer_comparison_on(setting: str, quick: bool = False) -> dict:
                 loss, g = jax.value_and_grad(lambda q: training.cross_entropy(model.apply(q, x), y))(p)
                 active = jnp.isfinite(loss)
                 if kind == "fused":
-                    p, s = optim.step("adamw", p, g, s, active)
+                    p, s = _fused_adamw_step(p, g, s, active)
                 else:
-                    u, s_new = tx.update(g, s, p)
-                    p_new = optax.apply_updates(p, u)
-                    p = jax.tree.map(lambda a, b: jnp.where(active, a, b), p_new, p)
-                    s = jax.tree.map(lambda a, b: jnp.where(active, a, b), s_new, s)
+                    p, s = optim.step("adamw", p, g, s, active)
                 return (p, s), loss
 
             (p, s), _ = jax.lax.scan(one, (params, opt_state), batches)
@@ -644,8 +661,9 @@ def optimizer_comparison_on(setting: str, quick: bool = False) -> dict:
 
         return jax.jit(lambda *a: parallel.map_members(member, *a, group=group))
 
-    opt_states = {"fused": state.opt_state,
-                  "optax": jax.jit(jax.vmap(optax_init))(state.params, hp["lr"], hp["weight_decay"])}
+    zeros = lambda: jax.tree.map(jnp.zeros_like, state.params)
+    opt_states = {"fused": (hp["lr"], hp["weight_decay"], jnp.zeros((members,), jnp.int32), zeros(), zeros()),
+                  "optax": state.opt_state}
     out, params = {"members": members, "steps_per_call": steps, "members_per_group": group,
                    "model": f"MLP(width={spec['width']}, depth={spec['depth']}), batch {spec['batch_size']}"}, {}
     fns = {k: make(k) for k in opt_states}
@@ -667,9 +685,9 @@ def optimizer_comparison_on(setting: str, quick: bool = False) -> dict:
                               for a, b in zip(jax.tree.leaves(params["fused"]), jax.tree.leaves(params["optax"])))
     # one update on the same gradients, outside any loop: the two rules agree to float32 round-off
     g = jax.tree.map(lambda a: jnp.sin(jnp.arange(a.size, dtype=jnp.float32).reshape(a.shape)), state.params)
-    p1 = jax.vmap(lambda p, gg, s: optim.step("adamw", p, gg, s, True)[0])(state.params, g, opt_states["fused"])
-    p2 = jax.vmap(lambda p, gg, s: optax.apply_updates(p, tx.update(gg, s, p)[0]))(state.params, g,
-                                                                                   opt_states["optax"])
+    p1 = jax.vmap(lambda p, gg, s: _fused_adamw_step(p, gg, s, jnp.bool_(True))[0])(state.params, g,
+                                                                                  opt_states["fused"])
+    p2 = jax.vmap(lambda p, gg, s: optim.step("adamw", p, gg, s, True)[0])(state.params, g, opt_states["optax"])
     out["one_update_max_rel_diff"] = max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
                                          for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)))
     out["backend"] = jax.default_backend()

@@ -77,7 +77,8 @@ def _jsonable(x):
 # changes, so that a checkpoint of an older crobust is refused by name instead of failing inside Orbax or,
 # worse, resuming with another data order. 2: crobust.optim state, Feistel index-shuffle data order. 3: the model
 # state (batch-norm statistics) and its best-validation copy in the state; schedules, augmentation and member axes.
-STATE_FORMAT = 3
+# 4: the optimiser state is optax's (inject_hyperparams), leaves in another order.
+STATE_FORMAT = 4
 
 
 def describe(model, data, config, members: Sequence[Mapping]) -> dict:

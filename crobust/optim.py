@@ -1,110 +1,117 @@
-"""The trainer's optimisers, torch's update rules written as one fused, maskable elementwise pass per parameter.
+"""The trainer's optimisers: optax's AdamW and SGD with per-member hyper-parameters, and a step that may be skipped.
 
-Why not optax: a population step must be able to *not* take a step (a member that has reached ``max_steps`` in
-the middle of a block, or whose loss is no longer finite). With optax that is a ``jnp.where`` over the new and
-old parameters and optimiser state after the update; on the CPU that was a separate pass over every member's
-parameters and moments (≈10 % of a 784→400→10 step, ``benchmarks/bench_training.py``). Here the condition is a
-scalar ``active`` inside the same elementwise expression as the update, so XLA fuses it into the one loop that
-reads p, g, m, v and writes p, m, v. When ``active`` is false every output is exactly its input (a select, so a
-non-finite gradient of a skipped step cannot leak into the state).
+Each rule is an optax transformation wrapped in :func:`optax.inject_hyperparams`, so the learning rate, weight
+decay, SGD momentum and the schedule's factor are arrays in the optimiser state — traced, one value per member when
+the state is vmapped over a population. The rules are torch's (the reference code's):
 
-Rules (per parameter tensor; lr, wd per member, traced; t = number of steps taken after this one):
-
-* ``adamw`` — ``torch.optim.AdamW`` (β₁ 0.9, β₂ 0.999, ε 1e-8, decoupled decay)::
+* ``adamw`` — ``torch.optim.AdamW`` (β₁ 0.9, β₂ 0.999, ε 1e-8, decoupled decay), as ``optax.adamw``::
 
       m ← β₁ m + (1 − β₁) g ;  v ← β₂ v + (1 − β₂) g²
-      p ← p·(1 − lr·wd) − lr · (m / (1 − β₁ᵗ)) / (√(v / (1 − β₂ᵗ)) + ε)
+      p ← p − η · ( (m / (1 − β₁ᵗ)) / (√(v / (1 − β₂ᵗ)) + ε) + wd · p ),   η = lr · f
 
-* ``sgd`` — ``torch.optim.SGD`` with momentum μ and coupled L2 decay (dampening 0, no Nesterov)::
+* ``sgd`` — ``torch.optim.SGD`` with momentum μ and coupled L2 decay (dampening 0, no Nesterov), as
+  ``optax.chain(add_decayed_weights(wd), trace(μ), scale_by_learning_rate(η))``::
 
-      d ← g + wd·p ;  b ← μ b + d  (b = d at the first step: b starts at 0) ;  p ← p − lr·b
+      d ← g + wd·p ;  b ← μ b + d  (b = d at the first step: b starts at 0) ;  p ← p − η·b
 
-Shapes: every function works on one member (vmap / lax.map over members outside); ``state.lr``,
-``state.weight_decay`` and ``state.count`` are scalars, ``state.mu``/``state.nu``/``state.trace`` have the
-parameters' tree structure.
+t is the number of steps taken, f the schedule's factor of this step (1 without a schedule): torch's schedulers
+change the group's lr, which the update and AdamW's decoupled decay both use, so f scales both.
+
+**Skipped steps.** A population step must be able to *not* take a step (a member that has reached ``max_steps`` in
+the middle of a block, or whose loss is no longer finite): :func:`step` computes optax's update and then selects,
+per member, the new or the old parameters and state (``jnp.where`` on a scalar ``active``), so a skipped step
+returns its inputs bit for bit and a non-finite gradient of a skipped step cannot leak into the state. (A fused
+elementwise rule with the select inside was kept before; ``benchmarks/bench_training.py --issue13`` compares the
+two and found it no faster, so optax it is.)
+
+Shapes: every function works on one member (vmap / lax.map over members outside); the hyper-parameters are
+scalars. The moments are in optax's state: ``optax.tree_utils.tree_get(state, "mu")`` (AdamW's first moment),
+``"nu"``, ``"trace"`` (SGD's momentum buffer).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
 
-import flax.struct
 import jax
 import jax.numpy as jnp
+import optax
 
 from crobust._errors import check_choice
 
 OPTIMIZERS = ("adamw", "sgd")
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
+DEFAULT_MOMENTUM = 0.9
+
+OptState = optax.InjectHyperparamsState
 
 
-@flax.struct.dataclass
-class OptState:
-    """One member's optimiser state. ``mu``/``nu`` are Adam's moments (``None`` for sgd), ``trace`` the momentum
-    buffer (``None`` for adamw); ``count`` (int32) the number of steps taken."""
-
-    lr: jax.Array
-    weight_decay: jax.Array
-    count: jax.Array
-    mu: Any = None
-    nu: Any = None
-    trace: Any = None
+def _adamw(learning_rate, weight_decay, lr_scale):
+    return optax.adamw(learning_rate * lr_scale, b1=ADAM_B1, b2=ADAM_B2, eps=ADAM_EPS, weight_decay=weight_decay)
 
 
-def init(name: str, params, lr, weight_decay) -> OptState:
-    """Zero moments (or momentum buffer) shaped like ``params``; ``lr``/``weight_decay`` stored per member."""
+def _sgd(learning_rate, weight_decay, momentum, lr_scale):
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.trace(decay=momentum, nesterov=False),
+                       optax.scale_by_learning_rate(learning_rate * lr_scale))
+
+
+@functools.cache
+def transformation(name: str) -> optax.GradientTransformation:
+    """The optax transformation of ``name`` with its hyper-parameters injected (placeholders; :func:`init` sets
+    them per member)."""
     check_choice("optimizer", name, OPTIMIZERS)
-    zeros = lambda: jax.tree.map(jnp.zeros_like, params)
-    lr, wd = jnp.asarray(lr, jnp.float32), jnp.asarray(weight_decay, jnp.float32)
-    count = jnp.zeros((), jnp.int32)
     if name == "adamw":
-        return OptState(lr=lr, weight_decay=wd, count=count, mu=zeros(), nu=zeros())
-    return OptState(lr=lr, weight_decay=wd, count=count, trace=zeros())
+        return optax.inject_hyperparams(_adamw)(learning_rate=1e-3, weight_decay=0.0, lr_scale=1.0)
+    return optax.inject_hyperparams(_sgd)(learning_rate=1e-3, weight_decay=0.0, momentum=DEFAULT_MOMENTUM,
+                                          lr_scale=1.0)
+
+
+def _f32(x):
+    return jnp.asarray(x, jnp.float32)
+
+
+def init(name: str, params, lr, weight_decay, momentum=DEFAULT_MOMENTUM) -> OptState:
+    """Zero moments (or momentum buffer) shaped like ``params``; ``lr``/``weight_decay`` (and sgd's ``momentum``)
+    stored per member as float32."""
+    state = transformation(name).init(params)
+    hp = {**state.hyperparams, "learning_rate": _f32(lr), "weight_decay": _f32(weight_decay), "lr_scale": _f32(1.0)}
+    if name == "sgd":
+        hp["momentum"] = _f32(momentum)
+    return state._replace(hyperparams=hp)
+
+
+def learning_rate(state: OptState) -> jax.Array:
+    """The stored (base) learning rate, per member when the state is stacked."""
+    return state.hyperparams["learning_rate"]
+
+
+def weight_decay(state: OptState) -> jax.Array:
+    """The stored weight decay, per member when the state is stacked."""
+    return state.hyperparams["weight_decay"]
 
 
 def with_hparams(state: OptState, lr, weight_decay) -> OptState:
     """The same state with another learning rate and weight decay (used to reset members' hyper-parameters)."""
-    return state.replace(lr=jnp.asarray(lr, state.lr.dtype), weight_decay=jnp.asarray(weight_decay,
-                                                                                       state.weight_decay.dtype))
+    hp = dict(state.hyperparams)
+    hp["learning_rate"] = jnp.asarray(lr, hp["learning_rate"].dtype)
+    hp["weight_decay"] = jnp.asarray(weight_decay, hp["weight_decay"].dtype)
+    return state._replace(hyperparams=hp)
 
 
-def _unzip(params, out, n: int):
-    """A tree of n-tuples (shaped like ``params`` above the tuples) → n trees shaped like ``params``."""
-    treedef = jax.tree.structure(params)
-    leaves = treedef.flatten_up_to(out)
-    return tuple(jax.tree.unflatten(treedef, [leaf[i] for leaf in leaves]) for i in range(n))
-
-
-def step(name: str, params, grads, state: OptState, active, *, momentum=0.9, lr_scale=None):
+def step(name: str, params, grads, state: OptState, active, *, momentum=None, lr_scale=None):
     """One optimiser step if ``active`` (a scalar bool), else ``(params, state)`` unchanged, bit for bit.
 
-    ``momentum`` (sgd's μ) may be traced; ``lr_scale`` (a schedule's factor, may be traced) multiplies the stored
-    learning rate for this step, in the update and in AdamW's decoupled decay alike (torch's schedulers change
-    the group's lr, which both use). Returns ``(new_params, new_state)``.
+    ``momentum`` (sgd's μ; ignored by adamw) and ``lr_scale`` (a schedule's factor f) may be traced; given, they
+    replace the values in the state for this step (and are kept in it). Returns ``(new_params, new_state)``.
     """
-    check_choice("optimizer", name, OPTIMIZERS)
+    tx = transformation(name)
     active = jnp.asarray(active, bool)
-    lr, wd = state.lr, state.weight_decay
+    hp = dict(state.hyperparams)
     if lr_scale is not None:
-        lr = lr * lr_scale
-    keep = lambda new, old: jnp.where(active, new, old)
-    count = state.count + active.astype(jnp.int32)
-    if name == "adamw":
-        t = jnp.maximum(count, 1).astype(jnp.float32)
-        bc1, bc2 = 1.0 - ADAM_B1 ** t, 1.0 - ADAM_B2 ** t
-
-        def leaf(p, g, m, v):
-            m_new = ADAM_B1 * m + (1.0 - ADAM_B1) * g
-            v_new = ADAM_B2 * v + (1.0 - ADAM_B2) * (g * g)
-            p_new = p * (1.0 - lr * wd) - lr * (m_new / bc1) / (jnp.sqrt(v_new / bc2) + ADAM_EPS)
-            return keep(p_new, p), keep(m_new, m), keep(v_new, v)
-
-        p, m, v = _unzip(params, jax.tree.map(leaf, params, grads, state.mu, state.nu), 3)
-        return p, state.replace(count=count, mu=m, nu=v)
-
-    def leaf(p, g, b):                                        # sgd
-        b_new = momentum * b + (g + wd * p)
-        return keep(p - lr * b_new, p), keep(b_new, b)
-
-    p, b = _unzip(params, jax.tree.map(leaf, params, grads, state.trace), 2)
-    return p, state.replace(count=count, trace=b)
+        hp["lr_scale"] = _f32(lr_scale)
+    if momentum is not None and name == "sgd":
+        hp["momentum"] = _f32(momentum)
+    updates, new_state = tx.update(grads, state._replace(hyperparams=hp), params)
+    new_params = optax.apply_updates(params, updates)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(active, a, b), new, old)
+    return keep(new_params, params), keep(new_state, state)

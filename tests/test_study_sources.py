@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crobust import training
+from crobust import optim, training
 from crobust.data import load_dataset, subsample
 from crobust.study import claims as claims_lib
 from crobust.study.claims_pooled import PooledCorrelation, centre_within, permute_within, within_correlation
@@ -58,7 +58,7 @@ def test_sgd_members_take_one_step_with_their_own_traced_lr(digits):
     pop, = si.sgd_populations(cfg, digits)
     members = [m for m in pop.members if m["seed"] == 0]
     state0 = training.init_population(pop.model, digits, pop.train, members)
-    np.testing.assert_array_equal(np.asarray(state0.opt_state.lr), np.float32([0.01, 0.04]))   # stored in float32
+    np.testing.assert_array_equal(np.asarray(optim.learning_rate(state0.opt_state)), np.float32([0.01, 0.04]))   # stored in float32
     fit = training.fit(pop.model, digits, pop.train, members, progress=False)
     d = jax.tree.map(lambda a, b: np.asarray(a, np.float64) - np.asarray(b, np.float64), fit.params, state0.params)
     for leaf in jax.tree.leaves(d):

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from crobust import optim
 from crobust.study.measures import layer_metrics
 from crobust.study.table import column
 
@@ -57,7 +58,7 @@ def lr_over_batch():
     def measure(ctx, pop):
         if "batch" not in pop.coords:
             return {}
-        lr = np.asarray(pop.fit.state.opt_state.lr, np.float64).reshape(-1)[:pop.size]
+        lr = np.asarray(optim.learning_rate(pop.fit.state.opt_state), np.float64).reshape(-1)[:pop.size]
         return {column("lr_over_batch"): lr / float(pop.coords["batch"])}
     return measure
 

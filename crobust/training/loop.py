@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crobust import checkpoint as _checkpoint
-from crobust import parallel
+from crobust import optim, parallel
 from crobust._errors import CrobustError
 from crobust.training.block import _chunked_loss_acc, make_block_fn
 from crobust.training.config import TrainConfig
@@ -100,7 +100,7 @@ def _check_state_matches_members(state: PopulationState, hparams: dict, members:
     (the values the steps use) equal to the members' (else training would silently use the state's)."""
     if state.num_members != len(members):
         raise CrobustError(f"the state has {state.num_members} members but {len(members)} were given")
-    for name, held in (("lr", state.opt_state.lr), ("weight_decay", state.opt_state.weight_decay)):
+    for name, held in (("lr", optim.learning_rate(state.opt_state)), ("weight_decay", optim.weight_decay(state.opt_state))):
         held, want = np.asarray(held, np.float32), np.asarray(hparams[name], np.float32)
         bad = np.flatnonzero(held != want)
         if bad.size:
