@@ -31,17 +31,20 @@ channel's output is exactly 0 after the BN (γ·(x − μ)/σ + β with γ = β 
 (running statistics are left as they are; they no longer matter). For a conv whose output enters a residual sum
 without its own BN (WRN's conv2/shortcut), masking removes the branch's contribution to that channel of the sum.
 
-Fine-tuning after pruning (:func:`fine_tune`, :func:`fit_masked`): the same training code with the masks enforced
-in the forward pass (:class:`MaskedModel`), so the loss gives pruned weights zero gradients and the pruned model
-is exactly the masked one throughout. The stored (raw) entries behind the mask stay zero under SGD, Adam(W), weight
-decay, the group-lasso / scale-invariant / β-control penalties and the Frobenius projection (each maps a zero row
-to a zero update), but **not under penalties whose chosen subgradient at 0 is non-zero**: L1 and the alignment
-penalty (jax's derivative of |x| at 0 is 1) and the nuclear norm (its U Vᵀ includes the singular vectors of the
-zero singular values a zero row creates). With those the raw masked entries drift: they never reach the forward
-pass, but they enter the penalty's value and the Frobenius projection's norm.
-The result is masked once more, so the returned model is exactly pruned either way; exact masking of the raw
-parameters inside every step needs the trainer's own mask support (issue 13, trainer items). Identical settings across arms: pass the same ``config`` and ``members`` to every arm; nothing here
-depends on the criterion that made the masks.
+Fine-tuning after pruning:
+
+- :func:`fit_masked` — the population trainer (:func:`crobust.training.fit`) with its parameter mask
+  (:func:`parameter_mask`, ``PopulationState.param_mask``): every step's gradient is multiplied by the 0/1 mask
+  before the optimiser, so pruned entries stay exactly 0 under SGD, AdamW, weight decay, every penalty (L1 and
+  the alignment penalty included, whose chosen subgradient at 0 is not 0) and the Frobenius projection. Per-member masks, batch-norm models (their running statistics carried along) and any
+  ``TrainConfig`` work as in ``fit``.
+- :func:`fine_tune` — any other trainer, through :class:`MaskedModel` (the masks in the forward pass, so the loss
+  gives pruned weights zero gradients). The raw entries behind the mask then stay zero except under penalties
+  whose subgradient at 0 is non-zero (L1, alignment: they drift behind the mask, never reaching the forward
+  pass); the result is masked once more, so the returned model is exactly pruned either way.
+
+Identical settings across arms: pass the same ``config`` and ``members`` to every arm; nothing here depends on
+the criterion that made the masks.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import dataclasses
 import math
 from typing import Callable, Mapping
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,7 +62,7 @@ from crobust._errors import CrobustError
 from crobust.models.matrices import LayerSpec, get_leaf, layer_specs, spec_matrix
 
 __all__ = ["prunable_specs", "row_norms", "ratio_masks", "global_ratio_masks", "epsilon_masks", "epsilon_for_ratio",
-           "apply_masks", "prune", "mask_summary", "MaskedModel", "fine_tune", "fit_masked"]
+           "apply_masks", "prune", "mask_summary", "MaskedModel", "fine_tune", "parameter_mask", "fit_masked"]
 
 
 def _params(variables):
@@ -323,27 +327,60 @@ def fine_tune(fit_like: Callable, model, variables: Mapping, masks: Mapping, **k
     return apply_masks(trained, masks)
 
 
+def parameter_mask(params: Mapping, masks: Mapping) -> dict:
+    """The 0/1 multiplier of every parameter entry that ``masks`` removes: :func:`apply_masks` of a tree of ones
+    shaped like ``params`` (a params tree or ``{'params': ...}``, returned alike; float32; kernel output columns, biases and the layer's own batch-norm scale/bias at the
+    removed rows are 0, every other entry 1). ``apply_masks(params, masks) == params * parameter_mask(...)``."""
+    return apply_masks(jax.tree.map(lambda a: jnp.ones(jnp.shape(a), jnp.float32), params), masks)
+
+
 def fit_masked(model, data, config, members, variables: Mapping, masks: Mapping, **fit_kwargs):
-    """Fine-tune a pruned MLP with :func:`crobust.training.fit`: every member starts from ``variables`` (one model's,
-    copied to each member) with ``masks`` enforced; returns the :class:`~crobust.training.FitResult` whose params
-    and best params are masked.
+    """Fine-tune pruned models with :func:`crobust.training.fit`, the pruned entries held at exactly 0.
 
-    The optimiser state is fresh (as for any run started by ``fit``); the Frobenius projection's reference norms are
-    the pruned model's own, so ``projection='frobenius'`` keeps the pruned scale (exactly, except with the L1,
-    nuclear and alignment penalties: see the module docstring). Models with batch norm need the trainer's mutable-state support (issue 13
-    items 5–10), which ``fit`` does not have yet; per-member masks need the trainer's mask support.
+    ``variables``: one model's (every member starts from a copy) or stacked per member (M, ...); batch-norm models
+    may pass their ``batch_stats`` along (the members start from them). ``masks``: one model's ``(out,)`` masks
+    (every member pruned alike) or per member ``(M, out)``. The members start from ``apply_masks(variables, masks)``
+    with a fresh optimiser state (as any run ``fit`` starts), the Frobenius projection's reference norms those of
+    the pruned start, and the trainer's parameter mask (:class:`crobust.training.PopulationState`
+    ``param_mask`` = :func:`parameter_mask`): gradients of pruned entries are zeroed before the optimiser, so they
+    stay exactly 0 under every optimiser and penalty (L1 and the alignment penalty included, whose subgradient at
+    0 is not 0), and the trained models are exactly pruned without masking them again. Returns
+    the :class:`~crobust.training.FitResult`. Identical settings across arms: pass the same ``config`` and
+    ``members`` to every arm; nothing here depends on the criterion that made the masks.
     """
-    from crobust import regularizers, training
+    from crobust import training
+    from crobust.training.population import _reference_norms
 
-    masked = MaskedModel(model, masks)
-    state = training.init_population(masked, data, config, members)
-    start = apply_masks(variables, masks)
+    state = training.init_population(model, data, config, members)
     m = len(members)
-    stacked = jax.tree.map(lambda a: jnp.broadcast_to(jnp.asarray(a), (m,) + jnp.shape(a)), start)
-    stacked = jax.tree.map(lambda ref, a: a.astype(ref.dtype), state.params, stacked)
-    state = state.replace(params=stacked, best_params=stacked,
-                          ref_norms=jax.vmap(regularizers.hidden_frobenius_norms)(stacked))
-    result = training.fit(masked, data, config, members, state=state, **fit_kwargs)
-    final = result.state.replace(params=jax.vmap(lambda p: apply_masks(p, masks))(result.state.params),
-                                 best_params=jax.vmap(lambda p: apply_masks(p, masks))(result.state.best_params))
-    return dataclasses.replace(result, state=final)
+    like = state.params["params"]
+
+    def stacked(tree, ref):
+        one = jax.tree.structure(tree) == jax.tree.structure(ref) and all(
+            jnp.shape(a) == jnp.shape(r)[1:] for a, r in zip(jax.tree.leaves(tree), jax.tree.leaves(ref)))
+        out = jax.tree.map(lambda a: jnp.broadcast_to(jnp.asarray(a), (m,) + jnp.shape(a)), tree) if one else tree
+        try:
+            chex.assert_trees_all_equal_shapes(out, ref)
+        except AssertionError as e:
+            raise CrobustError(f"variables do not match the model's parameters (one model's or {m} members'): "
+                               f"{str(e).splitlines()[0]}") from None
+        return jax.tree.map(lambda a, r: jnp.asarray(a, r.dtype), out, ref)
+
+    params = {"params": stacked(_params(variables), like)}
+    model_state = state.model_state
+    extra = {k: v for k, v in variables.items() if k != "params"} if "params" in variables else {}
+    if model_state is not None and extra:
+        model_state = stacked(extra, model_state)
+    per_member = {}
+    for name, mask in masks.items():
+        mask = np.asarray(mask, bool)
+        if mask.ndim == 1:
+            mask = np.broadcast_to(mask, (m,) + mask.shape)
+        if mask.ndim != 2 or mask.shape[0] != m:
+            raise CrobustError(f"mask for {name!r} must be (out,) or ({m}, out), got {np.shape(masks[name])}")
+        per_member[name] = mask
+    params = apply_masks(params, per_member)
+    state = state.replace(params=params, best_params=params, ref_norms=_reference_norms(params, config),
+                          model_state=model_state, best_model_state=model_state,
+                          param_mask=parameter_mask(params, per_member))
+    return training.fit(model, data, config, members, state=state, **fit_kwargs)

@@ -272,3 +272,85 @@ def test_fit_masked_fine_tunes_an_mlp_population_with_the_trainer():
     for name in masks:
         got = np.linalg.norm(np.asarray(res.params["params"][name]["kernel"])[0])
         np.testing.assert_allclose(got, np.linalg.norm(np.asarray(pruned["params"][name]["kernel"])), rtol=1e-4)
+
+
+def _digits_and_pruned_mlp(seed=0):
+    from crobust.data import load_dataset
+
+    data = load_dataset("digits")
+    model = MLP(10, width=12, depth=3, mean=data.mean, std=data.std)
+    v = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1,) + data.train_images.shape[1:]))
+    return data, model, v
+
+
+def test_the_trainers_mask_holds_pruned_entries_at_exactly_zero_where_the_penalty_would_revive_them():
+    """L1 gives a pruned entry a non-zero gradient (jax's d|x|/dx at 0 is 1): the same run without the trainer's
+    mask revives the pruned columns, with it they stay exactly 0."""
+    from crobust.training import TrainConfig, fit, grid
+
+    data, model, v = _digits_and_pruned_mlp()
+    pruned, masks = P.prune(v, ratio=0.5)
+    cfg = TrainConfig(optimizer="adamw", lr=1e-2, batch_size=64, max_steps=10, eval_every=10, patience=None,
+                      regularizer="l1", projection="frobenius")
+    members = grid(alpha=[1e-3], seeds=[0])
+    res = P.fit_masked(model, data, cfg, members, pruned, masks, progress=False)
+    raw = res.state.params["params"]
+    for name, m in masks.items():
+        assert np.all(np.asarray(raw[name]["kernel"])[:, :, ~m] == 0), name
+    # the same start without the mask: the pruned columns come back
+    state = res.state
+    from crobust.training import init_population
+    free = init_population(model, data, cfg, members)
+    stacked = jax.tree.map(lambda a: jnp.asarray(a)[None], {"params": pruned["params"]})
+    free = free.replace(params=stacked, best_params=stacked, ref_norms=state.ref_norms)
+    revived = fit(model, data, cfg, members, state=free, progress=False).state.params["params"]
+    assert any(np.any(np.asarray(revived[n]["kernel"])[:, :, ~m] != 0) for n, m in masks.items())
+
+
+def test_fit_masked_takes_per_member_masks_and_stacked_variables():
+    from crobust.training import TrainConfig, grid
+
+    data, model, v0 = _digits_and_pruned_mlp(0)
+    _, _, v1 = _digits_and_pruned_mlp(1)
+    (p0, m0), (p1, m1) = P.prune(v0, ratio=0.25), P.prune(v1, ratio=0.5)
+    stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), v0, v1)
+    masks = {n: np.stack([m0[n], m1[n]]) for n in m0}
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, batch_size=64, max_steps=5, eval_every=5, patience=None)
+    res = P.fit_masked(model, data, cfg, grid(seeds=[0, 1]), stacked, masks, progress=False)
+    for i, (start, m) in enumerate(((p0, m0), (p1, m1))):
+        for name in m:
+            k = np.asarray(res.params["params"][name]["kernel"])[i]
+            assert np.all(k[:, ~m[name]] == 0) and np.sum(np.any(k != 0, axis=0)) == np.sum(m[name])
+            assert np.any(k[:, m[name]] != np.asarray(start["params"][name]["kernel"])[:, m[name]])
+    with pytest.raises(CrobustError, match="mask for 'hidden_0' must be"):
+        P.fit_masked(model, data, cfg, grid(seeds=[0, 1, 2]), v0, masks, progress=False)
+
+
+def test_fit_masked_fine_tunes_a_batch_norm_resnet_and_keeps_its_running_statistics():
+    """A tiny ResNet-18 (CIFAR stem, width 4) pruned at 50 % per layer: the pruned convs' output columns and their
+    own BN scale/bias stay 0 (the channel is removed), the members start from the given running statistics and
+    update them in train mode."""
+    from crobust.data import load_dataset
+    from crobust.training import TrainConfig, grid
+
+    data = load_dataset("digits")
+    model = ResNet18(10, stem="cifar", width=4, stage_sizes=(1, 1), mean=tuple(data.mean), std=tuple(data.std))
+    v = jax.jit(model.init)(jax.random.key(3), jnp.zeros((1,) + data.train_images.shape[1:]))
+    pruned, masks = P.prune(v, ratio=0.5)
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, batch_size=32, max_steps=3, eval_every=3, patience=None,
+                      regularizer="l1")
+    res = P.fit_masked(model, data, cfg, grid(alpha=[1e-3], seeds=[0]), pruned, masks, progress=False)
+    got = res.state.params["params"]
+    for name, m in masks.items():
+        spec = P.prunable_specs({"params": got})[name]
+        parent = got
+        for part in spec.path[:-1]:
+            parent = parent[part]
+        k = np.asarray(parent[spec.path[-1]]["kernel"])
+        assert np.all(k[..., ~m] == 0), name
+        bn = parent.get(spec.path[-1] + "_bn")
+        if bn is not None:
+            assert np.all(np.asarray(bn["scale"])[:, ~m] == 0) and np.all(np.asarray(bn["bias"])[:, ~m] == 0)
+    start = jax.tree.leaves(pruned["batch_stats"])
+    after = jax.tree.leaves(res.state.model_state["batch_stats"])
+    assert len(start) == len(after) and any(not np.allclose(a, np.asarray(b)[0]) for a, b in zip(start, after))

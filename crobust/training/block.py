@@ -194,6 +194,8 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
                     return loss + penalty(p, hp_m["alpha"]), new_ms
 
                 (loss, new_ms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+                if state_m.param_mask is not None:              # frozen (pruned) entries: PopulationState docstring
+                    grads = jax.tree.map(jnp.multiply, grads, state_m.param_mask)
                 finite = jnp.isfinite(loss)
                 ok = (~bad) & (step < config.max_steps) & finite
                 new_params, opt_state = optim.step(config.optimizer, params, grads, opt_state, ok,

@@ -90,6 +90,12 @@ class PopulationState:
     model's other (mutable) collections, e.g. ``{'batch_stats': ...}`` of batch norm — updated by the training
     steps (train mode), read by validation, attacks and evaluation (eval mode) — or ``None`` for a model without
     any (the MLPs); ``best_model_state`` is the one that goes with ``best_params``.
+
+    ``param_mask`` (``None``: no mask) freezes entries at zero, per member — pruned filters fine-tuned
+    (:func:`crobust.pruning.fit_masked`): every step's gradient g (loss and penalty) becomes g ⊙ mask before the
+    optimiser. With the masked entries of ``params`` at 0, AdamW's moments there stay 0 and its update is
+    0/(√0 + ε) + wd·0 = 0, SGD's is η·(0 + wd·0) = 0, so they stay exactly 0 whatever the penalty's subgradient at
+    0, and so does the Frobenius projection's scaling of them.
     """
 
     params: Any
@@ -106,6 +112,7 @@ class PopulationState:
     diverged: jax.Array     # (M,) bool: a non-finite loss or parameter was met
     model_state: Any = None       # {'batch_stats': ...} etc. (M, ...), or None
     best_model_state: Any = None  # the model_state of best_params
+    param_mask: Any = None  # 0/1 per parameter entry shaped like params (M, ...): gradients are multiplied by it
 
     @property
     def num_members(self) -> int:
