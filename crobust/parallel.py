@@ -329,6 +329,40 @@ def members_per_group_for_memory(per_member_bytes: int, free_bytes: int, members
     return None if g >= members else g
 
 
+def state_bytes(tree) -> int:
+    """Bytes of every array leaf of ``tree`` (typed PRNG keys counted by their key data)."""
+    total = 0
+    for x in jax.tree.leaves(tree):
+        if is_key(x):
+            x = jax.random.key_data(x)
+        total += int(np.prod(np.shape(x))) * np.dtype(x.dtype).itemsize
+    return total
+
+
+def offload_chunk_for_memory(state_per_member: int, step_per_member: int, free_bytes: int | None, members: int,
+                             fraction: float = MEMORY_FRACTION) -> int | None:
+    """Members per device-resident chunk when the population's state does not fit on the device, else None.
+
+    The state of all M members (``state_per_member`` bytes each: parameters, best parameters, optimiser state,
+    splits …) normally lives on the device for the whole run. When M · (state + step working set) exceeds
+    ``fraction · free_bytes``, the state stays in host memory and the block is run on chunks of
+    C = ⌊fraction · free / (state + step)⌋ members, each copied in, stepped and copied back
+    (:func:`crobust.training.fit`, ``offload``). None when everything fits or the backend reports no memory
+    (``free_bytes`` None: a CPU, where host and device memory are the same); a one-line
+    :class:`~crobust._errors.CrobustError` when one member alone does not fit.
+    """
+    if free_bytes is None:
+        return None
+    need = max(int(state_per_member) + int(step_per_member), 1)
+    usable = fraction * max(int(free_bytes), 0)
+    if need > usable:
+        raise CrobustError(f"one member's state and training step need ~{need / 2 ** 30:.2f} GiB but the device has "
+                           f"{free_bytes / 2 ** 30:.2f} GiB free ({fraction:.0%} of it usable): use a smaller model "
+                           f"or batch size, or a device with more memory")
+    c = int(usable // need)
+    return None if c >= members else c
+
+
 def map_members(fn: Callable, *member_trees, group: int | None | str = "auto"):
     """``fn`` applied to each member (the leading axis of every tree), laid out as ``group`` says.
 

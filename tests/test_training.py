@@ -210,6 +210,38 @@ def test_member_layout_does_not_change_results(pop, group):
             np.testing.assert_allclose(res.history[k], v, rtol=LAYOUT_RTOL, atol=1e-6, err_msg=k)
 
 
+def test_a_host_resident_state_stepped_in_chunks_gives_the_same_population(pop):
+    """offload=3: the state stays in host memory and every block steps members 0–2, then 3 with two padding copies
+    of it (dropped) — one compiled chunk shape, and the results of the device-resident population."""
+    res = fit(MODEL, DATA, CFG, MEMBERS, state=pop.init, offload=3, progress=False)
+    assert res.compiles <= 1                                 # one chunk shape (0: an earlier test compiled it)
+    assert res.history["alive"].shape == pop.res.history["alive"].shape
+    _assert_trees_close(res.params, pop.res.params)
+    _assert_trees_close(res.best_params, pop.res.best_params)
+    _assert_trees_close(res.state.opt_state, pop.res.state.opt_state)
+    assert all(a.devices() == {jax.devices("cpu")[0]} for a in jax.tree.leaves(res.params))
+    for k, v in pop.res.history.items():
+        if v.dtype == bool or np.issubdtype(v.dtype, np.integer):
+            np.testing.assert_array_equal(res.history[k], v, err_msg=k)
+        else:
+            np.testing.assert_allclose(res.history[k], v, rtol=LAYOUT_RTOL, atol=1e-6, err_msg=k)
+    with pytest.raises(CrobustError, match="offload must be"):
+        fit(MODEL, DATA, CFG, MEMBERS, offload=0, progress=False)
+
+
+def test_offload_chunk_from_free_memory():
+    """C = ⌊0.8 · free / (state + step)⌋ per chunk; None when all fit or the backend reports no memory; one member
+    that does not fit is a one-line error."""
+    gib = 2 ** 30
+    assert parallel.offload_chunk_for_memory(gib, gib, 10 * gib, members=8) == 4          # ⌊8 GiB / 2 GiB⌋
+    assert parallel.offload_chunk_for_memory(gib, gib, 100 * gib, members=8) is None      # 16 GiB fit in 80
+    assert parallel.offload_chunk_for_memory(gib, gib, None, members=8) is None           # a CPU: no statistics
+    with pytest.raises(CrobustError, match="one member's state and training step need ~3.00 GiB"):
+        parallel.offload_chunk_for_memory(2 * gib, gib, 2 * gib, members=8)
+    key_tree = {"k": jax.random.split(jax.random.key(0), 3), "w": jnp.zeros((3, 5), jnp.float32)}
+    assert parallel.state_bytes(key_tree) == 3 * 2 * 4 + 3 * 5 * 4                       # threefry: 2 uint32
+
+
 def test_auto_members_per_group_keeps_a_groups_optimiser_state_in_budget(monkeypatch):
     # the single-CPU-device rule, on any backend (off CPU the function answers None: every member vmapped)
     monkeypatch.setattr(parallel, "loops_over_members", lambda: True)

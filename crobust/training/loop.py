@@ -114,7 +114,7 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
         on_block: Callable[[PopulationState, dict], None] | None = None, progress: bool | Progress = True,
         adversary: Callable | None = None, block_fn: Callable | None = None, mesh=None,
         checkpoint_dir=None, checkpoint_every: int | None = None,
-        members_per_group: int | None | str = "auto") -> FitResult:
+        members_per_group: int | None | str = "auto", offload: int | None | str = "auto") -> FitResult:
     """Train every member of a population until each has stopped, diverged or reached ``config.max_steps``.
 
     Args:
@@ -142,6 +142,12 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
         a checkpoint is also written when training ends.
       members_per_group: how members are laid out in the compiled block (:func:`make_block_fn`); ignored when
         ``block_fn`` is given.
+      offload: members per device-resident chunk with the population's state kept in host memory (each block
+        copies a chunk in, steps it and copies it back; the last chunk is padded with a copy of the last member,
+        whose results are dropped), for populations whose state exceeds device memory; ``None``: the whole state
+        on the device; ``"auto"``: :func:`crobust.parallel.offload_chunk_for_memory` from the device's free memory
+        (None on a CPU, on several devices or processes — the member axis is sharded there). Like
+        ``members_per_group`` it changes where members are computed, never what: members are independent.
 
     Returns:
       :class:`FitResult` (after a resume: the full history and the total training wall time).
@@ -176,7 +182,16 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
     images = jnp.asarray(data.train_images)
     labels = jnp.asarray(data.train_labels, jnp.int32)
     n_members, traces, get = len(members), None, (lambda tree: tree)
-    if block_fn is None:
+    chunk = None if block_fn is not None else _offload_chunk(offload, state, config, n_members, mesh)
+    if chunk is not None:
+        host = jax.devices("cpu")[0]
+        state, hparams = jax.device_put(state, host), jax.device_put(hparams, host)
+        layout = parallel.MemberLayout(chunk, mesh)
+        images, labels = layout.put_replicated(images), layout.put_replicated(labels)
+        jitted, traces = _compiled_block(model, config, adversary, members_per_group, layout)
+        traces_before = traces[0]
+        block_fn = _offloaded_block(jitted, layout, chunk, n_members, host)
+    elif block_fn is None:
         layout = parallel.MemberLayout(n_members, mesh)
         state, hparams = layout.put(state), layout.put(hparams)
         images, labels = layout.put_replicated(images), layout.put_replicated(labels)
@@ -218,6 +233,45 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
                      history={k: np.stack(v) for k, v in history.items()} if history else {},
                      wall_time=wall, steps_run=int(np.max(np.asarray(state.step))) - start_step,
                      compiles=compiles)
+
+
+def _offload_chunk(offload, state: PopulationState, config: TrainConfig, n_members: int, mesh) -> int | None:
+    """The chunk size ``fit``'s ``offload`` asks for (its docstring), or None for a device-resident state."""
+    several = jax.process_count() > 1 or (mesh is not None and mesh.size > 1) or (mesh is None and
+                                                                                  jax.device_count() > 1)
+    if offload == "auto":
+        if several:
+            return None
+        return parallel.offload_chunk_for_memory(
+            parallel.state_bytes(state) // max(n_members, 1),
+            parallel.member_step_bytes(state.params, batch_size=config.batch_size,
+                                       eval_batch_size=config.eval_batch_size),
+            parallel.device_free_bytes(), n_members)
+    if offload is None:
+        return None
+    if not isinstance(offload, int) or isinstance(offload, bool) or offload < 1:
+        raise CrobustError(f"offload must be None, 'auto' or a positive integer, got {offload!r}")
+    if several:
+        raise CrobustError("offload runs on one device: with several devices or processes the member axis is "
+                           "sharded across them instead")
+    return None if offload >= n_members else offload
+
+
+def _offloaded_block(jitted, layout, chunk: int, n_members: int, host):
+    """``block(state, hparams, images, labels)`` over a host-resident state: chunks of ``chunk`` members copied to
+    the device, stepped by ``jitted`` (compiled for ``chunk`` members) and copied back; metrics as numpy."""
+    def block(state, hparams, images, labels):
+        states, metrics = [], []
+        for lo in range(0, n_members, chunk):
+            keep = min(chunk, n_members - lo)
+            idx = np.minimum(np.arange(lo, lo + chunk), n_members - 1)       # pad: repeat the last member
+            take = lambda tree: layout.put(jax.tree.map(lambda a: a[idx], tree))
+            new, m = jitted(take(state), take(hparams), images, labels)
+            states.append(jax.device_put(jax.tree.map(lambda a: a[:keep], layout.get(new)), host))
+            metrics.append({k: np.asarray(v)[:keep] for k, v in jax.device_get(m).items()})
+        state = jax.tree.map(lambda *parts: jnp.concatenate(parts), *states)
+        return state, {k: np.concatenate([m[k] for m in metrics]) for k in metrics[0]}
+    return block
 
 
 def evaluate(apply_fn, params, images, labels, *, batch_size: int = 2048):
