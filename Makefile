@@ -24,11 +24,11 @@ reproduce: install
 bench: install
 	$(BIN)/python -m benchmarks
 
-# On one GPU/TPU: the test suite, `make reproduce PRESET=small` and the accelerator benchmarks in < 8 minutes,
-# summarised in bench/gpu_check.json. On a CPU it refuses (one line, exit 2); see benchmarks/gpu_check.py for
-# --cpu-dry-run.
+# On one GPU/TPU: the test suite, the motivating study's small preset and the accelerator benchmarks in < 8 minutes,
+# summarised in bench/gpu_check.json (ARGS="--all-studies --resnet": every study, the ResNet-18 target). On a CPU
+# it refuses (one line, exit 2); see benchmarks/gpu_check.py for --cpu-dry-run.
 gpu-check: install
-	$(BIN)/python -m benchmarks.gpu_check
+	$(BIN)/python -m benchmarks.gpu_check $(ARGS)
 
 # Optional reference implementations for `make bench` (CPU torch wheel + AutoAttack's PyTorch code) and ART (numpy
 # only: the parity test of crobust.attacks.apgd_art against ART's AutoProjectedGradientDescent needs no torch).

@@ -67,8 +67,12 @@ Issue 13 parts (``results["conv_population"]``, ``results["optimizers"]``; alone
 * **optimizers** — :mod:`crobust.optim`'s AdamW (``optax.inject_hyperparams(optax.adamw)`` + a ``jnp.where`` skip)
   against a fused elementwise AdamW with the skip inside its pass, in the same population step
   (:func:`optimizer_comparison`), wall and CPU-time rates.
+* **resnet18** (alone: ``--resnet18``; also ``python -m benchmarks.gpu_check --resnet``) — issue 13's GPU target:
+  the real ResNet-18 (CIFAR stem, batch 128) for 1 and 8 members, and 8 members against sequential eager
+  torchvision ResNet-18 on the same device (:func:`resnet18_throughput`); on a CPU only a width-8 smoke run.
 
-Run: ``python -m benchmarks.bench_training [--quick] [--issue13]`` (prints JSON) or through ``python -m benchmarks``.
+Run: ``python -m benchmarks.bench_training [--quick] [--issue13 | --resnet18]`` (prints JSON) or through
+``python -m benchmarks``.
 """
 
 from __future__ import annotations
@@ -588,6 +592,131 @@ def optimizer_comparison(quick: bool = False) -> dict:
     return {name: optimizer_comparison_on(name, quick) for name in SETTINGS}
 
 
+TARGET_RESNET_PER_MEMBER_FRACTION = 0.70   # issue 13: 8 members ≥ 70 % of one member's per-member throughput
+TARGET_RESNET_VS_TORCH = 3.0               # issue 13: ≥ 3× sequential eager torchvision ResNet-18, member-steps/s
+
+_TORCH_RESNET_WORKER = r'''
+import json, sys, time
+import torch
+a = json.loads(sys.argv[1])
+dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+torch.manual_seed(0)
+torch.backends.cuda.matmul.allow_tf32 = a["tf32"]
+torch.backends.cudnn.allow_tf32 = a["tf32"]
+nn = torch.nn
+try:
+    import torchvision
+    net, source = torchvision.models.resnet18(num_classes=10), "torchvision " + torchvision.__version__
+except Exception:                  # torchvision absent or built for another torch: the same network, written out
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+            self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+            self.down = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                         if stride != 1 or cin != cout else nn.Identity())
+        def forward(self, x):
+            out = torch.relu(self.bn1(self.conv1(x)))
+            return torch.relu(self.bn2(self.conv2(out)) + self.down(x))
+    class ResNet18(nn.Module):                  # torchvision.models.resnet18's layers (BasicBlock × [2, 2, 2, 2])
+        def __init__(self, num_classes=10):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+            layers, cin = [], 64
+            for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+                layers += [Block(cin, cout, stride), Block(cout, cout, 1)]
+                cin = cout
+            self.layers, self.fc = nn.Sequential(*layers), nn.Linear(512, num_classes)
+        def forward(self, x):
+            x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.layers(x), 1), 1))
+    net, source = ResNet18(10), "torchvision's resnet18 written out (torchvision not importable)"
+net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)          # the CIFAR stem, as crobust's stem="cifar"
+net.maxpool = nn.Identity()
+net = net.to(dev).train()
+opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+n, b = a["n_train"], a["batch_size"]
+x = torch.rand(n, 3, 32, 32, device=dev)
+y = torch.randint(0, 10, (n,), device=dev)
+def steps(k):
+    for _ in range(k):
+        idx = torch.randint(0, n, (b,), device=dev)
+        xb = x[idx]
+        flip = torch.rand(b, 1, 1, 1, device=dev) < 0.5                  # on-device flip (no crop: favours torch)
+        xb = torch.where(flip, xb.flip(3), xb)
+        loss = torch.nn.functional.cross_entropy(net(xb), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+steps(a["warmup"])
+t = time.perf_counter()
+steps(a["steps"])
+s = time.perf_counter() - t
+print(json.dumps({"steps_per_s": a["steps"] / s, "steps": a["steps"], "s": s, "device": str(dev),
+                  "torch": torch.__version__, "model": source,
+                  "params": sum(p.numel() for p in net.parameters())}))
+'''
+
+
+def resnet18_throughput(quick: bool = False) -> dict:
+    """Issue 13's GPU target: population ResNet-18 (CIFAR stem) throughput for 1 and 8 members at batch 128, and
+    against sequential eager PyTorch (torchvision ResNet-18 with the same stem, same batch, same device).
+
+    Per-member throughput = ``eval_every · B / block_s`` training images/s (SGD momentum 0.9, crop+flip on device,
+    no validation split so a block is training only); the fraction is 8 members' per-member throughput over one
+    member's, the speedup 8 members' member-steps/s over torch's steps/s (torch trains one model at a time). On an
+    accelerator: width 64 (the real ResNet-18, 11.2 M parameters). On a CPU only a smoke run at width 8, batch 32
+    (``met: 'not measured'``: the targets are GPU targets). The torch arm runs where ``torch`` imports (``make
+    bench-extras``; torchvision's ``resnet18`` where it imports, else the same layers written out — 11,173,962
+    parameters with the CIFAR stem either way, in the output), else ``'not run'`` with the reason.
+    """
+    accel = jax.default_backend() in ("gpu", "tpu")
+    width, batch = (64, 128) if accel else (8, 32)
+    eval_every = 5 if (quick or not accel) else 20
+    n_blocks = 2 if (quick or not accel) else 4
+    data = synthetic_dataset((32, 32, 3), 4096 if accel else 512)
+    model, described = _conv_model(data, width)
+    cfg = training.TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=batch,
+                               max_steps=10 ** 6, eval_every=eval_every, patience=None, val_ratio=0.0,
+                               augment="crop_flip", matmul_precision="float32")
+    out = {"model": described, "batch_size": batch, "eval_every": eval_every, "backend": jax.default_backend(),
+           "members": {}}
+    for m in (1, 8):
+        r = _time_blocks(model, data, cfg, training.grid(seeds=range(m)), n_blocks)
+        r["images_per_s_per_member"] = eval_every * batch / r["block_s"]
+        r["member_steps_per_s"] = m * eval_every / r["block_s"]
+        out["members"][str(m)] = r
+    frac = out["members"]["8"]["images_per_s_per_member"] / out["members"]["1"]["images_per_s_per_member"]
+    try:
+        import torch  # noqa: F401
+        args = {"n_train": 4096 if accel else 512, "batch_size": batch, "warmup": 10 if accel else 2,
+                "steps": (50 if quick else 200) if accel else 5, "tf32": False}
+        run = subprocess.run([sys.executable, "-c", _TORCH_RESNET_WORKER, json.dumps(args)], capture_output=True,
+                             text=True, timeout=600)
+        if run.returncode != 0:
+            lines = run.stderr.strip().splitlines()
+            torch_out = {"not run": lines[-1] if lines else "torch worker failed"}
+        else:
+            torch_out = json.loads(run.stdout.strip().splitlines()[-1])
+            if not accel:
+                torch_out["note"] = "torch at full width on the CPU; the JAX side is width 8: not comparable"
+    except ImportError as e:
+        torch_out = {"not run": f"{e} (make bench-extras installs torch)"}
+    out["torch_sequential"] = torch_out
+    speed = (out["members"]["8"]["member_steps_per_s"] / torch_out["steps_per_s"]
+             if accel and "steps_per_s" in torch_out else None)
+    met = lambda v, goal: "not measured" if not accel or v is None else bool(v >= goal)
+    out["targets"] = {
+        "resnet18_8_members_per_member_fraction_of_1": {"value": frac, "target": TARGET_RESNET_PER_MEMBER_FRACTION,
+                                                        "met": met(frac, TARGET_RESNET_PER_MEMBER_FRACTION)},
+        "resnet18_8_members_vs_sequential_torch": {"value": speed, "target": TARGET_RESNET_VS_TORCH,
+                                                   "met": met(speed, TARGET_RESNET_VS_TORCH)}}
+    return out
+
+
 def _fused_adamw_step(params, grads, state, active):
     """The fused elementwise AdamW crobust used before optax (kept here only as the comparison's other arm).
 
@@ -694,7 +823,10 @@ def optimizer_comparison_on(setting: str, quick: bool = False) -> dict:
     return out
 
 if __name__ == "__main__":
-    if "--issue13" in sys.argv:           # only the convolutional / AT / optimiser parts
+    if "--resnet18" in sys.argv:          # only issue 13's ResNet-18 population target (meant for a GPU)
+        print(json.dumps({"resnet18": resnet18_throughput(quick="--quick" in sys.argv), "machine": _machine()},
+                         indent=2))
+    elif "--issue13" in sys.argv:           # only the convolutional / AT / optimiser parts
         print(json.dumps({"conv_population": conv_population(quick="--quick" in sys.argv),
                           "optimizers": optimizer_comparison(quick="--quick" in sys.argv),
                           "machine": _machine()}, indent=2))
