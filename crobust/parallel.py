@@ -319,14 +319,19 @@ def members_per_group_for_memory(per_member_bytes: int, free_bytes: int, members
     block then steps groups of G one after another, :func:`map_members`). Raises a one-line
     :class:`~crobust._errors.CrobustError` when one member alone does not fit.
     """
+    return _members_that_fit(per_member_bytes, free_bytes, members, fraction, "one member's training step needs")
+
+
+def _members_that_fit(need: int, free_bytes: int, members: int, fraction: float, what: str) -> int | None:
+    """⌊fraction·free / need⌋ members, None when that is all ``members``; a one-line error when it is 0."""
     usable = fraction * max(int(free_bytes), 0)
-    need = max(int(per_member_bytes), 1)
+    need = max(int(need), 1)
     if need > usable:
-        raise CrobustError(f"one member's training step needs ~{need / 2 ** 30:.2f} GiB but the device has "
-                           f"{free_bytes / 2 ** 30:.2f} GiB free ({fraction:.0%} of it usable): use a smaller model "
-                           f"or batch size, or a device with more memory")
-    g = int(usable // need)
-    return None if g >= members else g
+        raise CrobustError(f"{what} ~{need / 2 ** 30:.2f} GiB but the device has {free_bytes / 2 ** 30:.2f} GiB "
+                           f"free ({fraction:.0%} of it usable): use a smaller model or batch size, or a device "
+                           f"with more memory")
+    n = int(usable // need)
+    return None if n >= members else n
 
 
 def state_bytes(tree) -> int:
@@ -353,14 +358,8 @@ def offload_chunk_for_memory(state_per_member: int, step_per_member: int, free_b
     """
     if free_bytes is None:
         return None
-    need = max(int(state_per_member) + int(step_per_member), 1)
-    usable = fraction * max(int(free_bytes), 0)
-    if need > usable:
-        raise CrobustError(f"one member's state and training step need ~{need / 2 ** 30:.2f} GiB but the device has "
-                           f"{free_bytes / 2 ** 30:.2f} GiB free ({fraction:.0%} of it usable): use a smaller model "
-                           f"or batch size, or a device with more memory")
-    c = int(usable // need)
-    return None if c >= members else c
+    return _members_that_fit(int(state_per_member) + int(step_per_member), free_bytes, members, fraction,
+                             "one member's state and training step need")
 
 
 def map_members(fn: Callable, *member_trees, group: int | None | str = "auto"):
