@@ -483,6 +483,9 @@ def run(quick: bool = False) -> dict:
     }
     results["conv_population"] = conv_population(quick)
     results["optimizers"] = optimizer_comparison(quick)
+    if jax.default_backend() != "cpu":          # issue 13's full-width ResNet-18 target is a GPU target
+        results["resnet18"] = resnet18_throughput(quick)
+        targets.update(results["resnet18"]["targets"])
     return {"name": "training", "quick": quick, "machine": machine, "results": results, "matmul": matmul,
             "targets": targets, "loadavg_end": _machine_info.loadavg(),
             "targets_note": ("quick mode: 8 members and short runs, not the issue's 32-member setting"
