@@ -130,15 +130,17 @@ def check_layout(eps_loop, point_chunk):
         raise CrobustError(f"point_chunk must be 'auto', None or a positive integer, got {point_chunk!r}")
 
 
-def resolve_layout(eps_loop, point_chunk, logits_fn, x, specs, n_eps: int, members: int = 1):
+def resolve_layout(eps_loop, point_chunk, logits_fn, x, specs, n_eps: int, members: int = 1,
+                   budget: int | None = None):
     """The (eps_loop, point_chunk) an evaluation runs with: explicit values kept, ``'auto'`` ones chosen by
-    :func:`choose_layout` from the model's bytes per point (its heaviest attack of ``specs``)."""
+    :func:`choose_layout` from the model's bytes per point (its heaviest attack of ``specs``, validated
+    ``(name, fn, kwargs)`` triples) against ``budget`` (default :func:`memory_budget`)."""
     check_layout(eps_loop, point_chunk)
     if eps_loop != "auto" and point_chunk != "auto":
         return bool(eps_loop), (None if point_chunk is None else int(point_chunk))
     runs = max(runs_in_flight(name, kw) for name, _, kw in specs)
     b = point_bytes(activation_bytes(logits_fn, x), math.prod(x.shape[1:]), runs)
-    auto_loop, auto_chunk = choose_layout(b, int(x.shape[0]), n_eps, members)
+    auto_loop, auto_chunk = choose_layout(b, int(x.shape[0]), n_eps, members, budget)
     return (auto_loop if eps_loop == "auto" else bool(eps_loop),
             auto_chunk if point_chunk == "auto" else (None if point_chunk is None else int(point_chunk)))
 
