@@ -35,6 +35,15 @@ The adversarial example reported for a point (``return_adv_at`` / ``return_adver
 attack (in list order) that broke it; for a point no attack breaks, the first attack's output (APGD-CE's
 highest-loss point in the default ensemble); for a point misclassified clean, x itself.
 
+Memory layout (``eps_loop``, ``point_chunk``; :mod:`crobust.evaluation_layout`): by default the grid is vmapped
+and all points attacked at once; a model whose members × E × N working set exceeds the memory budget runs the grid
+one radius at a time and, if still too large, the points in chunks — chosen automatically, or set explicitly. The
+random numbers of point n do not depend on the layout (APGD, APGD-T, PGD and Square draw them for all points and
+then chunk; FGM draws none), and attacks act per point, so every layout gives the same per-point results up to
+the float rounding of differently batched matmuls. ART's APGD is never chunked over points (its stop rule couples
+a batch). Universal perturbations are not an attack of this ensemble: a universal δ is fitted over the whole
+source set (its update averages over a mini-batch) and is never chunked.
+
 Parameters travel as data: the compiled programs take the model as ``apply_fn`` (static) plus ``params``
 (traced), or as a ``jax.tree_util.Partial``, so a second call with new weights reuses the compilation and uses
 the new weights. A plain closure is compiled for that call only.
@@ -80,6 +89,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
 
+from crobust import evaluation_layout as _layout
 from crobust import parallel
 from crobust._errors import CrobustError, check_choice
 from crobust._format import format_eps
@@ -88,6 +98,7 @@ from crobust.attacks import presets
 from crobust.attacks import projections as P
 from crobust.attacks.apgd import apgd as _apgd
 from crobust.attacks.apgd import apgd_t as _apgd_t
+from crobust.attacks.apgd import chunk_size_for, map_in_chunks
 from crobust.attacks.apgd_art import apgd_art as _apgd_art
 from crobust.attacks.fgsm import fgm as _fgm
 from crobust.attacks.fgsm import fgsm as _fgsm
@@ -162,23 +173,24 @@ def _thaw(frozen):
     return tuple((name, dict(items)) for name, items in frozen)
 
 
-def _core(logits_fn, x, y, key, eps, norm, frozen, adv_index):
-    arrays = robust_flags(logits_fn, x, y, key, eps, norm=norm, attacks=_thaw(frozen))
-    x_adv = arrays.pop("x_adv")
-    if adv_index:
-        arrays["x_adv"] = x_adv[jnp.asarray(adv_index)]
+def _core(logits_fn, x, y, key, eps, norm, frozen, adv_index, eps_loop, point_chunk):
+    arrays = robust_flags(logits_fn, x, y, key, eps, norm=norm, attacks=_thaw(frozen), eps_loop=eps_loop,
+                          point_chunk=point_chunk, adv_index=adv_index)
+    if not adv_index:
+        arrays.pop("x_adv")
     return arrays
 
 
-_STATIC = ("norm", "frozen", "adv_index")
+_STATIC = ("norm", "frozen", "adv_index", "eps_loop", "point_chunk")
 # logits_fn is a jax.tree_util.Partial: its function is part of the cache key, its parameters are traced data
 _run_one = jax.jit(_core, static_argnames=_STATIC)
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn",) + _STATIC)
-def _run_population(params, keys, x, y, eps, *, apply_fn, norm, frozen, adv_index):
+def _run_population(params, keys, x, y, eps, *, apply_fn, norm, frozen, adv_index, eps_loop, point_chunk):
     def one_member(member_params, member_key):
-        return _core(Partial(apply_fn, member_params), x, y, member_key, eps, norm, frozen, adv_index)
+        return _core(Partial(apply_fn, member_params), x, y, member_key, eps, norm, frozen, adv_index, eps_loop,
+                     point_chunk)
 
     return parallel.map_members(one_member, params, keys)      # a loop on one CPU device, else vmapped
 
@@ -207,41 +219,78 @@ def _adv_index(eps_values, return_adv_at) -> tuple:
     return tuple(index)
 
 
-def robust_flags(logits_fn, x, y, key, eps, *, norm: str = "linf", attacks=DEFAULT_ATTACKS):
+# attacks that take ``chunk_size`` and draw their randomness for the whole batch before chunking (APGD's and PGD's
+# starts; Square's start and per-query draws), so point n's random numbers do not depend on the chunking
+_CHUNKED_INSIDE = ("apgd-ce", "apgd-dlr", "apgd-t", "pgd", "square")
+_DETERMINISTIC = ("fgsm", "fgm")
+
+
+def _attack(name, fn, kwargs, logits_fn, x, y, key, eps_value, norm, chunk):
+    """Attack ``name`` on all points, in chunks of ``chunk`` points where it is per-point independent."""
+    if chunk is None or chunk >= x.shape[0] or name in _layout.BATCH_COUPLED:
+        return fn(logits_fn, x, y, key, eps=eps_value, norm=norm, **kwargs)
+    if name in _DETERMINISTIC:
+        return map_in_chunks(lambda xc, yc: fn(logits_fn, xc, yc, key, eps=eps_value, norm=norm, **kwargs), chunk,
+                             x, y)
+    if name not in _CHUNKED_INSIDE:
+        raise CrobustError(f"attack {name!r} has no chunked layout")
+    kwargs = dict(kwargs)
+    cache_chunk = chunk_size_for(x.shape[0], "auto")           # CPU: the attacks' own cache-sized chunks
+    if "chunk_size" not in kwargs and not (cache_chunk is not None and cache_chunk <= chunk):
+        # PGD counts examples × restarts per chunk; the others count examples (their runs vmapped inside)
+        kwargs["chunk_size"] = chunk * int(kwargs.get("n_restarts", 1)) if name == "pgd" else chunk
+    return fn(logits_fn, x, y, key, eps=eps_value, norm=norm, **kwargs)
+
+
+def robust_flags(logits_fn, x, y, key, eps, *, norm: str = "linf", attacks=DEFAULT_ATTACKS, eps_loop: bool = False,
+                 point_chunk: int | None = None, adv_index=None):
     """The array core of :func:`robust_accuracy` (jit/vmap-compatible; no checks on values, no host work).
 
     Args:
       logits_fn: images (N, ...) in [0, 1] → logits (N, C).
       x: (N, ...) images;  y: (N,) labels;  key: PRNG key (attack a uses ``fold_in(key, a)``).
-      eps: (E,) grid of radii (may be traced); the attacks run vmapped over it.
+      eps: (E,) grid of radii (may be traced).
       norm, attacks: as :func:`robust_accuracy`.
+      eps_loop: run the grid one radius at a time (``lax.map``) instead of vmapped over it.
+      point_chunk: C — attack C points at a time (``lax.map`` over chunks of the point axis, the last one padded
+        and the padding dropped), and the clean pass, the gradient checks and the re-predictions likewise; None:
+        all N at once. Attacks act on each point independently and draw their random numbers for all N points
+        before chunking, so chunking changes memory and speed, not which numbers a point sees. ART's APGD is the
+        exception: its stop rule (every loss of the batch exactly 0) couples the points of a batch, so it always
+        runs on all N at once (:data:`crobust.evaluation_layout.BATCH_COUPLED`).
+      adv_index: radii (indices into the grid) whose adversarial examples are returned; None: every radius.
 
     Returns:
       dict of arrays: ``clean_correct`` (N,), ``attack_correct`` (E, A, N) — correct at attack a's output,
-      ``robust`` (E, N), ``x_adv`` (E, N, ...) (see :func:`robust_accuracy` for which point),
-      ``max_excess`` (E, A) = max_n ‖x_adv − x‖ − ε, ``min_value``/``max_value`` (E, A), ``nan_count`` (E, A),
-      ``zero_grad_ce``/``zero_grad_dlr`` (N,) bool, ``grey_reachable`` (E, N) — the grey image 0.5·1 is within ε,
-      ``grey_breaks`` (E, N) — it is within ε and misclassified.
+      ``robust`` (E, N), ``x_adv`` (E, N, ...) or (len(adv_index), N, ...) (see :func:`robust_accuracy` for which
+      point), ``max_excess`` (E, A) = max_n ‖x_adv − x‖ − ε, ``min_value``/``max_value`` (E, A), ``nan_count``
+      (E, A), ``zero_grad_ce``/``zero_grad_dlr`` (N,) bool, ``grey_reachable`` (E, N) — the grey image 0.5·1 is
+      within ε, ``grey_breaks`` (E, N) — it is within ε and misclassified.
     """
     norm = check_norm(norm)
     y = jnp.asarray(y, jnp.int32)
-    clean_logits = logits_fn(x)
+    chunk = None if point_chunk is None or point_chunk >= x.shape[0] else int(point_chunk)
+    chunked = lambda fn, *arrays: map_in_chunks(fn, chunk, *arrays)
+    clean_logits = chunked(logits_fn, x)
     num_classes = clean_logits.shape[-1]
     specs = _attack_specs(attacks, num_classes)
     eps = jnp.asarray(eps, jnp.float32)
     clean_correct = predicts(clean_logits, y)
     expand = lambda v: v.reshape((-1,) + (1,) * (x.ndim - 1))
+    predicts_at = lambda xa: chunked(lambda xc, yc: predicts(logits_fn(xc), yc), xa, y)
 
-    _, _, grad_ce = value_and_input_grad(logits_fn, lambda z: _losses.cross_entropy(z, y))(x)
-    zero_ce = clean_correct & (jnp.sum(jnp.abs(grad_ce), axis=tuple(range(1, x.ndim))) == 0)
-    if num_classes >= 3:
-        _, _, grad_dlr = value_and_input_grad(logits_fn, lambda z: _losses.dlr(z, y))(x)
-        zero_dlr = clean_correct & (jnp.sum(jnp.abs(grad_dlr), axis=tuple(range(1, x.ndim))) == 0)
-    else:
-        zero_dlr = jnp.zeros_like(zero_ce)
+    def grad_mass(loss):
+        """Σ|∇ₓ loss| per point."""
+        def on(xc, yc):
+            _, _, g = value_and_input_grad(logits_fn, lambda z: loss(z, yc))(xc)
+            return jnp.sum(jnp.abs(g), axis=tuple(range(1, xc.ndim)))
+        return chunked(on, x, y)
+
+    zero_ce = clean_correct & (grad_mass(_losses.cross_entropy) == 0)
+    zero_dlr = clean_correct & (grad_mass(_losses.dlr) == 0) if num_classes >= 3 else jnp.zeros_like(zero_ce)
 
     grey = jnp.full_like(x, 0.5)
-    grey_wrong = ~predicts(logits_fn(grey), y)
+    grey_wrong = ~predicts_at(grey)
     grey_distance = P.lp_norm(grey - x, norm)
 
     def at_eps(eps_value):
@@ -249,10 +298,10 @@ def robust_flags(logits_fn, x, y, key, eps, *, norm: str = "linf", attacks=DEFAU
         x_broken = x
         first_output = None
         correct_by, excess, lo, hi, nans = [], [], [], [], []
-        for index, (_, fn, kwargs) in enumerate(specs):
-            xa = fn(logits_fn, x, y, jax.random.fold_in(key, index), eps=eps_value, norm=norm, **kwargs)
+        for index, (name, fn, kwargs) in enumerate(specs):
+            xa = _attack(name, fn, kwargs, logits_fn, x, y, jax.random.fold_in(key, index), eps_value, norm, chunk)
             first_output = xa if first_output is None else first_output
-            correct = predicts(logits_fn(xa), y)
+            correct = predicts_at(xa)
             newly_broken = robust & ~correct
             x_broken = jnp.where(expand(newly_broken), xa, x_broken)
             robust = robust & correct
@@ -270,7 +319,27 @@ def robust_flags(logits_fn, x, y, key, eps, *, norm: str = "linf", attacks=DEFAU
                     min_value=jnp.stack(lo), max_value=jnp.stack(hi), nan_count=jnp.stack(nans),
                     grey_reachable=reachable, grey_breaks=grey_wrong & reachable)
 
-    out = jax.vmap(at_eps)(eps)
+    keep = None if adv_index is None else tuple(int(i) for i in adv_index)
+    if not eps_loop:
+        out = jax.vmap(at_eps)(eps)
+        if keep is not None:
+            out["x_adv"] = out["x_adv"][jnp.asarray(keep, jnp.int32)] if keep else out["x_adv"][:0]
+    elif keep is None:
+        out = jax.lax.map(at_eps, eps)
+    else:
+        # one radius at a time; only the kept radii's examples are carried (K, N, ...), not all E of them
+        wanted = jnp.asarray(keep, jnp.int32)
+
+        def step(kept, eps_and_index):
+            eps_value, i = eps_and_index
+            o = at_eps(eps_value)
+            xa = o.pop("x_adv")
+            kept = jnp.where((wanted == i).reshape((-1,) + (1,) * x.ndim), xa[None], kept)
+            return kept, o
+
+        kept, out = jax.lax.scan(step, jnp.zeros((len(keep),) + x.shape, x.dtype),
+                                 (eps, jnp.arange(eps.shape[0], dtype=jnp.int32)))
+        out["x_adv"] = kept
     out.update(clean_correct=clean_correct, zero_grad_ce=zero_ce, zero_grad_dlr=zero_dlr)
     return out
 
@@ -305,6 +374,7 @@ class RobustAccuracyReport:
     x_adv: Any = dataclasses.field(default=None, repr=False)
     x_adv_eps: tuple = ()
     description: str = ""
+    layout: dict = dataclasses.field(default_factory=dict)
 
     def adversarial(self, eps: float) -> np.ndarray:
         """The adversarial examples (N, ...) at radius ``eps`` (one of ``x_adv_eps``)."""
@@ -458,7 +528,7 @@ def _grey_radius(x, norm):
 
 def robust_accuracy(logits_fn, x, y, key, *, eps, norm: str = "linf", attacks=DEFAULT_ATTACKS, params=None,
                     on_fail: str = "warn", return_adversarial: bool = False,
-                    return_adv_at=None) -> RobustAccuracyReport:
+                    return_adv_at=None, eps_loop="auto", point_chunk="auto") -> RobustAccuracyReport:
     """Clean and robust accuracy of one model over an ε grid, worst case per point over ``attacks``.
 
     Args:
@@ -477,6 +547,10 @@ def robust_accuracy(logits_fn, x, y, key, *, eps, norm: str = "linf", attacks=DE
       on_fail: what a failed check does: ``'warn'`` (:class:`RobustnessCheckWarning`), ``'raise'``, ``'ignore'``.
       return_adversarial: keep the adversarial examples at every ε (``report.x_adv`` (E, N, ...)).
       return_adv_at: radii (on the grid) whose adversarial examples are kept (``report.adversarial(eps)``).
+      eps_loop, point_chunk: the memory layout (:func:`robust_flags`; :mod:`crobust.evaluation_layout`): the grid
+        looped instead of vmapped, the points attacked C at a time. ``'auto'`` (default) chooses from the model's
+        bytes per point and the device's free memory (a stated budget on CPU); the per-point results are the same
+        in every layout up to the float rounding of differently batched matmuls. ``report.layout`` says which ran.
 
     Returns:
       :class:`RobustAccuracyReport`.
@@ -488,7 +562,8 @@ def robust_accuracy(logits_fn, x, y, key, *, eps, norm: str = "linf", attacks=DE
     y = check_labels(y, n, num_classes)
     specs = _attack_specs(attacks, num_classes)
     adv_index = tuple(range(len(eps_values))) if return_adversarial else _adv_index(eps_values, return_adv_at)
-    static = dict(norm=norm, frozen=_freeze(specs), adv_index=adv_index)
+    eps_loop, point_chunk = _layout.resolve_layout(eps_loop, point_chunk, logits_fn, x, specs, len(eps_values))
+    static = dict(norm=norm, frozen=_freeze(specs), adv_index=adv_index, eps_loop=eps_loop, point_chunk=point_chunk)
     eps_array = jnp.asarray(eps_values, jnp.float32)
     if isinstance(logits_fn, Partial):
         arrays = dict(_run_one(logits_fn, x, y, key, eps_array, **static))
@@ -496,9 +571,10 @@ def robust_accuracy(logits_fn, x, y, key, *, eps, norm: str = "linf", attacks=DE
         arrays = dict(jax.jit(functools.partial(_core, logits_fn), static_argnames=_STATIC)(x, y, key, eps_array,
                                                                                             **static))
     x_adv = arrays.pop("x_adv", None)
-    return _build_report(arrays, eps_values, norm, specs, _grey_radius(x, norm),
-                         None if x_adv is None else np.asarray(x_adv), adv_index, on_fail, _key_data(key),
-                         num_classes)
+    report = _build_report(arrays, eps_values, norm, specs, _grey_radius(x, norm),
+                           None if x_adv is None else np.asarray(x_adv), adv_index, on_fail, _key_data(key),
+                           num_classes)
+    return dataclasses.replace(report, layout=dict(eps_loop=eps_loop, point_chunk=point_chunk))
 
 
 def _member_keys(key, member_keys, members: int):
@@ -515,7 +591,7 @@ def _member_keys(key, member_keys, members: int):
 
 def population_robust_accuracy(apply_fn, params, x, y, key=None, *, eps, norm: str = "linf",
                                attacks=DEFAULT_ATTACKS, on_fail: str = "warn", mesh=None, member_keys=None,
-                               return_adv_at=None) -> list:
+                               return_adv_at=None, eps_loop="auto", point_chunk="auto") -> list:
     """:func:`robust_accuracy` for every member of a population, in one compiled program.
 
     Args:
@@ -531,6 +607,8 @@ def population_robust_accuracy(apply_fn, params, x, y, key=None, *, eps, norm: s
         parameters are replicated instead (every host reads the per-member arrays back).
       return_adv_at: radii (on the grid) whose adversarial examples each report keeps
         (``report.adversarial(eps)`` (N, ...)), so that no caller has to attack twice.
+      eps_loop, point_chunk: the memory layout, as :func:`robust_accuracy`; ``'auto'`` counts the members attacked
+        at once (1 where members are looped, on one CPU device; else the members per device).
 
     Returns:
       a list of M :class:`RobustAccuracyReport` (checks run per member; a failure names the member). Member m's
@@ -551,22 +629,28 @@ def population_robust_accuracy(apply_fn, params, x, y, key=None, *, eps, norm: s
     keys = _member_keys(key, member_keys, members)
 
     layout = parallel.MemberLayout(members, mesh)
+    at_once = 1 if parallel.loops_over_members() else -(-layout.padded // layout.n_devices)
+    eps_loop, point_chunk = _layout.resolve_layout(eps_loop, point_chunk, Partial(apply_fn, first), x, specs,
+                                                   len(eps_values), members=at_once)
     arrays = _run_population(layout.place_for_eval(params), layout.place_for_eval(keys), layout.put_replicated(x),
                              layout.put_replicated(y), jnp.asarray(eps_values, jnp.float32), apply_fn=apply_fn,
-                             norm=norm, frozen=_freeze(specs), adv_index=adv_index)
+                             norm=norm, frozen=_freeze(specs), adv_index=adv_index, eps_loop=eps_loop,
+                             point_chunk=point_chunk)
     arrays = jax.tree.map(lambda v: np.asarray(v)[:members], layout.get(arrays))
     grey_radius = _grey_radius(x, norm)
     reports = []
     for m in range(members):
         member_arrays = {k: v[m] for k, v in arrays.items()}
         x_adv = member_arrays.pop("x_adv", None)
-        reports.append(_build_report(member_arrays, eps_values, norm, specs, grey_radius, x_adv, adv_index, on_fail,
-                                     _key_data(keys[m]), num_classes, context=f" for member {m}"))
+        report = _build_report(member_arrays, eps_values, norm, specs, grey_radius, x_adv, adv_index, on_fail,
+                               _key_data(keys[m]), num_classes, context=f" for member {m}")
+        reports.append(dataclasses.replace(report, layout=dict(eps_loop=eps_loop, point_chunk=point_chunk)))
     return reports
 
 
 def budget_convergence(apply_fn, params, x, y, keys, *, eps, norm: str = "linf", iterations=(25, 50, 100, 200),
-                       restarts=(1, 2, 4), attacks=("apgd-ce", "apgd-t"), tolerance_pp: float = 0.5, mesh=None):
+                       restarts=(1, 2, 4), attacks=("apgd-ce", "apgd-t"), tolerance_pp: float = 0.5, mesh=None,
+                       eps_loop="auto", point_chunk="auto"):
     """Robust accuracy of selected members as the attack budget doubles, and whether it has converged.
 
     The budget axes: ``iterations`` at the first restart count, then ``restarts`` at the largest iteration count
@@ -585,6 +669,8 @@ def budget_convergence(apply_fn, params, x, y, keys, *, eps, norm: str = "linf",
       iterations, restarts: increasing budgets (each at least 2 entries for a verdict on that axis).
       attacks: the ensemble whose budget is varied (default APGD-CE + APGD-T).
       tolerance_pp: the convergence threshold in percentage points (0.5).
+      eps_loop, point_chunk: the memory layout of every budget's evaluation (:func:`population_robust_accuracy`;
+        ``'auto'`` chooses per budget, the restarts being part of a point's bytes).
 
     Returns:
       a list of M dicts: ``budgets`` [{n_iter, n_restarts, robust_acc (per ε)}], ``eps``, ``last_doubling_pp``
@@ -618,7 +704,8 @@ def budget_convergence(apply_fn, params, x, y, keys, *, eps, norm: str = "linf",
     for t, r in budgets:
         results[(t, r)] = population_robust_accuracy(apply_fn, params, x, y, eps=eps_values, norm=norm,
                                                      attacks=ensemble_at(t, r), on_fail="ignore", mesh=mesh,
-                                                     member_keys=member_keys)
+                                                     member_keys=member_keys, eps_loop=eps_loop,
+                                                     point_chunk=point_chunk)
 
     def moved(m, a, b):
         return 100 * max(abs(p - q) for p, q in zip(results[a][m].robust_acc, results[b][m].robust_acc))

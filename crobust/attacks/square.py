@@ -51,6 +51,7 @@ import numpy as np
 from crobust._errors import CrobustError, check_choice
 from crobust.attacks import losses as _losses
 from crobust.attacks._common import predicts, public_attack
+from crobust.attacks.apgd import chunk_size_for, map_in_chunks
 from crobust.attacks._validate import check_call, check_positive_int, prepare
 
 _TINY = 1e-12
@@ -188,7 +189,8 @@ def _l2_init(key, x, eps, clip):
 
 
 def _square(logits_fn, x, y, key, *, eps, norm: str = "linf", n_queries: int = 5000, p_init: float = 0.8,
-           loss: str = "margin", labels: str = "true", clip: bool = True, rescale_schedule: bool = False):
+           loss: str = "margin", labels: str = "true", clip: bool = True, rescale_schedule: bool = False,
+           chunk_size=None):
     """Square Attack; see the module docstring for the algorithm and its deliberate differences.
 
     Args:
@@ -206,6 +208,11 @@ def _square(logits_fn, x, y, key, *, eps, norm: str = "linf", n_queries: int = 5
       loss: ``'margin'`` (AutoAttack's default) or ``'ce'``.
       labels, clip: as for the other attacks.
       rescale_schedule: rescale the p schedule to ``n_queries`` (AutoAttack's evaluation uses ``False``).
+      chunk_size: points per sequential chunk (``lax.map``; each chunk has its own query loop, which stops when
+        its points are broken): None (default, one batch), an int, or ``'auto'`` (≤ 300 on CPU, none on
+        accelerators). Only memory and speed change: every random draw (start, and per query the window corners,
+        transposition and signs) is made for all N points with the unchunked shapes and the chunk's rows taken,
+        so point n sees the same numbers whatever the chunking, and a point's search never reads another point.
 
     Returns:
       x_adv (N, H, W, C) with ‖x_adv − x‖ ≤ ε.
@@ -218,60 +225,68 @@ def _square(logits_fn, x, y, key, *, eps, norm: str = "linf", n_queries: int = 5
         image = (shape[0], 1, shape[1], 1) if x.ndim == 2 else shape + (1,)
         inner = lambda q: logits_fn(q.reshape((q.shape[0],) + shape[1:]))
         out = _square(inner, x.reshape(image), y, key, eps=eps, norm=norm, n_queries=n_queries, p_init=p_init,
-                      loss=loss, labels="true", clip=clip, rescale_schedule=rescale_schedule)
+                      loss=loss, labels="true", clip=clip, rescale_schedule=rescale_schedule,
+                      chunk_size=chunk_size)
         return out.reshape(shape)
     if x.ndim != 4:
         raise CrobustError(f"x must have shape (N, H, W, C), (N, H, W) or (N, d) for the Square attack, got {x.shape}")
     if not 0.0 < p_init <= 1.0:
         raise CrobustError(f"p_init must be in (0, 1], got {p_init}")
-    _, h, w, _ = x.shape
-    clean_correct = predicts(logits_fn(x), y)
-
-    def margin_and_loss(x_query):
-        logits = logits_fn(x_query)
-        margin = -_losses.margin(logits, y)
-        return margin, (margin if loss == "margin" else -_losses.cross_entropy(logits, y))
+    n, h, w, _ = x.shape
+    chunk = chunk_size_for(n, chunk_size)
+    clean_correct = map_in_chunks(lambda xc, yc: predicts(logits_fn(xc), yc), chunk, x, y)
 
     k_init, k_loop = jax.random.split(key)
     if norm == "linf":
-        stripes = _random_sign(k_init, (x.shape[0], 1, w, x.shape[3]))
-        x_best = x + eps * stripes
-        x_best = jnp.clip(x_best, 0.0, 1.0) if clip else x_best
+        stripes = _random_sign(k_init, (n, 1, w, x.shape[3]))
+        x_start = x + eps * stripes
+        x_start = jnp.clip(x_start, 0.0, 1.0) if clip else x_start
         candidate = _linf_candidate
     else:
-        x_best = jax.vmap(lambda k, xi: _l2_init(k, xi, eps, clip))(jax.random.split(k_init, x.shape[0]), x)
+        x_start = jax.vmap(lambda k, xi: _l2_init(k, xi, eps, clip))(jax.random.split(k_init, n), x)
         candidate = _l2_candidate
-    margin_min, loss_min = margin_and_loss(x_best)
 
-    def active(margin_min):
-        return clean_correct & (margin_min > 0.0)
+    def search(xc, yc, x_best, correct_c, index):
+        """The query loop on the points ``index`` (C,) of the batch: xc, yc, x_best (their start), correct_c."""
+        def margin_and_loss(x_query):
+            logits = logits_fn(x_query)
+            margin = -_losses.margin(logits, yc)
+            return margin, (margin if loss == "margin" else -_losses.cross_entropy(logits, yc))
 
-    def cond(state):
-        i, _, margin_min, _ = state
-        return (i < n_queries) & jnp.any(active(margin_min))
+        margin_min, loss_min = margin_and_loss(x_best)
+        rows = (lambda a: a) if chunk is None else (lambda a: jnp.take(a, index, axis=0))
 
-    def body(state):
-        i, x_best, margin_min, loss_min = state
-        s = window_side(p_selection(i, n_queries, p_init, rescale_schedule), h, w, norm)
-        k_u, k_sign = jax.random.split(jax.random.fold_in(k_loop, i))
-        uniforms = jax.random.uniform(k_u, (x.shape[0], 5))                  # corners and transposition
-        signs = _random_sign(k_sign, (x.shape[0], x.shape[3]))
-        etas = None
-        if norm == "l2":
-            etas = jnp.stack([eta_pattern(h, w, s, 0, 0, False), eta_pattern(h, w, s, 0, 0, True)])
-        x_new = jax.vmap(lambda u, sg, xi, xb: candidate(u, sg, xi, xb, eps, s, clip, etas))(uniforms, signs, x,
-                                                                                             x_best)
-        margin, new_loss = margin_and_loss(x_new)
-        live = active(margin_min)
-        lower = new_loss < loss_min
-        loss_min = jnp.where(live & lower, new_loss, loss_min)
-        accept = live & (lower | (margin <= 0.0))
-        margin_min = jnp.where(accept, margin, margin_min)
-        x_best = jnp.where(accept[:, None, None, None], x_new, x_best)
-        return i + 1, x_best, margin_min, loss_min
+        def active(margin_min):
+            return correct_c & (margin_min > 0.0)
 
-    _, x_best, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), x_best, margin_min, loss_min))
-    return jnp.where(clean_correct[:, None, None, None], x_best, x)
+        def cond(state):
+            i, _, margin_min, _ = state
+            return (i < n_queries) & jnp.any(active(margin_min))
+
+        def body(state):
+            i, x_best, margin_min, loss_min = state
+            s = window_side(p_selection(i, n_queries, p_init, rescale_schedule), h, w, norm)
+            k_u, k_sign = jax.random.split(jax.random.fold_in(k_loop, i))
+            uniforms = rows(jax.random.uniform(k_u, (n, 5)))                   # corners and transposition
+            signs = rows(_random_sign(k_sign, (n, x.shape[3])))
+            etas = None
+            if norm == "l2":
+                etas = jnp.stack([eta_pattern(h, w, s, 0, 0, False), eta_pattern(h, w, s, 0, 0, True)])
+            x_new = jax.vmap(lambda u, sg, xi, xb: candidate(u, sg, xi, xb, eps, s, clip, etas))(uniforms, signs,
+                                                                                                 xc, x_best)
+            margin, new_loss = margin_and_loss(x_new)
+            live = active(margin_min)
+            lower = new_loss < loss_min
+            loss_min = jnp.where(live & lower, new_loss, loss_min)
+            accept = live & (lower | (margin <= 0.0))
+            margin_min = jnp.where(accept, margin, margin_min)
+            x_best = jnp.where(accept[:, None, None, None], x_new, x_best)
+            return i + 1, x_best, margin_min, loss_min
+
+        _, x_best, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), x_best, margin_min, loss_min))
+        return jnp.where(correct_c[:, None, None, None], x_best, xc)
+
+    return map_in_chunks(search, chunk, x, y, x_start, clean_correct, jnp.arange(n, dtype=jnp.int32))
 
 
 square = public_attack(_square, check_call)

@@ -37,8 +37,13 @@ EVAL_STREAM = 4          # training uses streams 0–3 of a member's key (init, 
 @dataclasses.dataclass
 class TrainedPopulation:
     """One trained population: its name, model, members (dicts of hyper-parameters and seed), constant coordinates
-    (e.g. ``{'rank': 8}``), the trainer's :class:`~crobust.training.FitResult` and the parameters measured (each
-    member's best-validation parameters)."""
+    (e.g. ``{'rank': 8}``), the trainer's :class:`~crobust.training.FitResult`, the parameters measured (each
+    member's best-validation parameters) and the model state that goes with them (batch-norm running statistics,
+    ``fit.best_model_state``; None for a model without any).
+
+    Every measure that runs the model reads :attr:`apply_fn` and :attr:`variables` (eval mode: running
+    statistics, never batch statistics, nothing updated — :func:`crobust.training.eval_apply`); the layer
+    metrics read :attr:`params` only."""
 
     name: str
     model: Any
@@ -46,10 +51,26 @@ class TrainedPopulation:
     coords: dict
     fit: Any
     params: Any
+    model_state: Any = None
 
     @property
     def size(self) -> int:
         return len(self.members)
+
+    @property
+    def apply_fn(self):
+        """``apply_fn(variables_m, x, **kwargs)`` → logits of one member in eval mode; a stable callable (equal
+        for equal models), so compiled evaluations keyed on it are reused."""
+        return training.eval_apply(self.model, self.params, self.model_state)[0]
+
+    @property
+    def variables(self):
+        """What :attr:`apply_fn` takes, stacked (M, ...): the parameters and the model state."""
+        return training.eval_apply(self.model, self.params, self.model_state)[1]
+
+    def member_apply(self, variables):
+        """x ↦ logits of the member whose (unstacked) ``variables`` are given, in eval mode."""
+        return functools.partial(self.apply_fn, variables)
 
     @property
     def seeds(self) -> np.ndarray:
@@ -92,7 +113,7 @@ def clean_accuracy():
     """``clean_acc``: accuracy on the whole test set; ``test_loss``: its mean cross-entropy."""
     def measure(ctx: Context, pop: TrainedPopulation):
         layout = parallel.MemberLayout(pop.size)
-        loss, acc = training.evaluate(pop.model.apply, layout.place_for_eval(pop.params), ctx.data.test_images,
+        loss, acc = training.evaluate(pop.apply_fn, layout.place_for_eval(pop.variables), ctx.data.test_images,
                                       ctx.data.test_labels)
         return {column("clean_acc"): np.asarray(acc)[:pop.size], column("test_loss"): np.asarray(loss)[:pop.size]}
     return measure
@@ -103,12 +124,12 @@ def margins_and_head():
     z_y − max_{j≠y} z_j (negative when misclassified) — and the head's norms ``head_fro`` = ‖W_head‖_F and
     ``head_op`` = ‖W_head‖₂ (the last layer of :func:`crobust.models.layer_matrices`)."""
     def measure(ctx: Context, pop: TrainedPopulation):
-        def one(p):
-            z = pop.model.apply(p, ctx.x)
+        def one(v):
+            z = pop.apply_fn(v, ctx.x)
             true = jnp.take_along_axis(z, ctx.y[:, None], axis=1)[:, 0]
             other = jnp.max(jnp.where(jax.nn.one_hot(ctx.y, z.shape[-1], dtype=bool), -jnp.inf, z), axis=-1)
             return jnp.median(true - other)
-        margin = parallel.population_map(one, pop.params)
+        margin = parallel.population_map(one, pop.variables)
         head = list(layer_matrices(pop.params).values())[-1]                       # (M, out, in)
         with precision.full():
             sigma = metrics.singular_values(head)
@@ -138,7 +159,7 @@ def attack_list(e: EvalConfig, num_classes: int) -> tuple:
 
 def _evaluate(ctx: Context, pop: TrainedPopulation, norm: str, attacks, stream: str, grid, keep=()):
     keys = member_eval_keys(pop.seeds, stream)
-    return evaluation.population_robust_accuracy(pop.model.apply, pop.params, ctx.x, ctx.y, eps=list(grid),
+    return evaluation.population_robust_accuracy(pop.apply_fn, pop.variables, ctx.x, ctx.y, eps=list(grid),
                                                  norm=norm, attacks=attacks, on_fail="ignore", member_keys=keys,
                                                  return_adv_at=list(keep) or None)
 
@@ -208,13 +229,13 @@ def budget_convergence(norms: Sequence[str] = ("linf", "l2"), x: str = "alpha", 
             return {}
         xs = np.array([float(m.get(x, pop.coords.get(x, 0.0))) for m in pop.members])
         chosen = sorted({int(np.flatnonzero(xs == xs.min())[0]), int(np.flatnonzero(xs == xs.max())[0])})
-        params = jax.tree.map(lambda leaf: leaf[np.asarray(chosen)], pop.params)
+        variables = jax.tree.map(lambda leaf: leaf[np.asarray(chosen)], pop.variables)
         attacks = tuple(a for a in attack_list(e, ctx.data.num_classes) if (a if isinstance(a, str) else a[0])
                         != "square")
         out = {}
         for norm in norms:
             keys = member_eval_keys(pop.seeds[chosen], f"attack/{norm}")
-            res = evaluation.budget_convergence(pop.model.apply, params, ctx.x, ctx.y, keys, eps=e.headline(norm),
+            res = evaluation.budget_convergence(pop.apply_fn, variables, ctx.x, ctx.y, keys, eps=e.headline(norm),
                                                 norm=norm, iterations=e.convergence_iters,
                                                 restarts=e.convergence_restarts, attacks=attacks)
             conv = np.full(pop.size, np.nan)
@@ -308,13 +329,13 @@ def representation_shift(norms: Sequence[str] = ("linf", "l2")):
         for norm in norms:
             x_adv = _cached_adv(ctx, pop, norm)
 
-            def one(p, xa):
-                _, z = pop.model.apply(p, ctx.x, return_repr=True)
-                _, z_adv = pop.model.apply(p, xa, return_repr=True)
+            def one(v, xa):
+                _, z = pop.apply_fn(v, ctx.x, return_repr=True)
+                _, z_adv = pop.apply_fn(v, xa, return_repr=True)
                 s = metrics.representation_shift(z, z_adv)
                 finite = jnp.isfinite(s)
                 return jnp.sum(jnp.where(finite, s, 0.0)) / jnp.maximum(jnp.sum(finite), 1), jnp.sum(~finite)
-            mean, left_out = parallel.population_map(one, pop.params, x_adv)
+            mean, left_out = parallel.population_map(one, pop.variables, x_adv)
             out[column("shift", norm=norm)] = np.where(np.asarray(left_out) < ctx.x.shape[0], mean, np.nan)
             out[column("shift_left_out", norm=norm)] = np.asarray(left_out)
         return out

@@ -126,13 +126,13 @@ def _member_distances(ctx, pop, norm, t_max):
     """(M, N) t* of every member and (M, N) correctness of its clean prediction, cached per population."""
     key = (pop.name, "boundary_t", norm)
     if key not in ctx.cache:
-        def one(params):
-            f = lambda q: pop.model.apply(params, q)
+        def one(variables):
+            f = pop.member_apply(variables)
             u = attack_direction(f, ctx.x, ctx.y, norm)
             t = boundary_distance(f, ctx.x, ctx.y, u, t_max)
             correct = margin(f(ctx.x), ctx.y) > 0
             return t, correct, u
-        ctx.cache[key] = parallel.population_map(one, pop.params)
+        ctx.cache[key] = parallel.population_map(one, pop.variables)
     return ctx.cache[key]
 
 
@@ -182,7 +182,7 @@ def boundary_view(store: ViewStore, norm: str = "l2", *, n_grid: int = 60, pad: 
         b = np.linspace(lo[1] - pad * span[1], hi[1] + pad * span[1], n_grid)
         eps = ctx.eval.headline(norm)
         t, correct, u = _member_distances(ctx, pop, norm, _t_max(ctx, norm))
-        f = np.stack([plane_decision(lambda q, m=m: pop.model.apply(jax.tree.map(lambda v: v[m], pop.params), q),
+        f = np.stack([plane_decision(pop.member_apply(jax.tree.map(lambda v: v[m], pop.variables)),
                                      mu, p, a, b, x.shape[1:]) for m in range(pop.size)])
         u = np.asarray(u, np.float64).reshape(pop.size, x.shape[0], -1)
         store[pop.name] = {"a": a, "b": b, "f": f, "points": pts, "labels": np.asarray(ctx.y),

@@ -78,12 +78,12 @@ def gap_and_bound(norms: Sequence[str] = ("l2",)):
             x_hat = _cached_adv(ctx, pop, norm)
             keys = member_eval_keys(pop.seeds, f"gap/{norm}")
 
-            def one(params, key, xh):
+            def one(params, variables, key, xh):
                 with jax.default_matmul_precision("float32"):
-                    return _one(params, key, xh)
+                    return _one(params, variables, key, xh)
 
-            def _one(params, key, xh):
-                f = lambda q: pop.model.apply(params, q)
+            def _one(params, variables, key, xh):
+                f = pop.member_apply(variables)
                 x_best, _, _, _ = apgd_single_run(f, lambda z: attack_losses.cross_entropy(z, ctx.y), ctx.x, ctx.y,
                                                   key, delta, norm, ctx.eval.n_iter)
                 clean = per_point_ce(f(ctx.x), ctx.y)
@@ -92,7 +92,8 @@ def gap_and_bound(norms: Sequence[str] = ("l2",)):
                 head = layer_matrices(params)["head"]
                 b = corollary33_bound(mats, head, delta, p, kappa=ctx.measure.kappa, input_scale=scale)
                 return {"clean": jnp.mean(clean), "adv": jnp.mean(worst), **b}
-            r = {k: np.asarray(v, np.float64) for k, v in parallel.population_map(one, pop.params, keys, x_hat).items()}
+            r = {k: np.asarray(v, np.float64) for k, v in parallel.population_map(one, pop.params, pop.variables, keys,
+                                                                                   x_hat).items()}
             gap = r["adv"] - r["clean"]
             out[column("clean_loss")] = r["clean"]
             out[column("adv_loss", norm=norm)] = r["adv"]

@@ -110,8 +110,8 @@ def universal_accuracy(ucfg: UniversalConfig, norms: Sequence[str] = NORMS, laye
             hi = ucfg.grid_index(norm, ucfg.headline(norm))
             keys = member_eval_keys(pop.seeds, f"universal/{norm}")
 
-            def one(p, key):
-                logits_fn = lambda z: pop.model.apply(p, z)
+            def one(p, v, key):
+                logits_fn = pop.member_apply(v)
                 clean = logits_fn(ctx.x)
                 accs, ratios, deltas = [], [], []
                 for i, eps in enumerate(grid):
@@ -127,7 +127,7 @@ def universal_accuracy(ucfg: UniversalConfig, norms: Sequence[str] = NORMS, laye
                                                               k=ctx.measure.top_k)["top_energy"][0]
                 return jnp.stack(accs), jnp.stack(ratios), energy
 
-            accs, ratios, energy = parallel.population_map(one, pop.params, keys)
+            accs, ratios, energy = parallel.population_map(one, pop.params, pop.variables, keys)
             for i, eps in enumerate(grid):
                 out[column("uap_acc", norm=norm, eps=format_eps(eps))] = np.asarray(accs)[:, i]
                 out[column("uap_over_sa", norm=norm, eps=format_eps(eps))] = np.asarray(ratios)[:, i]

@@ -172,7 +172,8 @@ def _run(study: Study, cfg, data, out: RunDir, log, progress) -> dict:
                            adversary=pop.adversary,
                            checkpoint_dir=out.path / "checkpoints" / pop.name,
                            checkpoint_every=getattr(cfg, "checkpoint_every", None))
-        tp = TrainedPopulation(pop.name, pop.model, list(pop.members), dict(pop.coords), fit, fit.best_params)
+        tp = TrainedPopulation(pop.name, pop.model, list(pop.members), dict(pop.coords), fit, fit.best_params,
+                               fit.best_model_state)
         trained.append(tp)
         extra = pop.member_coords or ({},) * len(pop.members)
         rows = table.add_members([{"population": pop.name, "member": i, **dict(pop.coords), **m, **dict(extra[i])}

@@ -278,10 +278,18 @@ def evaluate(apply_fn, params, images, labels, *, batch_size: int = 2048):
     """Per-member clean (loss, accuracy) on a dataset split; params have a leading member axis (for a model with
     batch norm: ``apply_fn, params = crobust.training.for_evaluation(model, result)``, eval mode).
 
+    ``apply_fn`` is a static argument of one cached compiled program (``model.apply``, or the
+    :class:`~crobust.training.population.EvalApply` of ``for_evaluation``), so a second call with new parameters
+    or data of the same shapes compiles nothing; a closure's captured values are part of that program.
+
     Returns two (M,) arrays: mean cross-entropy and accuracy in [0, 1].
     """
-    images = jnp.asarray(images)
-    labels = jnp.asarray(labels, jnp.int32)
+    return _evaluate_members(params, jnp.asarray(images), jnp.asarray(labels, jnp.int32), apply_fn=apply_fn,
+                             batch_size=int(batch_size))
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "batch_size"))
+def _evaluate_members(params, images, labels, *, apply_fn, batch_size):
+    """:func:`evaluate`'s program: one compilation per (apply_fn, shapes, batch size), the data traced."""
     idx = jnp.arange(labels.shape[0], dtype=jnp.int32)
-    fn = jax.jit(jax.vmap(lambda p: _chunked_loss_acc(apply_fn, p, images, labels, idx, batch_size)))
-    return fn(params)
+    return jax.vmap(lambda p: _chunked_loss_acc(apply_fn, p, images, labels, idx, batch_size))(params)

@@ -160,18 +160,46 @@ class FitResult:
                             self.state.model_state)
 
 
+class EvalApply:
+    """``apply_fn(variables, x, **kwargs) = model.apply(variables, x, train=False, **kwargs)``: a model with mutable
+    state (batch norm) in eval mode — running statistics read, nothing updated.
+
+    Equal, and hashing equal, for equal models, so a compiled program that takes it as a static argument (e.g.
+    :func:`crobust.evaluation.population_robust_accuracy`) is reused by a second evaluation instead of being
+    compiled again, as it would be for a new lambda each call.
+    """
+
+    __slots__ = ("model",)
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, variables, x, **kwargs):
+        return self.model.apply(variables, x, train=False, **kwargs)
+
+    def __eq__(self, other):
+        return type(other) is EvalApply and other.model == self.model
+
+    def __hash__(self):
+        return hash((EvalApply, self.model))
+
+    def __repr__(self):
+        return f"EvalApply({type(self.model).__name__})"
+
+
 def eval_apply(model, params, model_state=None):
     """``(apply_fn, variables)`` for evaluating trained members in eval mode: ``apply_fn(variables_m, x)`` → logits.
 
     ``params`` / ``model_state`` stacked (M, ...) as in :class:`PopulationState` (e.g. ``result.best_params``,
     ``result.best_model_state``). Without model state: ``(model.apply, params)``, as for the MLPs. With it:
-    ``variables = {**params, **model_state}`` and ``apply_fn = model.apply(variables, x, train=False)``, so batch
+    ``variables = {**params, **model_state}`` and ``apply_fn`` = :class:`EvalApply` ``(model)``, i.e.
+    ``model.apply(variables, x, train=False)``, so batch
     norm uses each member's running statistics and nothing is updated. This is what
     :mod:`crobust.evaluation` and the attacks take.
     """
     if model_state is None:
         return model.apply, params
-    return (lambda variables, x: model.apply(variables, x, train=False)), {**params, **model_state}
+    return EvalApply(model), {**params, **model_state}
 
 
 def for_evaluation(model, result: "FitResult", which: str = "best"):
