@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 	@touch $(STAMP)
 
+# 2 pytest-xdist workers, each test module whole on one of them (tests/conftest.py says why).
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadscope
 
 # PRESET=auto picks `paper` on a GPU/TPU and `small` on a CPU and says why; PRESET=smoke|small|paper forces one.
 reproduce: install

@@ -80,7 +80,19 @@ def test_robust_accuracy_never_exceeds_clean_accuracy_on_the_same_points(smoke):
         assert np.all(t[k] <= t["clean_acc_points"] + 1e-12)
 
 
-@pytest.mark.parametrize("args, needle", [
+def _in_process(main, argv, capfd, monkeypatch):
+    """``main(argv)`` in this process: (exit status, stderr, stdout). Errors raised before any training — argument
+    parsing, config resolution, the workdir check — take the code path of ``python -m`` without its interpreter
+    start (~2 s each); the late errors below (after the data is loaded) and one early error also run as real
+    processes, which also catch stray output of imports and of logging (pytest captures logging in-process)."""
+    monkeypatch.setenv("CROBUST_CACHE_DIR", "off")
+    capfd.readouterr()
+    code = main(list(argv))
+    captured = capfd.readouterr()
+    return code, captured.err, captured.out
+
+
+BAD_INPUT = [
     (("--preset", "nope"), "unknown preset 'nope'"),
     (("--preset", "smoke", "--set", "grid.alphas=0"), "unknown --set key 'grid.alphas'; closest valid keys: grid.alpha"),
     (("--preset", "smoke", "--set", "grid.alpha=0,-1"), "grid.alpha must be"),
@@ -90,25 +102,44 @@ def test_robust_accuracy_never_exceeds_clean_accuracy_on_the_same_points(smoke):
     (("--preset", "smoke", "--set", "data.dataset=imagenet"), "unknown dataset 'imagenet'"),
     (("--preset", "smoke", "--set", "train.batch_size=100000"), "batch_size 100000 is larger"),
     (("--preset", "smoke", "--set", "grid.seeds=two"), "not an integer"),
-])
-def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path):
+]
+
+
+def _assert_one_error_line(code, err, needle, workdir):
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
+    assert not (workdir / "report.md").exists()
+
+
+@pytest.mark.parametrize("args, needle", BAD_INPUT)
+def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path, capfd, monkeypatch):
+    from experiments import spectral_fixed_scale
+    code, err, _ = _in_process(spectral_fixed_scale.main, (*args, "--workdir", str(tmp_path / "w"), "--quiet"),
+                               capfd, monkeypatch)
+    _assert_one_error_line(code, err, needle, tmp_path / "w")
+
+
+# An early error (config resolution, before jax touches a device) and a late one (after the data is loaded), as
+# the command line runs them: exit status and stderr of a fresh interpreter.
+@pytest.mark.parametrize("args, needle", [BAD_INPUT[0], BAD_INPUT[7]])
+def test_bad_input_from_the_command_line_is_one_line_and_exit_2(args, needle, tmp_path):
     r = _cli("experiments.spectral_fixed_scale", *args, "--workdir", str(tmp_path / "w"), "--quiet")
-    assert r.returncode == 2, r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr
-    assert not (tmp_path / "w" / "report.md").exists()
+    _assert_one_error_line(r.returncode, r.stderr, needle, tmp_path / "w")
 
 
-def test_an_unusable_workdir_is_one_line_and_exit_2(tmp_path):
+def test_an_unusable_workdir_is_one_line_and_exit_2(tmp_path, capfd, monkeypatch):
+    from experiments import spectral_fixed_scale
     (tmp_path / "file").write_text("x")
-    r = _cli("experiments.spectral_fixed_scale", "--preset", "smoke", "--workdir", str(tmp_path / "file" / "run"),
-             "--quiet")
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is a file, not a folder" in r.stderr, r.stderr
+    code, err, _ = _in_process(spectral_fixed_scale.main, ("--preset", "smoke", "--workdir",
+                                                           str(tmp_path / "file" / "run"), "--quiet"), capfd, monkeypatch)
+    assert code == 2 and err.count("\n") == 1 and "is a file, not a folder" in err, err
     if os.geteuid() != 0:                                     # root writes anywhere: the permission case needs a user
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o500)
-        r = _cli("experiments.spectral_fixed_scale", "--preset", "smoke", "--workdir", str(ro / "run"), "--quiet")
-        assert r.returncode == 2 and "not usable" in r.stderr
+        code, err, _ = _in_process(spectral_fixed_scale.main, ("--preset", "smoke", "--workdir", str(ro / "run"),
+                                                               "--quiet"), capfd, monkeypatch)
+        assert code == 2 and "not usable" in err
 
 
 def test_missing_data_names_dataset_place_and_remedy(tmp_path):
@@ -120,11 +151,11 @@ def test_missing_data_names_dataset_place_and_remedy(tmp_path):
     assert not (tmp_path / "w" / "report.md").exists()
 
 
-def test_reproduce_rejects_unknown_preset_and_study():
-    r = _cli("experiments.reproduce", "--preset", "huge")
-    assert r.returncode == 2 and r.stderr.startswith("error: unknown preset 'huge'")
-    r = _cli("experiments.reproduce", "--studies", "nothing")
-    assert r.returncode == 2 and "unknown study 'nothing'" in r.stderr
+def test_reproduce_rejects_unknown_preset_and_study(capfd, monkeypatch):
+    code, err, _ = _in_process(reproduce.main, ("--preset", "huge"), capfd, monkeypatch)
+    assert code == 2 and err.startswith("error: unknown preset 'huge'")
+    code, err, _ = _in_process(reproduce.main, ("--studies", "nothing"), capfd, monkeypatch)
+    assert code == 2 and "unknown study 'nothing'" in err
 
 
 def test_auto_preset_on_cpu_is_small_and_says_why():
