@@ -327,14 +327,14 @@ def test_fit_masked_takes_per_member_masks_and_stacked_variables():
 
 
 def test_fit_masked_fine_tunes_a_batch_norm_resnet_and_keeps_its_running_statistics():
-    """A tiny ResNet-18 (CIFAR stem, width 4) pruned at 50 % per layer: the pruned convs' output columns and their
-    own BN scale/bias stay 0 (the channel is removed), the members start from the given running statistics and
-    update them in train mode."""
+    """A tiny ResNet-18 (CIFAR stem, width 4, one stage of one block: stem, two 3×3 convs with their BNs) pruned at
+    50 % per layer: the pruned convs' output columns and their own BN scale/bias stay 0 (the channel is removed),
+    the members start from the given running statistics and update them in train mode."""
     from crobust.data import load_dataset
     from crobust.training import TrainConfig, grid
 
     data = load_dataset("digits")
-    model = ResNet18(10, stem="cifar", width=4, stage_sizes=(1, 1), mean=tuple(data.mean), std=tuple(data.std))
+    model = ResNet18(10, stem="cifar", width=4, stage_sizes=(1,), mean=tuple(data.mean), std=tuple(data.std))
     v = jax.jit(model.init)(jax.random.key(3), jnp.zeros((1,) + data.train_images.shape[1:]))
     pruned, masks = P.prune(v, ratio=0.5)
     cfg = TrainConfig(optimizer="sgd", lr=0.05, batch_size=32, max_steps=3, eval_every=3, patience=None,
