@@ -61,6 +61,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks._timing import call_times
 from crobust import optim, parallel, precision, training
 from crobust.data import Dataset
 from crobust.models import MLP
@@ -201,16 +202,6 @@ def _copy_bandwidth(nbytes: int, repeats: int) -> dict:
     return {"bytes": 2 * 4 * n, "best_s": best, "gb_per_s": 2 * 4 * n / best / 1e9}
 
 
-def _best_time(fn, *args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def _components(model, params, images, labels, batch: int, repeats: int) -> dict:
     """Seconds of the population's forward+backward alone and of its AdamW update alone (best of ``repeats``)."""
     import optax
@@ -224,7 +215,7 @@ def _components(model, params, images, labels, batch: int, repeats: int) -> dict
     grads = grad_fn(params)
     st = jax.vmap(lambda p: optim.init("adamw", p, 1e-3, 1e-2))(params)
     opt_fn = jax.jit(jax.vmap(lambda p, g, s: optim.step("adamw", p, g, s, True)), donate_argnums=(0, 2))
-    fwd_bwd = _best_time(grad_fn, params, repeats=repeats)
+    fwd_bwd = min(call_times(grad_fn, params, repeats=repeats))
     # the update donates its inputs, so time it on fresh copies each call
     best = float("inf")
     for _ in range(repeats + 1):

@@ -30,21 +30,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks._machine import describe
+from benchmarks._timing import call_times
 from crobust import _linalg, _polar, precision, training
 from crobust.models import MLP
 
 TARGET_RATIO = 3.0
 PAPER = dict(members=35, width=400, batch=128, input=(28, 28, 1))
-
-
-def _best(fn, *args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def _step_time(regularizer: str, members: int, steps: int, blocks: int, method: str = "auto") -> float:
@@ -82,9 +73,9 @@ def _routes(shape, repeats: int) -> dict:
                                          jnp.matmul(jnp.swapaxes(a, -1, -2), a, precision=precision.HIGHEST))
     polar = jax.jit(lambda a: _polar.polar_with_info(a)[:2])
     out = {"shape": list(shape),
-           "svd_s": _best(jax.jit(_linalg.svd), wj, repeats=repeats),
-           "gram_eigh_s": _best(jax.jit(gram), wj, repeats=repeats),
-           "polar_s": _best(polar, wj, repeats=repeats)}
+           "svd_s": min(call_times(jax.jit(_linalg.svd), wj, repeats=repeats)),
+           "gram_eigh_s": min(call_times(jax.jit(gram), wj, repeats=repeats)),
+           "polar_s": min(call_times(polar, wj, repeats=repeats))}
     ref = np.linalg.svd(w.astype(np.float64), compute_uv=False).sum(-1)
     val = np.asarray(polar(wj)[1], np.float64)
     out["polar_value_max_rel_err"] = float(np.max(np.abs(val - ref) / ref))

@@ -91,6 +91,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import _machine as _machine_info
+from benchmarks._timing import call_times
 from crobust import training
 from crobust.data import Dataset
 from crobust.models import MLP
@@ -184,13 +185,7 @@ def synthetic_dataset(image_shape, n_train: int, num_classes: int = 10, seed: in
 # crobust side
 
 def _median_call(fn, args, repeats):
-    jax.block_until_ready(fn(*args))
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+    return float(np.median(call_times(fn, *args, repeats=repeats)))
 
 
 class _CrobustRunner:
