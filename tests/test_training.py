@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _trees import assert_trees_close, member
 from crobust import optim, parallel, training
 from crobust._errors import CrobustError
 from crobust.data import load_dataset
@@ -52,10 +53,6 @@ def _host(tree):
     return jax.tree.map(np.asarray, jax.device_get(tree))
 
 
-def _member(tree, i):
-    return jax.tree.map(lambda a: np.asarray(a)[i], tree)
-
-
 # Two programs that lay the members out differently (all vmapped, one at a time, groups of 3, a member alone) use
 # different kernels (a batched vs an unbatched GEMM, other blocking), so each product's float32 sum is taken in
 # another order: up to ~√k·ε ≈ 1e-6 relative per product (k = 64 inputs). 200 SGD steps with momentum, early stopping
@@ -65,15 +62,7 @@ def _member(tree, i):
 LAYOUT_RTOL = 1e-4
 
 
-def _assert_trees_close(a, b, rtol=LAYOUT_RTOL):
-    """Every leaf equal to ``rtol`` relative to the leaf's largest entry (float32 round-off, not element-wise)."""
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(la, lb):
-        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-        assert x.shape == y.shape
-        scale = max(np.max(np.abs(y)), 1e-30)
-        assert np.max(np.abs(x - y)) <= rtol * scale, (np.max(np.abs(x - y)) / scale, rtol)
+_assert_trees_close = functools.partial(assert_trees_close, rtol=LAYOUT_RTOL)
 
 
 def _spectral_ratio(w):
@@ -169,8 +158,8 @@ def test_population_equals_members_trained_alone(pop, sequential):
     n_blocks = res.history["step"].shape[0]
     for i, alone in enumerate(sequential):
         assert alone.history["step"].shape[1] == 1
-        _assert_trees_close(_member(res.params, i), _member(alone.params, 0))
-        _assert_trees_close(_member(res.best_params, i), _member(alone.best_params, 0))
+        _assert_trees_close(member(res.params, i), member(alone.params, 0))
+        _assert_trees_close(member(res.best_params, i), member(alone.best_params, 0))
         assert int(res.state.best_step[i]) == int(alone.state.best_step[0])
         np.testing.assert_allclose(float(res.state.best_val[i]), float(alone.state.best_val[0]), rtol=LAYOUT_RTOL)
         assert int(res.state.step[i]) == int(alone.state.step[0])
@@ -341,9 +330,9 @@ def test_early_stopping_semantics(pop, big_alpha):
                 stopped_by_patience += 1
             # (d) best_params evaluated on the member's own validation split reproduce best_val
             val_idx = np.asarray(st.val_idx[i])
-            np.testing.assert_allclose(_np_val_loss(_member(res.best_params, i), val_idx), best_val[i], rtol=2e-5)
+            np.testing.assert_allclose(_np_val_loss(member(res.best_params, i), val_idx), best_val[i], rtol=2e-5)
             if step[i] > best_step[i]:                   # and the final parameters are worse (or no better)
-                assert _np_val_loss(_member(res.params, i), val_idx) >= best_val[i] * (1 - 1e-5)
+                assert _np_val_loss(member(res.params, i), val_idx) >= best_val[i] * (1 - 1e-5)
     # the fixtures exercise both rules: members stopped by patience, and a lower loss before min_steps ignored
     assert stopped_by_patience >= 2 and min_steps_mattered >= 1, (stopped_by_patience, min_steps_mattered)
 
@@ -358,9 +347,9 @@ def test_a_stopped_member_is_frozen_while_others_train(pop, big_alpha):
                 continue                                      # never stopped, or only in the last block
             b = int(np.argmin(h["alive"][:, i]))              # the block at whose end it stopped
             assert not h["alive"][b:, i].any()
-            params_b, opt_b, step_b = (_member(x, i) for x in snaps[b])
+            params_b, opt_b, step_b = (member(x, i) for x in snaps[b])
             for later in snaps[b + 1:]:                       # bit for bit: parameters, optimiser state, step
-                params_l, opt_l, step_l = (_member(x, i) for x in later)
+                params_l, opt_l, step_l = (member(x, i) for x in later)
                 chex.assert_trees_all_equal(params_l, params_b)
                 chex.assert_trees_all_equal(opt_l, opt_b)
                 assert step_l == step_b
@@ -423,7 +412,7 @@ def test_validation_split_and_data_order_per_member(pop):
     # same seed, different α: identical split, initial weights and first batch (common random numbers)
     np.testing.assert_array_equal(val[0], val[2])
     np.testing.assert_array_equal(val[1], val[3])
-    chex.assert_trees_all_equal(_member(st.params, 0), _member(st.params, 2))
+    chex.assert_trees_all_equal(member(st.params, 0), member(st.params, 2))
     # different seeds: different split and different initial weights
     assert not np.array_equal(np.sort(val[0]), np.sort(val[1]))
     assert not np.allclose(st.params["params"]["head"]["kernel"][0], st.params["params"]["head"]["kernel"][1])
@@ -474,7 +463,7 @@ def test_adamw_steps_equal_torch_adamw_in_numpy():
     b1, b2, eps = 0.9, 0.999, 1e-8
     for i, m in enumerate(members):
         lr, wd = m["lr"], m["weight_decay"]
-        p = _member(_host(init.params), i)
+        p = member(_host(init.params), i)
         mu = jax.tree.map(np.zeros_like, p)
         nu = jax.tree.map(np.zeros_like, p)
         for t in (1, 2):
@@ -485,9 +474,9 @@ def test_adamw_steps_equal_torch_adamw_in_numpy():
             # torch.optim.AdamW: p ← p·(1 − lr·wd) − lr · m̂ / (√v̂ + eps)
             p = jax.tree.map(lambda x, a, v: x * (1 - lr * wd) - lr * (a / (1 - b1 ** t)) / (
                 np.sqrt(v / (1 - b2 ** t)) + eps), p, mu, nu)
-            _assert_trees_close(_member(snaps[t - 1], i), p, rtol=1e-4)
+            _assert_trees_close(member(snaps[t - 1], i), p, rtol=1e-4)
         # the step really moved the weights by ~lr per coordinate (a wrong rule would not be this close)
-        assert np.max(np.abs(p["params"]["head"]["kernel"] - _member(_host(init.params), i)["params"]["head"]
+        assert np.max(np.abs(p["params"]["head"]["kernel"] - member(_host(init.params), i)["params"]["head"]
                              ["kernel"])) > 0.5 * lr
 
 
@@ -530,7 +519,7 @@ def test_sgd_steps_equal_torch_sgd_in_numpy(sgd_runs):
     mom = SGD_CFG.momentum
     for i in (0, 2):
         lr, wd = run.members[i]["lr"], run.members[i]["weight_decay"]
-        p = _member(_host(run.init.params), i)
+        p = member(_host(run.init.params), i)
         buf = None
         for t in (1, 2, 3):
             idx = _batch_indices(run.init.key[i], run.init.train_idx[i], SGD_CFG.batch_size, t - 1)
@@ -538,7 +527,7 @@ def test_sgd_steps_equal_torch_sgd_in_numpy(sgd_runs):
             # torch.optim.SGD: first buf = d, then buf ← momentum·buf + d; p ← p − lr·buf
             buf = d if buf is None else jax.tree.map(lambda b, dd: mom * b + dd, buf, d)
             p = jax.tree.map(lambda x, b: x - lr * b, p, buf)
-            _assert_trees_close(_member(run.snaps[t - 1][0], i), p, rtol=1e-4)
+            _assert_trees_close(member(run.snaps[t - 1][0], i), p, rtol=1e-4)
 
 
 def test_a_diverging_member_is_frozen_finite_and_isolated(sgd_runs):
@@ -547,18 +536,18 @@ def test_a_diverging_member_is_frozen_finite_and_isolated(sgd_runs):
     assert bool(st.diverged[1]) and not bool(st.diverged[0]) and not bool(st.diverged[2])
     n_ok = int(st.step[1])
     assert 1 <= n_ok < SGD_CFG.max_steps, "the huge lr should overflow within a few steps"
-    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(_member(_host(st.params), 1)))
-    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(_member(_host(div.res.best_params), 1)))
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(member(_host(st.params), 1)))
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(member(_host(div.res.best_params), 1)))
     # its parameters are the last finite ones: those after its last applied step, unchanged since
     last_applied = [b for b, (_, steps) in enumerate(div.snaps) if steps[1] == n_ok][0]
     for snap_params, _ in div.snaps[last_applied:]:
-        chex.assert_trees_all_equal(_member(snap_params, 1), _member(_host(st.params), 1))
-    assert np.max(np.abs(_member(_host(st.params), 1)["params"]["head"]["kernel"])) > 1e3   # it did blow up
+        chex.assert_trees_all_equal(member(snap_params, 1), member(_host(st.params), 1))
+    assert np.max(np.abs(member(_host(st.params), 1)["params"]["head"]["kernel"])) > 1e3   # it did blow up
     assert not div.res.history["alive"][last_applied + 1:, 1].any()
     # the other members are exactly what they are without it
     for i in (0, 2):
-        chex.assert_trees_all_close(_member(div.res.params, i), _member(sane.res.params, i), rtol=1e-6, atol=1e-7)
-        chex.assert_trees_all_close(_member(div.res.best_params, i), _member(sane.res.best_params, i),
+        chex.assert_trees_all_close(member(div.res.params, i), member(sane.res.params, i), rtol=1e-6, atol=1e-7)
+        chex.assert_trees_all_close(member(div.res.best_params, i), member(sane.res.best_params, i),
                                     rtol=1e-6, atol=1e-7)
         assert int(div.res.state.step[i]) == int(sane.res.state.step[i]) == SGD_CFG.max_steps
         assert int(div.res.state.best_step[i]) == int(sane.res.state.best_step[i])
@@ -582,9 +571,9 @@ def test_divergence_mid_block_returns_to_the_block_start_and_max_steps_ends_mid_
     first_dead = int(np.flatnonzero(~res.history["alive"][:, 1])[0])
     assert not res.history["evaluated"][first_dead, 1]
     before = _host((init.params, init.opt_state)) if first_dead == 0 else snaps[first_dead - 1][:2]
-    chex.assert_trees_all_equal(_member(_host(st.params), 1), _member(before[0], 1))
-    chex.assert_trees_all_equal(_member(_host(st.opt_state), 1), _member(before[1], 1))
-    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(_member(_host(st.params), 1)))
+    chex.assert_trees_all_equal(member(_host(st.params), 1), member(before[0], 1))
+    chex.assert_trees_all_equal(member(_host(st.opt_state), 1), member(before[1], 1))
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(member(_host(st.params), 1)))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from optax.tree_utils import tree_get
 
+from _trees import assert_trees_close, member
 from crobust import optim, training
 from crobust._errors import CrobustError
 from crobust.data import load_dataset
@@ -27,15 +28,6 @@ SGD = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-3, batc
                   eval_every=5, patience=None, val_ratio=0.1)
 
 
-def _member(tree, i):
-    return jax.tree.map(lambda a: np.asarray(a)[i], tree)
-
-
-def _assert_close(a, b, rtol):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-        assert np.max(np.abs(x - y)) <= rtol * max(np.max(np.abs(y)), 1e-30), np.max(np.abs(x - y))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -79,8 +71,8 @@ def test_a_milestone_in_the_trainer_equals_continuing_with_the_lower_lr():
     at20 = at20.replace(opt_state=optim.with_hparams(at20.opt_state, hp["lr"], hp["weight_decay"]))
     continued = fit(TINY, DATA, SGD, halved, state=at20, progress=False)
     np.testing.assert_array_equal(continued.state.step, [25, 25])
-    _assert_close(scheduled.params, continued.params, rtol=1e-6)
-    _assert_close(tree_get(scheduled.state.opt_state, "trace"), tree_get(continued.state.opt_state, "trace"), rtol=1e-6)
+    assert_trees_close(scheduled.params, continued.params, rtol=1e-6)
+    assert_trees_close(tree_get(scheduled.state.opt_state, "trace"), tree_get(continued.state.opt_state, "trace"), rtol=1e-6)
     # and the schedule really changed something: the constant run's step 25 differs
     assert not np.allclose(np.asarray(jax.tree.leaves(snaps[25].params)[0]),
                            np.asarray(jax.tree.leaves(scheduled.params)[0]))
@@ -104,17 +96,17 @@ def test_momentum_eps_and_ratio_are_traced_per_member(plain):
     members = [{"seed": 0, "momentum": 0.0, "at_eps": 0.0}, {"seed": 0, "momentum": 0.9, "at_ratio": 0.0},
                {"seed": 0, "momentum": 0.9}]
     res = fit(TINY, DATA, dataclasses.replace(SGD, adversarial=AT), members, progress=False)
-    _assert_close(_member(res.params, 0), _member(plain.params, 0), rtol=1e-5)
-    _assert_close(_member(res.params, 1), _member(plain.params, 1), rtol=1e-5)
-    w_at, w_plain = (np.asarray(jax.tree.leaves(_member(t, i))[0]) for t, i in ((res.params, 2), (plain.params, 1)))
+    assert_trees_close(member(res.params, 0), member(plain.params, 0), rtol=1e-5)
+    assert_trees_close(member(res.params, 1), member(plain.params, 1), rtol=1e-5)
+    w_at, w_plain = (np.asarray(jax.tree.leaves(member(t, i))[0]) for t, i in ((res.params, 2), (plain.params, 1)))
     assert np.max(np.abs(w_at - w_plain)) > 1e-3                    # ε = 0.1 on half the batch: another run
 
 
 def test_trades_beta_is_a_member_axis_and_beta_zero_is_the_plain_step(plain):
     cfg = dataclasses.replace(SGD, adversarial=dataclasses.replace(AT, method="trades"))
     res = fit(TINY, DATA, cfg, grid(trades_beta=[0.0, 6.0], seeds=[0]), progress=False)
-    _assert_close(_member(res.params, 0), _member(plain.params, 1), rtol=1e-5)
-    w_tr, w_plain = (np.asarray(jax.tree.leaves(_member(t, i))[0]) for t, i in ((res.params, 1), (plain.params, 1)))
+    assert_trees_close(member(res.params, 0), member(plain.params, 1), rtol=1e-5)
+    w_tr, w_plain = (np.asarray(jax.tree.leaves(member(t, i))[0]) for t, i in ((res.params, 1), (plain.params, 1)))
     assert np.max(np.abs(w_tr - w_plain)) > 1e-3
 
 

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _trees import assert_trees_close, member
 from crobust import attacks, training
 from crobust.data import load_dataset, to_float
 from crobust.training import AdversarialTraining, TrainConfig, fit, grid, init_population
@@ -52,18 +53,6 @@ CFG = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batc
 MEMBERS = [{"seed": 0, "lr": 0.1}, {"seed": 1, "lr": 0.05}]
 
 
-def _member(tree, i):
-    return jax.tree.map(lambda a: np.asarray(a)[i], tree)
-
-
-def _assert_close(a, b, rtol):
-    """Every leaf within ``rtol`` of the leaf's largest entry (float32 round-off, not element-wise)."""
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-        assert np.max(np.abs(x - y)) <= rtol * max(np.max(np.abs(y)), 1e-30), np.max(np.abs(x - y))
-
-
 @pytest.fixture(scope="module")
 def pair():
     snaps = []
@@ -83,7 +72,7 @@ def test_a_population_of_two_bn_cnns_equals_two_separate_runs(pair):
     for i, alone in enumerate(pair.alone):
         for a, b in ((res.params, alone.params), (res.model_state, alone.model_state),
                      (res.best_params, alone.best_params), (res.best_model_state, alone.best_model_state)):
-            _assert_close(_member(a, i), _member(b, 0), rtol=1e-5)
+            assert_trees_close(member(a, i), member(b, 0), rtol=1e-5)
         np.testing.assert_allclose(res.history["val_loss"][:, i], alone.history["val_loss"][:, 0], rtol=1e-5)
         np.testing.assert_array_equal(res.history["step"][:, i], alone.history["step"][:, 0])
 
@@ -125,8 +114,8 @@ def test_validation_uses_running_statistics_and_best_state_follows_best_params(p
         # best parameters and best statistics come from the same block
         best_step = int(res.state.best_step[i])
         snap = next(s for s in pair.snaps if int(s[0][i]) == best_step)
-        _assert_close(_member(res.best_params, i), _member(snap[1], i), rtol=0)
-        _assert_close(_member(res.best_model_state, i), _member(snap[2], i), rtol=0)
+        assert_trees_close(member(res.best_params, i), member(snap[1], i), rtol=0)
+        assert_trees_close(member(res.best_model_state, i), member(snap[2], i), rtol=0)
 
 
 def test_model_state_round_trips_through_a_checkpoint(pair, tmp_path):
@@ -178,7 +167,7 @@ def test_the_attack_runs_in_eval_mode_and_leaves_the_running_statistics_alone():
     assert 0 < int(jnp.sum(jnp.any(x_mix != x, axis=(1, 2, 3)))) <= 32
     update = lambda xb: CNN.apply(variables, xb, train=True, mutable=["batch_stats"])[1]
     want, clean = update(x_mix), update(x)
-    got = _member(res.state.model_state, 1)
+    got = member(res.state.model_state, 1)
     for g, w, c in zip(jax.tree.leaves(got), jax.tree.leaves(want), jax.tree.leaves(clean)):
         g, w, c = np.asarray(g), np.asarray(w), np.asarray(c)
         # float32 round-off of the same computation in two programs; the clean-batch update differs by far more
@@ -221,7 +210,7 @@ def test_a_population_of_two_resnets_equals_two_separate_runs():
         alone = [fit(net, DATA, cfg, [m], progress=False) for m in MEMBERS]
     for i, one in enumerate(alone):
         for a, b in ((res.params, one.params), (res.model_state, one.model_state)):
-            _assert_close(_member(a, i), _member(b, 0), rtol=1e-5)
+            assert_trees_close(member(a, i), member(b, 0), rtol=1e-5)
         np.testing.assert_allclose(res.history["val_loss"][:, i], one.history["val_loss"][:, 0], rtol=1e-5)
     # and the members really differ (seeds and learning rates): the comparison above is not between copies
     assert not np.allclose(np.asarray(jax.tree.leaves(res.params)[0][0]), np.asarray(jax.tree.leaves(res.params)[0][1]))
