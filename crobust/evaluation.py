@@ -412,7 +412,7 @@ def _json_settings(kwargs):
 
 
 def _build_report(arrays, eps_values, norm, specs, large_eps, x_adv, adv_index, on_fail, key_data, num_classes,
-                  context=""):
+                  context="", layout=None):
     """Host side: accuracies, checks and the record from the arrays of :func:`robust_flags` (one model)."""
     a = jax.tree.map(np.asarray, arrays)
     names = [s[0] for s in specs]
@@ -510,7 +510,7 @@ def _build_report(arrays, eps_values, norm, specs, large_eps, x_adv, adv_index, 
         checks=checks, clean_correct=clean_correct, robust_flags=robust,
         attack_flags={nm: correct[:, i, :] & clean_correct for i, nm in enumerate(names)}, x_adv=x_adv,
         x_adv_eps=tuple(float(eps_values[i]) for i in adv_index),
-        description=presets.describe(tuple((nm, kw) for nm, _, kw in specs), num_classes))
+        description=presets.describe(tuple((nm, kw) for nm, _, kw in specs), num_classes), layout=layout or {})
 
 
 def _prepare_eval(x, y, eps, norm, attacks, on_fail):
@@ -571,10 +571,9 @@ def robust_accuracy(logits_fn, x, y, key, *, eps, norm: str = "linf", attacks=DE
         arrays = dict(jax.jit(functools.partial(_core, logits_fn), static_argnames=_STATIC)(x, y, key, eps_array,
                                                                                             **static))
     x_adv = arrays.pop("x_adv", None)
-    report = _build_report(arrays, eps_values, norm, specs, _grey_radius(x, norm),
-                           None if x_adv is None else np.asarray(x_adv), adv_index, on_fail, _key_data(key),
-                           num_classes)
-    return dataclasses.replace(report, layout=dict(eps_loop=eps_loop, point_chunk=point_chunk))
+    return _build_report(arrays, eps_values, norm, specs, _grey_radius(x, norm),
+                         None if x_adv is None else np.asarray(x_adv), adv_index, on_fail, _key_data(key),
+                         num_classes, layout=dict(eps_loop=eps_loop, point_chunk=point_chunk))
 
 
 def _member_keys(key, member_keys, members: int):
@@ -642,9 +641,9 @@ def population_robust_accuracy(apply_fn, params, x, y, key=None, *, eps, norm: s
     for m in range(members):
         member_arrays = {k: v[m] for k, v in arrays.items()}
         x_adv = member_arrays.pop("x_adv", None)
-        report = _build_report(member_arrays, eps_values, norm, specs, grey_radius, x_adv, adv_index, on_fail,
-                               _key_data(keys[m]), num_classes, context=f" for member {m}")
-        reports.append(dataclasses.replace(report, layout=dict(eps_loop=eps_loop, point_chunk=point_chunk)))
+        reports.append(_build_report(member_arrays, eps_values, norm, specs, grey_radius, x_adv, adv_index, on_fail,
+                                     _key_data(keys[m]), num_classes, context=f" for member {m}",
+                                     layout=dict(eps_loop=eps_loop, point_chunk=point_chunk)))
     return reports
 
 

@@ -100,7 +100,8 @@ def _check_state_matches_members(state: PopulationState, hparams: dict, members:
     (the values the steps use) equal to the members' (else training would silently use the state's)."""
     if state.num_members != len(members):
         raise CrobustError(f"the state has {state.num_members} members but {len(members)} were given")
-    for name, held in (("lr", optim.learning_rate(state.opt_state)), ("weight_decay", optim.weight_decay(state.opt_state))):
+    for name, held in (("lr", optim.learning_rate(state.opt_state)),
+                       ("weight_decay", optim.weight_decay(state.opt_state))):
         held, want = np.asarray(held, np.float32), np.asarray(hparams[name], np.float32)
         bad = np.flatnonzero(held != want)
         if bad.size:
@@ -237,8 +238,8 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
 
 def _offload_chunk(offload, state: PopulationState, config: TrainConfig, n_members: int, mesh) -> int | None:
     """The chunk size ``fit``'s ``offload`` asks for (its docstring), or None for a device-resident state."""
-    several = jax.process_count() > 1 or (mesh is not None and mesh.size > 1) or (mesh is None and
-                                                                                  jax.device_count() > 1)
+    layout = parallel.MemberLayout(n_members, mesh)
+    several = layout.n_devices > 1 or layout.multi_process          # the member axis is sharded across them
     if offload == "auto":
         if several:
             return None
