@@ -36,8 +36,9 @@ Fine-tuning after pruning:
 - :func:`fit_masked` — the population trainer (:func:`crobust.training.fit`) with its parameter mask
   (:func:`parameter_mask`, ``PopulationState.param_mask``): every step's gradient is multiplied by the 0/1 mask
   before the optimiser, so pruned entries stay exactly 0 under SGD, AdamW, weight decay, every penalty (L1 and
-  the alignment penalty included, whose chosen subgradient at 0 is not 0) and the Frobenius projection. Per-member masks, batch-norm models (their running statistics carried along) and any
-  ``TrainConfig`` work as in ``fit``.
+  the alignment penalty included, whose chosen subgradient at 0 is not 0) and the Frobenius projection.
+  Per-member masks, batch-norm models (their running statistics carried along) and any ``TrainConfig`` work as
+  in ``fit``.
 - :func:`fine_tune` — any other trainer, through :class:`MaskedModel` (the masks in the forward pass, so the loss
   gives pruned weights zero gradients). The raw entries behind the mask then stay zero except under penalties
   whose subgradient at 0 is non-zero (L1, alignment: they drift behind the mask, never reaching the forward
@@ -329,8 +330,8 @@ def fine_tune(fit_like: Callable, model, variables: Mapping, masks: Mapping, **k
 
 def parameter_mask(params: Mapping, masks: Mapping) -> dict:
     """The 0/1 multiplier of every parameter entry that ``masks`` removes: :func:`apply_masks` of a tree of ones
-    shaped like ``params`` (a params tree or ``{'params': ...}``, returned alike; float32; kernel output columns, biases and the layer's own batch-norm scale/bias at the
-    removed rows are 0, every other entry 1). ``apply_masks(params, masks) == params * parameter_mask(...)``."""
+    shaped like ``params`` (a params tree or ``{'params': ...}``, returned alike; float32; kernel output columns,
+    biases and the layer's own batch-norm scale/bias at the removed rows are 0, every other entry 1). ``apply_masks(params, masks) == params * parameter_mask(...)``."""
     return apply_masks(jax.tree.map(lambda a: jnp.ones(jnp.shape(a), jnp.float32), params), masks)
 
 
