@@ -18,8 +18,14 @@ the budget, default 480 s = 8 minutes, plus 600 s with ``--all-studies`` and 240
    (``make reproduce PRESET=small``, ≤ 600 s more);
 2b. ``resnet`` (``--resnet``, ≤ 240 s): issue 13's ResNet-18 population target
    (:func:`benchmarks.bench_training.resnet18_throughput`);
-3. ``tests`` (the rest, ≥ 200 s): ``pytest`` over ``tests/`` with a JUnit XML, from which passed / failed / skipped
-   counts and the failing tests' names are read.
+3. ``tests`` (the rest, ≥ 200 s): ``pytest`` over ``tests/`` in :func:`test_workers` pytest-xdist workers with a
+   JUnit XML, from which passed / failed / skipped counts and the failing tests' names are read. At the budget's
+   end pytest gets SIGINT and 45 s to write the report of the tests that ran (``tests.complete: false``).
+
+Before any phase it checks that this interpreter meets crobust's requirements (:mod:`benchmarks.device_env`) and
+refuses with one line naming what is missing. On a lent machine with no network, whose image has JAX but not
+tensorflow-datasets, ``make device-wheels`` (here) and ``make gpu-check-device`` (there) bring the rest; the
+README's "On a lent GPU machine" says how.
 
 The summary (``bench/gpu_check.json``): device kind and count, jax and jaxlib versions, every phase's return code,
 wall time and whether it timed out, the tests' counts, the reproduce wall time, the benchmarks' figures and
@@ -35,11 +41,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+
+from benchmarks import device_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,17 +77,40 @@ print("GPU_CHECK_JSON " + json.dumps(out, default=str))
 """
 
 
-def _run(cmd, timeout: float, env=None) -> dict:
+def _run(cmd, timeout: float, env=None, interrupt_grace_s: float | None = None) -> dict:
+    """Run ``cmd`` for at most ``timeout`` s. At the limit it gets SIGINT and ``interrupt_grace_s`` more seconds to
+    finish (pytest then writes its JUnit report of the tests that ran), then its whole process group is killed."""
     t = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    timed_out = False
     try:
-        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=max(timeout, 1))
-        rc, out, err, timed_out = r.returncode, r.stdout, r.stderr, False
-    except subprocess.TimeoutExpired as e:
-        rc, timed_out = None, True
-        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        err = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
-    return {"rc": rc, "timed_out": timed_out, "wall_s": round(time.perf_counter() - t, 1), "stdout": out,
-            "stderr": err, "limit_s": round(timeout, 1)}
+        out, err = proc.communicate(timeout=max(timeout, 1))
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        if interrupt_grace_s:
+            proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=interrupt_grace_s or 0.1)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+    finally:
+        try:                                 # stray children (pytest-xdist workers) go with it
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return {"rc": None if timed_out else proc.returncode, "timed_out": timed_out,
+            "wall_s": round(time.perf_counter() - t, 1), "stdout": out or "", "stderr": err or "",
+            "limit_s": round(timeout, 1)}
+
+
+def test_workers(on_accelerator: bool, cores: int | None = None) -> int:
+    """pytest-xdist workers for the test phase: none on a CPU dry run; on an accelerator machine one per two of its
+    cores, 2 to 8 (tracing and compiling are single-threaded per process; each worker allocates GPU memory on
+    demand, tests/conftest.py)."""
+    cores = (os.cpu_count() or 1) if cores is None else cores
+    return max(2, min(8, cores // 2)) if on_accelerator else 0
 
 
 def _junit_counts(path: str) -> dict:
@@ -112,6 +144,13 @@ def main(argv=None) -> int:
     args.budget_s += (600.0 if args.all_studies else 0.0) + (240.0 if args.resnet else 0.0)
     py = sys.executable
     t0 = time.perf_counter()
+
+    problems = device_env.unsatisfied(device_env.project_requirements())
+    if problems:
+        print(f"gpu-check: crobust's requirements are not met by {py}: {', '.join(problems)} (on a machine "
+              f"without a network, carry the wheels of `make device-wheels` and run `make gpu-check-device`)",
+              file=sys.stderr)
+        return 2
 
     probe = _run([py, "-c", _PROBE], timeout=120)
     if probe["rc"] != 0:
@@ -160,16 +199,21 @@ def main(argv=None) -> int:
         if not line:
             summary["phases"]["resnet"]["stderr_tail"] = _tail(rn["stderr"])
 
-    # 3. tests
+    # 3. tests: what is left of the budget; at the limit pytest is interrupted and the tests that ran are counted
     with tempfile.TemporaryDirectory(prefix="gpu_check_junit_") as tmp:
         junit = os.path.join(tmp, "junit.xml")
         targets = ["tests/test_precision.py"] if dry else ["tests"]
-        tr = _run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *targets],
-                  timeout=max(left() - 5, 1))
+        workers = test_workers(on_accel)
+        xdist = ["-n", str(workers), "--dist", "loadscope"] if workers else []
+        grace = 45.0
+        tr = _run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", *xdist, f"--junitxml={junit}", *targets],
+                  timeout=max(left() - grace - 5, 1), interrupt_grace_s=grace)
         counts = _junit_counts(junit)
     summary["phases"]["tests"] = {k: tr[k] for k in ("rc", "timed_out", "wall_s", "limit_s")}
+    summary["phases"]["tests"]["workers"] = workers
     if not counts.get("parsed"):
         summary["phases"]["tests"]["stdout_tail"] = _tail(tr["stdout"])
+    counts["complete"] = bool(counts.get("parsed")) and not tr["timed_out"]
     summary["tests"] = counts
 
     summary["total_wall_s"] = round(time.perf_counter() - t0, 1)
@@ -180,7 +224,7 @@ def main(argv=None) -> int:
     ok = (tr["rc"] == 0 and r["rc"] == 0 and bench is not None and summary["within_budget"])
     print(f"gpu-check: {device['device_count']} × {device['device_kind']} ({device['backend']}), tests "
           f"{counts.get('passed', '?')} passed / {counts.get('failed', '?')} failed / {counts.get('errors', '?')} "
-          f"errors, reproduce {preset} {r['wall_s']} s (rc {r['rc']}), total {summary['total_wall_s']} s "
+          f"errors{'' if counts['complete'] else ' (INCOMPLETE: interrupted at the budget)'}, reproduce {preset} {r['wall_s']} s (rc {r['rc']}), total {summary['total_wall_s']} s "
           f"of {args.budget_s:.0f} s{' [CPU DRY RUN]' if dry else ''} → {args.out}")
     return 0 if ok else 1
 

@@ -1,8 +1,12 @@
 """benchmarks.gpu_check: on a machine without an accelerator it refuses with one line and exit status 2, writing
-nothing (its figures would not be accelerator figures)."""
+nothing (its figures would not be accelerator figures); it refuses the same way when crobust's requirements are
+not met; a test run cut at its time limit still reports the tests that ran."""
+
+import sys
 
 import jax
 import pytest
+from packaging.requirements import Requirement
 
 from benchmarks import gpu_check
 
@@ -14,3 +18,32 @@ def test_gpu_check_refuses_on_a_cpu_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no GPU/TPU here" in err[0] and "--cpu-dry-run" in err[0]
     assert not out.exists()
+
+
+def test_gpu_check_refuses_with_one_line_when_a_requirement_is_missing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(gpu_check.device_env, "project_requirements",
+                        lambda: [Requirement("crobust-surely-absent-pkg>=1")])
+    out = tmp_path / "gpu_check.json"
+    assert gpu_check.main(["--out", str(out), "--cpu-dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "crobust-surely-absent-pkg (absent)" in err[0] and "make device-wheels" in err[0]
+    assert not out.exists()
+
+
+def test_a_test_run_cut_at_its_limit_still_reports_the_tests_that_ran(tmp_path):
+    tests = tmp_path / "test_cut.py"
+    tests.write_text("import time\n\ndef test_quick():\n    pass\n\ndef test_fails():\n    assert 0\n\n"
+                     "def test_hangs():\n    time.sleep(120)\n")
+    junit = tmp_path / "junit.xml"
+    r = gpu_check._run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
+                        str(tests)], timeout=8, interrupt_grace_s=60)
+    assert r["timed_out"] and r["rc"] is None
+    assert r["wall_s"] < 60                  # SIGINT ended it; the grace period was not used up
+    counts = gpu_check._junit_counts(str(junit))
+    assert counts["parsed"] and counts["passed"] == 1 and counts["failed"] == 1
+    assert counts["failed_tests"] == ["test_cut::test_fails"]
+
+
+def test_the_test_phase_uses_half_the_cores_of_an_accelerator_machine_two_to_eight_workers():
+    assert [gpu_check.test_workers(True, c) for c in (1, 4, 16, 64)] == [2, 2, 8, 8]
+    assert gpu_check.test_workers(False, 16) == 0
