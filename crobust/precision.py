@@ -16,9 +16,11 @@ parity checks (the test suite runs inside        product given ``precision=HIGHE
 :func:`full`, tests/conftest.py)                 6 bf16 passes on TPU and true FP32 (no tensor cores) on GPU.
 robust-accuracy evaluation                       the caller's context: trace it inside :func:`full` for numbers
                                                  comparable with the reference code (which evaluates in fp32).
-the nuclear-norm penalty's *value*               full float32 (``tr(QᵀW)``, :mod:`crobust.regularizers`)
+the nuclear-norm penalty: its value ``tr(QᵀW)``  full float32 (:mod:`crobust._polar`): the guard that makes the value
+and the polar iteration for its subgradient Q    exact assumes Q keeps W's singular vectors, which TF32/bf16
+                                                 products lose at ~1e-3 (the module's docstring gives the figures)
 training steps (forward, backward, optimiser,    the config field ``TrainConfig.matmul_precision``:
-penalty gradients)                               ``'float32'`` (default; = ``'highest'``, what the reference
+the other penalties' gradients)                  ``'float32'`` (default; = ``'highest'``, what the reference
                                                  PyTorch code does — it never enables TF32), ``'tf32'`` or ``'bf16'``
                                                  (opt-in speed settings, accelerators only), applied by
                                                  :func:`training` around the traced step and recorded in config.json.
@@ -91,7 +93,7 @@ def check_training_precision(name: str) -> str:
 def training(name: str = DEFAULT_TRAINING_PRECISION):
     """Context manager for a training step traced at the config's precision ('float32' | 'tf32' | 'bf16').
 
-    Inside it, metrics and the nuclear-norm value still run at full float32: they open :func:`full` themselves."""
+    Inside it, metrics and the nuclear-norm penalty still run at full float32: they open :func:`full` themselves."""
     return jax.default_matmul_precision(TRAINING_PRECISIONS[check_training_precision(name)])
 
 
