@@ -91,16 +91,11 @@ def _applies(req: Requirement, env: dict | None, extras: Iterable[str]) -> bool:
     return any(req.marker.evaluate({**(env or {}), "extra": e}) for e in (list(extras) or [""]))
 
 
-def carry_set(roots: Iterable[Requirement], requires: Callable[[str], list[str] | None],
-              version: Callable[[str], str], image: frozenset = IMAGE, env: dict | None = None) -> dict[str, str]:
-    """The closure defined in the module docstring: ``{canonical name: version}`` of every distribution reachable
-    from ``roots`` through requirements whose markers hold in ``env`` and that is not in ``image``.
-
-    ``requires(name)`` lists a distribution's requirement strings and ``version(name)`` its installed version (both
-    :mod:`importlib.metadata`'s by default in :func:`carry_for_target`); a distribution reached again with other
-    extras is walked again for those."""
-    env = TARGET_MARKERS if env is None else env
-    carried: dict[str, str] = {}
+def _walk(roots: Iterable[Requirement], requires: Callable[[str], list[str] | None], env: dict | None,
+          descend: Callable[[str], bool]):
+    """Yield ``(requirement, canonical name)`` for every requirement reachable from ``roots`` whose marker holds in
+    ``env`` (None: this interpreter) for the extras asked of its parent. A distribution's own requirements are
+    walked, once per extra asked of it, when ``descend(name)`` holds."""
     walked: set[tuple[str, str]] = set()
     stack = [(r, "") for r in roots]
     while stack:
@@ -108,15 +103,27 @@ def carry_set(roots: Iterable[Requirement], requires: Callable[[str], list[str] 
         if not _applies(req, env, [parent_extra]):
             continue
         name = canonicalize_name(req.name)
-        if name in image:
+        yield req, name
+        if not descend(name):
             continue
-        carried.setdefault(name, version(name))
         for extra in [""] + sorted(req.extras):
-            if (name, extra) in walked:
-                continue
-            walked.add((name, extra))
-            stack += [(Requirement(line), extra) for line in (requires(name) or [])]
-    return dict(sorted(carried.items()))
+            if (name, extra) not in walked:
+                walked.add((name, extra))
+                stack += [(Requirement(line), extra) for line in (requires(name) or [])]
+
+
+def carry_set(roots: Iterable[Requirement], requires: Callable[[str], list[str] | None],
+              version: Callable[[str], str], image: frozenset = IMAGE, env: dict | None = None) -> dict[str, str]:
+    """The closure defined in the module docstring: ``{canonical name: version}`` of every distribution reachable
+    from ``roots`` through requirements whose markers hold in ``env`` (default: the target's) and that is not in
+    ``image``; the walk stops at a distribution of ``image``.
+
+    ``requires(name)`` lists a distribution's requirement strings and ``version(name)`` its installed version (both
+    :mod:`importlib.metadata`'s in :func:`carry_for_target`)."""
+    outside = lambda name: name not in image
+    return dict(sorted({name: version(name) for _, name in
+                        _walk(roots, requires, TARGET_MARKERS if env is None else env, outside)
+                        if outside(name)}.items()))
 
 
 def carry_for_target() -> dict[str, str]:
@@ -131,28 +138,19 @@ def carry_for_target() -> dict[str, str]:
 
 
 def unsatisfied(roots: Iterable[Requirement]) -> list[str]:
-    """The requirements (walked through the distributions found, like :func:`carry_set`, in this interpreter's
-    environment) that are absent or whose installed version the specifier refuses, as ``'name (why)'``."""
-    problems, walked = [], set()
-    stack = [(r, "") for r in roots]
-    while stack:
-        req, parent_extra = stack.pop()
-        if not _applies(req, None, [parent_extra]):
-            continue
-        name = canonicalize_name(req.name)
+    """The requirements (walked from ``roots`` like :func:`carry_set`, in this interpreter's environment, through
+    the distributions found outside :data:`IMAGE`) that are absent or whose installed version the specifier
+    refuses, as ``'name (why)'``."""
+    problems, found = [], set()
+    for req, name in _walk(roots, metadata.requires, None, lambda n: n in found and n not in IMAGE):
         try:
             have = metadata.version(name)
         except metadata.PackageNotFoundError:
             problems.append(f"{name} (absent)")
             continue
+        found.add(name)
         if req.specifier and not req.specifier.contains(have, prereleases=True):
             problems.append(f"{name} ({have}, needs {req.specifier})")
-        if name in IMAGE:        # the image's own requirements are the image's business
-            continue
-        for extra in [""] + sorted(req.extras):
-            if (name, extra) not in walked:
-                walked.add((name, extra))
-                stack += [(Requirement(line), extra) for line in (metadata.requires(name) or [])]
     return sorted(set(problems))
 
 
