@@ -41,12 +41,14 @@ Expected results:
   s ∈ {0.5, 1, 2, 4, 8, 16} (‖W¹₀‖_F ≈ 11.5 for 784→400 at PyTorch's init, so 6–185, the range the third-party
   reproduction swept, PAPER.md §E9), UAT at α ∈ {0, 1e-2, 1e-1} (ℓ∞ ε 0.1, 5 steps) × 6 seeds, batch 256,
   ≤ 21,100 steps (100 epochs) with early stopping; universal δ learned on 5,000 training images in 5 passes
-  (ℓ∞ headline 0.15, ℓ2 headline 2); the full evaluation budget on 2,000 points. Wall time on one H200, from
-  FINDINGS.md §6 (not measured here): the nuclear-norm step is dominated by the batched SVD (35 × 400×784:
-  504 ms per step), so the α arm (42 members, ≈ 0.6 s per step) takes ≤ 21,100 × 0.6 s ≈ 3.5 h and the UAT arm
-  (18 members, SVD ≈ 0.26 s plus 6 forward-backward passes per step) ≈ 1.6 h; the scale arm (36 members, no
-  penalty, 161 k member-steps/s for 784→400→10) a few minutes; evaluation (APGD ≈ 0.01 s per member and ε) minutes.
-  Early stopping usually ends members sooner.
+  (ℓ∞ headline 0.15, ℓ2 headline 2); the full evaluation budget on 2,000 points. Wall time on one H200,
+  estimated (not measured here): the nuclear-norm step is dominated by the penalty's polar iteration, ≈ 7.2 GFLOP
+  of full-float32 products per 400×784 member (``benchmarks.bench_spectral.flop_model``; FINDINGS.md §6 measured
+  30 Newton–Schulz iterations at 35 × 400×784 in 5.4 ms), so the α arm (42 members, ≈ 300 GFLOP per step, ≈ 5 ms
+  at the H200's ~60 TFLOP/s float32) takes ≈ 21,100 × 5 ms ≈ 2 min and the UAT arm (18 members, the penalty plus
+  6 forward-backward passes per step) a few minutes; the scale arm (36 members, no penalty, 161 k member-steps/s
+  for 784→400→10) a few minutes; evaluation (APGD ≈ 0.01 s per member and ε) minutes. Early stopping usually ends
+  members sooner.
 """
 
 from __future__ import annotations
