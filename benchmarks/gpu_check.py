@@ -14,7 +14,8 @@ the budget, default 480 s = 8 minutes, plus 600 s with ``--all-studies`` and 240
    step against its roofline (:func:`benchmarks.bench_scaling.big_mlp_report`, float32 and tf32);
 2. ``reproduce`` (≤ 150 s): ``python -m experiments.reproduce --preset small --studies spectral_fixed_scale`` (the
    motivating study) into a temporary folder, its wall time against the same command on an idle 2-core CPU
-   (:data:`CPU_REFERENCE_S`; issue 12's target: faster on the accelerator); with ``--all-studies`` every study
+   (:data:`CPU_REFERENCE_S`; issue 12's target: faster on the accelerator), with the seconds JAX spent tracing,
+   lowering and compiling (:func:`compile_stats`); with ``--all-studies`` every study
    (``make reproduce PRESET=small``, ≤ 600 s more);
 2b. ``resnet`` (``--resnet``, ≤ 240 s): issue 13's ResNet-18 population target
    (:func:`benchmarks.bench_training.resnet18_throughput`);
@@ -41,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -59,6 +61,9 @@ _PROBE = ("import json, jax, jaxlib; d = jax.devices(); print(json.dumps({'backe
 # `make reproduce PRESET=small` on an idle 2-core CPU (AMD EPYC, jax 0.10.2, fresh clone, empty compilation cache):
 # the motivating study alone and all six studies, wall seconds.
 CPU_REFERENCE_S = {"spectral_fixed_scale": 137.0, "all": 756.0}
+# The motivating study's small preset on the same CPU with the compilation cache off (CROBUST_CACHE_DIR=off,
+# JAX_LOG_COMPILES=1; :func:`compile_stats`): 102 compilations, 8.5 s tracing, 3.9 s lowering, 49.6 s compiling.
+CPU_REFERENCE_STAGES = {"spectral_fixed_scale": {"compiles": 102, "trace_s": 8.5, "lower_s": 3.9, "compile_s": 49.6}}
 
 _RESNET = """
 import json
@@ -111,6 +116,26 @@ def test_workers(on_accelerator: bool, cores: int | None = None) -> int:
     demand, tests/conftest.py)."""
     cores = (os.cpu_count() or 1) if cores is None else cores
     return max(2, min(8, cores // 2)) if on_accelerator else 0
+
+
+_STAGES = {"trace_s": re.compile(r"Finished tracing .* in ([0-9.eE+-]+) sec"),
+           "lower_s": re.compile(r"Finished jaxpr to MLIR module conversion .* in ([0-9.eE+-]+) sec"),
+           "compile_s": re.compile(r"Finished XLA compilation of .* in ([0-9.eE+-]+) sec")}
+
+
+def compile_stats(log: str) -> dict:
+    """Seconds spent tracing, lowering and compiling, and the number of XLA compilations, summed from the lines
+    ``JAX_LOG_COMPILES=1`` makes JAX log (every process that wrote to ``log``): how much of a run's wall time
+    is compilation, which on a fresh accelerator machine (empty compilation cache) can exceed the computing."""
+    out = {k: 0.0 for k in _STAGES}
+    out["compiles"] = 0
+    for line in log.splitlines():
+        for key, pattern in _STAGES.items():
+            m = pattern.search(line)
+            if m:
+                out[key] += float(m.group(1))
+                out["compiles"] += key == "compile_s"
+    return {k: round(v, 1) if isinstance(v, float) else v for k, v in out.items()}
 
 
 def _junit_counts(path: str) -> dict:
@@ -181,14 +206,17 @@ def main(argv=None) -> int:
         which = "all" if args.all_studies else "spectral_fixed_scale"
         studies = [] if args.all_studies else ["--studies", which]
         r = _run([py, "-m", "experiments.reproduce", "--preset", preset, *studies, "--out", tmp, "--quiet"],
-                 timeout=min(750.0 if args.all_studies else 150.0, left() - 60))
+                 timeout=min(750.0 if args.all_studies else 150.0, left() - 60),
+                 env={**os.environ, "JAX_LOG_COMPILES": "1"})
     summary["phases"]["reproduce"] = {k: r[k] for k in ("rc", "timed_out", "wall_s", "limit_s")}
     summary["phases"]["reproduce"].update(preset=preset, studies=which)
     if r["rc"] != 0:
         summary["phases"]["reproduce"]["stderr_tail"] = _tail(r["stderr"])
     wall = None if dry or r["rc"] != 0 else r["wall_s"]
     summary["reproduce_small"] = {"studies": which, "wall_s": wall, "cpu_reference_s": CPU_REFERENCE_S[which],
-                                  "faster_than_cpu": None if wall is None else wall < CPU_REFERENCE_S[which]}
+                                  "faster_than_cpu": None if wall is None else wall < CPU_REFERENCE_S[which],
+                                  "jax_stages": compile_stats(r["stderr"]),
+                                  "cpu_reference_stages": CPU_REFERENCE_STAGES.get(which)}
 
     # 2b. the ResNet-18 population target (issue 13)
     if args.resnet:

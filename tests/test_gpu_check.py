@@ -47,3 +47,15 @@ def test_a_test_run_cut_at_its_limit_still_reports_the_tests_that_ran(tmp_path):
 def test_the_test_phase_uses_half_the_cores_of_an_accelerator_machine_two_to_eight_workers():
     assert [gpu_check.test_workers(True, c) for c in (1, 4, 16, 64)] == [2, 2, 8, 8]
     assert gpu_check.test_workers(False, 16) == 0
+
+
+def test_compile_stats_sums_the_stages_jax_logs():
+    log = "\n".join([
+        "WARNING:jax._src.dispatch:Finished tracing stage for jit in 0.25 sec",
+        "Finished jaxpr to MLIR module conversion jit(stage) in 0.5 sec",
+        "Finished XLA compilation of jit(stage) in 1.25 sec",
+        "Compiling jit(f) with global shapes and types (ShapedArray(float32[3]),).",
+        "Finished XLA compilation of jit(f) in 2e-1 sec",
+        "[train] step 10/10 | 3.0s elapsed",
+    ])
+    assert gpu_check.compile_stats(log) == {"trace_s": 0.2, "lower_s": 0.5, "compile_s": 1.4, "compiles": 2}
