@@ -207,6 +207,9 @@ def _start(ckdir, out, log, cache=None):
     """The job in a fresh process; ``cache``: a folder for JAX's persistent compilation cache (what the study command
     line turns on), so a restarted job loads its compiled block instead of compiling it again."""
     env = {k: v for k, v in os.environ.items() if k not in ("CROBUST_DISTRIBUTED", "XLA_FLAGS")}
+    # One device whatever this process was given, and on a GPU deterministic reductions without autotuning, so that
+    # two compilations of the job (the reference's and the cached one) are the same program (tests/conftest.py).
+    env["XLA_FLAGS"] = "--xla_gpu_deterministic_ops=true"
     if cache is not None:
         env.update(JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
