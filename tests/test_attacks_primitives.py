@@ -14,6 +14,7 @@ import crobust.attacks as A
 from crobust._errors import CrobustError
 from crobust.attacks import losses
 from crobust.attacks import projections as P
+from _margins import assert_far_from_ties
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
 shapes = st.sampled_from([(1, 2), (3, 5), (2, 3, 3, 1), (4, 2, 2, 3), (5, 8, 8, 1)])
@@ -321,6 +322,7 @@ def test_universal_perturbation_returns_its_best_pass_and_accuracy_needs_clean_c
     x = jnp.asarray(rng.uniform(0.3, 0.7, (120, 4, 4, 1)).astype(np.float32))
     y = jnp.asarray(rng.integers(0, 4, 120).astype(np.int32))        # random labels: many wrong clean
     clean = np.asarray(jnp.argmax(f(x), -1) == y)
+    assert_far_from_ties(f(x))                         # the δ = 0 program's decisions equal these exactly
     assert 0.1 < clean.mean() < 0.9
     # δ = 0: universal accuracy equals clean accuracy (points wrong clean never count as correct)
     assert float(A.universal_accuracy(f, x, y, jnp.zeros((4, 4, 1)))) == pytest.approx(clean.mean())

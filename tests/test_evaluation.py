@@ -11,6 +11,7 @@ import pytest
 import crobust.evaluation as E
 from crobust._errors import CrobustError
 from crobust.attacks import fgsm
+from _margins import assert_far_from_ties
 from test_attacks_mlp import trained_mlp  # the same session-cached trained MLP (tests/ is on sys.path)
 
 FAST = (("apgd-ce", {"n_iter": 30}), ("square", {"n_queries": 300}))
@@ -37,6 +38,7 @@ def test_report_is_consistent_json_able_and_robustbench_shaped():
     eps = [0, 8 / 255, 32 / 255, 0.5]
     report = E.robust_accuracy(f, x, y, jax.random.key(0), eps=eps, norm="linf", attacks=FAST, on_fail="ignore")
     clean = np.asarray(jnp.argmax(f(x), -1) == y)
+    assert_far_from_ties(f(x))                          # eager decisions vs the jitted program's, compared exactly
     assert report.clean_acc == pytest.approx(clean.mean()) and 0.8 < report.clean_acc < 1
     np.testing.assert_array_equal(report.clean_correct, clean)
     # ε = 0 gives clean accuracy exactly, with the same points
@@ -73,6 +75,7 @@ def test_population_equals_a_loop_over_members():
                                                  attacks=attacks))
     for m in range(3):
         alone = single(_member(params, m), jax.random.fold_in(key, m))
+        assert_far_from_ties(model.apply(_member(params, m), x))
         np.testing.assert_array_equal(together[m].clean_correct, np.asarray(alone["clean_correct"]))
         agree = np.mean(together[m].robust_flags == np.asarray(alone["robust"]))
         assert agree >= 1 - 1.5 / len(y), agree           # at most one borderline point may differ by rounding

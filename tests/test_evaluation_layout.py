@@ -25,6 +25,7 @@ from crobust._errors import CrobustError
 from crobust.attacks import square
 from crobust.models import MLP, ResNet18
 from test_attacks_mlp import trained_mlp  # the session-cached trained digits MLP (tests/ is on sys.path)
+from _margins import assert_far_from_ties
 
 GiB = 2 ** 30
 CHAOTIC = 0.02
@@ -119,6 +120,7 @@ def test_looped_and_chunked_evaluation_equals_the_vmapped_one_on_an_mlp():
     ref, looped = run(False, None), run(True, 7)                        # 50 = 7 chunks of 7 + 1 padded
     assert looped.layout == {"eps_loop": True, "point_chunk": 7} and ref.layout == {"eps_loop": False,
                                                                                       "point_chunk": None}
+    assert_far_from_ties(model.apply(params, x))
     np.testing.assert_array_equal(ref.clean_correct, looped.clean_correct)
     assert 0 < ref.robust_acc[0] < ref.clean_acc                       # attacks break some points, not all
     assert _agree(ref.robust_flags, looped.robust_flags) >= 1 - CHAOTIC
@@ -149,6 +151,8 @@ def test_population_layouts_agree_on_a_tiny_cnn():
     x = jax.random.uniform(jax.random.key(3), (30, 8, 8, 3))
     params = jax.vmap(lambda k: model.init(k, x[:1]))(jax.random.split(jax.random.key(4), 2))
     y = jnp.argmax(model.apply(jax.tree.map(lambda v: v[0], params), x), -1)
+    for m in range(2):         # labels and clean flags come from other programs than the evaluation's
+        assert_far_from_ties(model.apply(jax.tree.map(lambda v: v[m], params), x))
     attacks = (("apgd-t", {"n_iter": 6, "n_target_classes": 2}),)
     run = lambda loop, chunk: E.population_robust_accuracy(model.apply, params, x, y, jax.random.key(5),
                                                            eps=[0.02, 0.1], attacks=attacks, on_fail="ignore",

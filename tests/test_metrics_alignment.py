@@ -9,6 +9,7 @@ import pytest
 
 import crobust.metrics as M
 from crobust._errors import CrobustError
+from _margins import assert_signs_far_from_zero
 
 
 def op(m, p):
@@ -89,6 +90,7 @@ def test_bound_ge_exact_ge_observed(p):
     w2 = rng.standard_normal((5, 10)).astype(np.float32)
     z = rng.standard_normal((64, 7)).astype(np.float32)
     pats = M.activation_patterns(w1, z)
+    assert_signs_far_from_zero(z @ w1.T, z[:, None, :] * w1[None, :, :])
     np.testing.assert_array_equal(pats, z @ w1.T > 0)
     exact = float(M.max_pattern_norm(w1, w2, p, mode="exact"))
     bound = float(M.max_pattern_norm(w1, w2, p, mode="bound"))

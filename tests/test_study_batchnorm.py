@@ -27,6 +27,7 @@ from crobust.study import measures as M
 from crobust.training import TrainConfig, init_population
 from crobust.training import loop as _loop
 from crobust.training.population import EvalApply, FitResult
+from _margins import assert_far_from_ties
 
 DATA = load_dataset("digits")
 MODEL = ResNet18(10, stem="cifar", width=2, stage_sizes=(1, 1, 1, 1), mean=tuple(DATA.mean), std=tuple(DATA.std))
@@ -132,6 +133,7 @@ def test_measures_use_running_statistics_and_match_for_evaluation():
         assert ra["robust_acc[norm=linf,eps=0.05]"][m] == r.robust_acc[1]
         assert ra["clean_acc_points"][m] == r.clean_acc
         np.testing.assert_array_equal(ctx.cache[("bn", "x_adv", "linf")][m], r.adversarial(EVAL.headline_linf))
+        assert_far_from_ties(_logits(_member(variables, m), x, "eval"))
         eval_correct = np.argmax(np.asarray(_logits(_member(variables, m), x, "eval")), -1) == y
         np.testing.assert_array_equal(r.clean_correct, eval_correct)
     # the attacked points' clean flags could not have come from batch statistics or dropped statistics
