@@ -33,17 +33,15 @@ gpu-check: install
 
 # A lent GPU machine has no network and a python3 that already holds JAX, flax, optax, torch, pytest...: here,
 # `make device-wheels` downloads the wheels of what that image lacks (tensorflow-datasets and its requirements;
-# benchmarks/device_env.py) into .whl/; there, `make gpu-check-device` installs them into $(DEVICE_SITE) and runs
-# the check with that python3. The README's "On a lent GPU machine" gives the whole call.
+# benchmarks/device_env.py) into .whl/; there, `make gpu-check-device` (or benchmarks/gpu_check_device.sh, which
+# needs no make) installs them into $(DEVICE_SITE) and runs the check with that python3. The README's "On a lent GPU machine" gives the whole call.
 DEVICE_PY   ?= python3
 DEVICE_SITE ?= /tmp/crobust-site
 device-wheels: install
 	$(BIN)/python -m benchmarks.device_env download --dest .whl
 
 gpu-check-device:
-	@if ls .whl/*.whl >/dev/null 2>&1; then $(DEVICE_PY) -m pip install -q --no-index --no-deps --no-compile \
-		--no-cache-dir --upgrade --target $(DEVICE_SITE) .whl/*.whl || exit 1; fi
-	PYTHONPATH=$(DEVICE_SITE):$(CURDIR) $(DEVICE_PY) -m benchmarks.gpu_check $(ARGS)
+	DEVICE_PY=$(DEVICE_PY) DEVICE_SITE=$(DEVICE_SITE) sh benchmarks/gpu_check_device.sh $(ARGS)
 
 # Optional reference implementations for `make bench` (CPU torch wheel + AutoAttack's PyTorch code) and ART (numpy
 # only: the parity test of crobust.attacks.apgd_art against ART's AutoProjectedGradientDescent needs no torch).

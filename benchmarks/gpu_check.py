@@ -68,18 +68,24 @@ CPU_REFERENCE_STAGES = {"spectral_fixed_scale": {"compiles": 102, "trace_s": 8.5
 _RESNET = """
 import json
 from benchmarks import bench_training
-print("GPU_CHECK_JSON " + json.dumps(bench_training.resnet18_throughput(), default=str))
+print("GPU_CHECK_JSON " + json.dumps({"resnet18": bench_training.resnet18_throughput()}, default=str))
 """
 
 _BENCH = """
 import json, sys
 from benchmarks import bench_scaling, bench_spectral
 quick = sys.argv[1] == "1"
-out = {"spectral": bench_spectral.run(quick=quick)}
+print("GPU_CHECK_JSON " + json.dumps({"spectral": bench_spectral.run(quick=quick)}, default=str), flush=True)
 big, targets = bench_scaling.big_mlp_report(quick=quick)
-out["roofline"] = {**big, "targets": targets}
-print("GPU_CHECK_JSON " + json.dumps(out, default=str))
+print("GPU_CHECK_JSON " + json.dumps({"roofline": {**big, "targets": targets}}, default=str), flush=True)
 """
+
+
+def _json_lines(stdout: str) -> dict | None:
+    """The merged ``GPU_CHECK_JSON {...}`` lines a phase printed (each part as soon as it was measured, so a phase
+    cut at its time limit keeps what it finished), or None if it printed none."""
+    parts = [json.loads(x[len("GPU_CHECK_JSON "):]) for x in stdout.splitlines() if x.startswith("GPU_CHECK_JSON ")]
+    return {k: v for part in parts for k, v in part.items()} if parts else None
 
 
 def _run(cmd, timeout: float, env=None, interrupt_grace_s: float | None = None) -> dict:
@@ -173,7 +179,7 @@ def main(argv=None) -> int:
     problems = device_env.unsatisfied(device_env.project_requirements())
     if problems:
         print(f"gpu-check: crobust's requirements are not met by {py}: {', '.join(problems)} (on a machine "
-              f"without a network, carry the wheels of `make device-wheels` and run `make gpu-check-device`)",
+              f"without a network, carry the wheels of `make device-wheels` and run benchmarks/gpu_check_device.sh)",
               file=sys.stderr)
         return 2
 
@@ -193,10 +199,9 @@ def main(argv=None) -> int:
 
     # 1. benchmarks
     b = _run([py, "-c", _BENCH, "1" if dry else "0"], timeout=min(400.0 if dry else 150.0, left()))
-    line = [x for x in b["stdout"].splitlines() if x.startswith("GPU_CHECK_JSON ")]
-    bench = json.loads(line[-1][len("GPU_CHECK_JSON "):]) if line else None
+    bench = _json_lines(b["stdout"])
     summary["phases"]["bench"] = {k: b[k] for k in ("rc", "timed_out", "wall_s", "limit_s")}
-    if bench is None:
+    if b["rc"] != 0:
         summary["phases"]["bench"]["stderr_tail"] = _tail(b["stderr"])
     summary["bench"] = bench
 
@@ -221,10 +226,9 @@ def main(argv=None) -> int:
     # 2b. the ResNet-18 population target (issue 13)
     if args.resnet:
         rn = _run([py, "-c", _RESNET], timeout=min(240.0, left() - 60))
-        line = [x for x in rn["stdout"].splitlines() if x.startswith("GPU_CHECK_JSON ")]
         summary["phases"]["resnet"] = {k: rn[k] for k in ("rc", "timed_out", "wall_s", "limit_s")}
-        summary["resnet18"] = json.loads(line[-1][len("GPU_CHECK_JSON "):]) if line else None
-        if not line:
+        summary["resnet18"] = (_json_lines(rn["stdout"]) or {}).get("resnet18")
+        if rn["rc"] != 0:
             summary["phases"]["resnet"]["stderr_tail"] = _tail(rn["stderr"])
 
     # 3. tests: what is left of the budget; at the limit pytest is interrupted and the tests that ran are counted
@@ -249,7 +253,7 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(summary, fh, indent=2, default=str)
-    ok = (tr["rc"] == 0 and r["rc"] == 0 and bench is not None and summary["within_budget"])
+    ok = (tr["rc"] == 0 and r["rc"] == 0 and b["rc"] == 0 and summary["within_budget"])
     print(f"gpu-check: {device['device_count']} × {device['device_kind']} ({device['backend']}), tests "
           f"{counts.get('passed', '?')} passed / {counts.get('failed', '?')} failed / {counts.get('errors', '?')} "
           f"errors{'' if counts['complete'] else ' (INCOMPLETE: interrupted at the budget)'}, reproduce {preset} {r['wall_s']} s (rc {r['rc']}), total {summary['total_wall_s']} s "

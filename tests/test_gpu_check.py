@@ -59,3 +59,12 @@ def test_compile_stats_sums_the_stages_jax_logs():
         "[train] step 10/10 | 3.0s elapsed",
     ])
     assert gpu_check.compile_stats(log) == {"trace_s": 0.2, "lower_s": 0.5, "compile_s": 1.4, "compiles": 2}
+
+
+def test_a_phase_cut_at_its_limit_keeps_the_parts_it_printed():
+    code = ("import json, time; print('GPU_CHECK_JSON ' + json.dumps({'spectral': {'ratio': 2.0}}), flush=True); "
+            "time.sleep(60); print('GPU_CHECK_JSON ' + json.dumps({'roofline': {}}))")
+    r = gpu_check._run([sys.executable, "-c", code], timeout=3)
+    assert r["timed_out"] and r["wall_s"] < 30
+    assert gpu_check._json_lines(r["stdout"]) == {"spectral": {"ratio": 2.0}}
+    assert gpu_check._json_lines("no such line") is None
