@@ -34,7 +34,7 @@ gpu-check: install
 # A lent GPU machine has no network and a python3 that already holds JAX, flax, optax, torch, pytest...: here,
 # `make device-wheels` downloads the wheels of what that image lacks (tensorflow-datasets and its requirements;
 # benchmarks/device_env.py) into .whl/; there, `make gpu-check-device` (or benchmarks/gpu_check_device.sh, which
-# needs no make) installs them into $(DEVICE_SITE) and runs the check with that python3. The README's "On a lent GPU machine" gives the whole call.
+# needs no make) installs them into $(DEVICE_SITE) and runs the check with that python3 (README, "Scaling out").
 DEVICE_PY   ?= python3
 DEVICE_SITE ?= /tmp/crobust-site
 device-wheels: install

@@ -256,7 +256,8 @@ def main(argv=None) -> int:
     ok = (tr["rc"] == 0 and r["rc"] == 0 and b["rc"] == 0 and summary["within_budget"])
     print(f"gpu-check: {device['device_count']} × {device['device_kind']} ({device['backend']}), tests "
           f"{counts.get('passed', '?')} passed / {counts.get('failed', '?')} failed / {counts.get('errors', '?')} "
-          f"errors{'' if counts['complete'] else ' (INCOMPLETE: interrupted at the budget)'}, reproduce {preset} {r['wall_s']} s (rc {r['rc']}), total {summary['total_wall_s']} s "
+          f"errors{'' if counts['complete'] else ' (INCOMPLETE: interrupted at the budget)'}, "
+          f"reproduce {preset} {r['wall_s']} s (rc {r['rc']}), total {summary['total_wall_s']} s "
           f"of {args.budget_s:.0f} s{' [CPU DRY RUN]' if dry else ''} → {args.out}")
     return 0 if ok else 1
 
