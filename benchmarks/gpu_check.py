@@ -19,8 +19,8 @@ the budget, default 480 s = 8 minutes, plus 600 s with ``--all-studies`` and 240
    (``make reproduce PRESET=small``, ≤ 600 s more);
 2b. ``resnet`` (``--resnet``, ≤ 240 s): issue 13's ResNet-18 population target
    (:func:`benchmarks.bench_training.resnet18_throughput`);
-3. ``tests`` (the rest, ≥ 200 s): ``pytest`` over ``tests/`` in :func:`test_workers` pytest-xdist workers with a
-   JUnit XML, from which passed / failed / skipped counts and the failing tests' names are read. At the budget's
+3. ``tests`` (the rest, ≥ 200 s): ``pytest`` over every module of ``tests/``, :data:`FIRST_TESTS` first, in
+   :func:`xdist_workers` pytest-xdist workers with a JUnit XML, from which passed / failed / skipped counts and the failing tests' names are read. At the budget's
    end pytest gets SIGINT and 45 s to write the report of the tests that ran (``tests.complete: false``).
 
 Before any phase it checks that this interpreter meets crobust's requirements (:mod:`benchmarks.device_env`) and
@@ -64,6 +64,24 @@ CPU_REFERENCE_S = {"spectral_fixed_scale": 137.0, "all": 756.0}
 # The motivating study's small preset on the same CPU with the compilation cache off (CROBUST_CACHE_DIR=off,
 # JAX_LOG_COMPILES=1; :func:`compile_stats`): 102 compilations, 8.5 s tracing, 3.9 s lowering, 49.6 s compiling.
 CPU_REFERENCE_STAGES = {"spectral_fixed_scale": {"compiles": 102, "trace_s": 8.5, "lower_s": 3.9, "compile_s": 49.6}}
+
+# The test phase runs these modules first (:func:`tests_in_order`), so that a run cut at the budget has covered where
+# issue 12 saw GPU failures: precision, the models' products, the nuclear norm's VJP, Theorem 3.1's check on a
+# trained head, the literal AutoAttack port, population vs member-alone training, the convnet trainers, the
+# evaluation layouts and the sharded population.
+FIRST_TESTS = ["tests/test_precision.py", "tests/test_models.py", "tests/test_regularizers.py",
+               "tests/test_metrics_bounds.py", "tests/test_attacks_mlp.py", "tests/test_training.py",
+               "tests/test_training_cnn.py", "tests/test_evaluation_layout.py", "tests/test_parallel.py"]
+
+
+
+def tests_in_order() -> list[str]:
+    """Every test module, :data:`FIRST_TESTS` first, then the rest in name order (pytest keeps the command line's
+    order of files; a directory argument would be collected in name order whatever came before it)."""
+    rest = sorted(f"tests/{f}" for f in os.listdir(os.path.join(ROOT, "tests"))
+                  if f.startswith("test_") and f.endswith(".py"))
+    return [f for f in FIRST_TESTS if f in rest] + [f for f in rest if f not in FIRST_TESTS]
+
 
 _RESNET = """
 import json
@@ -116,7 +134,7 @@ def _run(cmd, timeout: float, env=None, interrupt_grace_s: float | None = None) 
             "limit_s": round(timeout, 1)}
 
 
-def test_workers(on_accelerator: bool, cores: int | None = None) -> int:
+def xdist_workers(on_accelerator: bool, cores: int | None = None) -> int:
     """pytest-xdist workers for the test phase: none on a CPU dry run; on an accelerator machine one per two of its
     cores, 2 to 8 (tracing and compiling are single-threaded per process; each worker allocates GPU memory on
     demand, tests/conftest.py)."""
@@ -234,8 +252,8 @@ def main(argv=None) -> int:
     # 3. tests: what is left of the budget; at the limit pytest is interrupted and the tests that ran are counted
     with tempfile.TemporaryDirectory(prefix="gpu_check_junit_") as tmp:
         junit = os.path.join(tmp, "junit.xml")
-        targets = ["tests/test_precision.py"] if dry else ["tests"]
-        workers = test_workers(on_accel)
+        targets = ["tests/test_precision.py"] if dry else tests_in_order()
+        workers = xdist_workers(on_accel)
         xdist = ["-n", str(workers), "--dist", "loadscope"] if workers else []
         grace = 45.0
         tr = _run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", *xdist, f"--junitxml={junit}", *targets],

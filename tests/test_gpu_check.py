@@ -2,6 +2,7 @@
 nothing (its figures would not be accelerator figures); it refuses the same way when crobust's requirements are
 not met; a test run cut at its time limit still reports the tests that ran."""
 
+import os
 import sys
 
 import jax
@@ -45,8 +46,8 @@ def test_a_test_run_cut_at_its_limit_still_reports_the_tests_that_ran(tmp_path):
 
 
 def test_the_test_phase_uses_half_the_cores_of_an_accelerator_machine_two_to_eight_workers():
-    assert [gpu_check.test_workers(True, c) for c in (1, 4, 16, 64)] == [2, 2, 8, 8]
-    assert gpu_check.test_workers(False, 16) == 0
+    assert [gpu_check.xdist_workers(True, c) for c in (1, 4, 16, 64)] == [2, 2, 8, 8]
+    assert gpu_check.xdist_workers(False, 16) == 0
 
 
 def test_compile_stats_sums_the_stages_jax_logs():
@@ -68,3 +69,11 @@ def test_a_phase_cut_at_its_limit_keeps_the_parts_it_printed():
     assert r["timed_out"] and r["wall_s"] < 30
     assert gpu_check._json_lines(r["stdout"]) == {"spectral": {"ratio": 2.0}}
     assert gpu_check._json_lines("no such line") is None
+
+
+def test_the_test_phase_runs_every_module_once_the_first_tests_first():
+    order = gpu_check.tests_in_order()
+    assert order[:len(gpu_check.FIRST_TESTS)] == gpu_check.FIRST_TESTS
+    on_disk = sorted(f"tests/{f}" for f in os.listdir(os.path.join(gpu_check.ROOT, "tests"))
+                     if f.startswith("test_") and f.endswith(".py"))
+    assert sorted(order) == on_disk and len(set(order)) == len(order)
