@@ -20,13 +20,14 @@ the budget, default 480 s = 8 minutes, plus 600 s with ``--all-studies`` and 240
 2b. ``resnet`` (``--resnet``, ≤ 240 s): issue 13's ResNet-18 population target
    (:func:`benchmarks.bench_training.resnet18_throughput`);
 3. ``tests`` (the rest, ≥ 200 s): ``pytest`` over every module of ``tests/``, :data:`FIRST_TESTS` first, in
-   :func:`xdist_workers` pytest-xdist workers with a JUnit XML, from which passed / failed / skipped counts and the failing tests' names are read. At the budget's
-   end pytest gets SIGINT and 45 s to write the report of the tests that ran (``tests.complete: false``).
+   :func:`xdist_workers` pytest-xdist workers with a JUnit XML, from which passed / failed / skipped counts and the
+   failing tests' names are read. At the budget's end pytest gets SIGINT and 45 s to write the report of the tests
+   that ran (``tests.complete: false``).
 
 Before any phase it checks that this interpreter meets crobust's requirements (:mod:`benchmarks.device_env`) and
-refuses with one line naming what is missing. On a lent machine with no network, whose image has JAX but not
-tensorflow-datasets, ``make device-wheels`` (here) and ``make gpu-check-device`` (there) bring the rest; the
-README's "On a lent GPU machine" says how.
+refuses with one line naming what is missing. On a machine with no network whose image has JAX but not
+tensorflow-datasets, ``make device-wheels`` (where there is a network) and ``sh benchmarks/gpu_check_device.sh``
+(there) bring the rest; the README's "Scaling out" says how.
 
 The summary (``bench/gpu_check.json``): device kind and count, jax and jaxlib versions, every phase's return code,
 wall time and whether it timed out, the tests' counts, the reproduce wall time, the benchmarks' figures and
@@ -72,7 +73,6 @@ CPU_REFERENCE_STAGES = {"spectral_fixed_scale": {"compiles": 102, "trace_s": 8.5
 FIRST_TESTS = ["tests/test_precision.py", "tests/test_models.py", "tests/test_regularizers.py",
                "tests/test_metrics_bounds.py", "tests/test_attacks_mlp.py", "tests/test_training.py",
                "tests/test_training_cnn.py", "tests/test_evaluation_layout.py", "tests/test_parallel.py"]
-
 
 
 def tests_in_order() -> list[str]:
