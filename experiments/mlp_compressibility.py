@@ -35,7 +35,7 @@ Expected results:
   (64), 3 seeds (33 members in 5 populations); 200 evaluation points, ε grids of 4 values, a reduced attack budget
   (APGD-CE / APGD-T 20 iterations, 2 targets, Square 100 queries). Reduced from the paper's grid shape (depth,
   grid sizes, budget) to fit the CPU budget: every population costs its own compilations and the nuclear penalty
-  an SVD of every hidden layer at every step.
+  a polar iteration (matrix products) of every hidden layer at every step.
   Expected (the paper's direction): ε_ν falls and ℓ∞ RA, RA/SA fall with the group-lasso α; ε_σ falls and ℓ2 RA,
   RA/SA fall as the rank falls and as the nuclear α grows; ‖W‖/‖W‖_F rises; clean accuracy moves by a few points at
   the strongest settings (a confound the matched-accuracy claims control).
