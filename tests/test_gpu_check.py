@@ -42,7 +42,8 @@ def test_a_test_run_cut_at_its_limit_still_reports_the_tests_that_ran(tmp_path):
     assert r["wall_s"] < 60                  # SIGINT ended it; the grace period was not used up
     counts = gpu_check._junit_counts(str(junit))
     assert counts["parsed"] and counts["passed"] == 1 and counts["failed"] == 1
-    assert counts["failed_tests"] == ["test_cut::test_fails"]
+    # the class name is the file's dotted path from pytest's rootdir, which depends on where the clone lies
+    assert len(counts["failed_tests"]) == 1 and counts["failed_tests"][0].endswith("test_cut::test_fails")
 
 
 def test_the_test_phase_uses_half_the_cores_of_an_accelerator_machine_two_to_eight_workers():
