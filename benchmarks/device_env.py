@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata as metadata
 import os
-import re
 import subprocess
 import sys
 import tomllib

@@ -331,7 +331,8 @@ def fine_tune(fit_like: Callable, model, variables: Mapping, masks: Mapping, **k
 def parameter_mask(params: Mapping, masks: Mapping) -> dict:
     """The 0/1 multiplier of every parameter entry that ``masks`` removes: :func:`apply_masks` of a tree of ones
     shaped like ``params`` (a params tree or ``{'params': ...}``, returned alike; float32; kernel output columns,
-    biases and the layer's own batch-norm scale/bias at the removed rows are 0, every other entry 1). ``apply_masks(params, masks) == params * parameter_mask(...)``."""
+    biases and the layer's own batch-norm scale/bias at the removed rows are 0, every other entry 1), so that
+    ``apply_masks(params, masks) == params * parameter_mask(params, masks)``."""
     return apply_masks(jax.tree.map(lambda a: jnp.ones(jnp.shape(a), jnp.float32), params), masks)
 
 

@@ -193,9 +193,8 @@ def eval_apply(model, params, model_state=None):
     ``params`` / ``model_state`` stacked (M, ...) as in :class:`PopulationState` (e.g. ``result.best_params``,
     ``result.best_model_state``). Without model state: ``(model.apply, params)``, as for the MLPs. With it:
     ``variables = {**params, **model_state}`` and ``apply_fn`` = :class:`EvalApply` ``(model)``, i.e.
-    ``model.apply(variables, x, train=False)``, so batch
-    norm uses each member's running statistics and nothing is updated. This is what
-    :mod:`crobust.evaluation` and the attacks take.
+    ``model.apply(variables, x, train=False)``, so batch norm uses each member's running statistics and nothing is
+    updated. This is what :mod:`crobust.evaluation` and the attacks take.
     """
     if model_state is None:
         return model.apply, params
