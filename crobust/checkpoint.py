@@ -19,8 +19,12 @@ resumed run computes exactly the numbers the uninterrupted one would.
 
 Atomicity: Orbax writes each checkpoint into ``<block>.orbax-checkpoint-tmp-*`` and renames it into place when
 it is complete; a directory with that suffix (a save that was killed) is never restored and is removed when the
-next run opens the folder. The last ``max_to_keep`` (2) checkpoints are kept; if the newest cannot be read the
-one before it is used. A checkpoint written by a different configuration is refused with one
+next run opens the folder. Integrity: the metadata holds the SHA-256 of every array's bytes (state and history),
+checked on restore, so bytes changed on the disk (a bad sector, a stray write) are caught even where the file
+format would read them. The last ``max_to_keep`` (2) checkpoints are kept; if the newest cannot be read or fails
+its checksums, one line on stderr names it and why, and the one before it is used; none left is one
+:class:`~crobust.CrobustError`. Arrays with no element (a member's validation split when ``val_ratio`` = 0) are
+not written (Orbax cannot) and are restored from their shape. A checkpoint written by a different configuration is refused with one
 :class:`~crobust.CrobustError` naming what differs. Saving is synchronous (a few tens of ms for the studies'
 populations), collective on a multi-host run (every process calls it; put the folder on a file system every
 host sees), and happens every ``checkpoint_every`` optimiser steps (rounded up to whole blocks), at the end,
@@ -42,7 +46,6 @@ import os
 import signal
 import sys
 import threading
-import warnings
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -129,6 +132,18 @@ def _leaf_dict(state) -> dict:
     return {f"{i:04d}": (jax.random.key_data(x) if _is_key(x) else x) for i, x in enumerate(leaves)}
 
 
+def checksum(a) -> str:
+    """SHA-256 of an array's dtype, shape and bytes (C order)."""
+    a = np.ascontiguousarray(np.asarray(a))
+    digest = hashlib.sha256(str((a.dtype.str, a.shape)).encode())
+    digest.update(memoryview(a).cast("B") if a.size else b"")
+    return digest.hexdigest()
+
+
+def _nonempty(arrays: Mapping) -> dict:
+    return {k: v for k, v in arrays.items() if int(np.prod(np.shape(v))) > 0}
+
+
 @dataclasses.dataclass
 class Restored:
     state: Any
@@ -141,7 +156,8 @@ class Restored:
 class Checkpointer:
     """Orbax checkpoints of one population's training in ``directory`` (see the module docstring)."""
 
-    def __init__(self, directory, *, description: Mapping, every_blocks: int = 1, max_to_keep: int = 2):
+    def __init__(self, directory, *, description: Mapping, every_blocks: int = 1, max_to_keep: int = 2,
+                 stream=None):
         import orbax.checkpoint as ocp  # imported here: Orbax is only needed when checkpointing
 
         if every_blocks <= 0:
@@ -152,9 +168,15 @@ class Checkpointer:
         self.fingerprint = fingerprint(self.description)
         self.every_blocks = int(every_blocks)
         self.last_saved = None
+        self._stream = stream
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                                enable_async_checkpointing=False, cleanup_tmp_directories=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+
+    @property
+    def stream(self):
+        """Where a skipped checkpoint is reported: the stream given, else ``sys.stderr`` as it is now."""
+        return sys.stderr if self._stream is None else self._stream
 
     # -- restore ---------------------------------------------------------------------------------------------
     def steps(self) -> list[int]:
@@ -175,12 +197,13 @@ class Checkpointer:
         if not steps:
             return None
         template_leaves, treedef = jax.tree.flatten(template_state)
-        errors = []
+        errors, skipped = [], []
         for step in reversed(steps):
             try:
                 meta = self._meta(step)
             except Exception as e:  # an unreadable checkpoint: try the one before
-                errors.append(f"{step}: {type(e).__name__}: {e}")
+                errors.append(f"{step}: {type(e).__name__}: {_first_line(e)}")
+                skipped.append(step)
                 continue
             if meta.get("fingerprint") != self.fingerprint:
                 diff = _differences(meta.get("description", {}), self.description)
@@ -195,20 +218,29 @@ class Checkpointer:
             target_hist = {k: np.zeros(tuple(v["shape"]), np.dtype(v["dtype"])) for k, v in hist_meta.items()}
             try:
                 out = self.manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore({"leaves": target, "history": target_hist})))
+                    state=ocp.args.StandardRestore({"leaves": _nonempty(target), "history": _nonempty(target_hist)})))
             except Exception as e:
-                errors.append(f"{step}: {type(e).__name__}: {e}")
+                errors.append(f"{step}: {type(e).__name__}: {_first_line(e)}")
+                skipped.append(step)
+                continue
+            arrays = {"leaves": {**target, **dict(out.state["leaves"])},
+                      "history": {**target_hist, **dict(out.state.get("history", {}))}}
+            bad = _checksum_failures(meta.get("checksums"), arrays)
+            if bad:
+                errors.append(f"{step}: {len(bad)} array(s) fail their checksum ({', '.join(bad[:3])})")
+                skipped.append(step)
                 continue
             leaves = []
             for i, tmpl in enumerate(template_leaves):
-                arr = np.asarray(out.state["leaves"][f"{i:04d}"])
+                arr = np.asarray(arrays["leaves"][f"{i:04d}"])
                 if _is_key(tmpl):
                     arr = jax.random.wrap_key_data(arr, impl=jax.random.key_impl(tmpl))
                 leaves.append(arr)
-            history = {k: list(np.asarray(out.state["history"][k])) for k in hist_meta}
+            history = {k: list(np.asarray(arrays["history"][k])) for k in hist_meta}
             self.last_saved = int(meta["n_blocks"])
             if errors:
-                warnings.warn(f"skipped unreadable checkpoint(s) in {self.directory}: {'; '.join(errors)}")
+                print(f"checkpoint(s) {', '.join(self.path(k) for k in skipped)} unreadable or corrupt "
+                      f"({'; '.join(errors)}): resuming from {self.path(step)}", file=self.stream, flush=True)
             return Restored(state=jax.tree.unflatten(treedef, leaves), history=history,
                             n_blocks=int(meta["n_blocks"]), wall_time=float(meta.get("wall_time_s", 0.0)),
                             step=int(meta.get("step", 0)))
@@ -223,14 +255,17 @@ class Checkpointer:
         """Write checkpoint ``n_blocks`` (atomically); ``state`` holds only the real members."""
         ocp = self._ocp
         hist = {k: np.stack(v) for k, v in history.items()}
+        leaves = {k: np.asarray(v) for k, v in _leaf_dict(state).items()}
         step = int(np.max(np.asarray(state.step))) if getattr(state, "step", None) is not None else 0
         meta = {"format": FORMAT, "fingerprint": self.fingerprint, "description": self.description,
                 "n_blocks": int(n_blocks), "step": step, "wall_time_s": float(wall_time),
-                "history": {k: {"shape": list(v.shape), "dtype": v.dtype.str} for k, v in hist.items()}}
+                "history": {k: {"shape": list(v.shape), "dtype": v.dtype.str} for k, v in hist.items()},
+                "checksums": {"leaves": {k: checksum(v) for k, v in leaves.items()},
+                              "history": {k: checksum(v) for k, v in hist.items()}}}
         if int(n_blocks) in self.manager.all_steps():   # an unreadable checkpoint restore skipped: rewrite it
             self.manager.delete(int(n_blocks))
         self.manager.save(int(n_blocks), args=ocp.args.Composite(
-            state=ocp.args.StandardSave({"leaves": _leaf_dict(state), "history": hist}),
+            state=ocp.args.StandardSave({"leaves": _nonempty(leaves), "history": _nonempty(hist)}),
             meta=ocp.args.JsonSave(meta)), force=True)
         self.manager.wait_until_finished()
         self.last_saved = int(n_blocks)
@@ -241,6 +276,20 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def _checksum_failures(expected: Mapping | None, arrays: Mapping) -> list[str]:
+    """Names of the arrays whose :func:`checksum` differs from the one saved (none to compare: a checkpoint of an
+    older crobust, nothing fails)."""
+    if not expected:
+        return []
+    return [f"{group}/{k}" for group in ("leaves", "history") for k, want in expected.get(group, {}).items()
+            if k not in arrays[group] or checksum(arrays[group][k]) != want]
 
 
 def every_blocks(checkpoint_every: int, eval_every: int) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import typing
 from typing import Any, Mapping, Sequence
 
@@ -183,15 +184,25 @@ def override(config, assignments: Sequence[str]):
     return config
 
 
-def validate(config) -> None:
-    """Call ``validate()`` on every block that defines one (children first, then the block itself)."""
+def validate(config, prefix: str = "") -> None:
+    """Check that every number is finite (no NaN, no ±inf: a setting that reaches training or evaluation must have
+    a value), then call ``validate()`` on every block that defines one (children first, then the block itself)."""
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if is_block(value):
-            validate(value)
+            validate(value, f"{prefix}{f.name}.")
+        else:
+            _check_finite(f"{prefix}{f.name}", value)
     check = getattr(config, "validate", None)
     if callable(check):
         check()
+
+
+def _check_finite(key: str, value) -> None:
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    for v in items:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise CrobustError(f"{key} must be a finite number, got {value!r}")
 
 
 def resolve(presets: Mapping[str, Any], preset: str, assignments: Sequence[str] = ()):

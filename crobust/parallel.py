@@ -293,6 +293,46 @@ def device_free_bytes(device=None) -> int | None:
     return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
 
 
+def host_available_bytes() -> tuple[int, str] | None:
+    """Bytes of host memory this process may still take, and where that figure comes from: the smallest of the
+    cgroup's limit minus its usage (v2 ``memory.max − memory.current``, v1 ``memory.limit_in_bytes −
+    memory.usage_in_bytes``) and the kernel's ``MemAvailable`` (``/proc/meminfo``); None where neither is known."""
+    found = []
+    for limit, usage, name in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current", "cgroup limit"),
+                               ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                "/sys/fs/cgroup/memory/memory.usage_in_bytes", "cgroup limit")):
+        try:
+            with open(limit) as f:
+                text = f.read().strip()
+            if text == "max" or int(text) >= 2 ** 60:        # no limit (v1 writes a huge number)
+                continue
+            with open(usage) as f:
+                found.append((max(int(text) - int(f.read().strip()), 0), name))
+        except (OSError, ValueError):
+            continue
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append((int(line.split()[1]) * 1024, "MemAvailable"))
+    except (OSError, ValueError, IndexError):
+        pass
+    return min(found) if found else None
+
+
+def check_host_memory(need: int, what: str, available: tuple[int, str] | None = None) -> None:
+    """One-line :class:`~crobust._errors.CrobustError` when ``need`` bytes exceed :func:`host_available_bytes`
+    (or ``available``, as ``(bytes, source)``); nothing where the host reports no figure."""
+    available = host_available_bytes() if available is None else available
+    if available is None:
+        return
+    free, source = available
+    if need > free:
+        raise CrobustError(f"{what} needs ~{need / 2 ** 30:.2f} GiB of host memory but this process may use "
+                           f"{free / 2 ** 30:.2f} GiB ({source}): use a smaller model or fewer members, or a machine "
+                           f"with more memory")
+
+
 def member_step_bytes(params, *, batch_size: int, eval_batch_size: int = 0, dtype_bytes: int = 4) -> int:
     """Bytes one member's training step adds on top of the resident population state; ``params`` stacked (M, ...).
 
@@ -335,11 +375,12 @@ def _members_that_fit(need: int, free_bytes: int, members: int, fraction: float,
 
 
 def state_bytes(tree) -> int:
-    """Bytes of every array leaf of ``tree`` (typed PRNG keys counted by their key data)."""
+    """Bytes of every array leaf of ``tree``, arrays or ``jax.ShapeDtypeStruct`` (typed PRNG keys counted by their
+    key data)."""
     total = 0
     for x in jax.tree.leaves(tree):
-        if is_key(x):
-            x = jax.random.key_data(x)
+        if jax.dtypes.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key):
+            x = jax.eval_shape(jax.random.key_data, x)
         total += int(np.prod(np.shape(x))) * np.dtype(x.dtype).itemsize
     return total
 

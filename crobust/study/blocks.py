@@ -196,5 +196,9 @@ class StudyConfig:
     def validate(self) -> None:
         if self.checkpoint_every <= 0:
             raise CrobustError(f"checkpoint_every must be >= 1 (optimiser steps), got {self.checkpoint_every}")
+        if not self.train.val_ratio > 0:
+            raise CrobustError(f"train.val_ratio must be > 0 in a study, got {self.train.val_ratio}: every measure "
+                               f"reads each member's best parameters on its validation split (without one they "
+                               f"would be its untrained initial parameters)")
         if self.measure.top_k >= self.model.width:
             raise CrobustError(f"measure.top_k must be < model.width ({self.model.width}), got {self.measure.top_k}")

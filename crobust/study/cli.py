@@ -1,11 +1,15 @@
 """The command line of every study: ``python -m experiments.<study> --preset P --set block.key=value --workdir DIR``.
 
-Bad input (unknown preset or key, a value that does not parse, missing data, an unusable run directory, …) prints
-one line ``error: …`` on stderr and exits with status 2; nothing is written that looks complete (``run.json`` says
-``running``, ``interrupted`` or ``failed`` until ``report.md`` exists).
+Bad input (unknown preset or key, a value that does not parse or is out of range, missing data, a model too large
+for the memory there is, an unusable run directory, one that holds another run or that another run is using, …)
+prints one line ``error: …`` on stderr and exits with status 2, before any file of an existing run is changed;
+nothing is written that looks complete (``run.json`` says ``running``, ``interrupted`` or ``failed`` until
+``report.md`` exists). A run whose population failed (every member diverged) writes its report, then prints one
+line and exits with status 1.
 
 Training is checkpointed under ``<workdir>/checkpoints/<population>``: after Ctrl-C, SIGTERM (a pre-empted VM) or a
-kill, rerunning the same command resumes it (exit status 130 on an interrupt). ``--distributed`` (or
+kill, rerunning the same command resumes it. Ctrl-C or SIGTERM in any phase prints one line, records ``run.json``
+as ``interrupted`` and exits with status 130. ``--distributed`` (or
 ``CROBUST_DISTRIBUTED=1``) starts JAX's multi-host runtime first. Compiled programs are cached on disk
 (:func:`enable_compilation_cache`), so a rerun or a resumed run starts training at once.
 """
@@ -20,6 +24,8 @@ from crobust._errors import CrobustError
 from crobust.checkpoint import TrainingInterrupted
 from crobust.config import resolve
 from crobust.parallel import maybe_initialize_distributed
+from crobust.study.runner import RunFailed
+from crobust.study.signals import RunInterrupted
 
 ENV_CACHE = "CROBUST_CACHE_DIR"
 
@@ -70,16 +76,20 @@ def run_cli(study, argv=None) -> int:
     except CrobustError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RunFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except TrainingInterrupted:
         return 130                        # the trainer has printed where its checkpoint is and how to resume
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        why = f" ({e.signal})" if isinstance(e, RunInterrupted) else ""
         ckpt = os.path.join(workdir, "checkpoints")
         if os.path.isdir(ckpt) and any(os.scandir(ckpt)):
-            print(f"interrupted: {study.name} did not finish; training checkpoints are in {ckpt}; rerun the same "
-                  f"command to resume", file=sys.stderr)
+            print(f"interrupted{why}: {study.name} did not finish; training checkpoints are in {ckpt}; rerun the "
+                  f"same command to resume", file=sys.stderr)
         else:
-            print(f"interrupted: {study.name} did not finish (no checkpoint written yet); rerun the same command to "
-                  f"start it again", file=sys.stderr)
+            print(f"interrupted{why}: {study.name} did not finish (no checkpoint written yet); rerun the same command "
+                  f"to start it again", file=sys.stderr)
         return 130
     print(os.path.join(workdir, "report.md"))
     return 0

@@ -18,6 +18,7 @@ could not (and why), the verdicts, a table of means, the figures and the study's
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import os
@@ -29,13 +30,14 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from crobust import report as report_lib
-from crobust import precision, training
+from crobust import parallel, precision, provenance, training
 from crobust._errors import CrobustError
 from crobust._format import format_eps
 from crobust.config import to_dict, validate
-from crobust.records import RunDir
+from crobust.records import RunDir, WorkdirLock
 from crobust.study import claims as claims_lib
 from crobust.study.measures import Context, TrainedPopulation
+from crobust.study.signals import RunSignals
 from crobust.study.table import MemberTable
 
 
@@ -97,7 +99,7 @@ def check_workdir(path) -> Path:
             raise CrobustError(f"workdir {path}: {parent} is a file, not a folder; choose another --workdir")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".crobust-write-test"
+        probe = path / f".crobust-write-test-{os.getpid()}"      # one per process: runs may probe at once
         probe.write_bytes(b"0" * 4096)
         probe.unlink()
     except OSError as e:
@@ -127,43 +129,96 @@ def check_plotting() -> None:
 # --------------------------------------------------------------------------------------------------------------
 # The run
 
+class RunFailed(RuntimeError):
+    """The run finished and its report is written, but a population failed (every member diverged); the command
+    line prints the message on one line and exits with status 1."""
+
+
+# The trainer's record of each member: kept for every member, diverged or not (the other columns of a diverged
+# member are left out: its parameters are no result).
+TRAINING_COLUMNS = ("best_step", "stopped_step", "diverged")
+
+
 def run(study: Study, cfg, workdir, *, preset: str = "custom", progress: bool = True) -> dict:
-    """Run ``study`` at ``cfg`` into ``workdir`` (see the module docstring). Returns ``{'verdicts', 'table'}``."""
+    """Run ``study`` at ``cfg`` into ``workdir`` (see the module docstring). Returns ``{'verdicts', 'table'}``.
+
+    Before the run directory is touched: every setting is validated (:func:`crobust.config.validate`; each
+    population's training settings and members against the data), the memory each population needs is checked
+    against what the host (and a device that reports its memory) has, and the figures' library is checked. Then
+    the workdir's lock is taken (:class:`crobust.records.WorkdirLock`: a second run on a busy workdir is refused)
+    and :meth:`RunDir.start` refuses a folder holding another run before it writes anything. SIGINT/SIGTERM in any
+    phase end the run as "interrupted" (:mod:`crobust.study.signals`). A population whose members all diverged is
+    marked failed in the report and ``run.json``, and :class:`RunFailed` is raised once everything is written."""
     validate(cfg)
     check_plotting()
-    path = check_workdir(workdir)
+    with RunSignals() as signals:
+        log = (lambda *a: print(f"[{study.name}]", *a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
+        data = cfg.data.load()
+        populations = study.populations(cfg, data)
+        check_populations(populations, data)
+        path = check_workdir(workdir)
+        out = RunDir(path, study=study.name, preset=preset)
+        with (WorkdirLock(path) if out.writer else contextlib.nullcontext()):
+            return _locked_run(study, cfg, data, populations, out, log, progress, signals)
+
+
+def _locked_run(study, cfg, data, populations, out: RunDir, log, progress, signals: RunSignals) -> dict:
     t_start = time.perf_counter()
-    log = (lambda *a: print(f"[{study.name}]", *a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
-    data = cfg.data.load()
-    out = RunDir(path, study=study.name, preset=preset)
+    origin = provenance.provenance()
+    out.start(to_dict(cfg), extra={"data_source": data.source}, provenance=origin)
     try:
-        out.start(to_dict(cfg), extra={"data_source": data.source})
-        result = _run(study, cfg, data, out, log, progress)
+        result = _run(study, cfg, data, populations, out, log, progress, signals, origin)
+        signals.check()
     except OSError as e:
-        out.finish("failed", error=f"{type(e).__name__}: {e}") if _can_write(path) else None
-        raise CrobustError(f"cannot write the run directory {path}: {_os_reason(e)}") from None
+        out.finish("failed", error=f"{type(e).__name__}: {e}") if _can_write(out.path) else None
+        raise CrobustError(f"cannot write the run directory {out.path}: {_os_reason(e)}") from None
     except BaseException as e:
         out.finish("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", error=f"{type(e).__name__}: {e}")
         raise
-    out.finish("complete", wall_time_s=round(time.perf_counter() - t_start, 1))
+    wall = round(time.perf_counter() - t_start, 1)
+    failed = result["failed_populations"]
+    if failed:
+        message = (f"every member of population(s) {', '.join(failed)} diverged (the report marks them failed and "
+                   f"keeps the other populations): {out.path / 'report.md'}")
+        out.finish("failed", wall_time_s=wall, error=message, failed_populations=failed)
+        raise RunFailed(message)
+    out.finish("complete", wall_time_s=wall)
     return result
+
+
+def check_populations(populations: Sequence[Population], data) -> None:
+    """Each population's members and training settings against the data (as the trainer checks them, but before
+    the run directory is touched), and its memory: the population's state and one training step
+    (:func:`crobust.training.population_bytes`, from shapes alone) against the host's available memory (on a CPU,
+    where the step runs there too) and the device's free memory where the backend reports it. A one-line
+    :class:`CrobustError` naming what is needed and what there is."""
+    import jax
+
+    cpu = jax.default_backend() == "cpu"
+    free_device = None if cpu else parallel.device_free_bytes()
+    for pop in populations:
+        if pop.member_coords and len(pop.member_coords) != len(pop.members):
+            raise CrobustError(f"population {pop.name}: {len(pop.member_coords)} member_coords for "
+                               f"{len(pop.members)} members")
+        state, step = training.population_bytes(pop.model, data, pop.train, list(pop.members))
+        what = f"population {pop.name} ({len(pop.members)} members, {type(pop.model).__name__})"
+        parallel.check_host_memory(state + step if cpu else state, what)
+        if free_device is not None and jax.device_count() == 1:
+            m = len(pop.members)
+            parallel.offload_chunk_for_memory(state // m, step // m, free_device, m)
 
 
 def _can_write(path: Path) -> bool:
     return os.access(path, os.W_OK)
 
 
-def _run(study: Study, cfg, data, out: RunDir, log, progress) -> dict:
+def _run(study: Study, cfg, data, populations, out: RunDir, log, progress, signals: RunSignals, origin) -> dict:
     log(f"data: {data.name} {data.train_images.shape[0]} train / {data.test_images.shape[0]} test ({data.source})")
-    populations = study.populations(cfg, data)
     measures = study.measures(cfg)
     ctx = Context.build(cfg.eval, cfg.measure, data)
     table = MemberTable()
-    trained = []
+    trained, failed = [], []
     for pop in populations:
-        if pop.member_coords and len(pop.member_coords) != len(pop.members):
-            raise CrobustError(f"population {pop.name}: {len(pop.member_coords)} member_coords for "
-                               f"{len(pop.members)} members")
         log(f"population {pop.name}: training {len(pop.members)} members in one program")
         state = None
         if pop.prepare is not None:
@@ -172,33 +227,76 @@ def _run(study: Study, cfg, data, out: RunDir, log, progress) -> dict:
                            adversary=pop.adversary,
                            checkpoint_dir=out.path / "checkpoints" / pop.name,
                            checkpoint_every=getattr(cfg, "checkpoint_every", None))
+        signals.check()
         tp = TrainedPopulation(pop.name, pop.model, list(pop.members), dict(pop.coords), fit, fit.best_params,
                                fit.best_model_state)
         trained.append(tp)
         extra = pop.member_coords or ({},) * len(pop.members)
         rows = table.add_members([{"population": pop.name, "member": i, **dict(pop.coords), **m, **dict(extra[i])}
                                   for i, m in enumerate(pop.members)])
-        for measure in measures:
-            t0 = time.perf_counter()
-            with precision.full():              # every measured number at full float32 on every backend
-                for column, values in measure(ctx, tp).items():
-                    table.set(rows, column, values)
-            log(f"population {pop.name}: {_measure_name(measure)} {time.perf_counter() - t0:.1f} s")
+        diverged = np.asarray(fit.state.diverged, bool)
+        if diverged.all():
+            failed.append(pop.name)
+            log(f"population {pop.name}: every member diverged; not measured")
+        else:
+            for measure in measures:
+                t0 = time.perf_counter()
+                with precision.full():              # every measured number at full float32 on every backend
+                    for column, values in measure(ctx, tp).items():
+                        table.set(rows, column, values)
+                signals.check()
+                log(f"population {pop.name}: {_measure_name(measure)} {time.perf_counter() - t0:.1f} s")
+        _record_training(table, rows, fit.state)
         ctx.cache.clear()
+    table = _without_diverged(table)
     out.log(table.records(study=study.name))
     out.write_csv("members.csv", table.member_rows())
 
     figures = []
     for fig in study.figures(cfg):
         figures.append(fig.draw(table, out.path).name)
-    verdicts = claims_lib.judge(study.claims(cfg), table)
+        signals.check()
+    verdicts = _one_seed(claims_lib.judge(study.claims(cfg), table), study.claims(cfg), table)
     summary_rows = _means(table, study.group_by, study.summary(cfg))
     out.write_csv("means.csv", summary_rows)
     out.write_json("verdicts.json", [dataclasses.asdict(v) for v in verdicts])
     out.write_json("evaluation.json", ctx.log)
-    out.write_text("report.md", _report(study, cfg, data, trained, ctx, verdicts, summary_rows, figures))
+    signals.check()
+    out.write_text("report.md", _report(study, cfg, data, trained, ctx, verdicts, summary_rows, figures, table,
+                                        failed, origin))
     log(f"wrote {out.path / 'report.md'}")
-    return {"verdicts": verdicts, "table": table}
+    return {"verdicts": verdicts, "table": table, "failed_populations": failed}
+
+
+def _record_training(table: MemberTable, rows: slice, state) -> None:
+    """The trainer's record of every member (:data:`TRAINING_COLUMNS`), whatever the study measures."""
+    table.set(rows, "best_step", np.asarray(state.best_step))
+    table.set(rows, "stopped_step", np.asarray(state.step))
+    table.set(rows, "diverged", np.asarray(state.diverged, np.float64))
+
+
+def _without_diverged(table: MemberTable) -> MemberTable:
+    """``table`` with every column but :data:`TRAINING_COLUMNS` set to NaN (no value) for the diverged members:
+    their parameters are no result, so no record, mean or claim reads them."""
+    if "diverged" not in table.columns:
+        return table
+    gone = table["diverged"] == 1.0
+    if gone.any():
+        for key, values in table.columns.items():
+            if key not in TRAINING_COLUMNS:
+                values[gone] = np.nan
+    return table
+
+
+def _one_seed(verdicts, claims, table: MemberTable):
+    """Every claim but a per-member check (:class:`~crobust.study.claims.Holds`) is skipped when the run has one
+    seed per setting: a mean without a spread over seeds cannot carry a verdict."""
+    if "seed" not in table or len({c.get("seed") for c in table.coords}) > 1:
+        return verdicts
+    return [v if isinstance(c, claims_lib.Holds) or v.verdict == "skipped" else
+            dataclasses.replace(v, verdict="skipped", stats={}, p_value=None, p_adjusted=None,
+                                detail="one seed per setting (no spread over seeds to judge it by)")
+            for v, c in zip(verdicts, claims)]
 
 
 def _measure_name(measure) -> str:
@@ -213,11 +311,11 @@ def _means(table: MemberTable, group_by, keys) -> list[dict]:
             continue
         for g in table.group_stats(by, key):
             rows.append({**{b: g[b] for b in by}, "column": key, "mean": g["mean"], "std": g["std"], "n": g["n"]})
-    # pivot: one row per group, one column per key (mean ± s.d.)
+    # pivot: one row per group, one column per key (mean ± s.d.; n/a where the group has no value)
     pivot: dict[tuple, dict] = {}
     for r in rows:
         row = pivot.setdefault(tuple(r[b] for b in by), {b: r[b] for b in by})
-        row[r["column"]] = f"{r['mean']:.4g} ± {r['std']:.2g}"
+        row[r["column"]] = f"{r['mean']:.4g} ± {r['std']:.2g}" if r["n"] else "n/a"
     return list(pivot.values())
 
 
@@ -285,7 +383,8 @@ def _convergence_lines(ctx: Context) -> list[str]:
     return lines
 
 
-def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_rows, figures) -> str:
+def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_rows, figures, table: MemberTable,
+            failed: Sequence[str], origin: Mapping) -> str:
     d_in = int(np.prod(data.train_images.shape[1:]))
     lines = [f"# {study.title}", ""]
     lines += ["## Setup (as run)", "",
@@ -295,8 +394,10 @@ def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_ro
         t = tp.fit
         lines.append(f"- Population `{tp.name}`: {type(tp.model).__name__} "
                      f"({', '.join(f'{k}={v}' for k, v in tp.coords.items()) or 'no constant coordinates'}), "
-                     f"{tp.size} members, trained in {t.wall_time:.1f} s ({t.compiles} compile(s) in this call).")
+                     f"{tp.size} members, trained in {t.wall_time:.1f} s ({t.compiles} compile(s) in this call)"
+                     f"{_divergence_note(tp)}.")
     lines.append(f"- Training: {_train_line(cfg.train)}.")
+    lines.append(f"- Code and platform: {provenance.line(origin)}.")
     if study.setup is not None:
         lines.append(f"- {study.setup(cfg, data)}")
     lines += ["", "## Evaluation (as run)", ""]
@@ -306,8 +407,9 @@ def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_ro
                      f"headline ε = {format_eps(e.headline(norm))}.")
     lines.append("- Precision: every measurement (attacks included) at full float32 matmul precision on every backend "
                  "(`crobust.precision.full`).")
-    lines.append(f"- Points: the first {int(ctx.x.shape[0])} test points, the same for every member; true labels; "
-                 f"per point the worst case over the attacks; clean and robust accuracy on the same points.")
+    lines.append(f"- Points: robust accuracy on the first {int(ctx.x.shape[0])} test points, the same for every "
+                 f"member; true labels; per point the worst case over the attacks. Clean accuracy on those points is "
+                 f"`clean_acc_points`; `clean_acc` is on all {int(data.test_images.shape[0])} test points.")
     lines.append("- Randomness: each member's attack noise derives from its seed and a named stream, never from its "
                  "position in the population.")
     lines += ["", "### Evaluation checks", "", *_check_lines(ctx), ""]
@@ -323,7 +425,7 @@ def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_ro
     lines += ["## Verdicts", "",
               f"Each claim is judged by the rule printed after it; the p-values of the trend, comparison and "
               f"correlation claims ({sum(v.p_value is not None for v in verdicts)} here) are two-sided and "
-              f"Holm-corrected together at level {claims_lib.LEVEL}.", ""]
+              f"Holm-corrected together at level {claims_lib.LEVEL}. {_trained_note(table, failed)}", ""]
     lines += [v.line() for v in verdicts] + [""]
     lines += ["## Means per group (mean ± s.d. over seeds)", "", report_lib.markdown_table(summary_rows), ""]
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
@@ -331,6 +433,27 @@ def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_ro
               "`metrics.jsonl`; means: `means.csv`; verdicts: `verdicts.json`; evaluation log: `evaluation.json`.", ""]
     lines += ["## Choices made here (the paper is silent)", ""] + [f"- {n}" for n in study.notes(cfg)] + [""]
     return "\n".join(lines)
+
+
+def _divergence_note(tp: TrainedPopulation) -> str:
+    gone = np.flatnonzero(np.asarray(tp.fit.state.diverged, bool))
+    if gone.size == tp.size:
+        return "; **failed: every member diverged** (nothing measured)"
+    if gone.size:
+        return (f"; **{gone.size} of {tp.size} members diverged** (member(s) {', '.join(map(str, gone))}: left out of "
+                f"the records, means and claims)")
+    return "; no member diverged"
+
+
+def _trained_note(table: MemberTable, failed: Sequence[str]) -> str:
+    """Which members the claims rest on: those that trained (diverged members carry no measurement)."""
+    if "diverged" not in table.columns:
+        return ""
+    gone = int(np.sum(table["diverged"] == 1.0))
+    if not gone:
+        return f"Claims are computed on all {len(table)} members (none diverged)."
+    note = f"Claims are computed on the {len(table) - gone} of {len(table)} members that trained ({gone} diverged"
+    return note + (f"; population(s) {', '.join(failed)} **failed**: every member diverged)." if failed else ").")
 
 
 def _train_line(t: training.TrainConfig) -> str:
@@ -350,4 +473,4 @@ def _train_line(t: training.TrainConfig) -> str:
     return "; ".join(parts)
 
 
-__all__ = ["Population", "Study", "run", "check_workdir", "check_plotting"]
+__all__ = ["Population", "Study", "RunFailed", "run", "check_workdir", "check_plotting", "check_populations"]

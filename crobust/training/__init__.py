@@ -71,12 +71,13 @@ from crobust.training.config import (AUGMENTATIONS, HPARAM_NAMES, HPARAMS, LR_SC
                                      AdversarialTraining, HParam, TrainConfig)
 from crobust.training.loop import Progress, evaluate, fit
 from crobust.training.population import (STREAMS, FitResult, PopulationState, _member_hparams, eval_apply,
-                                         for_evaluation, grid, init_population, member_keys, split_indices,
-                                         stream_key)
+                                         for_evaluation, grid, init_population, member_keys,
+                                         population_bytes, split_indices, stream_key)
 
 __all__ = [
     "AUGMENTATIONS", "AdversarialTraining", "FitResult", "HPARAMS", "HPARAM_NAMES", "HParam", "LR_SCHEDULES",
     "MEMBER_CACHE_BUDGET_BYTES", "OPTIMIZERS", "PopulationState", "Progress", "STREAMS", "TrainConfig", "augment",
     "auto_members_per_group", "cross_entropy", "eval_apply", "evaluate", "fit", "for_evaluation", "grid",
-    "init_population", "lr_factor", "make_block_fn", "member_keys", "split_indices", "stream_key",
+    "init_population", "lr_factor", "make_block_fn", "member_keys", "population_bytes", "split_indices",
+    "stream_key",
 ]

@@ -126,8 +126,13 @@ class TrainConfig:
             raise CrobustError(f"val_ratio must be in [0, 1), got {self.val_ratio}")
         if self.patience is not None and self.patience < 0:
             raise CrobustError(f"patience must be >= 0 or None, got {self.patience}")
+        for name in ("lr", "weight_decay", "momentum", "val_ratio", "lr_gamma", "cosine_min_ratio"):
+            if not math.isfinite(getattr(self, name)):
+                raise CrobustError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.lr <= 0:
             raise CrobustError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise CrobustError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if any(int(m) != m or m <= 0 for m in self.lr_milestones) or list(self.lr_milestones) != sorted(
                 self.lr_milestones):
             raise CrobustError(f"lr_milestones must be increasing positive epochs, got {self.lr_milestones!r}")
@@ -170,7 +175,7 @@ class HParam:
     def check(self, name: str, value: float, config: TrainConfig) -> None:
         high = self.high(config) if callable(self.high) else self.high
         below = value <= self.low if self.low_open else value < self.low
-        if below or value > high or math.isnan(value):
+        if below or value > high or not math.isfinite(value):
             lo = f"> {self.low:g}" if self.low_open else f">= {self.low:g}"
             hi = "" if high == math.inf else f" and <= {high:g}"
             raise CrobustError(f"{name} must be {lo}{hi}, got {value:g}")

@@ -166,65 +166,68 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
     prog = progress if isinstance(progress, Progress) else Progress(config.max_steps, enabled=bool(progress))
     history: dict[str, list] = {}
     n_blocks, wall_before, ckpt = 0, 0.0, None
-    if checkpoint_dir is not None:
-        ckpt = _checkpoint.Checkpointer(checkpoint_dir, every_blocks=every,
-                                        description=_checkpoint.describe(model, data, config, members))
-        restored = ckpt.restore(state)
-        if restored is not None:
-            state, history, n_blocks, wall_before = (restored.state, restored.history, restored.n_blocks,
-                                                     restored.wall_time)
-            if prog.enabled:
-                print(f"[{prog.label}] resumed from {ckpt.path(n_blocks)} (step {restored.step})",
-                      file=prog.stream, flush=True)
-    # after any restore: a checkpoint of another configuration is refused first, with the checkpoint's own message
-    _check_state_matches_members(state, hparams, members)
-    alive_now = ~(np.asarray(state.stopped) | np.asarray(state.diverged))
-    start_step = int(np.max(np.asarray(state.step)))
-    images = jnp.asarray(data.train_images)
-    labels = jnp.asarray(data.train_labels, jnp.int32)
-    n_members, traces, get = len(members), None, (lambda tree: tree)
-    chunk = None if block_fn is not None else _offload_chunk(offload, state, config, n_members, mesh)
-    if chunk is not None:
-        host = jax.devices("cpu")[0]
-        state, hparams = jax.device_put(state, host), jax.device_put(hparams, host)
-        layout = parallel.MemberLayout(chunk, mesh)
-        images, labels = layout.put_replicated(images), layout.put_replicated(labels)
-        jitted, traces = _compiled_block(model, config, adversary, members_per_group, layout)
-        traces_before = traces[0]
-        block_fn = _offloaded_block(jitted, layout, chunk, n_members, host)
-    elif block_fn is None:
-        layout = parallel.MemberLayout(n_members, mesh)
-        state, hparams = layout.put(state), layout.put(hparams)
-        images, labels = layout.put_replicated(images), layout.put_replicated(labels)
-        block_fn, traces = _compiled_block(model, config, adversary, members_per_group, layout)
-        traces_before, get = traces[0], layout.get
-    t0 = time.perf_counter()
-    with _checkpoint.InterruptGuard(enabled=ckpt is not None, stream=prog.stream) as guard:
-        while alive_now.any():
-            state, metrics = block_fn(state, hparams, images, labels)
-            metrics = {k: np.asarray(v)[:n_members] for k, v in jax.device_get(metrics).items()}
-            n_blocks += 1
-            for k, v in metrics.items():
-                history.setdefault(k, []).append(v)
-            alive_now = metrics["alive"]
-            alive = int(np.sum(alive_now))
-            step = int(np.max(metrics["step"]))
-            val = metrics["val_loss"][metrics["evaluated"]]
-            prog.update(step, alive, n_members, float(np.nanmean(val)) if val.size else float("nan"),
-                        final=alive == 0)
-            if on_block is not None:
-                on_block(get(state), metrics)
-            if ckpt is not None:
-                stop = guard.requested()
-                if stop or alive == 0 or ckpt.due(n_blocks):
-                    path = ckpt.save(get(state), history, n_blocks, wall_before + time.perf_counter() - t0)
-                if stop:
-                    message = (f"interrupted ({guard.signal or 'signal on another host'}) at step {step}: "
-                               f"checkpoint written to {path}; rerun the same command to resume")
-                    print(message, file=prog.stream, flush=True)
-                    raise _checkpoint.TrainingInterrupted(message, ckpt.directory, step)
-    if ckpt is not None:
-        ckpt.close()
+    try:
+        if checkpoint_dir is not None:
+            ckpt = _checkpoint.Checkpointer(checkpoint_dir, every_blocks=every,
+                                            description=_checkpoint.describe(model, data, config, members),
+                                            stream=prog.stream)
+            restored = ckpt.restore(state)
+            if restored is not None:
+                state, history, n_blocks, wall_before = (restored.state, restored.history, restored.n_blocks,
+                                                         restored.wall_time)
+                if prog.enabled:
+                    print(f"[{prog.label}] resumed from {ckpt.path(n_blocks)} (step {restored.step})",
+                          file=prog.stream, flush=True)
+        # after any restore: a checkpoint of another configuration is refused first, with the checkpoint's own message
+        _check_state_matches_members(state, hparams, members)
+        alive_now = ~(np.asarray(state.stopped) | np.asarray(state.diverged))
+        start_step = int(np.max(np.asarray(state.step)))
+        images = jnp.asarray(data.train_images)
+        labels = jnp.asarray(data.train_labels, jnp.int32)
+        n_members, traces, get = len(members), None, (lambda tree: tree)
+        chunk = None if block_fn is not None else _offload_chunk(offload, state, config, n_members, mesh)
+        if chunk is not None:
+            host = jax.devices("cpu")[0]
+            state, hparams = jax.device_put(state, host), jax.device_put(hparams, host)
+            layout = parallel.MemberLayout(chunk, mesh)
+            images, labels = layout.put_replicated(images), layout.put_replicated(labels)
+            jitted, traces = _compiled_block(model, config, adversary, members_per_group, layout)
+            traces_before = traces[0]
+            block_fn = _offloaded_block(jitted, layout, chunk, n_members, host)
+        elif block_fn is None:
+            layout = parallel.MemberLayout(n_members, mesh)
+            state, hparams = layout.put(state), layout.put(hparams)
+            images, labels = layout.put_replicated(images), layout.put_replicated(labels)
+            block_fn, traces = _compiled_block(model, config, adversary, members_per_group, layout)
+            traces_before, get = traces[0], layout.get
+        t0 = time.perf_counter()
+        with _checkpoint.InterruptGuard(enabled=ckpt is not None, stream=prog.stream) as guard:
+            while alive_now.any():
+                state, metrics = block_fn(state, hparams, images, labels)
+                metrics = {k: np.asarray(v)[:n_members] for k, v in jax.device_get(metrics).items()}
+                n_blocks += 1
+                for k, v in metrics.items():
+                    history.setdefault(k, []).append(v)
+                alive_now = metrics["alive"]
+                alive = int(np.sum(alive_now))
+                step = int(np.max(metrics["step"]))
+                val = metrics["val_loss"][metrics["evaluated"]]
+                prog.update(step, alive, n_members, float(np.nanmean(val)) if val.size else float("nan"),
+                            final=alive == 0)
+                if on_block is not None:
+                    on_block(get(state), metrics)
+                if ckpt is not None:
+                    stop = guard.requested()
+                    if stop or alive == 0 or ckpt.due(n_blocks):
+                        path = ckpt.save(get(state), history, n_blocks, wall_before + time.perf_counter() - t0)
+                    if stop:
+                        message = (f"interrupted ({guard.signal or 'signal on another host'}) at step {step}: "
+                                   f"checkpoint written to {path}; rerun the same command to resume")
+                        print(message, file=prog.stream, flush=True)
+                        raise _checkpoint.TrainingInterrupted(message, ckpt.directory, step)
+    finally:                       # also on a refusal or an interrupt: Orbax's threads end here, quietly
+        if ckpt is not None:
+            ckpt.close()
     state = get(state)
     wall = wall_before + time.perf_counter() - t0
     cache_size = getattr(block_fn, "_cache_size", None)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crobust import optim, regularizers
+from crobust import optim, parallel, regularizers
 from crobust._errors import CrobustError
 from crobust.training.config import HPARAMS, TrainConfig, check_hparam_name
 
@@ -245,6 +245,25 @@ def init_population(model, data, config: TrainConfig, members: Sequence[Mapping]
         step=jnp.zeros((m,), jnp.int32), best_val=jnp.full((m,), jnp.inf, jnp.float32),
         best_step=jnp.full((m,), -1, jnp.int32), stopped=jnp.zeros((m,), bool), diverged=jnp.zeros((m,), bool),
         model_state=model_state, best_model_state=model_state)
+
+
+def population_bytes(model, data, config: TrainConfig, members: Sequence[Mapping]) -> tuple[int, int]:
+    """(bytes of the population's state, bytes its training step adds) from the shapes alone: the initialisation
+    program of :func:`init_population` through ``jax.eval_shape`` (nothing is allocated, nothing compiled) gives
+    parameters, model state, optimiser state and splits; the state holds the parameters and the model state twice
+    (current and best), counted by :func:`crobust.parallel.state_bytes`. The step's working set is
+    M · :func:`crobust.parallel.member_step_bytes`. Validates ``config`` and the members as :func:`init_population`
+    does."""
+    n_total = int(data.train_labels.shape[0])
+    config.validate(n_total)
+    hp = _member_hparams(members, config)
+    image_shape = tuple(int(d) for d in data.train_images.shape[1:])
+    program = _init_program.__wrapped__(model, config.optimizer, n_total, float(config.val_ratio), image_shape)
+    params, model_state, opt_state, train_idx, val_idx = jax.eval_shape(program, member_keys(members), hp["lr"],
+                                                                         hp["weight_decay"])
+    state = parallel.state_bytes((params, params, model_state, model_state, opt_state, train_idx, val_idx))
+    step = parallel.member_step_bytes(params, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size)
+    return state, step * len(members)
 
 
 @functools.lru_cache(maxsize=16)
