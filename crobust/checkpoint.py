@@ -169,6 +169,7 @@ class Checkpointer:
         self.every_blocks = int(every_blocks)
         self.last_saved = None
         self._stream = stream
+        _quiet_closed_loop_callbacks()
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                                enable_async_checkpointing=False, cleanup_tmp_directories=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
@@ -276,6 +277,33 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _is_closed_loop_callback(unraisable) -> bool:
+    """An "Event loop is closed" ``RuntimeError`` raised by asyncio's ``call_soon_threadsafe``: a read of Orbax's
+    (tensorstore) that completes after the ``asyncio.run`` that asked for it ended — which happens to the reads a
+    failed restore abandons. Nothing is lost: the restore has already failed and been reported."""
+    exc, tb = unraisable.exc_value, unraisable.exc_traceback
+    if not isinstance(exc, RuntimeError) or str(exc) != "Event loop is closed":
+        return False
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename.endswith(os.path.join("asyncio", "base_events.py"))
+
+
+def _quiet_closed_loop_callbacks() -> None:
+    """Drop :func:`_is_closed_loop_callback` reports from ``sys.unraisablehook`` (each is a traceback of ~5 lines on
+    stderr, dozens around one skipped checkpoint); every other report goes to the hook as before. Installed once."""
+    hook = sys.unraisablehook
+    if getattr(hook, "_crobust_quiet", False):
+        return
+
+    def quiet(unraisable):
+        if not _is_closed_loop_callback(unraisable):
+            hook(unraisable)
+
+    quiet._crobust_quiet = True
+    sys.unraisablehook = quiet
 
 
 def _first_line(e: BaseException) -> str:
