@@ -24,8 +24,8 @@ checked on restore, so bytes changed on the disk (a bad sector, a stray write) a
 format would read them. The last ``max_to_keep`` (2) checkpoints are kept; if the newest cannot be read or fails
 its checksums, one line on stderr names it and why, and the one before it is used; none left is one
 :class:`~crobust.CrobustError`. Arrays with no element (a member's validation split when ``val_ratio`` = 0) are
-not written (Orbax cannot) and are restored from their shape. A checkpoint written by a different configuration is refused with one
-:class:`~crobust.CrobustError` naming what differs. Saving is synchronous (a few tens of ms for the studies'
+not written (Orbax cannot) and are restored from their shape. A checkpoint written by a different configuration
+is refused with one :class:`~crobust.CrobustError` naming what differs. Saving is synchronous (a few tens of ms for the studies'
 populations), collective on a multi-host run (every process calls it; put the folder on a file system every
 host sees), and happens every ``checkpoint_every`` optimiser steps (rounded up to whole blocks), at the end,
 and on an interrupt.
