@@ -11,9 +11,16 @@ directory is usable and that the figures can be drawn before any work, loads the
 (checkpointed under ``<workdir>/checkpoints/<population>``, so a rerun resumes), applies the measures population
 by population into one :class:`~crobust.study.table.MemberTable`, writes the records (``metrics.jsonl``,
 ``members.csv``), draws the figures, judges the claims (:func:`crobust.study.claims.judge`) and writes
-``report.md``: the setup actually run, the attacks and budgets actually run, which evaluation checks ran and which
-could not (and why), the verdicts, a table of means, the figures and the study's notes. ``run.json`` says
-``complete`` only once ``report.md`` exists.
+``report.md``: the setup actually run (with the code and platform it ran on, :mod:`crobust.provenance`), the
+attacks and budgets actually run, which evaluation checks ran and which could not (and why), the verdicts, a table
+of means, the figures and the study's notes. ``run.json`` says ``complete`` only once ``report.md`` exists.
+
+What a run guarantees (:func:`run`): every setting, each population's members and its memory are checked before the
+run directory is touched; one process at a time holds the directory (:class:`crobust.records.WorkdirLock`); a
+refused command changes no file of an existing run; a diverged member is no result (counted in the report, left out
+of the records, means and claims) and a population whose members all diverged is marked failed; SIGINT/SIGTERM in
+any phase end the run as ``interrupted`` (:mod:`crobust.study.signals`); with one seed per setting only the
+per-member checks are judged.
 """
 
 from __future__ import annotations
