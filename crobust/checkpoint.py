@@ -206,12 +206,7 @@ class Checkpointer:
                 errors.append(f"{step}: {type(e).__name__}: {_first_line(e)}")
                 skipped.append(step)
                 continue
-            if meta.get("fingerprint") != self.fingerprint:
-                diff = _differences(meta.get("description", {}), self.description)
-                raise CrobustError(
-                    f"the checkpoint in {self.directory} was written by a different training configuration "
-                    f"(differs in: {', '.join(diff) if diff else 'fingerprint'}); rerun with the original settings "
-                    f"or use another checkpoint folder / --workdir (or delete {self.directory} to start over)")
+            self._refuse_another_configuration(meta)
             target = {f"{i:04d}": np.zeros((jax.random.key_data(x) if _is_key(x) else x).shape,
                                            (jax.random.key_data(x) if _is_key(x) else x).dtype)
                       for i, x in enumerate(template_leaves)}
@@ -247,6 +242,25 @@ class Checkpointer:
                             step=int(meta.get("step", 0)))
         raise CrobustError(f"no readable checkpoint in {self.directory} ({'; '.join(errors)}); delete the folder "
                            f"to start over")
+
+    def _refuse_another_configuration(self, meta: Mapping) -> None:
+        if meta.get("fingerprint") != self.fingerprint:
+            diff = _differences(meta.get("description", {}), self.description)
+            raise CrobustError(
+                f"the checkpoint in {self.directory} was written by a different training configuration "
+                f"(differs in: {', '.join(diff) if diff else 'fingerprint'}); rerun with the original settings "
+                f"or use another checkpoint folder / --workdir (or delete {self.directory} to start over)")
+
+    def check_configuration(self) -> None:
+        """Refuse (the :class:`CrobustError` of :meth:`restore`) when the newest checkpoint whose metadata reads was
+        written by another configuration; reads metadata only, so a run can be refused before it changes a file."""
+        for step in reversed(self.steps()):
+            try:
+                meta = self._meta(step)
+            except Exception:  # unreadable: restore will say so and try the one before
+                continue
+            self._refuse_another_configuration(meta)
+            return
 
     # -- save ------------------------------------------------------------------------------------------------
     def due(self, n_blocks: int) -> bool:
@@ -320,6 +334,17 @@ def _checksum_failures(expected: Mapping | None, arrays: Mapping) -> list[str]:
             if k not in arrays[group] or checksum(arrays[group][k]) != want]
 
 
+def check_configuration(directory, *, description: Mapping) -> None:
+    """:meth:`Checkpointer.check_configuration` for ``directory`` if it holds checkpoints (nothing is created)."""
+    if not os.path.isdir(directory) or not any(d.isdigit() for d in os.listdir(directory)):
+        return
+    ckpt = Checkpointer(directory, description=description)
+    try:
+        ckpt.check_configuration()
+    finally:
+        ckpt.close()
+
+
 def every_blocks(checkpoint_every: int, eval_every: int) -> int:
     """A checkpoint interval in optimiser steps → whole blocks (rounded up); ``checkpoint_every`` must be > 0."""
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer)) \
@@ -376,5 +401,5 @@ class InterruptGuard:
         return local
 
 
-__all__ = ["Checkpointer", "Restored", "TrainingInterrupted", "InterruptGuard", "describe", "fingerprint",
+__all__ = ["Checkpointer", "Restored", "check_configuration", "TrainingInterrupted", "InterruptGuard", "describe", "fingerprint",
            "every_blocks"]

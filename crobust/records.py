@@ -149,7 +149,7 @@ class RunDir:
         if not self.writer:
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        self._check_reusable(_jsonable(dict(config)))
+        self.check_reusable(config)
         write_json(self.path / "config.json", {**dict(config), **({"provenance": provenance} if provenance else {})})
         self._meta = {"study": self.study, "preset": self.preset, "status": "running", "started": _now(),
                       **(dict(extra) if extra else {})}
@@ -160,7 +160,9 @@ class RunDir:
             if (self.path / stale).exists():
                 (self.path / stale).unlink()
 
-    def _check_reusable(self, config: dict) -> None:
+    def check_reusable(self, config: Mapping) -> None:
+        """Refuse (one :class:`CrobustError`) a folder that holds another run (:meth:`start`); writes nothing."""
+        config = _jsonable(dict(config))
         old_config = self.path / "config.json"
         if self._keeps_nothing():
             return

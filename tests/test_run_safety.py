@@ -147,6 +147,19 @@ def test_a_refused_command_changes_no_file_of_a_finished_run(finished, tmp_path,
     assert json.loads((w / "run.json").read_text())["status"] == "complete"
 
 
+def test_a_checkpoint_of_another_configuration_is_refused_before_any_file_changes(finished, tmp_path, capfd,
+                                                                                   monkeypatch):
+    w = _copy(finished, tmp_path)
+    for meta in (w / "checkpoints" / "mlp").glob("*/meta/metadata"):     # as if written by another crobust
+        doc = json.loads(meta.read_text())
+        doc["fingerprint"], doc["description"]["state_format"] = "0" * 16, 0
+        meta.write_text(json.dumps(doc))
+    before = _snapshot(w)
+    code, err = _main(["--workdir", str(w)], capfd, monkeypatch)
+    assert code == 2 and "different training configuration (differs in: state_format" in _one_line(err, "error: ")
+    assert _snapshot(w) == before
+
+
 @pytest.mark.parametrize("setting, needle", [("train.lr=nan", "train.lr must be a finite number"),
                                              ("train.lr=inf", "train.lr must be a finite number"),
                                              ("eval.eps_linf=0,nan", "eval.eps_linf must be a finite number"),

@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from crobust import report as report_lib
-from crobust import parallel, precision, provenance, training
+from crobust import checkpoint, parallel, precision, provenance, training
 from crobust._errors import CrobustError
 from crobust._format import format_eps
 from crobust.config import to_dict, validate
@@ -166,14 +166,18 @@ def run(study: Study, cfg, workdir, *, preset: str = "custom", progress: bool = 
         path = check_workdir(workdir)
         out = RunDir(path, study=study.name, preset=preset)
         with (WorkdirLock(path) if out.writer else contextlib.nullcontext()):
+            out.check_reusable(to_dict(cfg))       # another run here, or a checkpoint of another configuration:
+            for pop in populations:                 # refused before a file changes
+                checkpoint.check_configuration(out.path / "checkpoints" / pop.name, description=checkpoint.describe(
+                    pop.model, data, pop.train, list(pop.members)))
             return _locked_run(study, cfg, data, populations, out, log, progress, signals)
 
 
 def _locked_run(study, cfg, data, populations, out: RunDir, log, progress, signals: RunSignals) -> dict:
     t_start = time.perf_counter()
     origin = provenance.provenance()
-    out.start(to_dict(cfg), extra={"data_source": data.source}, provenance=origin)
     try:
+        out.start(to_dict(cfg), extra={"data_source": data.source}, provenance=origin)   # may refuse: no write
         result = _run(study, cfg, data, populations, out, log, progress, signals, origin)
         signals.check()
     except OSError as e:
