@@ -608,6 +608,9 @@ def test_divergence_mid_block_returns_to_the_block_start_and_max_steps_ends_mid_
     ({}, [{"alpah": 0.1, "seed": 0}], "member key.*alpah"),
     ({"val_ratio": 0.0, "patience": 100}, [{"seed": 0}], "val_ratio"),
     ({}, [{"lr": 0.0, "seed": 0}], "lr"),
+    ({}, [{"lr": float("inf"), "seed": 0}], "lr must be > 0, got inf"),          # a member's lr must be finite
+    ({"lr": float("inf")}, [{"seed": 0}], "lr must be > 0, got inf"),
+    ({"weight_decay": float("nan")}, [{"seed": 0}], "weight_decay must be >= 0, got nan"),
     ({}, [], "member"),
 ])
 def test_bad_input_raises_a_clear_error(cfg_kwargs, members, match):
@@ -625,6 +628,9 @@ def test_grid_and_batch_size_boundary():
     with pytest.raises(CrobustError, match="batch_size"):
         TrainConfig(batch_size=N - int(0.1 * N) + 1).validate(N)
     TrainConfig(val_ratio=0.0, patience=None).validate(N)             # no validation without early stopping
+    for field in ("lr", "weight_decay", "lr_gamma"):
+        with pytest.raises(CrobustError, match=f"{field} must be a finite number"):
+            TrainConfig(**{field: float("nan")}).validate()
 
 
 def test_a_state_of_other_members_is_refused(pop):
