@@ -212,7 +212,8 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
                 alive = int(np.sum(alive_now))
                 step = int(np.max(metrics["step"]))
                 val = metrics["val_loss"][metrics["evaluated"]]
-                prog.update(step, alive, n_members, float(np.nanmean(val)) if val.size else float("nan"),
+                val = val[np.isfinite(val)]                    # none without a validation split (val_ratio 0)
+                prog.update(step, alive, n_members, float(np.mean(val)) if val.size else float("nan"),
                             final=alive == 0)
                 if on_block is not None:
                     on_block(get(state), metrics)
