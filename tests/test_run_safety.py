@@ -264,7 +264,7 @@ def test_a_population_where_every_member_diverged_fails_and_the_others_are_kept(
 
 def test_a_model_too_large_for_the_host_is_one_line_before_the_workdir(tmp_path, capfd, monkeypatch):
     t0 = time.perf_counter()
-    code, err = _main(["--set", "model.width=100000000", "--workdir", str(tmp_path / "w")], capfd, monkeypatch)
+    code, err = _main(["--set", "model.width=1000000000", "--workdir", str(tmp_path / "w")], capfd, monkeypatch)
     assert code == 2
     _one_line(err, "error: population mlp (4 members, MLP) needs ~", "GiB of host memory but this process may use")
     assert not (tmp_path / "w").exists() and time.perf_counter() - t0 < 60
