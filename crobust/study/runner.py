@@ -58,6 +58,13 @@ class Population:
     adversary: Optional[Callable] = None  # the trainer's adversary when ``train.adversarial`` is set (default PGD)
     member_coords: tuple = ()             # one mapping per member, added to its coordinates (e.g. its scale)
 
+    def member_rows(self) -> list[dict]:
+        """Every member's coordinates as the member table holds them: population, index, constant coordinates,
+        hyper-parameters and seed, then its own ``member_coords``."""
+        extra = self.member_coords or ({},) * len(self.members)
+        return [{"population": self.name, "member": i, **dict(self.coords), **m, **dict(extra[i])}
+                for i, m in enumerate(self.members)]
+
 
 @dataclasses.dataclass(frozen=True)
 class Study:
@@ -175,9 +182,7 @@ def _run(study: Study, cfg, data, out: RunDir, log, progress) -> dict:
         tp = TrainedPopulation(pop.name, pop.model, list(pop.members), dict(pop.coords), fit, fit.best_params,
                                fit.best_model_state)
         trained.append(tp)
-        extra = pop.member_coords or ({},) * len(pop.members)
-        rows = table.add_members([{"population": pop.name, "member": i, **dict(pop.coords), **m, **dict(extra[i])}
-                                  for i, m in enumerate(pop.members)])
+        rows = table.add_members(pop.member_rows())
         for measure in measures:
             t0 = time.perf_counter()
             with precision.full():              # every measured number at full float32 on every backend
