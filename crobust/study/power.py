@@ -176,10 +176,10 @@ def report(study, cfg, preset: str, level: float = C.LEVEL) -> tuple[list[str], 
     return lines, not failing
 
 
-def main(study, cfg, preset: str, out=sys.stdout) -> int:
-    """Print :func:`report`; 0 when every primary claim passes, else 1."""
+def main(study, cfg, preset: str, out=None) -> int:
+    """Print :func:`report` (to ``out``, default stdout); 0 when every primary claim passes, else 1."""
     lines, ok = report(study, cfg, preset)
-    print("\n".join(lines), file=out)
+    print("\n".join(lines), file=out or sys.stdout)
     return 0 if ok else 1
 
 

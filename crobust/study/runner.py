@@ -325,17 +325,35 @@ def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_ro
                   + ". `art_overstatement` = RA(ART) − RA(ensemble) per member is in the table of means; claims "
                     "marked “(ART)” below repeat a headline claim on the ART numbers, so a verdict that depends on "
                     "the evaluation shows as a disagreement.", ""]
-    lines += ["## Verdicts", "",
-              f"Each claim is judged by the rule printed after it; the p-values of the trend, comparison and "
-              f"correlation claims ({sum(v.p_value is not None for v in verdicts)} here) are two-sided and "
-              f"Holm-corrected together at level {claims_lib.LEVEL}.", ""]
-    lines += [v.line() for v in verdicts] + [""]
+    lines += _verdict_lines(verdicts)
     lines += ["## Means per group (mean ± s.d. over seeds)", "", report_lib.markdown_table(summary_rows), ""]
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
     lines += ["Numbers behind every figure: the `.csv` beside it; per member: `members.csv`; every measurement: "
               "`metrics.jsonl`; means: `means.csv`; verdicts: `verdicts.json`; evaluation log: `evaluation.json`.", ""]
     lines += ["## Choices made here (the paper is silent)", ""] + [f"- {n}" for n in study.notes(cfg)] + [""]
     return "\n".join(lines)
+
+
+def _verdict_lines(verdicts) -> list[str]:
+    """The Verdicts section (primary, then secondary claims, each its own Holm family) and the Checks section."""
+    count = lambda fam: sum(v.p_value is not None for v in verdicts if v.family == fam)
+    lines = ["## Verdicts", "",
+             f"Each claim is judged by the rule printed after it, with the effect it states; p-values are two-sided "
+             f"and Holm-corrected within their family at level {claims_lib.LEVEL}: the primary claims "
+             f"({count('primary')} p-values) form one family, the secondary claims ({count('secondary')}) another. "
+             f"Members sharing a seed are paired and permuted within the seed.", ""]
+    for family in ("primary", "secondary"):
+        chosen = [v for v in verdicts if v.family == family]
+        if chosen:
+            lines += [f"### {claims_lib.FAMILY_TITLES[family][0].upper()}{claims_lib.FAMILY_TITLES[family][1:]}", "",
+                      *[v.line() for v in chosen], ""]
+    checks = [v for v in verdicts if v.family == "check"]
+    if checks:
+        lines += ["## Checks", "",
+                  f"What the setup must show for the claims to be read at all — the manipulation worked, the scale "
+                  f"held, an inequality that holds by construction. Never counted as evidence for a paper claim "
+                  f"({count('check')} p-values, their own Holm family).", "", *[v.line() for v in checks], ""]
+    return lines
 
 
 def _train_line(t: training.TrainConfig) -> str:
