@@ -187,3 +187,33 @@ def test_families_are_validated_and_carried_to_the_verdict():
     assert v.family == "check" and v.verdict == "supported"
     with pytest.raises(ValueError, match="family must be one of primary, secondary, check"):
         C.Trend("C0", "t", y="y", family="main")
+
+
+def test_a_primary_claim_on_an_unconverged_headline_is_at_most_inconclusive():
+    t = _planted(6, [0.0, 0.5, 1.0], -0.2)
+    ra = Column("robust_acc", (("norm", "l2"), ("eps", "0.5")))
+    rows = slice(0, len(t))
+    t.set(rows, ra, t["y"])
+    flag = np.where(t["alpha"] == 1.0, 1.0, np.nan)           # checked at the largest α only, all converged
+    t.set(rows, Column("headline_converged", (("norm", "l2"),)), flag)
+    claim = C.Trend("C3", "falls", "primary", x="alpha", y=ra.key)
+    assert C.judge([claim], t)[0].verdict == "supported"
+    flag[np.flatnonzero(t["alpha"] == 1.0)[2]] = 0.0          # one member's headline did not converge
+    t.set(rows, Column("headline_converged", (("norm", "l2"),)), flag)
+    primary, secondary = C.judge([claim, dataclasses.replace(claim, family="secondary")], t)
+    assert primary.label == "inconclusive (not converged)" and "l2" in primary.detail
+    assert secondary.verdict == "supported"                 # only a primary claim is held back
+    assert C.unconverged(C.Trend("C3", "other norm", x="alpha", y="y"), t) == []
+
+
+def test_the_headline_is_vouched_for_only_by_its_own_rung_of_a_converged_ladder():
+    from crobust.study.measures import headline_converged
+    rung = lambda t, r, ra: {"n_iter": t, "n_restarts": r, "robust_acc": [ra]}
+    # the ladder 10, 20, 40 × 1 restart, then 40 × 2: converged at the top (last doublings 0.2 and 0.1 pp)
+    result = {"budgets": [rung(10, 1, 0.60), rung(20, 1, 0.55), rung(40, 1, 0.548), rung(40, 2, 0.547)],
+              "converged": True, "tolerance_pp": 0.5}
+    assert headline_converged(result, 40, 1)                  # 0.1 pp above the largest budget
+    assert headline_converged(result, 20, 1)                  # 0.3 pp above it
+    assert not headline_converged(result, 10, 1)
+    assert not headline_converged(result, 80, 1)              # not on the ladder: nothing vouches for it
+    assert not headline_converged({**result, "converged": False}, 40, 1)

@@ -13,6 +13,9 @@ inequality that holds by construction: a check of the setup, never evidence for 
 family are Holm-corrected together (:func:`holm`), apart from the other families'; the report lists checks in their
 own section and the index's tally of a paper claim counts no check.
 
+**Convergence.** A primary claim that reads a robust-accuracy column of a norm whose headline attack did not
+converge on one of its members (``headline_converged[norm] == 0``) is at most "inconclusive (not converged)".
+
 **Paired designs.** Members that share a ``seed`` share their initialisation and data order, so the rules that
 compare settings pair members by seed and permute only within a seed (the null: within every seed the setting does
 not matter, seed levels kept). A table without a ``seed`` coordinate is one group (an unpaired design); the verdict
@@ -572,6 +575,37 @@ class Matched(_Claim):
                        p, p_adjusted, detail, reason=reason), p
 
 
+HEADLINE_MEASUREMENTS = ("robust_acc", "ra_over_sa")     # measurements that come from the headline attack
+
+
+def unconverged(claim: _Claim, table: MemberTable) -> list[str]:
+    """The norms whose headline attack did not converge (``headline_converged[norm] == 0``,
+    :func:`crobust.study.measures.budget_convergence`) on a member the claim reads through a robust-accuracy
+    column of that norm."""
+    mask = claim.mask(table)
+    norms = set()
+    for key in claim.needs():
+        meta = table.meta.get(key)
+        norm = dict(meta.qualifiers).get("norm") if meta is not None else None
+        flag = f"headline_converged[norm={norm}]"
+        if meta is not None and meta.measurement in HEADLINE_MEASUREMENTS and flag in table.columns and \
+                np.any(table.columns[flag][mask] == 0):
+            norms.add(norm)
+    return sorted(norms)
+
+
+def _gate_convergence(claim: _Claim, verdict: Verdict, table: MemberTable) -> Verdict:
+    """A primary claim on an unconverged headline attack is at most inconclusive (not converged)."""
+    if claim.family != "primary" or verdict.verdict not in ("supported", "contradicted"):
+        return verdict
+    norms = unconverged(claim, table)
+    if not norms:
+        return verdict
+    return dataclasses.replace(verdict, verdict="inconclusive", reason="not converged",
+                               detail=f"{verdict.detail}; the rule alone says {verdict.verdict}, but the headline "
+                                      f"attack ({', '.join(norms)}) did not converge on a member it reads")
+
+
 def judge(claims: Sequence[_Claim], table: MemberTable, *, level: float = LEVEL,
           correction: Optional[str] = "holm") -> list[Verdict]:
     """Judge every claim on ``table``; the p-values of each family (:data:`FAMILIES`) are Holm-corrected together
@@ -594,9 +628,9 @@ def judge(claims: Sequence[_Claim], table: MemberTable, *, level: float = LEVEL,
             verdict = c._skip(f"not measured: {', '.join(missing)}")
         elif i in adjusted:
             verdict = c.test(table, level, p_adjusted=adjusted[i])[0]
-        out.append(dataclasses.replace(verdict, family=c.family))
+        out.append(_gate_convergence(c, dataclasses.replace(verdict, family=c.family), table))
     return out
 
 
-__all__ = ["LEVEL", "VERDICTS", "FAMILIES", "Verdict", "Trend", "Compare", "Correlation", "Holds", "Flat", "Matched",
+__all__ = ["LEVEL", "VERDICTS", "FAMILIES", "unconverged", "Verdict", "Trend", "Compare", "Correlation", "Holds", "Flat", "Matched",
            "judge", "holm", "pearson", "spearman", "permutations_within", "permutation_p", "group_codes"]

@@ -285,8 +285,11 @@ def _convergence_lines(ctx: Context) -> list[str]:
         moved = max([v for v in r["last_doubling_pp"].values() if v is not None], default=float("nan"))
         lines.append(f"| {r['population']} | {r['member']} | {r['norm']} | {r['eps']} | " + " | ".join(
             f"{b['robust_acc'][0]:.3f}" for b in r["budgets"]) + f" | {moved:.2f} | {'yes' if r['converged'] else '**no**'} |")
-    all_conv = all(r["converged"] for r in rows)
-    lines += ["", f"Headline: **{'converged' if all_conv else 'not converged'}** at this preset's budget."]
+    vouched = sum(bool(r.get("headline_converged")) for r in rows)
+    lines += ["", f"Headline: **{'converged' if vouched == len(rows) else 'not converged'}** at this preset's budget: "
+                  f"{vouched} of {len(rows)} member × norm checks vouch for it (the headline's own budget is on the "
+                  f"ladder, the ladder converged and the largest budget lies within the tolerance of the headline's). "
+                  f"A primary claim on an unconverged headline is at most *inconclusive (not converged)*."]
     return lines
 
 
