@@ -154,8 +154,9 @@ def notes(cfg):
         f"Prunability = fraction of W¹'s singular values needed for {cfg.measure.energy:.0%} of Σσ². Alignment uses "
         f"the ℓ2 headline perturbation divided by the normalisation std (what W¹ sees) against the top-"
         f"{cfg.measure.top_k} right singular vectors.",
-        "Representation shift: the mean over the points where ‖z_adv − z‖/‖z‖ is finite; the number left out is "
-        "recorded (`shift_left_out`).",
+        "Representation shift: the mean over the points the member classifies correctly clean (a misclassified "
+        "point is not attacked and would add a shift of 0) where ‖z_adv − z‖/‖z‖ is finite; the numbers left out "
+        "are recorded (`shift_misclassified`, `shift_left_out`).",
         f"Clean accuracy is a confound: the report judges whether it moves by less than {FLAT:g} across α (smaller "
         f"than the {EFFECT:g} fall the primary claims assert), judges the ℓ2 fall at equal clean accuracy (Matched: "
         "clean accuracy as a covariate within seeds) and lists the median logit margin and the head's norms beside "

@@ -337,23 +337,29 @@ def _cached_adv(ctx: Context, pop: TrainedPopulation, norm: str):
 
 
 def representation_shift(norms: Sequence[str] = ("linf", "l2")):
-    """``shift[norm]``: the mean over evaluation points of ‖z_adv − z‖₂/‖z‖₂ on the penultimate representation at the
-    headline ε (the robust-accuracy measure's examples), over the points where it is finite; ``shift_left_out[norm]``:
-    how many points were left out (a dead representation z = 0 that moved gives +∞)."""
+    """``shift[norm]``: the mean of ‖z_adv − z‖₂/‖z‖₂ on the penultimate representation at the headline ε (the
+    robust-accuracy measure's examples) over the points the member classifies correctly clean and where it is
+    finite. A misclassified point keeps x_adv = x (the attack has nothing to do), so averaging over every point would
+    count a shift of 0 for each and make a less accurate model look less shifted. ``shift_left_out[norm]``: how many
+    correct points were left out (a dead representation z = 0 that moved gives +∞); ``shift_misclassified[norm]``:
+    how many points were left out as misclassified clean. NaN when no point is left."""
     def measure(ctx: Context, pop: TrainedPopulation):
         out = {}
         for norm in norms:
             x_adv = _cached_adv(ctx, pop, norm)
 
             def one(v, xa):
-                _, z = pop.apply_fn(v, ctx.x, return_repr=True)
+                logits, z = pop.apply_fn(v, ctx.x, return_repr=True)
                 _, z_adv = pop.apply_fn(v, xa, return_repr=True)
                 s = metrics.representation_shift(z, z_adv)
-                finite = jnp.isfinite(s)
-                return jnp.sum(jnp.where(finite, s, 0.0)) / jnp.maximum(jnp.sum(finite), 1), jnp.sum(~finite)
-            mean, left_out = parallel.population_map(one, pop.variables, x_adv)
-            out[column("shift", norm=norm)] = np.where(np.asarray(left_out) < ctx.x.shape[0], mean, np.nan)
+                correct = jnp.argmax(logits, axis=-1) == ctx.y
+                used = correct & jnp.isfinite(s)
+                return (jnp.sum(jnp.where(used, s, 0.0)) / jnp.maximum(jnp.sum(used), 1), jnp.sum(used),
+                        jnp.sum(correct & ~jnp.isfinite(s)), jnp.sum(~correct))
+            mean, used, left_out, wrong = parallel.population_map(one, pop.variables, x_adv)
+            out[column("shift", norm=norm)] = np.where(np.asarray(used) > 0, mean, np.nan)
             out[column("shift_left_out", norm=norm)] = np.asarray(left_out)
+            out[column("shift_misclassified", norm=norm)] = np.asarray(wrong)
         return out
     return measure
 
