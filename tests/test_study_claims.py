@@ -217,3 +217,15 @@ def test_the_headline_is_vouched_for_only_by_its_own_rung_of_a_converged_ladder(
     assert not headline_converged(result, 10, 1)
     assert not headline_converged(result, 80, 1)              # not on the ladder: nothing vouches for it
     assert not headline_converged({**result, "converged": False}, 40, 1)
+
+
+def test_a_claim_given_another_holds_only_where_that_one_is_supported():
+    t = _planted(8, [0.0, 0.5, 1.0], -0.2)
+    t.set(slice(0, len(t)), "flat", np.full(len(t), 0.7))
+    falls = C.Trend("C9", "falls with α", x="alpha", y="y", min_change=0.1)
+    flat = C.Flat("C9", "flat with scale", x="alpha", y="flat", tolerance=0.03, given=falls.text)
+    assert [v.verdict for v in C.judge([falls, flat], t)] == ["supported", "supported"]
+    weak = dataclasses.replace(falls, min_change=0.5)                   # the premise is now below its stated size
+    v = C.judge([weak, dataclasses.replace(flat, given=weak.text)], t)[1]
+    assert v.label == "inconclusive (its premise is not supported)" and "inconclusive (effect below" in v.detail
+    assert C.judge([flat], t)[0].verdict == "inconclusive"             # a premise not judged at all

@@ -16,6 +16,10 @@ own section and the index's tally of a paper claim counts no check.
 **Convergence.** A primary claim that reads a robust-accuracy column of a norm whose headline attack did not
 converge on one of its members (``headline_converged[norm] == 0``) is at most "inconclusive (not converged)".
 
+**Premises.** A claim with ``given`` (the text of another claim judged with it) is at most inconclusive unless
+that claim is supported: "scale does not create universal vulnerability" says nothing where the α arm shows none
+either.
+
 **Paired designs.** Members that share a ``seed`` share their initialisation and data order, so the rules that
 compare settings pair members by seed and permute only within a seed (the null: within every seed the setting does
 not matter, seed levels kept). A table without a ``seed`` coordinate is one group (an unpaired design); the verdict
@@ -185,6 +189,7 @@ class _Claim:
     paper: str
     text: str
     family: str = "secondary"
+    given: str = ""         # the text of another claim judged with it that must be supported for this one to be
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -629,7 +634,22 @@ def judge(claims: Sequence[_Claim], table: MemberTable, *, level: float = LEVEL,
         elif i in adjusted:
             verdict = c.test(table, level, p_adjusted=adjusted[i])[0]
         out.append(_gate_convergence(c, dataclasses.replace(verdict, family=c.family), table))
-    return out
+    return [_gate_given(c, v, out) for c, v in zip(claims, out)]
+
+
+def _gate_given(claim: _Claim, verdict: Verdict, verdicts: Sequence[Verdict]) -> Verdict:
+    """A claim that holds only ``given`` another (e.g. "scale does not create what compressibility creates" means
+    something only where compressibility's effect is detected) is at most inconclusive unless that one is
+    supported; a contradiction stands."""
+    if not claim.given or verdict.verdict != "supported":
+        return verdict
+    other = next((v for v in verdicts if v.text == claim.given), None)
+    if other is not None and other.verdict == "supported":
+        return verdict
+    state = "not judged" if other is None else other.label
+    return dataclasses.replace(verdict, verdict="inconclusive", reason="its premise is not supported",
+                               detail=f"{verdict.detail}; the rule alone says supported, but it holds only given "
+                                      f"“{claim.given}”, which is {state}")
 
 
 __all__ = ["LEVEL", "VERDICTS", "FAMILIES", "unconverged", "Verdict", "Trend", "Compare", "Correlation", "Holds", "Flat", "Matched",
