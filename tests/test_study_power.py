@@ -72,3 +72,20 @@ def test_checks_never_appear_in_the_index_tally():
     text = "\n".join(reproduce.index_lines("small", "forced", results, coverage={}))
     assert "s: 1 supported (primary); 1 inconclusive (secondary)" in text and "s: checks only" in text
     assert text.index("Checks (not counted above)") < text.index("- **C5: y**")
+
+
+@pytest.mark.parametrize("name", sorted(STUDIES))
+def test_confound_tolerances_are_smaller_than_the_primary_effect(name):
+    study = importlib.import_module(STUDIES[name]).STUDY
+    for preset in ("small", "paper"):
+        claims = study.claims(study.presets[preset])
+        effects = [power.stated_effect(c) for c in claims if c.family == "primary" and power.stated_effect(c)]
+        flats = [c for c in claims if isinstance(c, C.Flat)]
+        assert all(f.tolerance < min(effects, default=float("inf")) for f in flats), [f.text for f in flats]
+
+
+def test_a_headline_budget_off_the_ladder_is_refused():
+    from crobust.study.blocks import EvalConfig
+    with pytest.raises(ValueError, match="must be a rung of the convergence ladder"):
+        EvalConfig(n_iter=30, convergence_iters=(20, 40)).validate()
+    EvalConfig(n_iter=40, n_restarts=2, convergence_iters=(20, 40), convergence_restarts=(1, 2)).validate()
