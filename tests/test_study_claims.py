@@ -171,7 +171,7 @@ def test_an_effect_below_the_stated_size_is_inconclusive_and_says_so():
     assert v_ok.verdict == "supported"
     assert v_small.label == "inconclusive (effect below 0.05)" and "stated effect" in v_small.rule
     assert v_collapse.verdict == "inconclusive" and v_collapse.reason.startswith("effect below")
-    assert "inconclusive (effect below 0.05)" in v_small.line()
+    assert "— **inconclusive** (effect below 0.05) (" in v_small.line()
 
 
 def test_a_claim_with_too_few_trained_members_is_skipped_with_that_reason():

@@ -101,7 +101,7 @@ class Verdict:
         return f"{self.verdict} ({self.reason})" if self.reason else self.verdict
 
     def line(self) -> str:
-        head = f"- **{self.paper}: {self.text}** — **{self.label}**"
+        head = f"- **{self.paper}: {self.text}** — **{self.verdict}**" + (f" ({self.reason})" if self.reason else "")
         if self.verdict == "skipped":
             return f"{head}: {self.detail}"
         parts = [self.detail] if self.detail else []
