@@ -225,7 +225,7 @@ def budget_convergence(norms: Sequence[str] = ("linf", "l2"), x: str = "alpha", 
     (``eval.n_iter`` × ``eval.n_restarts``) is on the ladder, its robust accuracy lies within 0.5 pp of the largest
     budget's and the ladder converged; 0 otherwise (the headline budget cannot be vouched for). The budgets and
     robust accuracies are logged for the report. ``populations`` (names) restricts the check to those populations
-    (default: every one). Square keeps its query budget on every rung."""
+    (default: every one). The ladder runs the gradient attacks of the ensemble only (Square is left out)."""
     def measure(ctx: Context, pop: TrainedPopulation):
         e = ctx.eval
         if not e.convergence_iters or (populations and pop.name not in populations):
