@@ -229,3 +229,12 @@ def test_a_claim_given_another_holds_only_where_that_one_is_supported():
     v = C.judge([weak, dataclasses.replace(flat, given=weak.text)], t)[1]
     assert v.label == "inconclusive (its premise is not supported)" and "inconclusive (effect below" in v.detail
     assert C.judge([flat], t)[0].verdict == "inconclusive"             # a premise not judged at all
+
+
+def test_a_table_without_seeds_is_one_unpaired_group():
+    t = MemberTable()
+    rows = t.add_members([{"alpha": a} for a in ALPHAS for _ in range(5)])
+    t.set(rows, "y", -np.searchsorted(ALPHAS, t["alpha"]) + 0.01 * np.random.default_rng(0).normal(size=len(t)))
+    v = C.judge([C.Trend("C0", "falls", x="alpha", y="y")], t)[0]
+    assert v.verdict == "supported" and "unpaired" in v.detail
+    assert math.isclose(v.stats["rho"], scipy.stats.spearmanr(t["alpha"], t["y"]).statistic, rel_tol=1e-9)

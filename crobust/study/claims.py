@@ -284,23 +284,29 @@ class Trend(_Claim):
         codes = group_codes(seeds)
         keep = np.array([len(np.unique(x[codes == c])) >= 2 for c in codes], bool)
         x, y, codes = x[keep], y[keep], group_codes(codes[keep])
+        paired = SEED in table
         both = [c for c in np.unique(codes) if np.any((codes == c) & (x == x.min())) and
                 np.any((codes == c) & (x == x.max()))] if len(x) else []
-        if len(np.unique(x)) < 2 or len(both) < 2:
+        lo, hi = y[x == x.min()] if len(x) else y, y[x == x.max()] if len(x) else y
+        if len(np.unique(x)) < 2 or (len(both) < 2 if paired else len(x) < 4):
             return self._skip(f"fewer than two seeds with finite `{self.y}` at both the smallest and the largest "
                               f"`{self.x}`" + (f" ({dropped} member(s) without a finite value)" if dropped else ""),
                               TOO_FEW), None
         rho, null = _within_spearman(x, y, codes, self.n_perm, self.seed)
         p = permutation_p(null, rho)
-        d = np.array([y[(codes == c) & (x == x.max())].mean() - y[(codes == c) & (x == x.min())].mean()
-                      for c in both])
-        change, se = float(d.mean()), _se_mean(d)
+        if paired:
+            d = np.array([y[(codes == c) & (x == x.max())].mean() - y[(codes == c) & (x == x.min())].mean()
+                          for c in both])
+            change, se = float(d.mean()), _se_mean(d)
+        else:                                            # no seed coordinate: one group, unpaired change
+            change, se = float(hi.mean() - lo.mean()), _se(lo, hi)
         base = float(np.mean(y[x == x.min()]))
         required = max(self.min_change, self.min_fraction * abs(base))
         verdict, reason = _decide(self.sign, rho, change, se, p if p_adjusted is None else p_adjusted,
                                   self.min_abs_rho, level, required, "ρ")
         detail = (f"mean within-seed Spearman ρ = {rho:+.2f} over {len(x)} members in {len(np.unique(codes))} seed(s); "
-                  f"change {change:+.4g} ± {se:.2g} s.e. over {len(both)} seeds (from {base:.4g})"
+                  f"change {change:+.4g} ± {se:.2g} s.e. "
+                  + (f"over {len(both)} seeds" if paired else "unpaired (no seed coordinate)") + f" (from {base:.4g})"
                   + (f", stated effect {required:.3g}" if required else "")
                   + (f"; {dropped} member(s) without a finite value left out" if dropped else ""))
         return Verdict(self.paper, self.text, verdict, self.rule, {"rho": rho, "change": change, "se": se,
