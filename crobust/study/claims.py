@@ -161,10 +161,6 @@ def permutation_p(null: np.ndarray, observed: float) -> float:
     return float(min(1.0, 2 * min(up, down)))
 
 
-def _two_sided(p_up: float, p_down: float) -> float:
-    return float(min(1.0, 2 * min(p_up, p_down)))
-
-
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values: sorted ascending, p̃₍ᵢ₎ = max_{j ≤ i} min(1, (m − j + 1)·p₍ⱼ₎)."""
     p = np.asarray(p_values, float)
@@ -658,5 +654,6 @@ def _gate_given(claim: _Claim, verdict: Verdict, verdicts: Sequence[Verdict]) ->
                                       f"“{claim.given}”, which is {state}")
 
 
-__all__ = ["LEVEL", "VERDICTS", "FAMILIES", "unconverged", "Verdict", "Trend", "Compare", "Correlation", "Holds", "Flat", "Matched",
-           "judge", "holm", "pearson", "spearman", "permutations_within", "permutation_p", "group_codes"]
+__all__ = ["LEVEL", "VERDICTS", "FAMILIES", "unconverged", "Verdict", "Trend", "Compare", "Correlation", "Holds",
+           "Flat", "Matched", "judge", "holm", "pearson", "spearman", "permutations_within", "permutation_p",
+           "group_codes"]

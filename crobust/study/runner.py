@@ -278,8 +278,8 @@ def _convergence_lines(ctx: Context) -> list[str]:
     lines = ["Robust accuracy of every least and most compressed member at the headline ε as the attack budget "
              "doubles (iterations at one restart, then restarts at the most iterations; the same random streams at "
              "every budget; the gradient attacks only, Square left out). A ladder is **converged** when the last "
-             "doubling on each axis moves it by < 0.5 pp; the headline is vouched for when, besides, its own budget is on the ladder "
-             "and lies within 0.5 pp of the largest budget.",
+             "doubling on each axis moves it by < 0.5 pp; the headline is vouched for when, besides, its own "
+             "budget is on the ladder and lies within 0.5 pp of the largest budget.",
              "", "| population | member | norm | ε | " + " | ".join(
                  f"{b['n_iter']}×{b['n_restarts']}" for b in rows[0]["budgets"]) + " | last doubling (pp) | converged |",
              "|---|---|---|---|" + "---|" * len(rows[0]["budgets"]) + "---|---|"]
