@@ -89,3 +89,13 @@ def test_a_headline_budget_off_the_ladder_is_refused():
     with pytest.raises(ValueError, match="must be a rung of the convergence ladder"):
         EvalConfig(n_iter=30, convergence_iters=(20, 40)).validate()
     EvalConfig(n_iter=40, n_restarts=2, convergence_iters=(20, 40), convergence_restarts=(1, 2)).validate()
+
+
+def test_a_primary_rule_that_cannot_decide_with_every_member_trained_fails():
+    from experiments import spectral_fixed_scale as sfs
+    study, cfg = sfs.STUDY, sfs.PRESETS["smoke"]               # 2 α × 2 seeds
+    rows = {r.claim.text: r for r in power.power(study.claims(cfg), power.layout(study, cfg))}
+    matched = next(r for t, r in rows.items() if "at equal clean accuracy" in t)
+    assert matched.p_min is None and not matched.ok and "4 members for a model with 4 parameters" in matched.note
+    trend = next(r for r in rows.values() if r.claim.family == "primary" and r.p_min is not None)
+    assert trend.p_min > 0.25 and not trend.ok                 # 2² within-seed arrangements: p ≈ 2/4 at best

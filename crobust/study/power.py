@@ -126,8 +126,9 @@ class PowerRow:
 
     @property
     def ok(self) -> bool:
-        """A primary claim passes when its rule can reach the level and detects its planted effect."""
-        return self.claim.family != "primary" or self.p_min is None or bool(self.detected)
+        """A primary claim passes when its rule detects its planted effect (at the best-case adjusted p where it has
+        one): a rule that cannot reach the level, or skips even with every member trained, fails."""
+        return self.claim.family != "primary" or bool(self.detected)
 
 
 def power(claims, table: MemberTable, level: float = C.LEVEL) -> list[PowerRow]:
