@@ -126,22 +126,25 @@ def claims(cfg):
     gap = col("gap", norm="l2")
     bound = lambda kind: col(f"gap_bound_{kind}", norm="l2")
     out = [
-        Correlation("C5", "the aligned Corollary 3.3 bound correlates with the measured gap (Pearson)",
+        Correlation("C5", "the aligned Corollary 3.3 bound correlates with the measured gap (Pearson)", "primary",
                     x=bound("aligned"), y=gap, method="pearson", target=PAPER_RHO),
-        Correlation("C5", "the aligned Corollary 3.3 bound correlates with the measured gap (Spearman)",
+        Correlation("C5", "the aligned Corollary 3.3 bound correlates with the measured gap (Spearman)", "primary",
                     x=bound("aligned"), y=gap, method="spearman", target=PAPER_RHO),
         Correlation("C5", "the naive Corollary 3.3 bound correlates with the measured gap (Pearson)",
                     x=bound("naive"), y=gap, method="pearson", target=PAPER_RHO),
         Correlation("C5", "the naive Corollary 3.3 bound correlates with the measured gap (Spearman)",
                     x=bound("naive"), y=gap, method="spearman", target=PAPER_RHO),
-        Holds("C5", "the naive bound is at least the measured gap for every member", lhs=bound("naive"), rhs=gap),
-        Holds("C5", "the aligned bound is at least the measured gap for every member", lhs=bound("aligned"), rhs=gap),
+        # the measured gap is a lower estimate of the true one, so "bound ≥ gap" checks the implementation
+        Holds("C5", "the naive bound is at least the measured gap for every member", "check", lhs=bound("naive"),
+              rhs=gap),
+        Holds("C5", "the aligned bound is at least the measured gap for every member", "check", lhs=bound("aligned"),
+              rhs=gap),
         Trend("E6", "the measured ℓ2 gap falls as the rank grows", x="rank", y=gap, direction="decreasing"),
         Trend("E6", "the aligned bound falls as the rank grows", x="rank", y=bound("aligned"), direction="decreasing"),
         Trend("C2", "ℓ2 robust accuracy rises with the rank", x="rank", y=headline_ra(e, "l2"),
               direction="increasing"),
-        Matched("E6", "at matched clean accuracy (within 1 pp) the gap is smaller at full rank than at the lowest",
-                x="rank", y=gap, direction="decreasing", within=0.01),
+        Matched("E6", "at equal clean accuracy the gap is smaller at full rank than at the lowest", x="rank", y=gap,
+                direction="decreasing"),
     ]
     # Theorem 3.1: every form on every layer, lhs ≤ rhs (float32 rounding slack 1e-5 relative)
     for layer in LAYERS:
@@ -150,8 +153,9 @@ def claims(cfg):
                                 ("neuron_sound", "neuron_lhs", "neuron, sound √(h·d_in)/k_ν form"),
                                 ("neuron_printed_q1", "neuron_lhs", "neuron, printed (√(h/k_ν) + h·ε_ν/k_ν), q = 1"),
                                 ("neuron_printed_q2", "neuron_lhs", "neuron, printed, q = 2")):
-            out.append(Holds("T3.1", f"Theorem 3.1 {what} holds on {layer}", lhs=col(f"t31_{lhs}", layer=layer),
-                             rhs=col(f"t31_{form}", layer=layer), relation="<=", tol=1e-5))
+            out.append(Holds("T3.1", f"Theorem 3.1 {what} holds on {layer}", "check" if "sound" in form else
+                             "secondary", lhs=col(f"t31_{lhs}", layer=layer), rhs=col(f"t31_{form}", layer=layer),
+                             relation="<=", tol=1e-5))
     return out
 
 

@@ -4,7 +4,8 @@
 
 ``--preset auto`` (the default, what ``make reproduce`` uses) picks ``paper`` when JAX sees an accelerator and
 ``small`` on a CPU, and prints which and why. Each study writes to ``<out>/<preset>/<study>/``; the index
-``<out>/<preset>/index.md`` lists every claim C1–C11 of PAPER.md §5 with its verdict from each study that tests it,
+``<out>/<preset>/index.md`` lists every claim C1–C11 of PAPER.md §5 with the verdicts of each study that tests it
+(its primary claims, then its secondary ones; a study's checks are listed apart and never counted),
 or "not covered yet" with the study that will (:mod:`crobust.study.catalog`), then every study with its verdicts. A study whose data is missing is marked
 *skipped* with the one-line reason (which dataset, where it was looked for, how to get it); it never falls back to
 other data. Each study runs in a process of its own (on a multi-host run: in this process), so one study's
@@ -78,11 +79,7 @@ def index_lines(preset: str, why: str, results: list[dict], coverage: dict | Non
             if r["status"] != "complete":
                 found.append(f"{r['study']}: {r['status']}")
                 continue
-            tally = {}
-            for c in r["claims"]:
-                if c["paper"] == cid:
-                    tally[c["verdict"]] = tally.get(c["verdict"], 0) + 1
-            found.append(f"{r['study']}: " + ", ".join(f"{n} {v}" for v, n in tally.items()))
+            found.append(f"{r['study']}: {claim_tally(r['claims'], cid)}")
         if not found and coverage.get(cid):
             found = [f"not run here — tested by {', '.join(coverage[cid])}"]
         elif not found:
@@ -96,10 +93,26 @@ def index_lines(preset: str, why: str, results: list[dict], coverage: dict | Non
             lines.append(f"Report: [{r['study']}/report.md]({r['study']}/report.md)")
             lines.append("")
             lines += r["verdicts"]
+            if r.get("checks"):
+                lines += ["", "Checks (not counted above):", "", *r["checks"]]
         else:
             lines.append(f"{r['status']}: {r['reason']}")
         lines.append("")
     return lines
+
+
+def claim_tally(claims: list[dict], cid: str) -> str:
+    """The verdicts of one study on paper claim ``cid``: its primary claims, then its secondary ones; checks (the
+    manipulation worked, an inequality that holds by construction) are never counted."""
+    parts = []
+    for family in ("primary", "secondary"):
+        tally: dict = {}
+        for c in claims:
+            if c["paper"] == cid and c.get("family", "secondary") == family:
+                tally[c["verdict"]] = tally.get(c["verdict"], 0) + 1
+        if tally:
+            parts.append(", ".join(f"{n} {v}" for v, n in tally.items()) + f" ({family})")
+    return "; ".join(parts) or "checks only"
 
 
 def run_one(name: str, preset: str, workdir: str, progress: bool) -> dict:
@@ -108,8 +121,10 @@ def run_one(name: str, preset: str, workdir: str, progress: bool) -> dict:
     entry = {"study": name, "title": study.title, "workdir": workdir, "paper_claims": list(study.paper_claims)}
     try:
         out = study.run(study.presets[preset], workdir, preset=preset, progress=progress)
-        entry.update(status="complete", verdicts=[v.line() for v in out["verdicts"]],
-                     claims=[{"paper": v.paper, "text": v.text, "verdict": v.verdict} for v in out["verdicts"]])
+        entry.update(status="complete", verdicts=[v.line() for v in out["verdicts"] if v.family != "check"],
+                     checks=[v.line() for v in out["verdicts"] if v.family == "check"],
+                     claims=[{"paper": v.paper, "text": v.text, "verdict": v.verdict, "family": v.family}
+                             for v in out["verdicts"]])
     except DataMissingError as e:
         print(f"skipped {name}: {e}", flush=True)
         entry.update(status="skipped", reason=str(e))

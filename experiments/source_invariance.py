@@ -74,14 +74,21 @@ from crobust.study.figures_scatter import ScatterPanels
 
 HM = MC.HIDDEN_MEAN
 SOURCES = ("l1", "group_lasso", "nuclear", "lowrank", "sgd")
-AXES = {"eps_sigma_q2": "l2", "eps_nu_q2": "linf"}     # common axis → the norm it pairs with
+# common axis → the norm it pairs with; q = 1 is Theorem 3.1's statistic (the premise), q = 2 the reference code's
+AXES = {"eps_sigma_q1": "l2", "eps_nu_q1": "linf", "eps_sigma_q2": "l2", "eps_nu_q2": "linf"}
+AXIS_METRICS = ("eps_sigma_q1", "eps_nu_q1")
+# The effect the SGD claims assert (RA falls by at least EFFECT over the lr grid); the confound is flat within FLAT.
+# The correlation claims' effect is their |r| ≥ min_abs_r.
+EFFECT, FLAT = 0.03, 0.02
 
 
 @dataclasses.dataclass(frozen=True)
 class SourcesConfig:
     """The grids of every source; ``sgd_lr`` × ``sgd_batch`` is the learning-dynamics grid (one population per batch
-    size); ``axis``: the common compressibility axis of the headline claims (``eps_sigma_q2`` pairs with ℓ2 RA/SA,
-    ``eps_nu_q2`` with ℓ∞); ``include``: the sources trained (all five but in the smoke preset)."""
+    size); ``axis``: the common compressibility axis of the headline claims (``eps_sigma_q1`` pairs with ℓ2 RA/SA,
+    ``eps_nu_q1`` with ℓ∞; q = 1 as in Theorem 3.1, the ``_q2`` forms as the reference code measured; the other q
+    is judged beside it as a secondary claim); ``include``: the sources trained (all five but in the smoke
+    preset)."""
 
     alpha_l1: tuple[float, ...] = (0.0, 1e-4, 1e-3)
     alpha_group_lasso: tuple[float, ...] = (0.0, 1e-2, 3e-2)
@@ -89,7 +96,7 @@ class SourcesConfig:
     ranks: tuple[int, ...] = (2, 8)
     sgd_lr: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)
     sgd_batch: tuple[int, ...] = (50, 100)
-    axis: str = "eps_sigma_q2"
+    axis: str = "eps_sigma_q1"
     include: tuple[str, ...] = SOURCES
 
     def validate(self) -> None:
@@ -194,7 +201,7 @@ def populations(cfg, data):
 
 def measures(cfg):
     return [M.clean_accuracy(), M.margins_and_head(), M.robust_accuracy(("linf", "l2")),
-            MC.layer_compressibility(MC.DEFAULT_METRICS + ("norm_fro",)), MC.lr_over_batch(),
+            MC.layer_compressibility(MC.DEFAULT_METRICS + AXIS_METRICS + ("norm_fro",)), MC.lr_over_batch(),
             M.budget_convergence(populations=("nuclear",)), M.training_record()]
 
 
@@ -222,25 +229,31 @@ def claims(cfg):
     axis = cfg.sources.axis
     norm = AXES[axis]
     x, y = col(axis, layer=HM), col("ra_over_sa", norm=norm)
-    sym = "ε_σ" if axis == "eps_sigma_q2" else "ε_ν"
+    other = axis[:-1] + ("2" if axis.endswith("1") else "1")             # the same axis at the other q
+    sym = f"{'ε_σ' if axis.startswith('eps_sigma') else 'ε_ν'} (q = {axis[-1]})"
+    sym_other = f"{'ε_σ' if axis.startswith('eps_sigma') else 'ε_ν'} (q = {other[-1]})"
     nl = "ℓ2" if norm == "l2" else "ℓ∞"
     out = [Correlation("C6", f"{src}: {sym} (hidden mean) and RA/SA ({nl}) correlate positively (more compressible →"
-                             f" less robust)", x=x, y=y, sign=1, method="spearman", where=(("source", src),))
+                             f" less robust)", "primary", x=x, y=y, sign=1, method="spearman",
+                       where=(("source", src),))
            for src in SOURCES]             # an excluded source's claim is skipped (no members)
     sel = pooled_selection(cfg)
     out += [
-        PooledCorrelation("C6", f"pooled over the sources: {sym} and RA/SA ({nl}) correlate positively", x=x, y=y,
-                          select=sel, method="spearman"),
+        PooledCorrelation("C6", f"pooled over the sources: {sym} and RA/SA ({nl}) correlate positively", "primary",
+                          x=x, y=y, select=sel, method="spearman"),
         PooledCorrelation("C6", f"pooled within sources (centred per source): {sym} and RA/SA ({nl}) correlate "
-                                f"positively", x=x, y=y, select=sel, within="source"),
-        Trend("E12", "SGD: compressibility rises with the learning rate (ε_σ, hidden mean, falls as lr grows)",
-              x="lr", y=col("eps_sigma_q2", layer=HM), direction="decreasing", where=(("source", "sgd"),)),
-        Trend("E12", f"SGD: RA/SA ({nl}) falls as the learning rate grows", x="lr", y=y, direction="decreasing",
-              where=(("source", "sgd"),)),
-        Matched("C6", f"SGD: {nl} RA is lower at the largest lr than at the smallest at matched clean accuracy "
-                      f"(±1 pp)", x="lr", y=headline_ra(cfg.eval, norm), where=(("source", "sgd"),)),
-        Flat("confound", "SGD: clean accuracy changes by less than 5 points across lr", x="lr", y="clean_acc",
-             tolerance=0.05, where=(("source", "sgd"),)),
+                                f"positively", "primary", x=x, y=y, select=sel, within="source"),
+        PooledCorrelation("C6", f"pooled within sources, beside the headline axis: {sym_other} and RA/SA ({nl}) "
+                                f"correlate positively", x=col(other, layer=HM), y=y, select=sel, within="source"),
+        Trend("E12", f"SGD: compressibility rises with the learning rate ({sym}, hidden mean, falls as lr grows)",
+              x="lr", y=x, direction="decreasing", where=(("source", "sgd"),)),
+        Trend("E12", f"SGD: RA/SA ({nl}) falls by ≥ {EFFECT:g} as the learning rate grows", x="lr", y=y,
+              direction="decreasing", where=(("source", "sgd"),), min_change=EFFECT),
+        Matched("C6", f"SGD: {nl} RA falls by ≥ {EFFECT:g} from the smallest to the largest lr at equal clean "
+                      f"accuracy", "primary", x="lr", y=headline_ra(cfg.eval, norm), where=(("source", "sgd"),),
+                min_change=EFFECT),
+        Flat("confound", f"SGD: clean accuracy changes by less than {FLAT:g} across lr", x="lr", y="clean_acc",
+             tolerance=FLAT, where=(("source", "sgd"),)),
     ]
     return out
 
@@ -278,16 +291,19 @@ def figures(cfg):
 def summary(cfg):
     e = cfg.eval
     return ["clean_acc", headline_ra(e, "linf"), headline_ra(e, "l2"), col("ra_over_sa", norm="linf"),
-            col("ra_over_sa", norm="l2"), col("eps_sigma_q2", layer=HM), col("eps_nu_q2", layer=HM),
+            col("ra_over_sa", norm="l2"), col("eps_sigma_q1", layer=HM), col("eps_sigma_q2", layer=HM),
+            col("eps_nu_q2", layer=HM),
             col("beta_sigma", layer=HM), "lr_over_batch", "median_margin", "head_fro", col("norm_fro", layer=HM),
             "diverged"]
 
 
 def notes(cfg):
     return [
-        "Common axis: the mean over the hidden layers of ε_σ (q = 2) or ε_ν at κ = %g — the same measurement for "
+        "Common axis: the mean over the hidden layers of ε_σ or ε_ν at κ = %g — the same measurement for "
         "every source, whatever produced it; ε_σ is paired with ℓ2 RA/SA and ε_ν with ℓ∞ (the paper's spectral / "
-        "neuron pairing). The headline claims use `sources.axis` = %s; the figure shows both." % (
+        "neuron pairing). The headline claims use `sources.axis` = %s: q = 1, the statistic of Theorem 3.1, the "
+        "premise of the relation; the same axis at the other q (q = 2 is what the reference code measured) is "
+        "judged beside it as a secondary claim. The figures show ε_σ and ε_ν at q = 2." % (
             cfg.measure.kappa, cfg.sources.axis),
         "Per-source claims use Spearman correlation over that source's members (its own α = 0 or dense baseline "
         "included). The pooled claims count the AdamW dense baseline once (it is trained in every regulariser "

@@ -31,8 +31,8 @@ import dataclasses
 
 from crobust import training
 from crobust.config import derive
-from crobust.study import (Curves, DataConfig, EvalConfig, Flat, GridConfig, Holds, ModelConfig, Panel, Panels,
-                           Population, Study, StudyConfig, Trend, col, headline_ra)
+from crobust.study import (Curves, DataConfig, EvalConfig, Flat, GridConfig, Holds, Matched, ModelConfig, Panel,
+                           Panels, Population, Study, StudyConfig, Trend, col, headline_ra)
 from crobust.study import measures as M
 
 LAYER = "hidden_0"
@@ -77,26 +77,44 @@ def measures(cfg):
             M.singular_alignment(("l2",), LAYER), M.training_record()]
 
 
+# The effect the primary claims assert: robust accuracy (or RA/SA) falls by at least EFFECT from the smallest to the
+# largest α; the ℓ2 claim asserts the paper's "collapse" (RA at the largest α at most half of RA at α = 0). The
+# clean-accuracy confound is judged flat within FLAT < EFFECT.
+EFFECT, COLLAPSE, FLAT = 0.05, 0.5, 0.03
+
+
 def claims(cfg):
     e = cfg.eval
-    fall = lambda paper, text, y: Trend(paper, text, x="alpha", y=y, direction="decreasing")
-    rise = lambda paper, text, y: Trend(paper, text, x="alpha", y=y, direction="increasing")
+    fall = lambda paper, text, y, family="secondary", **k: Trend(paper, text, family, x="alpha", y=y,
+                                                                 direction="decreasing", **k)
+    rise = lambda paper, text, y, family="secondary": Trend(paper, text, family, x="alpha", y=y,
+                                                            direction="increasing")
     return [
-        fall("C3", "ℓ2 robust accuracy falls as α grows (fixed ‖W¹‖_F)", headline_ra(e, "l2")),
-        fall("C3", "ℓ∞ robust accuracy falls as α grows (fixed ‖W¹‖_F)", headline_ra(e, "linf")),
-        fall("C3", "RA/SA (ℓ2) falls as α grows", col("ra_over_sa", norm="l2")),
-        fall("C3", "RA/SA (ℓ∞) falls as α grows", col("ra_over_sa", norm="linf")),
-        fall("C3", "ℓ2 robust accuracy falls as α grows (ART)", col("robust_acc_art", norm="l2")),
-        fall("C3", "ℓ∞ robust accuracy falls as α grows (ART)", col("robust_acc_art", norm="linf")),
-        fall("E1", "prunability rises (fraction of σ for the energy target falls)", col("prunability", layer=LAYER)),
-        rise("C4", "‖W¹‖₂/‖W¹‖_F rises with compressibility", col("op_over_fro", layer=LAYER)),
+        fall("C3", "ℓ2 robust accuracy collapses as α grows (fixed ‖W¹‖_F): RA at the largest α ≤ half of RA at α = 0",
+             headline_ra(e, "l2"), "primary", min_fraction=COLLAPSE),
+        fall("C3", f"ℓ∞ robust accuracy falls by ≥ {EFFECT:g} as α grows (fixed ‖W¹‖_F)", headline_ra(e, "linf"),
+             "primary", min_change=EFFECT),
+        fall("C3", f"RA/SA (ℓ2) falls by ≥ {EFFECT:g} as α grows", col("ra_over_sa", norm="l2"), "primary",
+             min_change=EFFECT),
+        fall("C3", f"RA/SA (ℓ∞) falls by ≥ {EFFECT:g} as α grows", col("ra_over_sa", norm="linf"), "primary",
+             min_change=EFFECT),
+        Matched("C3", f"ℓ2 robust accuracy falls by ≥ {EFFECT:g} as α grows at equal clean accuracy", "primary",
+                x="alpha", y=headline_ra(e, "l2"), min_change=EFFECT),
+        fall("E1", "ℓ2 robust accuracy falls as α grows (ART, repeating the C3 claim on the weaker evaluation)",
+             col("robust_acc_art", norm="l2"), min_change=EFFECT),
+        fall("E1", "ℓ∞ robust accuracy falls as α grows (ART, repeating the C3 claim on the weaker evaluation)",
+             col("robust_acc_art", norm="linf"), min_change=EFFECT),
+        fall("E1", "prunability rises (fraction of σ for the energy target falls): the penalty worked",
+             col("prunability", layer=LAYER), "check"),
+        rise("C4", "‖W¹‖₂/‖W¹‖_F rises with α: the penalty concentrated the spectrum", col("op_over_fro", layer=LAYER),
+             "check"),
         rise("C4", "representation shift ‖z_adv − z‖/‖z‖ (ℓ2) rises", col("shift", norm="l2")),
         rise("C4", f"ℓ2 perturbations align with the top-{cfg.measure.top_k} right singular vectors (energy "
                    f"fraction rises)", col("top_energy", norm="l2")),
-        Flat("confound", "clean accuracy changes by less than 5 points across α", x="alpha", y="clean_acc",
-             tolerance=0.05),
-        Holds("scale", "‖W¹‖_F stays at its initial value (relative drift ≤ 1e-4)", lhs=col("fro_drift", layer=LAYER),
-              rhs=1e-4, relation="<="),
+        Flat("confound", f"clean accuracy changes by less than {FLAT:g} across α", x="alpha", y="clean_acc",
+             tolerance=FLAT),
+        Holds("scale", "‖W¹‖_F stays at its initial value (relative drift ≤ 1e-4)", "check",
+              lhs=col("fro_drift", layer=LAYER), rhs=1e-4, relation="<="),
     ]
 
 
@@ -136,10 +154,16 @@ def notes(cfg):
         f"Prunability = fraction of W¹'s singular values needed for {cfg.measure.energy:.0%} of Σσ². Alignment uses "
         f"the ℓ2 headline perturbation divided by the normalisation std (what W¹ sees) against the top-"
         f"{cfg.measure.top_k} right singular vectors.",
-        "Representation shift: the mean over the points where ‖z_adv − z‖/‖z‖ is finite; the number left out is "
-        "recorded (`shift_left_out`).",
-        "Clean accuracy is a confound: the report judges whether it moves by less than 5 points across α and lists "
-        "the median logit margin and the head's norms beside robust accuracy.",
+        "Representation shift: the mean over the points the member classifies correctly clean (a misclassified "
+        "point is not attacked and would add a shift of 0) where ‖z_adv − z‖/‖z‖ is finite; the numbers left out "
+        "are recorded (`shift_misclassified`, `shift_left_out`).",
+        f"Clean accuracy is a confound: the report judges whether it moves by less than {FLAT:g} across α (smaller "
+        f"than the {EFFECT:g} fall the primary claims assert), judges the ℓ2 fall at equal clean accuracy (Matched: "
+        "clean accuracy as a covariate within seeds) and lists the median logit margin and the head's norms beside "
+        "robust accuracy.",
+        "Families: the C3 robustness claims are the primary Holm family; the ART repeats, the mechanism (C4 shift "
+        "and alignment) and the confound are secondary; that the penalty raised prunability and ‖W¹‖₂/‖W¹‖_F and "
+        "that ‖W¹‖_F held are checks of the manipulation, reported apart and never counted as evidence.",
     ]
 
 

@@ -1,5 +1,6 @@
 """Claim rules on synthetic member tables whose answer is known, the multiple-claims correction, the table."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -13,9 +14,10 @@ ALPHAS = [0.0, 0.01, 0.1, 1.0]
 
 
 def table_of(**columns) -> MemberTable:
-    """5 seeds × ALPHAS members with the given columns (functions of α and a seeded noise)."""
+    """8 seeds × ALPHAS members with the given columns (functions of α and a seeded noise). Eight seeds: a paired
+    comparison of two settings has 2⁸ sign flips, so its smallest two-sided p is ≈ 2/256 < 0.05."""
     t = MemberTable()
-    rows = t.add_members([{"population": "p", "alpha": a, "seed": s} for a in ALPHAS for s in range(5)])
+    rows = t.add_members([{"population": "p", "alpha": a, "seed": s} for a in ALPHAS for s in range(8)])
     rng = np.random.default_rng(0)
     x = t.coord("alpha")
     for name, fn in columns.items():
@@ -34,7 +36,10 @@ def test_trend_rule_on_falling_flat_and_rising_series():
     v = C.judge([down("falling"), down("rising"), down("noise")], t, correction=None)
     assert [x.verdict for x in v] == ["supported", "contradicted", "inconclusive"]
     assert v[0].stats["rho"] < -0.8 and v[0].p_value < 0.01 and v[0].stats["change"] < 0
-    assert math.isclose(v[0].stats["rho"], scipy.stats.spearmanr(t["alpha"], t["falling"]).statistic, rel_tol=1e-9)
+    seeds = t["seed"]
+    within = np.mean([scipy.stats.spearmanr(t["alpha"][seeds == s], t["falling"][seeds == s]).statistic
+                      for s in range(8)])
+    assert math.isclose(v[0].stats["rho"], within, rel_tol=1e-9)                 # the mean within-seed ρ
     assert "Spearman |ρ| ≥ 0.5" in v[0].line() and "Rule:" in v[0].line()        # the rule is printed
 
 
@@ -44,7 +49,7 @@ def test_holds_is_broken_by_one_member_and_names_it():
     assert C.judge([ok], t)[0].verdict == "supported"
     t.columns["gap"][7] = 5.0                                     # one member breaks it
     v = C.judge([ok], t)[0]
-    assert v.verdict == "contradicted" and v.stats["violations"] == 1 and "1 of 20" in v.detail
+    assert v.verdict == "contradicted" and v.stats["violations"] == 1 and "1 of 32" in v.detail
     assert C.judge([C.Holds("c", "small", lhs="gap", rhs=6.0, relation="<=")], t)[0].verdict == "supported"
 
 
@@ -56,17 +61,21 @@ def test_holm_adjusts_as_the_step_down_formula():
 
 
 def test_the_correction_turns_a_lone_borderline_claim_into_inconclusive_within_a_family():
-    # a weak trend (p just under 0.05 alone) among several null claims: Holm multiplies its p by the family size
+    # a weak trend (p just under 0.05 alone: 6 seeds, 2⁶ within-seed arrangements) among null claims of its family;
+    # Holm multiplies its p by the family size, while a claim of another family leaves it alone
     t = MemberTable()
-    rows = t.add_members([{"alpha": a, "seed": s} for a in (0.0, 1.0) for s in range(4)])
-    t.set(rows, "weak", [0.0, 0.2, 0.1, 0.3, 0.3, 0.45, 0.35, 0.5])
+    rows = t.add_members([{"alpha": a, "seed": s} for a in (0.0, 1.0) for s in range(6)])
+    t.set(rows, "weak", [0.0, 0.2, 0.1, 0.3, 0.25, 0.15, 0.3, 0.45, 0.35, 0.5, 0.4, 0.3])
     for i in range(5):
-        t.set(rows, f"null{i}", np.random.default_rng(i).normal(size=8))
-    weak = C.Trend("C0", "weak", x="alpha", y="weak", direction="increasing", min_abs_rho=0.5)
+        t.set(rows, f"null{i}", np.random.default_rng(i).normal(size=12))
+    weak = C.Trend("C0", "weak", x="alpha", y="weak", direction="increasing", family="primary")
+    nulls = [C.Trend("C0", f"n{i}", x="alpha", y=f"null{i}") for i in range(5)]
     alone = C.judge([weak], t)[0]
-    family = C.judge([weak] + [C.Trend("C0", f"n{i}", x="alpha", y=f"null{i}") for i in range(5)], t)[0]
+    family = C.judge([weak] + [dataclasses.replace(n, family="primary") for n in nulls], t)[0]
+    apart = C.judge([weak] + nulls, t)[0]                                  # the nulls are secondary
     assert alone.verdict == "supported" and alone.p_value < 0.05
     assert family.verdict == "inconclusive" and family.p_adjusted > 0.05 and family.p_value == alone.p_value
+    assert apart.verdict == "supported" and apart.p_adjusted == alone.p_value and apart.family == "primary"
 
 
 def test_compare_correlation_and_flat():
@@ -107,20 +116,125 @@ def test_table_records_use_one_vocabulary_and_nan_pad_new_members():
     assert [(g["population"], g["n"]) for g in stats] == [("p", 0), ("q", 1)] and stats[1]["mean"] == 0.9
 
 
-def test_matched_compares_pairs_of_equal_clean_accuracy_only():
-    # RA falls with α only through clean accuracy: at matched clean accuracy there is no effect
-    t = MemberTable()
-    rows = t.add_members([{"alpha": a, "seed": s} for a in (0.0, 1.0) for s in range(20)])
-    clean = np.r_[np.linspace(0.90, 0.97, 20), np.linspace(0.86, 0.93, 20)]     # overlap 0.90–0.93
-    noise = np.random.default_rng(1).normal(scale=0.01, size=40)
+def test_matched_adjusts_for_clean_accuracy_within_seeds():
+    # clean accuracy falls with α (and varies within seeds); RA follows clean accuracy only ("through"), or also
+    # falls 0.1 at equal clean accuracy ("direct"): the adjusted rule finds nothing in the first, −0.1 in the second
+    t = table_of()
+    rng = np.random.default_rng(1)
+    g = np.searchsorted(ALPHAS, t["alpha"]) / 3
+    clean = 0.9 - 0.05 * g + 0.005 * rng.normal(size=len(t))
+    noise = 0.001 * rng.normal(size=len(t))
+    rows = slice(0, len(t))
     t.set(rows, "clean_acc", clean)
-    t.set(rows, "through_clean", clean - 0.5 + noise)                      # RA = clean − 0.5
-    t.set(rows, "direct", clean - 0.5 - 0.1 * t.coord("alpha") + noise)    # RA also falls 0.1 at equal clean
-    rule = lambda y: C.Matched("C1", y, x="alpha", y=y, match="clean_acc", within=0.01)
-    trivial, real = C.judge([rule("through_clean"), rule("direct")], t, correction=None)
+    t.set(rows, "through", clean - 0.5 + noise + 0.05 * t["seed"])         # seed levels: removed by the pairing
+    t.set(rows, "direct", clean - 0.5 - 0.1 * g + noise + 0.05 * t["seed"])
+    rule = lambda y: C.Matched("C1", y, x="alpha", y=y, match="clean_acc", min_change=0.05)
+    trivial, real = C.judge([rule("through"), rule("direct")], t, correction=None)
     assert trivial.verdict == "inconclusive" and abs(trivial.stats["difference"]) < 0.01
+    assert abs(trivial.stats["gamma"] - 1) < 0.1                           # RA moves one for one with clean accuracy
     assert real.verdict == "supported" and abs(real.stats["difference"] + 0.1) < 0.01
-    assert trivial.stats["pairs"] == real.stats["pairs"] >= 5
-    # a naive trend sees a fall in both
-    naive = C.judge([C.Trend("C1", "n", x="alpha", y="through_clean")], t)[0]
+    naive = C.judge([C.Trend("C1", "n", x="alpha", y="through")], t)[0]   # a naive trend sees a fall in both
     assert naive.verdict == "supported"
+    t.set(rows, "collinear", 0.9 - 0.05 * g)                               # clean accuracy a function of α
+    v = C.judge([C.Matched("C1", "c", x="alpha", y="direct", match="collinear")], t)[0]
+    assert v.verdict == "skipped" and "not identifiable" in v.detail
+
+
+def _planted(n_seeds, settings, effect, offsets=True):
+    """n_seeds × settings members; y rises by ``effect`` from the first to the last setting (linearly in its
+    index), plus a level per seed far larger than the effect when ``offsets``."""
+    t = MemberTable()
+    rows = t.add_members([{"alpha": a, "seed": s} for a in settings for s in range(n_seeds)])
+    g = np.searchsorted(settings, t["alpha"]) / (len(settings) - 1)
+    t.set(rows, "y", 0.5 + effect * g + (0.3 * t["seed"] if offsets else 0))
+    return t
+
+
+def test_pairing_by_seed_removes_seed_levels_larger_than_the_effect():
+    # the seed levels (0.3 apart) dwarf the effect (0.02): pooled over members ρ is weak, within seeds it is 1
+    t = _planted(6, [0.0, 0.1, 1.0], 0.02)
+    v = C.judge([C.Trend("C0", "rises", x="alpha", y="y", direction="increasing")], t)[0]
+    assert v.verdict == "supported" and v.stats["rho"] == pytest.approx(1.0) and v.stats["se"] == 0
+    assert abs(C.spearman(t["alpha"], t["y"])) < 0.5
+    cmp = C.judge([C.Compare("C0", "higher", y="y", a=(("alpha", 1.0),), b=(("alpha", 0.0),), direction="greater")],
+                  t)[0]
+    assert cmp.verdict == "supported" and 0.02 < cmp.p_value < 0.045      # 2⁶ sign flips: p ≈ 2/64 at best
+    assert "6 seeds paired" in cmp.detail
+
+
+def test_an_effect_below_the_stated_size_is_inconclusive_and_says_so():
+    t = _planted(8, [0.0, 0.5, 1.0], -0.02)
+    ok = C.Trend("C3", "falls by 0.01", x="alpha", y="y", min_change=0.01)
+    small = dataclasses.replace(ok, min_change=0.05)
+    collapse = dataclasses.replace(ok, min_change=0.0, min_fraction=0.5)    # half of the value at α = 0 (0.5 + …)
+    v_ok, v_small, v_collapse = C.judge([ok, small, collapse], t)
+    assert v_ok.verdict == "supported"
+    assert v_small.label == "inconclusive (effect below 0.05)" and "stated effect" in v_small.rule
+    assert v_collapse.verdict == "inconclusive" and v_collapse.reason.startswith("effect below")
+    assert "— **inconclusive** (effect below 0.05) (" in v_small.line()
+
+
+def test_a_claim_with_too_few_trained_members_is_skipped_with_that_reason():
+    t = _planted(3, [0.0, 1.0], -0.2)
+    t.columns["y"][t["alpha"] == 1.0] = np.nan               # every member at the largest α diverged
+    v = C.judge([C.Trend("C3", "falls", x="alpha", y="y")], t)[0]
+    assert v.label == "skipped (too few trained members)"
+
+
+def test_families_are_validated_and_carried_to_the_verdict():
+    t = _planted(4, [0.0, 1.0], 0.5)
+    v = C.judge([C.Holds("x", "holds", lhs="y", rhs=0.0, family="check")], t)[0]
+    assert v.family == "check" and v.verdict == "supported"
+    with pytest.raises(ValueError, match="family must be one of primary, secondary, check"):
+        C.Trend("C0", "t", y="y", family="main")
+
+
+def test_a_primary_claim_on_an_unconverged_headline_is_at_most_inconclusive():
+    t = _planted(6, [0.0, 0.5, 1.0], -0.2)
+    ra = Column("robust_acc", (("norm", "l2"), ("eps", "0.5")))
+    rows = slice(0, len(t))
+    t.set(rows, ra, t["y"])
+    flag = np.where(t["alpha"] == 1.0, 1.0, np.nan)           # checked at the largest α only, all converged
+    t.set(rows, Column("headline_converged", (("norm", "l2"),)), flag)
+    claim = C.Trend("C3", "falls", "primary", x="alpha", y=ra.key)
+    assert C.judge([claim], t)[0].verdict == "supported"
+    flag[np.flatnonzero(t["alpha"] == 1.0)[2]] = 0.0          # one member's headline did not converge
+    t.set(rows, Column("headline_converged", (("norm", "l2"),)), flag)
+    primary, secondary = C.judge([claim, dataclasses.replace(claim, family="secondary")], t)
+    assert primary.label == "inconclusive (not converged)" and "l2" in primary.detail
+    assert secondary.verdict == "supported"                 # only a primary claim is held back
+    assert C.unconverged(C.Trend("C3", "other norm", x="alpha", y="y"), t) == []
+
+
+def test_the_headline_is_vouched_for_only_by_its_own_rung_of_a_converged_ladder():
+    from crobust.study.measures import headline_converged
+    rung = lambda t, r, ra: {"n_iter": t, "n_restarts": r, "robust_acc": [ra]}
+    # the ladder 10, 20, 40 × 1 restart, then 40 × 2: converged at the top (last doublings 0.2 and 0.1 pp)
+    result = {"budgets": [rung(10, 1, 0.60), rung(20, 1, 0.55), rung(40, 1, 0.548), rung(40, 2, 0.547)],
+              "converged": True, "tolerance_pp": 0.5}
+    assert headline_converged(result, 40, 1)                  # 0.1 pp above the largest budget
+    assert headline_converged(result, 20, 1)                  # 0.3 pp above it
+    assert not headline_converged(result, 10, 1)
+    assert not headline_converged(result, 80, 1)              # not on the ladder: nothing vouches for it
+    assert not headline_converged({**result, "converged": False}, 40, 1)
+
+
+def test_a_claim_given_another_holds_only_where_that_one_is_supported():
+    t = _planted(8, [0.0, 0.5, 1.0], -0.2)
+    t.set(slice(0, len(t)), "flat", np.full(len(t), 0.7))
+    falls = C.Trend("C9", "falls with α", x="alpha", y="y", min_change=0.1)
+    flat = C.Flat("C9", "flat with scale", x="alpha", y="flat", tolerance=0.03, given=falls.text)
+    assert [v.verdict for v in C.judge([falls, flat], t)] == ["supported", "supported"]
+    weak = dataclasses.replace(falls, min_change=0.5)                   # the premise is now below its stated size
+    v = C.judge([weak, dataclasses.replace(flat, given=weak.text)], t)[1]
+    assert v.label == "inconclusive (its premise is not supported)" and "inconclusive (effect below" in v.detail
+    assert C.judge([flat], t)[0].verdict == "inconclusive"             # a premise not judged at all
+
+
+def test_a_table_without_seeds_is_one_unpaired_group():
+    t = MemberTable()
+    rows = t.add_members([{"alpha": a} for a in ALPHAS for _ in range(5)])
+    t.set(rows, "y", -np.searchsorted(ALPHAS, t["alpha"]) + 0.01 * np.random.default_rng(0).normal(size=len(t)))
+    v = C.judge([C.Trend("C0", "falls", x="alpha", y="y")], t)[0]
+    assert v.verdict == "supported" and "unpaired" in v.detail
+    assert math.isclose(v.stats["rho"], scipy.stats.spearmanr(t["alpha"], t["y"]).statistic, rel_tol=1e-9)

@@ -28,8 +28,9 @@ def test_evaluation_keys_follow_a_members_seed_not_its_position():
     assert not same(a[0], a[1])
 
 
-def test_representation_shift_averages_the_finite_points_and_counts_the_rest():
-    # one hidden unit reading pixel 0: a point with pixel 0 = 0 has z = 0; moving pixel 0 up makes the shift +inf
+def test_representation_shift_averages_the_finite_correct_points_and_counts_the_rest():
+    # one hidden unit reading pixel 0: a point with pixel 0 = 0 has z = 0; moving pixel 0 up makes the shift +inf.
+    # The head gives both classes the same logit, so every point is predicted 0: label 1 makes point 3 misclassified
     ds = load_dataset("digits")
     model = MLP(num_classes=2, width=1, depth=2, mean=(0.0,), std=(1.0,))
     w1 = np.zeros((64, 1), np.float32)
@@ -38,12 +39,13 @@ def test_representation_shift_averages_the_finite_points_and_counts_the_rest():
                          "head": {"kernel": jnp.ones((1, 1, 2), jnp.float32)}}}
     x = jnp.zeros((4, 8, 8, 1)).at[2:, 0, 0, 0].set(0.5)      # points 0, 1: dead representation; 2, 3: z = 0.5
     x_adv = x.at[:, 0, 0, 0].add(0.25)                         # every point moves by 0.25 along pixel 0
-    ctx = M.Context(blocks.EvalConfig(), blocks.MeasureConfig(), ds, x, jnp.zeros((4,), jnp.int32))
+    ctx = M.Context(blocks.EvalConfig(), blocks.MeasureConfig(), ds, x, jnp.asarray([0, 0, 0, 1], jnp.int32))
     pop = M.TrainedPopulation("p", model, [{"seed": 0}], {}, None, params)
     ctx.cache[("p", "x_adv", "l2")] = x_adv[None]
     out = {c.key: v for c, v in M.representation_shift(("l2",))(ctx, pop).items()}
-    assert np.allclose(out["shift[norm=l2]"], [0.5])          # |0.75 − 0.5| / 0.5 on the two finite points
-    assert out["shift_left_out[norm=l2]"].tolist() == [2]
+    assert np.allclose(out["shift[norm=l2]"], [0.5])          # |0.75 − 0.5| / 0.5 on point 2, the finite correct one
+    assert out["shift_left_out[norm=l2]"].tolist() == [2]     # points 0, 1: correct, infinite shift
+    assert out["shift_misclassified[norm=l2]"].tolist() == [1]
 
 
 def test_attack_list_caps_apgd_t_targets_below_the_class_count():

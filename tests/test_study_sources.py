@@ -167,7 +167,7 @@ def test_pooled_selection_counts_the_shared_baseline_once(digits, include):
     for p in pops:
         t.add_members([{"population": p.name, "member": i, **dict(p.coords), **m} for i, m in enumerate(p.members)])
     claim = PooledCorrelation("C6", "", x="x", y="y", select=si.pooled_selection(cfg))
-    mask = claim._mask(t)
+    mask = claim.mask(t)
     s = cfg.sources
     seeds = cfg.grid.seeds
     compressed = {"l1": sum(a > 0 for a in s.alpha_l1), "group_lasso": sum(a > 0 for a in s.alpha_group_lasso),

@@ -10,8 +10,9 @@ figures, verdicts with a multiple-claims correction, ``report.md``).
 - :mod:`~crobust.study.measures` — the measure registry (clean and robust accuracy, margins, layer metrics,
   spectra, representation shift, singular-direction alignment, …);
 - :mod:`~crobust.study.table` — the member table and its records;
-- :mod:`~crobust.study.claims` — claim rules (trend, comparison, correlation, inequality for every member, flat)
-  and Holm's correction;
+- :mod:`~crobust.study.claims` — claim rules (trend, comparison, correlation, matched, inequality for every member,
+  flat) in primary / secondary / check families, each Holm-corrected; :mod:`~crobust.study.power` — the power
+  check of a preset's claims before any training (``--power``);
 - :mod:`~crobust.study.figures` — declared figures;
 - :mod:`~crobust.study.runner` — the runner and ``report.md``; :mod:`~crobust.study.cli` — the command line;
 - :mod:`~crobust.study.catalog` — the paper's claims C1–C11 and which study tests each.

@@ -146,6 +146,19 @@ class EvalConfig:
                 raise CrobustError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
         if any(i <= 0 for i in self.convergence_iters) or any(r <= 0 for r in self.convergence_restarts):
             raise CrobustError("eval.convergence_iters and eval.convergence_restarts must be >= 1")
+        if self.convergence_iters and (self.n_iter, self.n_restarts) not in self.convergence_rungs():
+            raise CrobustError(f"the headline budget eval.n_iter × eval.n_restarts = {self.n_iter} × {self.n_restarts} "
+                               f"must be a rung of the convergence ladder "
+                               f"({', '.join(f'{t}×{r}' for t, r in self.convergence_rungs())}): the ladder vouches "
+                               f"only for a budget it ran")
+
+    def convergence_rungs(self) -> list[tuple[int, int]]:
+        """The (iterations, restarts) budgets of the convergence ladder (:func:`crobust.evaluation.
+        budget_convergence`): the iterations at the first restart count, then the restarts at the most iterations."""
+        if not self.convergence_iters:
+            return []
+        its, rs = self.convergence_iters, self.convergence_restarts
+        return [(t, rs[0]) for t in its] + [(its[-1], r) for r in rs[1:]]
 
     def grid(self, norm: str) -> tuple[float, ...]:
         return self.eps_linf if norm == "linf" else self.eps_l2

@@ -2,34 +2,61 @@
 
 A study declares its claims; :func:`judge` evaluates them together and returns one :class:`Verdict` each —
 ``supported``, ``contradicted`` (the data show the opposite, by the same rule: a finding), ``inconclusive`` or
-``skipped`` (a column it needs is missing or has too few finite values). Every rule prints its statistics and
-thresholds next to the verdict, so a reader can apply their own.
+``skipped`` (a column it needs is missing or too few members have finite values). An inconclusive or skipped
+verdict carries its ``reason`` where one rule stopped it, e.g. "inconclusive (effect below 0.03)" or "skipped (too
+few trained members)". Every rule prints its statistics, effect size and thresholds next to the verdict, so a
+reader can apply their own.
+
+**Families.** Every claim belongs to one :data:`FAMILIES` member: ``primary`` (the paper's C-claims the study
+tests), ``secondary`` (mechanism and confound claims) or ``check`` (the manipulation worked, the scale held, an
+inequality that holds by construction: a check of the setup, never evidence for a paper claim). The p-values of each
+family are Holm-corrected together (:func:`holm`), apart from the other families'; the report lists checks in their
+own section and the index's tally of a paper claim counts no check.
+
+**Convergence.** A primary claim that reads a robust-accuracy column of a norm whose headline attack did not
+converge on one of its members (``headline_converged[norm] == 0``) is at most "inconclusive (not converged)".
+
+**Premises.** A claim with ``given`` (the text of another claim judged with it) is at most inconclusive unless
+that claim is supported: "scale does not create universal vulnerability" says nothing where the α arm shows none
+either.
+
+**Paired designs.** Members that share a ``seed`` share their initialisation and data order, so the rules that
+compare settings pair members by seed and permute only within a seed (the null: within every seed the setting does
+not matter, seed levels kept). A table without a ``seed`` coordinate is one group (an unpaired design); the verdict
+says which design was used.
 
 Rules (x, y are table keys — a coordinate such as ``alpha`` or a measured column; ``where`` restricts the members):
 
-- :class:`Trend` — "y falls (rises) as x grows": Spearman's ρ over members with a permutation p-value (y shuffled
-  across members, ``n_perm`` permutations, fixed seed), and the change of the mean of y from the smallest to the
-  largest x with its standard error from the seed spread. Supported: ρ has the claimed sign, |ρ| ≥ ``min_abs_rho``,
-  p < level and |change| > 2 s.e. in the claimed direction; contradicted: the same in the opposite direction
-  (p is two-sided and, in a family, Holm-adjusted).
-- :class:`Compare` — "y is lower (higher) in group a than in group b": difference of means, permutation p-value
-  over the pooled members, standard error; supported / contradicted as for a trend.
-- :class:`Correlation` — "x and y correlate with sign s (the paper reports r = target)": Pearson (or Spearman) r,
-  permutation p-value; supported when r has sign s, |r| ≥ ``min_abs_r`` and p < level. The target is printed
-  beside r (and their difference), not used in the decision.
+- :class:`Trend` — "y falls (rises) as x grows": the mean over seeds of the within-seed Spearman ρ(x, y), its
+  permutation p-value (y shuffled within each seed), and the change of y from the smallest to the largest x, the mean
+  over seeds of y(seed, x_max) − y(seed, x_min) with its standard error over seeds. Supported: ρ̄ has the claimed
+  sign, |ρ̄| ≥ ``min_abs_rho``, p < level, |change| > 2 s.e., and the change is at least the stated effect
+  (``min_change`` in y's units, or ``min_fraction`` of |mean y at x_min|, whichever is larger); contradicted: the
+  same in the opposite direction, whatever its size.
+- :class:`Compare` — "y is lower (higher) in group a than in group b": the mean over seeds of the per-seed difference
+  of the groups' means, a sign-flip p-value (the labels permuted within each seed), the stated effect as for a trend
+  with the baseline group b.
+- :class:`Correlation` — "x and y correlate with sign s (the paper reports r = target)": Pearson (or Spearman) r over
+  members, permutation p-value (y shuffled across members); supported when r has sign s, |r| ≥ ``min_abs_r`` (the
+  effect) and p < level. The target is printed beside r, not used in the decision.
+- :class:`Matched` — "y changes with x at equal ``match``" (e.g. robust accuracy at equal clean accuracy): the
+  least-squares model y = a_seed + β·g(x) + γ·match, g the rank of x's setting scaled to [0, 1] (so β is the change
+  from the smallest to the largest setting at fixed ``match``); Freedman–Lane permutation p-value of β (residuals of
+  y = a_seed + γ·match permuted within seeds); the effect is β. Every member enters the model, so the permutation
+  space is (K!)^S for K settings and S seeds, not the 2^P sign flips of P matched pairs: with 4 settings × 3 seeds
+  its smallest two-sided p is ≈ 2/(n_perm + 1). Skipped when β is not identifiable (``match`` constant within seeds
+  or collinear with the setting).
 - :class:`Holds` — "lhs ≥ rhs for every member" (or ≤): a deterministic check, supported when no member violates it
   (beyond ``tol`` relative), contradicted otherwise, with the count and the worst member.
-- :class:`Matched` — the trend of y between the smallest and largest x over member pairs matched on a confound
-  (e.g. clean accuracy within 1 point): paired differences, sign-flip permutation p-value.
 - :class:`Flat` — "y changes by less than ``tolerance`` across x": the largest distance of a setting's mean from the
   baseline (smallest x) setting's mean, ± 2 s.e.; supported when even the upper end stays below the tolerance,
-  contradicted when even the lower end exceeds it.
+  contradicted when even the lower end exceeds it. A study's ``Flat`` tolerance on a confound is smaller than the
+  effect its primary claims assert.
 
-**Multiple claims.** The rules with a p-value (trend, compare, correlation, matched) are one family: each claim's p-value
-is two-sided (twice the one-sided p in the direction the data point to, since either outcome is reported) and the
-family is corrected with Holm's step-down method (:func:`holm`) before the level is applied. ``correction=None``
-turns the correction off; the report says which. :class:`Holds` and :class:`Flat` have no p-value and are not
-part of the family.
+Permutation p-values are two-sided (twice the one-sided p in the direction the data point to, since either outcome
+is reported), from ``n_perm`` random permutations with a fixed seed: p = (1 + #{T_perm ≥ T})/(n_perm + 1) per side,
+so the smallest p a rule can reach is ≈ 2·(1 + n_perm/N)/(n_perm + 1) for N distinct arrangements
+(:mod:`crobust.study.power` computes it for a preset's members).
 """
 
 from __future__ import annotations
@@ -40,15 +67,23 @@ from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from crobust._errors import CrobustError
 from crobust.study.table import MemberTable
 
 LEVEL = 0.05
 VERDICTS = ("supported", "contradicted", "inconclusive", "skipped")
+FAMILIES = ("primary", "secondary", "check")
+FAMILY_TITLES = {"primary": "primary claims (the paper's claims this study tests)",
+                 "secondary": "secondary claims (mechanism and confounds)",
+                 "check": "checks (the manipulation worked, the setup held; not evidence for a claim)"}
+SEED = "seed"
+TOO_FEW = "too few trained members"
 
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    """The judgement of one claim: ``verdict`` ∈ :data:`VERDICTS`, the statistics it rests on, the rule."""
+    """The judgement of one claim: ``verdict`` ∈ :data:`VERDICTS` (with its ``reason`` when a rule stopped short),
+    the statistics it rests on, the rule, the claim's family (:data:`FAMILIES`)."""
 
     paper: str            # the paper's claim id ('C3') or a study-local id ('E1')
     text: str
@@ -56,11 +91,17 @@ class Verdict:
     rule: str
     stats: Mapping = dataclasses.field(default_factory=dict)
     p_value: Optional[float] = None        # two-sided, before correction
-    p_adjusted: Optional[float] = None     # after the family correction
+    p_adjusted: Optional[float] = None     # after the family's correction
     detail: str = ""
+    family: str = "secondary"
+    reason: str = ""                       # why inconclusive / skipped, e.g. 'effect below 0.03'
+
+    @property
+    def label(self) -> str:
+        return f"{self.verdict} ({self.reason})" if self.reason else self.verdict
 
     def line(self) -> str:
-        head = f"- **{self.paper}: {self.text}** — **{self.verdict}**"
+        head = f"- **{self.paper}: {self.text}** — **{self.verdict}**" + (f" ({self.reason})" if self.reason else "")
         if self.verdict == "skipped":
             return f"{head}: {self.detail}"
         parts = [self.detail] if self.detail else []
@@ -68,10 +109,6 @@ class Verdict:
             parts.append(f"p = {self.p_value:.3g}" + (f", Holm-adjusted {self.p_adjusted:.3g}"
                                                       if self.p_adjusted is not None else ""))
         return f"{head} ({'; '.join(parts)}). Rule: {self.rule}"
-
-
-def _fmt(v) -> str:
-    return f"{v:+.3g}" if isinstance(v, float) else str(v)
 
 
 def _ranks(a):
@@ -97,16 +134,31 @@ def spearman(x, y) -> float:
     return pearson(_ranks(x), _ranks(y))
 
 
-def _permutation_p(stat_fn, x, y, observed: float, n_perm: int, seed: int) -> tuple[float, float]:
-    """One-sided permutation p-values (P[T ≥ observed], P[T ≤ observed]) with y shuffled across members."""
+def group_codes(groups) -> np.ndarray:
+    """Integer codes 0..G−1 of ``groups`` (any values), in order of first appearance."""
+    index: dict = {}
+    return np.array([index.setdefault(g, len(index)) for g in np.asarray(groups, dtype=object).tolist()], int)
+
+
+def permutations_within(codes, n_perm: int, seed: int) -> np.ndarray:
+    """(n_perm, n) indices; row k is a random permutation of 0..n−1 that sends every member to a member of its own
+    group (``codes``, integers): ``y[perms]`` is y shuffled within groups ``n_perm`` times."""
+    codes = np.asarray(codes, int)
     rng = np.random.default_rng(seed)
-    perm = np.array([stat_fn(x, rng.permutation(y)) for _ in range(n_perm)])
-    tol = 1e-12 * max(1.0, abs(observed))
-    return ((1 + np.sum(perm >= observed - tol)) / (n_perm + 1), (1 + np.sum(perm <= observed + tol)) / (n_perm + 1))
+    shuffled = np.argsort(codes[None, :] + rng.random((n_perm, len(codes))), axis=1)   # grouped, random within
+    slots = np.argsort(codes, kind="stable")                                            # the same group layout
+    out = np.empty_like(shuffled)
+    out[:, slots] = shuffled
+    return out
 
 
-def _two_sided(p_up: float, p_down: float) -> float:
-    return float(min(1.0, 2 * min(p_up, p_down)))
+def permutation_p(null: np.ndarray, observed: float) -> float:
+    """Two-sided permutation p-value: 2·min(P[T ≥ t], P[T ≤ t]) with (1 + count)/(n_perm + 1) per side, capped at 1."""
+    null = np.asarray(null, float)
+    tol = 1e-9 * max(1.0, abs(observed))
+    up = (1 + np.sum(null >= observed - tol)) / (len(null) + 1)
+    down = (1 + np.sum(null <= observed + tol)) / (len(null) + 1)
+    return float(min(1.0, 2 * min(up, down)))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -122,37 +174,79 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted.tolist()
 
 
+def _setting_scale(x) -> np.ndarray:
+    """g(x): the rank of each member's setting among the distinct settings, scaled to [0, 1] (0 at the smallest)."""
+    values = np.unique(x)
+    return np.searchsorted(values, x) / max(1, len(values) - 1)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Claim:
     paper: str
     text: str
+    family: str = "secondary"
+    given: str = ""         # the text of another claim judged with it that must be supported for this one to be
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise CrobustError(f"claim {self.paper} '{self.text}': family must be one of {', '.join(FAMILIES)}, got "
+                               f"{self.family!r}")
+
+    def mask(self, table: MemberTable) -> np.ndarray:
+        """The members the claim reads (``where``; every member without one)."""
+        where = getattr(self, "where", None)
+        return table.where(**dict(where)) if where else np.ones(len(table), bool)
 
     def _select(self, table: MemberTable, *keys):
-        mask = table.where(**dict(self.where)) if getattr(self, "where", None) else np.ones(len(table), bool)
+        mask = self.mask(table)
         arrays = [np.asarray(table[k], float)[mask] for k in keys]
+        seeds = (np.asarray(table.coord(SEED), dtype=object)[mask] if SEED in table
+                 else np.zeros(int(mask.sum()), dtype=object))
         ok = np.ones(int(mask.sum()), bool)
         for a in arrays:
             ok &= np.isfinite(a)
-        return [a[ok] for a in arrays], int(mask.sum() - ok.sum())
+        return [a[ok] for a in arrays], seeds[ok], int(mask.sum() - ok.sum())
 
-    def _skip(self, why: str) -> Verdict:
-        return Verdict(self.paper, self.text, "skipped", self.rule, detail=why)
+    def _skip(self, why: str, reason: str = "") -> Verdict:
+        return Verdict(self.paper, self.text, "skipped", self.rule, detail=why, reason=reason)
 
     def needs(self) -> tuple[str, ...]:
         return ()
 
 
-def _directional(sign: float, stat: float, change: float, se: float, p: float, min_abs: float,
-                 level: float) -> str:
-    """Supported / contradicted when the (two-sided, family-corrected) p is below ``level`` and the statistic and
-    the change both point the claimed / the opposite way (|statistic| ≥ ``min_abs``, |change| > 2 s.e.)."""
+def _decide(sign: float, stat: float, change: float, se: float, p: float, min_abs: float, level: float,
+            required: float = 0.0, stat_name: str = "") -> tuple[str, str]:
+    """(verdict, reason). Supported when the (two-sided, family-corrected) p is below ``level``, the change lies
+    beyond 2 s.e., the statistic and the change point the claimed way with |statistic| ≥ ``min_abs`` and the change is
+    at least ``required`` (the stated effect); contradicted when they point the opposite way (any size)."""
     if not p < level or not abs(change) > 2 * se:
-        return "inconclusive"
-    if sign * stat >= min_abs and sign * change > 0:
-        return "supported"
-    if -sign * stat >= min_abs and -sign * change > 0:
-        return "contradicted"
-    return "inconclusive"
+        return "inconclusive", ""
+    if sign * change > 0:
+        if sign * stat < min_abs:
+            return "inconclusive", f"effect below |{stat_name}| ≥ {min_abs:g}" if stat_name else ""
+        if sign * change < required * (1 - 1e-9):
+            return "inconclusive", f"effect below {required:.3g}"
+        return "supported", ""
+    if -sign * stat >= min_abs:
+        return "contradicted", ""
+    return "inconclusive", ""
+
+
+def _se(a, b) -> float:
+    return float(math.sqrt((a.var(ddof=1) / len(a) if len(a) > 1 else 0.0)
+                           + (b.var(ddof=1) / len(b) if len(b) > 1 else 0.0)))
+
+
+def _se_mean(d) -> float:
+    """Standard error of the mean of the paired differences ``d`` (NaN for fewer than two)."""
+    return float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan
+
+
+def _effect_text(min_change: float, min_fraction: float, baseline: str) -> str:
+    parts = ([f"{min_change:g}"] if min_change else []) + (
+        [f"{min_fraction:g} × |mean at {baseline}|"] if min_fraction else [])
+    return f"; stated effect: a change of at least {' or '.join(parts)}" + (
+        ", whichever is larger" if len(parts) == 2 else "") if parts else "; no effect size stated"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,40 +256,76 @@ class Trend(_Claim):
     direction: str = "decreasing"
     where: tuple = ()
     min_abs_rho: float = 0.5
+    min_change: float = 0.0
+    min_fraction: float = 0.0
     n_perm: int = 2000
     seed: int = 0
 
     @property
+    def sign(self) -> float:
+        return -1.0 if self.direction == "decreasing" else 1.0
+
+    @property
     def rule(self) -> str:
-        return (f"trend of `{self.y}` against `{self.x}`: Spearman |ρ| ≥ {self.min_abs_rho} with the claimed sign "
-                f"({self.direction}), permutation p < level, and mean change from smallest to largest "
-                f"`{self.x}` beyond 2 s.e.")
+        return (f"trend of `{self.y}` against `{self.x}`, members paired by seed: mean within-seed Spearman |ρ| ≥ "
+                f"{self.min_abs_rho} with the claimed sign ({self.direction}), permutation p < level (y permuted "
+                f"within seeds), and the mean over seeds of the change from the smallest to the largest `{self.x}` "
+                f"beyond 2 s.e." + _effect_text(self.min_change, self.min_fraction, f"the smallest {self.x}"))
 
     def needs(self):
         return (self.x, self.y)
 
     def test(self, table: MemberTable, level: float, p_adjusted=None) -> tuple[Verdict, Optional[float]]:
-        (x, y), dropped = self._select(table, self.x, self.y)
-        if len(np.unique(x)) < 2 or len(x) < 4:
-            return self._skip(f"fewer than two settings or four members with finite `{self.y}`"), None
-        rho = spearman(x, y)
-        p_up, p_down = _permutation_p(spearman, x, y, rho, self.n_perm, self.seed)
-        lo, hi = y[x == x.min()], y[x == x.max()]
-        change = float(hi.mean() - lo.mean())
-        se = _se(lo, hi)
-        p = _two_sided(p_up, p_down)
-        sign = -1.0 if self.direction == "decreasing" else 1.0
-        verdict = _directional(sign, rho, change, se, p if p_adjusted is None else p_adjusted, self.min_abs_rho, level)
-        detail = (f"Spearman ρ = {rho:+.2f} over {len(x)} members; change {change:+.4g} ± {se:.2g} s.e."
+        (x, y), seeds, dropped = self._select(table, self.x, self.y)
+        codes = group_codes(seeds)
+        keep = np.array([len(np.unique(x[codes == c])) >= 2 for c in codes], bool)
+        x, y, codes = x[keep], y[keep], group_codes(codes[keep])
+        paired = SEED in table
+        both = [c for c in np.unique(codes) if np.any((codes == c) & (x == x.min())) and
+                np.any((codes == c) & (x == x.max()))] if len(x) else []
+        lo, hi = y[x == x.min()] if len(x) else y, y[x == x.max()] if len(x) else y
+        if len(np.unique(x)) < 2 or (len(both) < 2 if paired else len(x) < 4):
+            return self._skip(f"fewer than two seeds with finite `{self.y}` at both the smallest and the largest "
+                              f"`{self.x}`" + (f" ({dropped} member(s) without a finite value)" if dropped else ""),
+                              TOO_FEW), None
+        rho, null = _within_spearman(x, y, codes, self.n_perm, self.seed)
+        p = permutation_p(null, rho)
+        if paired:
+            d = np.array([y[(codes == c) & (x == x.max())].mean() - y[(codes == c) & (x == x.min())].mean()
+                          for c in both])
+            change, se = float(d.mean()), _se_mean(d)
+        else:                                            # no seed coordinate: one group, unpaired change
+            change, se = float(hi.mean() - lo.mean()), _se(lo, hi)
+        base = float(np.mean(y[x == x.min()]))
+        required = max(self.min_change, self.min_fraction * abs(base))
+        verdict, reason = _decide(self.sign, rho, change, se, p if p_adjusted is None else p_adjusted,
+                                  self.min_abs_rho, level, required, "ρ")
+        detail = (f"mean within-seed Spearman ρ = {rho:+.2f} over {len(x)} members in {len(np.unique(codes))} seed(s); "
+                  f"change {change:+.4g} ± {se:.2g} s.e. "
+                  + (f"over {len(both)} seeds" if paired else "unpaired (no seed coordinate)") + f" (from {base:.4g})"
+                  + (f", stated effect {required:.3g}" if required else "")
                   + (f"; {dropped} member(s) without a finite value left out" if dropped else ""))
         return Verdict(self.paper, self.text, verdict, self.rule, {"rho": rho, "change": change, "se": se,
-                                                                    "n": len(x), "dropped": dropped},
-                       p, p_adjusted, detail), p
+                                                                    "n": len(x), "dropped": dropped,
+                                                                    "required": required},
+                       p, p_adjusted, detail, reason=reason), p
 
 
-def _se(a, b) -> float:
-    return float(math.sqrt((a.var(ddof=1) / len(a) if len(a) > 1 else 0.0)
-                           + (b.var(ddof=1) / len(b) if len(b) > 1 else 0.0)))
+def _within_spearman(x, y, codes, n_perm: int, seed: int) -> tuple[float, np.ndarray]:
+    """The mean over groups of Spearman ρ(x, y) within each group, and its values with y permuted within groups
+    (``n_perm`` of them). A group where x or y is constant contributes ρ = 0."""
+    n_groups = int(codes.max()) + 1
+    onehot = np.zeros((len(x), n_groups))
+    onehot[np.arange(len(x)), codes] = 1.0
+    rx, ry = np.empty(len(x)), np.empty(len(y))
+    for c in range(n_groups):
+        sel = codes == c
+        rx[sel] = _ranks(x[sel]) - _ranks(x[sel]).mean()
+        ry[sel] = _ranks(y[sel]) - _ranks(y[sel]).mean()
+    norm = np.sqrt((rx ** 2) @ onehot * ((ry ** 2) @ onehot))
+    scale = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0) / n_groups
+    stat = lambda r: ((rx * r) @ onehot) @ scale
+    return float(stat(ry[None])[0]), stat(ry[permutations_within(codes, n_perm, seed)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,35 +334,58 @@ class Compare(_Claim):
     a: tuple = ()            # coordinates of group a, e.g. (("alpha", 0.1),)
     b: tuple = ()
     direction: str = "less"  # y in a is less than (greater than) y in b
+    min_change: float = 0.0
+    min_fraction: float = 0.0
     n_perm: int = 2000
     seed: int = 0
 
     @property
+    def sign(self) -> float:
+        return -1.0 if self.direction == "less" else 1.0
+
+    @property
     def rule(self) -> str:
-        return (f"`{self.y}` in {dict(self.a)} {'<' if self.direction == 'less' else '>'} in {dict(self.b)}: "
-                f"difference of means beyond 2 s.e. and permutation p < level")
+        return (f"`{self.y}` in {dict(self.a)} {'<' if self.direction == 'less' else '>'} in {dict(self.b)}, members "
+                f"paired by seed: mean per-seed difference beyond 2 s.e. and sign-flip permutation p < level (labels "
+                f"permuted within seeds; unpaired label permutation where the groups share fewer than two seeds)"
+                + _effect_text(self.min_change, self.min_fraction, str(dict(self.b))))
 
     def needs(self):
         return (self.y,)
 
+    def mask(self, table: MemberTable) -> np.ndarray:
+        return table.where(**dict(self.a)) | table.where(**dict(self.b))
+
     def test(self, table: MemberTable, level: float, p_adjusted=None):
         y = np.asarray(table[self.y], float)
-        ga, gb = y[table.where(**dict(self.a)) & np.isfinite(y)], y[table.where(**dict(self.b)) & np.isfinite(y)]
-        if len(ga) < 2 or len(gb) < 2:
-            return self._skip("fewer than two members with finite values in a group"), None
-        diff = float(ga.mean() - gb.mean())
-        pooled = np.concatenate([ga, gb])
-        labels = np.r_[np.ones(len(ga)), np.zeros(len(gb))]
-        stat = lambda lab, v: float(v[lab == 1].mean() - v[lab == 0].mean())
-        p_up, p_down = _permutation_p(stat, labels, pooled, diff, self.n_perm, self.seed)
-        p = _two_sided(p_up, p_down)
-        se = _se(ga, gb)
-        sign = -1.0 if self.direction == "less" else 1.0
-        verdict = _directional(sign, float(np.sign(diff)), diff, se, p if p_adjusted is None else p_adjusted, 0.0,
-                               level)
-        detail = f"difference {diff:+.4g} ± {se:.2g} s.e. ({len(ga)} vs {len(gb)} members)"
-        return Verdict(self.paper, self.text, verdict, self.rule, {"difference": diff, "se": se}, p, p_adjusted,
-                       detail), p
+        seeds = (np.asarray(table.coord(SEED), dtype=object) if SEED in table
+                 else np.zeros(len(table), dtype=object))
+        in_a, in_b = table.where(**dict(self.a)) & np.isfinite(y), table.where(**dict(self.b)) & np.isfinite(y)
+        if in_a.sum() < 2 or in_b.sum() < 2:
+            return self._skip("fewer than two members with finite values in a group", TOO_FEW), None
+        common = [s for s in dict.fromkeys(seeds[in_a].tolist()) if s in set(seeds[in_b].tolist())]
+        base = float(y[in_b].mean())
+        if SEED in table and len(common) >= 2:
+            d = np.array([y[in_a & (seeds == s)].mean() - y[in_b & (seeds == s)].mean() for s in common])
+            diff, se = float(d.mean()), _se_mean(d)
+            flips = np.random.default_rng(self.seed).choice([-1.0, 1.0], size=(self.n_perm, len(d)))
+            p = permutation_p(flips @ d / len(d), diff)
+            design = f"{len(d)} seeds paired"
+        else:
+            ga, gb = y[in_a], y[in_b]
+            diff, se = float(ga.mean() - gb.mean()), _se(ga, gb)
+            pooled, labels = np.r_[ga, gb], np.r_[np.ones(len(ga)), np.zeros(len(gb))]
+            perms = labels[permutations_within(np.zeros(len(pooled), int), self.n_perm, self.seed)]
+            null = (perms @ pooled) / len(ga) - ((1 - perms) @ pooled) / len(gb)
+            p = permutation_p(null, diff)
+            design = f"unpaired, {len(ga)} vs {len(gb)} members"
+        required = max(self.min_change, self.min_fraction * abs(base))
+        verdict, reason = _decide(self.sign, float(np.sign(diff)), diff, se, p if p_adjusted is None else p_adjusted,
+                                  0.0, level, required)
+        detail = (f"difference {diff:+.4g} ± {se:.2g} s.e. ({design}; baseline mean {base:.4g})"
+                  + (f", stated effect {required:.3g}" if required else ""))
+        return Verdict(self.paper, self.text, verdict, self.rule, {"difference": diff, "se": se, "required": required},
+                       p, p_adjusted, detail, reason=reason), p
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,28 +402,46 @@ class Correlation(_Claim):
 
     @property
     def rule(self) -> str:
-        return (f"{self.method} r of `{self.x}` and `{self.y}` with sign {'+' if self.sign > 0 else '−'}, |r| ≥ "
-                f"{self.min_abs_r} and permutation p < level" + (f" (the paper reports {self.target})"
-                                                                 if self.target is not None else ""))
+        return (f"{self.method} r of `{self.x}` and `{self.y}` with sign {'+' if self.sign > 0 else '−'}, "
+                f"stated effect |r| ≥ {self.min_abs_r}, and permutation p < level (y permuted across members)"
+                + (f" (the paper reports {self.target})" if self.target is not None else ""))
 
     def needs(self):
         return (self.x, self.y)
 
     def test(self, table: MemberTable, level: float, p_adjusted=None):
-        (x, y), dropped = self._select(table, self.x, self.y)
+        (x, y), _, dropped = self._select(table, self.x, self.y)
         if len(x) < 4:
-            return self._skip("fewer than four members with finite values"), None
-        fn = pearson if self.method == "pearson" else spearman
-        r = fn(x, y)
-        p_up, p_down = _permutation_p(fn, x, y, r, self.n_perm, self.seed)
-        p = _two_sided(p_up, p_down)
-        verdict = _directional(float(self.sign), r, r, 0.0, p if p_adjusted is None else p_adjusted, self.min_abs_r,
-                               level)
+            return self._skip("fewer than four members with finite values", TOO_FEW), None
+        r, null = correlation_null(x, y, np.zeros(len(x), int), self.method, self.n_perm, self.seed)
+        p = permutation_p(null, r)
+        verdict, reason = _decide(float(self.sign), r, r, 0.0, p if p_adjusted is None else p_adjusted,
+                                  self.min_abs_r, level, stat_name="r")
         detail = f"{self.method} r = {r:+.3f} over {len(x)} members, Spearman ρ = {spearman(x, y):+.3f}"
         if self.target is not None:
             detail += f"; paper {self.target:+.3f} (difference {r - self.target:+.3f})"
         return Verdict(self.paper, self.text, verdict, self.rule, {"r": r, "rho": spearman(x, y), "n": len(x)}, p,
-                       p_adjusted, detail), p
+                       p_adjusted, detail, reason=reason), p
+
+
+def correlation_null(x, y, codes, method: str, n_perm: int, seed: int) -> tuple[float, np.ndarray]:
+    """The pooled within-group correlation of x and y (x and y centred per group; one group: the plain
+    correlation), ranked over all members first for ``method='spearman'``, and its ``n_perm`` values with y
+    permuted within groups."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if method == "spearman":
+        x, y = _ranks(x), _ranks(y)
+    n_groups = int(codes.max()) + 1
+    onehot = np.zeros((len(x), n_groups))
+    onehot[np.arange(len(x)), codes] = 1.0
+    centre = lambda v: v - (onehot @ ((v @ onehot) / onehot.sum(0)))
+    cx = centre(x)
+    cy = centre(y)                 # a permutation within groups keeps every group's mean: centre, then permute
+    cy_perm = cy[permutations_within(codes, n_perm, seed)]
+    den = math.sqrt(float(np.sum(cx * cx) * np.sum(cy * cy)))
+    if den == 0:
+        return 0.0, np.zeros(n_perm)
+    return float(cx @ cy / den), (cy_perm @ cx) / den
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,12 +463,12 @@ class Holds(_Claim):
 
     def test(self, table: MemberTable, level: float, p_adjusted=None):
         if isinstance(self.rhs, str):
-            (lhs, rhs), dropped = self._select(table, self.lhs, self.rhs)
+            (lhs, rhs), _, dropped = self._select(table, self.lhs, self.rhs)
         else:
-            (lhs,), dropped = self._select(table, self.lhs)
+            (lhs,), _, dropped = self._select(table, self.lhs)
             rhs = np.full_like(lhs, float(self.rhs))
         if len(lhs) == 0:
-            return self._skip("no member with finite values"), None
+            return self._skip("no member with finite values", TOO_FEW), None
         slack = self.tol * np.abs(rhs)
         ok = lhs >= rhs - slack if self.relation == ">=" else lhs <= rhs + slack
         margin = (lhs - rhs) if self.relation == ">=" else (rhs - lhs)
@@ -327,9 +498,9 @@ class Flat(_Claim):
         return (self.x, self.y)
 
     def test(self, table: MemberTable, level: float, p_adjusted=None):
-        (x, y), dropped = self._select(table, self.x, self.y)
+        (x, y), _, dropped = self._select(table, self.x, self.y)
         if len(np.unique(x)) < 2:
-            return self._skip("fewer than two settings"), None
+            return self._skip("fewer than two settings", TOO_FEW), None
         base = y[x == x.min()]
         dist = [(abs(y[x == v].mean() - base.mean()), _se(base, y[x == v]), v) for v in np.unique(x) if v != x.min()]
         d, se, at = max(dist, key=lambda t: t[0])
@@ -341,82 +512,148 @@ class Flat(_Claim):
 
 @dataclasses.dataclass(frozen=True)
 class Matched(_Claim):
-    """"y is lower (higher) at the largest x than at the smallest x, at matched ``match``": every pair (i at the
-    smallest x, j at the largest x) with |match_i − match_j| ≤ ``within`` is compared; the mean of y_j − y_i over
-    the pairs and a sign-flip permutation p-value over the pairs' differences decide (each member used once:
-    pairs are formed greedily, closest first). Removes the trivial route "a regulariser lowers clean accuracy, so
-    it lowers robust accuracy"."""
+    """"y falls (rises) with x at equal ``match``": the covariate-adjusted paired design of the module docstring
+    (y = a_seed + β·g(x) + γ·match by least squares; Freedman–Lane permutation of the reduced model's residuals
+    within seeds). Removes the trivial route "a regulariser lowers clean accuracy, so it lowers robust accuracy"
+    while every member counts, which is what gives it power at a few seeds."""
 
     x: str = "alpha"
     y: str = ""
     match: str = "clean_acc"
-    within: float = 0.01
     direction: str = "decreasing"
     where: tuple = ()
+    min_change: float = 0.0
+    min_fraction: float = 0.0
     n_perm: int = 2000
     seed: int = 0
 
     @property
+    def sign(self) -> float:
+        return -1.0 if self.direction == "decreasing" else 1.0
+
+    @property
     def rule(self) -> str:
-        return (f"`{self.y}` at the largest vs the smallest `{self.x}` over member pairs whose `{self.match}` differs "
-                f"by ≤ {self.within:g}: mean paired difference beyond 2 s.e. in the claimed direction "
-                f"({self.direction}) and sign-flip permutation p < level")
+        return (f"`{self.y}` against `{self.x}` at equal `{self.match}`: least squares y = a_seed + β·g + γ·"
+                f"`{self.match}` (g: the setting's rank scaled to [0, 1], so β is the change from the smallest to the "
+                f"largest `{self.x}` at fixed `{self.match}`); β in the claimed direction ({self.direction}) beyond 2 "
+                f"s.e. and Freedman–Lane permutation p < level (residuals of y = a_seed + γ·`{self.match}` permuted "
+                f"within seeds)" + _effect_text(self.min_change, self.min_fraction, f"the smallest {self.x}"))
 
     def needs(self):
         return (self.x, self.y, self.match)
 
     def test(self, table: MemberTable, level: float, p_adjusted=None):
-        (x, y, m), dropped = self._select(table, self.x, self.y, self.match)
+        (x, y, m), seeds, dropped = self._select(table, self.x, self.y, self.match)
         if len(np.unique(x)) < 2:
-            return self._skip("fewer than two settings"), None
-        lo, hi = np.flatnonzero(x == x.min()), np.flatnonzero(x == x.max())
-        cand = sorted((abs(m[i] - m[j]), i, j) for i in lo for j in hi if abs(m[i] - m[j]) <= self.within)
-        used, pairs = set(), []
-        for _, i, j in cand:
-            if i not in used and j not in used:
-                used |= {i, j}
-                pairs.append((i, j))
-        if len(pairs) < 2:
-            return self._skip(f"fewer than two member pairs with `{self.match}` within {self.within:g}"), None
-        d = np.array([y[j] - y[i] for i, j in pairs])
-        mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
-        rng = np.random.default_rng(self.seed)
-        flips = np.array([np.mean(d * rng.choice([-1.0, 1.0], size=len(d))) for _ in range(self.n_perm)])
-        tol = 1e-12 * max(1.0, abs(mean))
-        p_up = (1 + np.sum(flips >= mean - tol)) / (self.n_perm + 1)
-        p_down = (1 + np.sum(flips <= mean + tol)) / (self.n_perm + 1)
-        p = _two_sided(p_up, p_down)
-        sign = -1.0 if self.direction == "decreasing" else 1.0
-        verdict = _directional(sign, float(np.sign(mean)), mean, se, p if p_adjusted is None else p_adjusted, 0.0,
-                               level)
-        detail = (f"{len(pairs)} matched pairs; mean difference {mean:+.4g} ± {se:.2g} s.e.; mean |Δ{self.match}| "
-                  f"{np.mean([abs(m[i] - m[j]) for i, j in pairs]):.3g}")
-        return Verdict(self.paper, self.text, verdict, self.rule, {"pairs": len(pairs), "difference": mean, "se": se},
-                       p, p_adjusted, detail), p
+            return self._skip("fewer than two settings with finite values", TOO_FEW), None
+        codes = group_codes(seeds)
+        dummies = (codes[:, None] == np.arange(codes.max() + 1)[None, :]).astype(float)
+        g = _setting_scale(x)
+        full = np.column_stack([dummies, g, m])
+        reduced = np.column_stack([dummies, m])
+        dof = len(y) - full.shape[1]
+        if dof < 1:
+            return self._skip(f"{len(y)} members for a model with {full.shape[1]} parameters", TOO_FEW), None
+        if np.linalg.matrix_rank(full) < full.shape[1]:
+            return self._skip(f"β is not identifiable: `{self.match}` is constant within seeds or collinear with the "
+                              f"setting"), None
+        pinv = np.linalg.pinv(full)
+        c = pinv[dummies.shape[1]]                      # the row that gives β
+        beta = float(c @ y)
+        resid_full = y - full @ (pinv @ y)
+        cov = np.linalg.inv(full.T @ full)[dummies.shape[1], dummies.shape[1]]
+        se = float(math.sqrt(max(0.0, float(resid_full @ resid_full) / dof * cov)))
+        fitted = reduced @ (np.linalg.pinv(reduced) @ y)
+        resid = y - fitted
+        null = float(c @ fitted) + resid[permutations_within(codes, self.n_perm, self.seed)] @ c
+        p = permutation_p(null, beta)
+        gamma = float(pinv[-1] @ y)
+        base = float(np.mean(y[x == x.min()]))
+        required = max(self.min_change, self.min_fraction * abs(base))
+        verdict, reason = _decide(self.sign, float(np.sign(beta)), beta, se, p if p_adjusted is None else p_adjusted,
+                                  0.0, level, required)
+        raw = float(np.mean(y[x == x.max()]) - base)
+        detail = (f"adjusted change β = {beta:+.4g} ± {se:.2g} s.e. at equal `{self.match}` (unadjusted {raw:+.4g}; "
+                  f"slope on `{self.match}` γ = {gamma:+.3g}) over {len(y)} members in {dummies.shape[1]} seed(s)"
+                  + (f", stated effect {required:.3g}" if required else "")
+                  + (f"; {dropped} member(s) without finite values left out" if dropped else ""))
+        return Verdict(self.paper, self.text, verdict, self.rule, {"difference": beta, "se": se, "gamma": gamma,
+                                                                    "n": len(y), "required": required},
+                       p, p_adjusted, detail, reason=reason), p
+
+
+HEADLINE_MEASUREMENTS = ("robust_acc", "ra_over_sa")     # measurements that come from the headline attack
+
+
+def unconverged(claim: _Claim, table: MemberTable) -> list[str]:
+    """The norms whose headline attack did not converge (``headline_converged[norm] == 0``,
+    :func:`crobust.study.measures.budget_convergence`) on a member the claim reads through a robust-accuracy
+    column of that norm."""
+    mask = claim.mask(table)
+    norms = set()
+    for key in claim.needs():
+        meta = table.meta.get(key)
+        norm = dict(meta.qualifiers).get("norm") if meta is not None else None
+        flag = f"headline_converged[norm={norm}]"
+        if meta is not None and meta.measurement in HEADLINE_MEASUREMENTS and flag in table.columns and \
+                np.any(table.columns[flag][mask] == 0):
+            norms.add(norm)
+    return sorted(norms)
+
+
+def _gate_convergence(claim: _Claim, verdict: Verdict, table: MemberTable) -> Verdict:
+    """A primary claim on an unconverged headline attack is at most inconclusive (not converged)."""
+    if claim.family != "primary" or verdict.verdict not in ("supported", "contradicted"):
+        return verdict
+    norms = unconverged(claim, table)
+    if not norms:
+        return verdict
+    return dataclasses.replace(verdict, verdict="inconclusive", reason="not converged",
+                               detail=f"{verdict.detail}; the rule alone says {verdict.verdict}, but the headline "
+                                      f"attack ({', '.join(norms)}) did not converge on a member it reads")
 
 
 def judge(claims: Sequence[_Claim], table: MemberTable, *, level: float = LEVEL,
           correction: Optional[str] = "holm") -> list[Verdict]:
-    """Judge every claim on ``table``; the p-value family is Holm-corrected unless ``correction`` is None."""
+    """Judge every claim on ``table``; the p-values of each family (:data:`FAMILIES`) are Holm-corrected together
+    unless ``correction`` is None."""
+    if correction not in (None, "holm"):
+        raise ValueError(f"unknown correction {correction!r}; use 'holm' or None")
     first = []
     for c in claims:
         missing = [k for k in c.needs() if k not in table]
         first.append((c, None, None) if missing else (c, *c.test(table, level)))
-    if correction not in (None, "holm"):
-        raise ValueError(f"unknown correction {correction!r}; use 'holm' or None")
-    family = [i for i, (_, _, p) in enumerate(first) if p is not None]
-    adjusted = dict(zip(family, holm([first[i][2] for i in family]))) if correction == "holm" else {}
+    adjusted = {}
+    if correction == "holm":
+        for family in FAMILIES:
+            idx = [i for i, (c, _, p) in enumerate(first) if p is not None and c.family == family]
+            adjusted.update(zip(idx, holm([first[i][2] for i in idx])))
     out = []
     for i, (c, verdict, p) in enumerate(first):
         if verdict is None:
             missing = [k for k in c.needs() if k not in table]
-            out.append(c._skip(f"not measured: {', '.join(missing)}"))
+            verdict = c._skip(f"not measured: {', '.join(missing)}")
         elif i in adjusted:
-            out.append(c.test(table, level, p_adjusted=adjusted[i])[0])
-        else:
-            out.append(verdict)
-    return out
+            verdict = c.test(table, level, p_adjusted=adjusted[i])[0]
+        out.append(_gate_convergence(c, dataclasses.replace(verdict, family=c.family), table))
+    return [_gate_given(c, v, out) for c, v in zip(claims, out)]
 
 
-__all__ = ["LEVEL", "VERDICTS", "Verdict", "Trend", "Compare", "Correlation", "Holds", "Flat", "Matched", "judge", "holm",
-           "pearson", "spearman"]
+def _gate_given(claim: _Claim, verdict: Verdict, verdicts: Sequence[Verdict]) -> Verdict:
+    """A claim that holds only ``given`` another (e.g. "scale does not create what compressibility creates" means
+    something only where compressibility's effect is detected) is at most inconclusive unless that one is
+    supported; a contradiction stands."""
+    if not claim.given or verdict.verdict != "supported":
+        return verdict
+    other = next((v for v in verdicts if v.text == claim.given), None)
+    if other is not None and other.verdict == "supported":
+        return verdict
+    state = "not judged" if other is None else other.label
+    return dataclasses.replace(verdict, verdict="inconclusive", reason="its premise is not supported",
+                               detail=f"{verdict.detail}; the rule alone says supported, but it holds only given "
+                                      f"“{claim.given}”, which is {state}")
+
+
+__all__ = ["LEVEL", "VERDICTS", "FAMILIES", "unconverged", "Verdict", "Trend", "Compare", "Correlation", "Holds",
+           "Flat", "Matched", "judge", "holm", "pearson", "spearman", "permutations_within", "permutation_p",
+           "group_codes"]

@@ -22,7 +22,8 @@ from typing import Optional
 
 import numpy as np
 
-from crobust.study.claims import Verdict, _Claim, _directional, _two_sided, pearson, spearman
+from crobust.study.claims import (TOO_FEW, Verdict, _Claim, _decide, correlation_null, group_codes, pearson,
+                                  permutation_p, spearman)
 from crobust.study.table import MemberTable
 
 
@@ -73,13 +74,13 @@ class PooledCorrelation(_Claim):
     def rule(self) -> str:
         kind = (f"pooled within-`{self.within}` {self.method} r (x and y centred per `{self.within}`, permutation "
                 f"within `{self.within}`)" if self.within else f"pooled {self.method} r")
-        return (f"{kind} of `{self.x}` and `{self.y}` with sign {'+' if self.sign > 0 else '−'}, |r| ≥ "
-                f"{self.min_abs_r} and permutation p < level")
+        return (f"{kind} of `{self.x}` and `{self.y}` with sign {'+' if self.sign > 0 else '−'}, stated effect |r| ≥ "
+                f"{self.min_abs_r}, and permutation p < level")
 
     def needs(self):
         return (self.x, self.y)
 
-    def _mask(self, table: MemberTable) -> np.ndarray:
+    def mask(self, table: MemberTable) -> np.ndarray:
         if not self.select:
             return np.ones(len(table), bool)
         mask = np.zeros(len(table), bool)
@@ -88,30 +89,24 @@ class PooledCorrelation(_Claim):
         return mask
 
     def test(self, table: MemberTable, level: float, p_adjusted=None):
-        mask = self._mask(table)
+        mask = self.mask(table)
         x, y = np.asarray(table[self.x], float)[mask], np.asarray(table[self.y], float)[mask]
         groups = (np.asarray(table.coord(self.within), dtype=object)[mask] if self.within
                   else np.zeros(int(mask.sum()), dtype=object))
         ok = np.isfinite(x) & np.isfinite(y)
         x, y, groups = x[ok], y[ok], groups[ok]
         if len(x) < 4:
-            return self._skip("fewer than four members with finite values"), None
-        stat = lambda yy: within_correlation(x, yy, groups, self.method)
-        r = stat(y)
-        rng = np.random.default_rng(self.seed)
-        perm = np.array([stat(permute_within(y, groups, rng)) for _ in range(self.n_perm)])
-        tol = 1e-12 * max(1.0, abs(r))
-        p_up = (1 + np.sum(perm >= r - tol)) / (self.n_perm + 1)
-        p_down = (1 + np.sum(perm <= r + tol)) / (self.n_perm + 1)
-        p = _two_sided(p_up, p_down)
-        verdict = _directional(float(self.sign), r, r, 0.0, p if p_adjusted is None else p_adjusted, self.min_abs_r,
-                               level)
+            return self._skip("fewer than four members with finite values", TOO_FEW), None
+        r, null = correlation_null(x, y, group_codes(groups), self.method, self.n_perm, self.seed)
+        p = permutation_p(null, r)
+        verdict, reason = _decide(float(self.sign), r, r, 0.0, p if p_adjusted is None else p_adjusted,
+                                  self.min_abs_r, level, stat_name="r")
         n_groups = len(set(groups.tolist()))
         detail = (f"r = {r:+.3f} over {len(x)} members" + (f" in {n_groups} groups" if self.within else "")
                   + f"; pooled Spearman ρ (uncentred) = {spearman(x, y):+.3f}"
                   + (f"; {int((~ok).sum())} member(s) without finite values left out" if (~ok).any() else ""))
         return Verdict(self.paper, self.text, verdict, self.rule, {"r": r, "n": len(x), "groups": n_groups}, p,
-                       p_adjusted, detail), p
+                       p_adjusted, detail, reason=reason), p
 
 
 __all__ = ["PooledCorrelation", "centre_within", "within_correlation", "permute_within"]

@@ -57,6 +57,9 @@ def preset_parser(prog: str, presets, description: str = "") -> argparse.Argumen
                         "e.g. --set train.lr=3e-4 --set grid.alpha=0,0.01")
     p.add_argument("--workdir", default=None, help="run directory (default: runs/<study>-<preset>)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--power", action="store_true",
+                   help="train nothing: print each claim's smallest reachable p at this preset (crobust.study.power); "
+                        "exit 1 if a primary claim cannot reach the level")
     p.add_argument("--distributed", action="store_true", default=None,
                    help="multi-host run: call jax.distributed.initialize() first (same as CROBUST_DISTRIBUTED=1)")
     return p
@@ -71,6 +74,9 @@ def run_cli(study, argv=None) -> int:
     try:
         maybe_initialize_distributed(args.distributed)
         cfg = resolve(study.presets, args.preset, args.overrides)
+        if args.power:
+            from crobust.study import power
+            return power.main(study, cfg, args.preset)
         enable_compilation_cache()
         study.run(cfg, workdir, preset=args.preset, progress=not args.quiet)
     except CrobustError as e:

@@ -218,17 +218,20 @@ def weaker_evaluation(norms: Sequence[str] = ("linf", "l2")):
 
 def budget_convergence(norms: Sequence[str] = ("linf", "l2"), x: str = "alpha", populations: Sequence[str] = ()):
     """Attack-budget convergence (:func:`crobust.evaluation.budget_convergence`) of the least and the most
-    compressed members (smallest and largest ``x``; their first seed) at each headline ε, as ``eval.
-    convergence_iters`` × ``eval.convergence_restarts`` double: ``budget_converged[norm]`` (1 when the last
-    doubling on each axis moved robust accuracy by < 0.5 pp, 0 when not, NaN for members not checked) and
-    ``budget_last_doubling_pp[norm]``. The budgets and robust accuracies are logged for the report. ``populations``
-    (names) restricts the check to those populations (default: every one)."""
+    compressed members (every member at the smallest and at the largest ``x``, all seeds) at each headline ε, as
+    ``eval.convergence_iters`` × ``eval.convergence_restarts`` double: ``budget_converged[norm]`` (1 when the last
+    doubling on each axis moved robust accuracy by < 0.5 pp, 0 when not, NaN for members not checked),
+    ``budget_last_doubling_pp[norm]`` and ``headline_converged[norm]``: 1 when the headline's own budget
+    (``eval.n_iter`` × ``eval.n_restarts``) is on the ladder, its robust accuracy lies within 0.5 pp of the largest
+    budget's and the ladder converged; 0 otherwise (the headline budget cannot be vouched for). The budgets and
+    robust accuracies are logged for the report. ``populations`` (names) restricts the check to those populations
+    (default: every one). The ladder runs the gradient attacks of the ensemble only (Square is left out)."""
     def measure(ctx: Context, pop: TrainedPopulation):
         e = ctx.eval
         if not e.convergence_iters or (populations and pop.name not in populations):
             return {}
         xs = np.array([float(m.get(x, pop.coords.get(x, 0.0))) for m in pop.members])
-        chosen = sorted({int(np.flatnonzero(xs == xs.min())[0]), int(np.flatnonzero(xs == xs.max())[0])})
+        chosen = sorted(int(i) for i in np.flatnonzero((xs == xs.min()) | (xs == xs.max())))
         variables = jax.tree.map(lambda leaf: leaf[np.asarray(chosen)], pop.variables)
         attacks = tuple(a for a in attack_list(e, ctx.data.num_classes) if (a if isinstance(a, str) else a[0])
                         != "square")
@@ -238,17 +241,30 @@ def budget_convergence(norms: Sequence[str] = ("linf", "l2"), x: str = "alpha", 
             res = evaluation.budget_convergence(pop.apply_fn, variables, ctx.x, ctx.y, keys, eps=e.headline(norm),
                                                 norm=norm, iterations=e.convergence_iters,
                                                 restarts=e.convergence_restarts, attacks=attacks)
-            conv = np.full(pop.size, np.nan)
-            moved = np.full(pop.size, np.nan)
+            conv, moved, head = (np.full(pop.size, np.nan) for _ in range(3))
             for m, r in zip(chosen, res):
                 conv[m] = float(r["converged"])
                 moved[m] = max([v for v in r["last_doubling_pp"].values() if v is not None], default=np.nan)
+                head[m] = float(headline_converged(r, e.n_iter, e.n_restarts))
                 ctx.log["convergence"].append({**r, "population": pop.name, "member": m, x: float(xs[m]),
-                                               "norm": norm, "eps": format_eps(e.headline(norm))})
+                                               "norm": norm, "eps": format_eps(e.headline(norm)),
+                                               "headline_converged": bool(head[m])})
             out[column("budget_converged", norm=norm)] = conv
             out[column("budget_last_doubling_pp", norm=norm)] = moved
+            out[column("headline_converged", norm=norm)] = head
         return out
     return measure
+
+
+def headline_converged(result: dict, n_iter: int, n_restarts: int) -> bool:
+    """Whether one member's convergence ``result`` (:func:`crobust.evaluation.budget_convergence`) vouches for the
+    headline budget ``n_iter`` × ``n_restarts``: that budget is on the ladder, the ladder converged, and the largest
+    budget lowers robust accuracy by less than the tolerance below the headline's, at every ε."""
+    rungs = {(b["n_iter"], b["n_restarts"]): b["robust_acc"] for b in result["budgets"]}
+    if (n_iter, n_restarts) not in rungs or not result["converged"]:
+        return False
+    top = result["budgets"][-1]["robust_acc"]
+    return 100 * max(abs(h - t) for h, t in zip(rungs[(n_iter, n_restarts)], top)) < result["tolerance_pp"]
 
 
 def headline_ra(e: EvalConfig, norm: str) -> str:
@@ -321,23 +337,29 @@ def _cached_adv(ctx: Context, pop: TrainedPopulation, norm: str):
 
 
 def representation_shift(norms: Sequence[str] = ("linf", "l2")):
-    """``shift[norm]``: the mean over evaluation points of ‖z_adv − z‖₂/‖z‖₂ on the penultimate representation at the
-    headline ε (the robust-accuracy measure's examples), over the points where it is finite; ``shift_left_out[norm]``:
-    how many points were left out (a dead representation z = 0 that moved gives +∞)."""
+    """``shift[norm]``: the mean of ‖z_adv − z‖₂/‖z‖₂ on the penultimate representation at the headline ε (the
+    robust-accuracy measure's examples) over the points the member classifies correctly clean and where it is
+    finite. A misclassified point keeps x_adv = x (the attack has nothing to do), so averaging over every point would
+    count a shift of 0 for each and make a less accurate model look less shifted. ``shift_left_out[norm]``: how many
+    correct points were left out (a dead representation z = 0 that moved gives +∞); ``shift_misclassified[norm]``:
+    how many points were left out as misclassified clean. NaN when no point is left."""
     def measure(ctx: Context, pop: TrainedPopulation):
         out = {}
         for norm in norms:
             x_adv = _cached_adv(ctx, pop, norm)
 
             def one(v, xa):
-                _, z = pop.apply_fn(v, ctx.x, return_repr=True)
+                logits, z = pop.apply_fn(v, ctx.x, return_repr=True)
                 _, z_adv = pop.apply_fn(v, xa, return_repr=True)
                 s = metrics.representation_shift(z, z_adv)
-                finite = jnp.isfinite(s)
-                return jnp.sum(jnp.where(finite, s, 0.0)) / jnp.maximum(jnp.sum(finite), 1), jnp.sum(~finite)
-            mean, left_out = parallel.population_map(one, pop.variables, x_adv)
-            out[column("shift", norm=norm)] = np.where(np.asarray(left_out) < ctx.x.shape[0], mean, np.nan)
+                correct = jnp.argmax(logits, axis=-1) == ctx.y
+                used = correct & jnp.isfinite(s)
+                return (jnp.sum(jnp.where(used, s, 0.0)) / jnp.maximum(jnp.sum(used), 1), jnp.sum(used),
+                        jnp.sum(correct & ~jnp.isfinite(s)), jnp.sum(~correct))
+            mean, used, left_out, wrong = parallel.population_map(one, pop.variables, x_adv)
+            out[column("shift", norm=norm)] = np.where(np.asarray(used) > 0, mean, np.nan)
             out[column("shift_left_out", norm=norm)] = np.asarray(left_out)
+            out[column("shift_misclassified", norm=norm)] = np.asarray(wrong)
         return out
     return measure
 
