@@ -5,7 +5,7 @@ per product; TPUs default to one bfloat16 pass, ≈ 4e-3). That is harmless for 
 inequality check (Theorem 3.1 on a trained head), a comparison with a float64 or PyTorch reference (a literal
 AutoAttack port), or a test that means "the same operation sequence". CPUs ignore the setting (always float32).
 
-The policy (DESIGN.md, "Precision policy in one place"):
+The policy (docs/design.md §5, "Precision policy"):
 
 ==============================================  =====================================================================
 computation                                     precision

@@ -1,4 +1,4 @@
-"""Neuron and spectral compressibility in MLPs (PAPER.md §E3; claims C1, C2, with the C4 mechanism measures).
+"""Neuron and spectral compressibility in MLPs (docs/paper.md §E3; claims C1, C2, with the C4 mechanism measures).
 
 Three arms on one bias-free ReLU MLP, each a compression level swept against its own uncompressed baseline:
 
@@ -44,14 +44,14 @@ Expected results:
   confound claim is contradicted, and no member pair matches within 1 pp, so the Matched claims are skipped); under
   group lasso and the nuclear norm ℓ∞/ℓ2 RA fall by 2–5 points at α = 0.03 with clean accuracy within 2 points,
   which the trend rule after Holm's correction over 16 p-values calls inconclusive.
-- ``paper`` (GPU): CIFAR-10 (local files or download), the reference recipe (REFERENCE_CODE.md §8): width 2000,
+- ``paper`` (GPU): CIFAR-10 (local files or download), the reference recipe (docs/reference-code.md §8): width 2000,
   depth 5 (3072→2000×4→10), AdamW 1e-3, wd 0.01, batch 100, 10 % validation, early stopping on validation loss with
   patience 5000 and at least 10,000 steps, keep best, at most 60,000 steps; group lasso α ∈ {0, 1e-5, 3e-5, 1e-4,
   3e-4, 1e-3}, nuclear α ∈ {0, 1e-5, 3e-5, 1e-4, 3e-4}, ranks {10, 15, 40, 100, 400} + dense (2000), 3 seeds
   (54 members); robust accuracy on 1000 test points with the full budget (APGD-CE / APGD-T 100 iterations, 9
   targets, Square 5000 queries), ℓ∞ ε ∈ {0, 0.5, 1, 2, 4, 8}/255 (headline 1/255), ℓ2 ε ∈ {0, 0.1, 0.25, 0.5, 1}
   (headline 0.25). Expected: the paper's §E3 table — RA and RA/SA fall as compression rises in both forms.
-  Wall time on one GPU, from FINDINGS.md §6 (H200): the dense and low-rank members run at ≈ 4,300 member-steps/s,
+  Wall time on one GPU, from docs/findings.md §6 (H200): the dense and low-rank members run at ≈ 4,300 member-steps/s,
   so 36 members × ≤ 60k steps ≈ 8 min; the nuclear arm is dominated by the per-step spectral gradient of four
   2000×2000 layers (Newton–Schulz ≈ 29 ms per 8 layers, §6) ≈ 0.2 s per step for 15 members → ≈ 2–3 h at 30–60k
   steps; the evaluation (51 members × 11 ε, Square's 5000 queries dominating, ≈ 4 s per member and ε at the §6
@@ -294,11 +294,12 @@ def notes(cfg):
         "against W¹'s top-%d right singular vectors (a random direction scores k/d)." % cfg.measure.top_k,
         "Confounds beside every trend: clean accuracy (a Flat claim per arm and a Matched claim at ±1 pp), the "
         "median logit margin, ‖W_head‖_F and the hidden layers' Frobenius norms (figures and table).",
-        "PAPER.md §E3 leaves the α grid, rank grid, seeds, attack and ε unknown; the grids here are our choice.",
+        "docs/paper.md §E3 leaves the α grid, rank grid, seeds, attack and ε unknown; the grids here are our choice.",
     ]
 
 
-STUDY = Study(name="mlp_compressibility", title="Neuron and spectral compressibility in MLPs (PAPER.md §E3; C1, C2)",
+STUDY = Study(name="mlp_compressibility",
+              title="Neuron and spectral compressibility in MLPs (docs/paper.md §E3; C1, C2)",
               paper_claims=("C1", "C2"), presets=PRESETS, populations=populations, measures=measures, claims=claims,
               figures=figures, notes=notes, summary=summary, group_by=("arm", "alpha", "rank"))
 run = STUDY.run

@@ -1,4 +1,4 @@
-"""Source invariance and learning dynamics (claim C6; PAPER.md §E12): the same robustness-versus-compressibility
+"""Source invariance and learning dynamics (claim C6; docs/paper.md §E12): the same robustness-versus-compressibility
 relation whatever makes the network compressible.
 
 Five sources of compressibility on one bias-free ReLU MLP, each swept from uncompressed to compressed:
@@ -49,10 +49,10 @@ Expected results:
   1e-3, wd 0.01, batch 100, 10 % validation, patience 5000, min 10k steps, ≤ 60k steps); l1 α ∈ {0, 1e-6, 3e-6,
   1e-5, 3e-5}, group lasso α ∈ {0, 1e-5, 1e-4, 1e-3}, nuclear α ∈ {0, 1e-5, 1e-4, 3e-4}, ranks {10, 40, 100, 400}
   + dense; SGD (same width 2000 rather than the 2021 paper's 2048, so that every source shares one architecture)
-  batch {50, 100} × lr {0.0025, 0.01, 0.04, 0.1, 0.2, 0.35, 0.5} (0.57 is near divergence in FINDINGS.md §3), ≤
+  batch {50, 100} × lr {0.0025, 0.01, 0.04, 0.1, 0.2, 0.35, 0.5} (0.57 is near divergence in docs/findings.md §3), ≤
   100k steps with the same early stopping; 3 seeds (117 members); RA on 1000 points with the full budget, ℓ∞
   headline 1/255, ℓ2 0.25 (where a dense CIFAR-10 MLP keeps a meaningful RA). Expected (C6): a positive relation in
-  every source and pooled. Wall time on one GPU from FINDINGS.md §6 (H200): ≈ 4,300 member-steps/s for the dense,
+  every source and pooled. Wall time on one GPU from docs/findings.md §6 (H200): ≈ 4,300 member-steps/s for the dense,
   L1, group-lasso, rank and SGD members (≈ 100 members × ≤ 60–100k steps ≈ 30–40 min), the nuclear members ≈ 0.2 s
   per step for 12 members (≈ 2 h at 30k steps), the evaluation ≈ 2 h (Square's 5000 queries dominate); ≈ 4–5 h in
   all (not measured end to end).
@@ -307,7 +307,7 @@ def notes(cfg):
     ]
 
 
-STUDY = Study(name="source_invariance", title="Source invariance and learning dynamics (C6, PAPER.md §E12)",
+STUDY = Study(name="source_invariance", title="Source invariance and learning dynamics (C6, docs/paper.md §E12)",
               paper_claims=("C6",), presets=PRESETS, populations=populations, measures=measures, claims=claims,
               figures=figures, notes=notes, summary=summary, group_by=("source", "alpha", "rank", "batch", "lr"))
 run = STUDY.run

@@ -1,4 +1,4 @@
-"""Motivating study (PAPER.md §E1, Figure 2; claims C3 and C4): spectral compressibility at a *fixed* Frobenius
+"""Motivating study (docs/paper.md §E1, Figure 2; claims C3 and C4): spectral compressibility at a *fixed* Frobenius
 norm is enough to lower adversarial robustness.
 
 A bias-free ReLU MLP with one hidden layer is trained with a nuclear-norm penalty α‖W¹‖_* on its hidden layer, and
@@ -129,7 +129,7 @@ def summary(cfg):
 def notes(cfg):
     return [
         "One hidden layer (the paper's theory setting), the 10-class task (`--set data.classes=0,1` for the binary "
-        "variant) and the reference code's AdamW recipe; PAPER.md §E1 leaves width, depth, α grid, optimiser and "
+        "variant) and the reference code's AdamW recipe; docs/paper.md §E1 leaves width, depth, α grid, optimiser and "
         "attack unknown.",
         "The headline ε of each norm is one where the α = 0 model keeps a sizeable robust accuracy (digits: ℓ∞ 0.1, "
         "ℓ2 0.5 — an 8×8 image is small, so ℓ2 ε = 1 breaks every model); the whole ε grid is shown as curves.",
@@ -143,7 +143,7 @@ def notes(cfg):
     ]
 
 
-STUDY = Study(name="spectral_fixed_scale", title="Spectral compressibility at fixed Frobenius norm (PAPER.md §E1, "
+STUDY = Study(name="spectral_fixed_scale", title="Spectral compressibility at fixed Frobenius norm (docs/paper.md §E1, "
               "Figure 2)", paper_claims=("C3", "C4"), presets=PRESETS, populations=populations, measures=measures,
               claims=claims, figures=figures, notes=notes, summary=summary, group_by=("alpha",))
 run = STUDY.run

@@ -20,7 +20,7 @@ AT_NORMS = ("linf", "l2")
 
 @dataclasses.dataclass(frozen=True)
 class AdversarialTraining:
-    """Adversarial training inside the jitted population step (REFERENCE_CODE.md §5; Zhang et al. 2019).
+    """Adversarial training inside the jitted population step (docs/reference-code.md §5; Zhang et al. 2019).
 
     ``method='pgd'`` (the reference): each step, the first ⌊ratio·B⌋ points of a random permutation of the batch
     are replaced by PGD adversarial examples (``n_iter`` steps of size ``step_size`` in an ``norm`` ball of radius
