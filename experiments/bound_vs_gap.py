@@ -56,6 +56,7 @@ from crobust.models import LowRankMLP
 from crobust.study import (Correlation, Curves, DataConfig, EvalConfig, GridConfig, Holds, Matched, ModelConfig,
                            Panel, Panels, Population, Study, StudyConfig, Trend, col, headline_ra)
 from crobust.study import measures as M
+from crobust.study import recipes
 from crobust.study import measures_bounds as MB
 from crobust.study.figures_scatter import Scatter
 
@@ -84,8 +85,8 @@ class BoundGapConfig(StudyConfig):
 
 BASE = BoundGapConfig(
     data=DataConfig("digits", classes=(3, 8)), model=ModelConfig(kind="lowrank", width=32, depth=3),
-    train=training.TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=1e-2, batch_size=64, max_steps=1500,
-                               eval_every=50, patience=300, min_steps=300, val_ratio=0.1),
+    train=recipes.train_config(recipes.ADAMW_MLP, batch_size=64, max_steps=1500, eval_every=50, patience=300,
+                               min_steps=300),
     grid=GridConfig(alpha=(0.0,), seeds=3),
     eval=EvalConfig(n_points=360, eps_l2=(0.0, 0.25, 0.5, 1.0, 1.5), headline_l2=0.5, attacks=("apgd-ce", "square"),
                     n_iter=20, convergence_iters=(20, 40), n_targets=1, n_queries=300),
@@ -93,14 +94,14 @@ BASE = BoundGapConfig(
 
 PRESETS = {
     "small": BASE,
-    "smoke": derive(BASE, {"model.width": 8, "ranks": (1, 8), "grid.seeds": 2, "train.max_steps": 150,
-                           "train.patience": None, "train.min_steps": 0, "eval.n_points": 72,
-                           "eval.eps_l2": (0.0, 0.5), "eval.attacks": ("apgd-ce",), "eval.n_iter": 5,
-                           "eval.convergence_iters": ()}),
-    "paper": derive(BASE, {"data.dataset": "mnist", "data.download": True, "model.width": 400,
-                           "ranks": (1, 2, 5, 10, 20, 50, 100, 400), "grid.seeds": 5, "train.batch_size": 256,
-                           "train.max_steps": 10000, "train.eval_every": 100, "train.patience": 1000,
-                           "train.min_steps": 1000, "checkpoint_every": 1000,
+    # the digit pair has 72 test images
+    "smoke": derive(BASE, {**recipes.smoke(), "model.width": 8, "ranks": (1, 8), "eval.n_points": 72,
+                           "eval.eps_l2": (0.0, 0.5)}),
+    # the MNIST recipe's optimiser and batch with this study's budget (the digit pair is a fifth of MNIST)
+    "paper": derive(BASE, {**recipes.under("train", recipes.MNIST_MLP), "data.dataset": "mnist",
+                           "data.download": True, "model.width": 400, "ranks": (1, 2, 5, 10, 20, 50, 100, 400),
+                           "grid.seeds": 5, "train.max_steps": 10000, "train.eval_every": 100,
+                           "train.patience": 1000, "train.min_steps": 1000, "checkpoint_every": 1000,
                            "eval.eps_l2": (0.0, 0.25, 0.5, 1.0, 1.5, 2.0), "eval.headline_l2": 1.0,
                            "eval.n_points": 2000, "eval.convergence_iters": (25, 50, 100, 200),
                            "eval.convergence_restarts": (1, 2, 4), "eval.n_iter": 100, "eval.n_queries": 5000}),

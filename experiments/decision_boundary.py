@@ -60,6 +60,7 @@ from crobust.models import MLP, LowRankMLP
 from crobust.study import (Compare, Curves, DataConfig, EvalConfig, Flat, GridConfig, Matched, ModelConfig, Panel,
                            Panels, Population, Study, StudyConfig, col, headline_ra)
 from crobust.study import measures as M
+from crobust.study import recipes
 from crobust.study import measures_boundary as B
 from crobust.study.figures_boundary import BoundaryView
 
@@ -118,8 +119,8 @@ class BoundaryConfig(StudyConfig):
 
 BASE = BoundaryConfig(
     model=ModelConfig(width=64, depth=2),
-    train=training.TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=1e-2, batch_size=128, max_steps=2000,
-                               eval_every=50, patience=400, min_steps=400, val_ratio=0.1),
+    train=recipes.train_config(recipes.ADAMW_MLP, batch_size=128, max_steps=2000, eval_every=50, patience=400,
+                               min_steps=400),
     grid=GridConfig(alpha=(0.0,), seeds=8),
     eval=EvalConfig(n_points=500, eps_l2=(0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0), headline_l2=0.3,
                     eps_linf=(0.0, 0.01, 0.02, 0.03, 0.05, 0.1), headline_linf=0.03, attacks=("apgd-ce", "square"),
@@ -127,11 +128,8 @@ BASE = BoundaryConfig(
 
 PRESETS = {
     "small": BASE,
-    "smoke": derive(BASE, {"data.generate_train": 600, "data.generate_test": 200, "model.width": 16,
-                           "grid.seeds": 2, "train.max_steps": 150, "train.eval_every": 50, "train.patience": None,
-                           "train.min_steps": 0, "eval.n_points": 100, "eval.eps_l2": (0.0, 0.3),
-                           "eval.eps_linf": (0.0, 0.03), "eval.attacks": ("apgd-ce",), "eval.n_iter": 5,
-                           "eval.convergence_iters": ()}),
+    "smoke": derive(BASE, {**recipes.smoke(), "data.generate_train": 600, "data.generate_test": 200,
+                           "model.width": 16, "eval.eps_l2": (0.0, 0.3), "eval.eps_linf": (0.0, 0.03)}),
     "paper": derive(BASE, {"data.generate_train": 10000, "data.generate_test": 2000, "model.width": 256,
                            "grid.seeds": 8, "train.max_steps": 10000, "train.patience": 2000, "train.min_steps": 2000,
                            "eval.n_points": 2000, "eval.convergence_iters": (25, 50, 100, 200),

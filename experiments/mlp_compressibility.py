@@ -72,6 +72,7 @@ from crobust.config import derive
 from crobust.study import (Curves, DataConfig, EvalConfig, Flat, GridConfig, Holds, Matched, ModelConfig, Panel,
                            Panels, Population, Study, StudyConfig, Trend, col, headline_ra)
 from crobust.study import measures as M
+from crobust.study import recipes
 from crobust.study import measures_compressibility as MC
 
 LAYER = "hidden_0"
@@ -119,26 +120,23 @@ class Config(StudyConfig):
 
 BASE = Config(
     data=DataConfig("digits"), model=ModelConfig(width=64, depth=3),
-    train=training.TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=1e-2, batch_size=100, max_steps=1500,
-                               eval_every=100, patience=400, min_steps=400, val_ratio=0.1),
+    train=recipes.train_config(recipes.ADAMW_MLP, batch_size=100, max_steps=1500, eval_every=100, patience=400,
+                               min_steps=400),
     grid=GridConfig(alpha=(0.0,), seeds=3), arms=ArmsConfig(),
     eval=EvalConfig(n_points=200, eps_linf=(0.0, 0.02, 0.05, 0.1), eps_l2=(0.0, 0.1, 0.25, 0.5),
                     headline_linf=0.05, headline_l2=0.25, n_iter=20, convergence_iters=(20, 40), n_targets=2, n_queries=100))
 
 PRESETS = {
     "small": BASE,
-    "smoke": derive(BASE, {"data.n_train": 600, "data.n_test": 200, "model.width": 16, "grid.seeds": 2,
+    "smoke": derive(BASE, {**recipes.smoke(), **recipes.under("data", recipes.SMOKE_DIGITS), "model.width": 16,
                            "arms.include": ("nuclear", "lowrank"), "arms.alpha_nuclear": (0.0, 0.03),
                            "arms.ranks": (2,), "train.max_steps": 120, "train.eval_every": 40,
-                           "train.patience": None, "train.min_steps": 0, "eval.eps_linf": (0.0, 0.05),
-                           "eval.eps_l2": (0.0, 0.25), "eval.n_points": 100, "eval.attacks": ("apgd-ce",),
-                           "eval.n_iter": 5, "eval.convergence_iters": ()}),
-    "paper": derive(BASE, {"data.dataset": "cifar10", "data.download": True, "model.width": 2000, "model.depth": 5,
+                           "eval.eps_linf": (0.0, 0.05), "eval.eps_l2": (0.0, 0.25)}),
+    "paper": derive(BASE, {**recipes.under("train", recipes.CIFAR10_MLP), "data.dataset": "cifar10",
+                           "data.download": True, "model.width": 2000, "model.depth": 5,
                            "arms.alpha_group_lasso": (0.0, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3),
                            "arms.alpha_nuclear": (0.0, 1e-5, 3e-5, 1e-4, 3e-4),
-                           "arms.ranks": (10, 15, 40, 100, 400), "grid.seeds": 3,
-                           "train.max_steps": 60000, "train.eval_every": 200, "train.patience": 5000,
-                           "train.min_steps": 10000, "checkpoint_every": 2000,
+                           "arms.ranks": (10, 15, 40, 100, 400), "grid.seeds": 3, "checkpoint_every": 2000,
                            "eval.eps_linf": (0.0, 0.5 / 255, 1 / 255, 2 / 255, 4 / 255, 8 / 255),
                            "eval.eps_l2": (0.0, 0.1, 0.25, 0.5, 1.0), "eval.headline_linf": 1 / 255,
                            "eval.headline_l2": 0.25, "eval.n_points": 1000, "eval.convergence_iters": (25, 50, 100, 200),

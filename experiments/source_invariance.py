@@ -68,6 +68,7 @@ from crobust.config import derive
 from crobust.study import (Correlation, Curves, DataConfig, EvalConfig, Flat, GridConfig, Matched, ModelConfig,
                            Panel, Panels, Population, Study, StudyConfig, Trend, col, headline_ra)
 from crobust.study import measures as M
+from crobust.study import recipes
 from crobust.study import measures_compressibility as MC
 from crobust.study.claims_pooled import PooledCorrelation
 from crobust.study.figures_scatter import ScatterPanels
@@ -129,29 +130,27 @@ class Config(StudyConfig):
 
 BASE = Config(
     data=DataConfig("digits"), model=ModelConfig(width=64, depth=3),
-    train=training.TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=1e-2, batch_size=100, max_steps=1500,
-                               eval_every=100, patience=400, min_steps=400, val_ratio=0.1),
+    train=recipes.train_config(recipes.ADAMW_MLP, batch_size=100, max_steps=1500, eval_every=100, patience=400,
+                               min_steps=400),
     grid=GridConfig(alpha=(0.0,), seeds=2),
     eval=EvalConfig(n_points=200, eps_linf=(0.0, 0.02, 0.05, 0.1), eps_l2=(0.0, 0.1, 0.25, 0.5),
                     headline_linf=0.05, headline_l2=0.25, n_iter=20, convergence_iters=(20, 40), n_targets=2, n_queries=100))
 
 PRESETS = {
     "small": BASE,
-    "smoke": derive(BASE, {"data.n_train": 600, "data.n_test": 200, "model.width": 16, "sources.alpha_l1": (0.0, 1e-3),
-                           "sources.include": ("l1", "sgd"), "sources.sgd_lr": (0.03, 0.3),
-                           "sources.sgd_batch": (50,),
-                           "train.max_steps": 100, "train.eval_every": 50, "train.patience": None,
-                           "train.min_steps": 0, "sgd.max_steps": 100, "sgd.eval_every": 50, "sgd.patience": None,
-                           "sgd.min_steps": 0, "eval.eps_linf": (0.0, 0.05), "eval.eps_l2": (0.0, 0.25),
-                           "eval.n_points": 100, "eval.attacks": ("apgd-ce",), "eval.n_iter": 5,
-                           "eval.convergence_iters": ()}),
-    "paper": derive(BASE, {"data.dataset": "cifar10", "data.download": True, "model.width": 2000, "model.depth": 5,
+    # the shared smoke delta on both training blocks (the sgd source's too), 100 steps each
+    "smoke": derive(BASE, {**recipes.smoke(), **recipes.under("sgd", recipes.SMOKE_TRAIN),
+                           **recipes.under("data", recipes.SMOKE_DIGITS), "model.width": 16,
+                           "sources.alpha_l1": (0.0, 1e-3), "sources.include": ("l1", "sgd"),
+                           "sources.sgd_lr": (0.03, 0.3), "sources.sgd_batch": (50,), "train.max_steps": 100,
+                           "sgd.max_steps": 100, "eval.eps_linf": (0.0, 0.05), "eval.eps_l2": (0.0, 0.25)}),
+    "paper": derive(BASE, {**recipes.under("train", recipes.CIFAR10_MLP), "data.dataset": "cifar10",
+                           "data.download": True, "model.width": 2000, "model.depth": 5,
                            "sources.alpha_l1": (0.0, 1e-6, 3e-6, 1e-5, 3e-5),
                            "sources.alpha_group_lasso": (0.0, 1e-5, 1e-4, 1e-3),
                            "sources.alpha_nuclear": (0.0, 1e-5, 1e-4, 3e-4), "sources.ranks": (10, 40, 100, 400),
                            "sources.sgd_lr": (0.0025, 0.01, 0.04, 0.1, 0.2, 0.35, 0.5), "sources.sgd_batch": (50, 100),
-                           "grid.seeds": 3, "train.max_steps": 60000, "train.eval_every": 200,
-                           "train.patience": 5000, "train.min_steps": 10000, "sgd.max_steps": 100000,
+                           "grid.seeds": 3, "sgd.max_steps": 100000,
                            "sgd.eval_every": 200, "sgd.patience": 5000, "sgd.min_steps": 10000,
                            "checkpoint_every": 2000,
                            "eval.eps_linf": (0.0, 0.5 / 255, 1 / 255, 2 / 255, 4 / 255, 8 / 255),

@@ -66,6 +66,7 @@ from crobust.config import derive
 from crobust.study import (Compare, Curves, DataConfig, EvalConfig, Flat, GridConfig, Holds, Matched, ModelConfig,
                            Panel, Panels, Population, Study, StudyConfig, Trend, col)
 from crobust.study import measures as M
+from crobust.study import recipes
 from crobust.study.claims import Verdict, _se
 from crobust.study import measures_universal as MU
 from crobust.study.measures_universal import UniversalConfig, uap_key
@@ -123,9 +124,8 @@ class UniversalStudyConfig(StudyConfig):
 
 BASE = UniversalStudyConfig(
     data=DataConfig("digits"), model=ModelConfig(width=64, depth=2),
-    train=training.TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=1e-2, batch_size=128, max_steps=2000,
-                               eval_every=100, patience=500, min_steps=500, val_ratio=0.1, regularizer="nuclear",
-                               projection="frobenius"),
+    train=recipes.train_config(recipes.ADAMW_MLP, batch_size=128, max_steps=2000, eval_every=100, patience=500,
+                               min_steps=500, regularizer="nuclear", projection="frobenius"),
     grid=GridConfig(alpha=(0.0, 3e-3, 1e-2, 3e-2, 1e-1), seeds=6),
     eval=EvalConfig(n_points=300, eps_linf=(0.0, 0.05, 0.1, 0.2), eps_l2=(0.0, 0.25, 0.5, 1.0), headline_linf=0.1,
                     headline_l2=0.5, n_iter=20, convergence_iters=(20, 40), n_targets=3, n_queries=300),
@@ -136,17 +136,15 @@ BASE = UniversalStudyConfig(
 
 PRESETS = {
     "small": BASE,
-    "smoke": derive(BASE, {"data.n_train": 600, "data.n_test": 200, "model.width": 32, "grid.alpha": (0.0, 0.1),
-                           "grid.seeds": 2, "train.max_steps": 150, "train.eval_every": 50, "train.patience": None,
-                           "train.min_steps": 0, "eval.eps_linf": (0.0, 0.1), "eval.eps_l2": (0.0, 0.5),
-                           "eval.n_points": 100, "eval.n_iter": 5, "eval.attacks": ("apgd-ce",), "eval.convergence_iters": (),
+    "smoke": derive(BASE, {**recipes.smoke(), **recipes.under("data", recipes.SMOKE_DIGITS), "model.width": 32,
+                           "grid.alpha": (0.0, 0.1), "eval.eps_linf": (0.0, 0.1), "eval.eps_l2": (0.0, 0.5),
                            "universal.eps_linf": (0.0, 0.2), "universal.eps_l2": (0.0, 1.0),
                            "universal.n_source": 300, "universal.n_passes": 2, "scale.scales": (0.5, 2.0),
                            "uat.alpha": (0.1,), "uat.n_iter": 2}),
-    "paper": derive(BASE, {"data.dataset": "mnist", "data.download": True, "model.width": 400,
+    "paper": derive(BASE, {**recipes.under("train", recipes.MNIST_MLP), "data.dataset": "mnist",
+                           "data.download": True, "model.width": 400,
                            "grid.alpha": (0.0, 1e-4, 1e-3, 5e-3, 1e-2, 5e-2, 1e-1), "grid.seeds": 6,
-                           "train.batch_size": 256, "train.max_steps": 21100, "train.eval_every": 211,
-                           "train.patience": 2110, "train.min_steps": 2110, "checkpoint_every": 2110,
+                           "checkpoint_every": 2110,
                            "eval.eps_linf": (0.0, 0.02, 0.05, 0.1, 0.2, 0.3), "eval.eps_l2": (0.0, 0.25, 0.5, 1.0, 1.5, 2.0),
                            "eval.headline_l2": 1.0, "eval.n_points": 2000, "eval.n_iter": 100, "eval.n_targets": 9,
                            "eval.convergence_iters": (25, 50, 100, 200), "eval.convergence_restarts": (1, 2, 4),
