@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE_DIRS = ("crobust", "experiments", "benchmarks", "tests", "docs")
-ROOT_FILES = ("README.md", "Makefile", "pyproject.toml")
+ROOT_FILES = ("README.md", "Makefile", "pyproject.toml", ".ci/run")
 SUFFIXES = (".py", ".md", ".sh")
 GENERATED = frozenset({"report.md", "index.md"})
 
