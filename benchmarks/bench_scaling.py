@@ -15,8 +15,8 @@ What is measured:
   subgradient sign(w) jumps by 2α when round-off moves a weight across 0, and Adam normalises tiny gradient
   differences to full steps, so round-off grows along the run — measured 2e-7, 4e-7, 2e-4, 8e-4 after 1, 2, 4
   and 8 blocks; it is the dynamics amplifying round-off, not the sharding) and both
-  throughputs — information only: virtual devices share the same cores (ENVIRONMENT.md §3f), they exist to test
-  the sharded code path, not for speed.
+  throughputs — information only: virtual devices share the same cores (docs/measurements.md §1, row f), they
+  exist to test the sharded code path, not for speed.
 * **Big MLP training step** (the issue's setting): ``MLP(10, width=2000, depth=5)``, i.e. 3072→2000×4→10
   (18.16 M weights), 8 members, batch 100, AdamW, on synthetic CIFAR-shaped uint8 data, timed through the real
   trainer block (:func:`crobust.training.make_block_fn` under ``jit``, member axis sharded over the devices, a

@@ -40,7 +40,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# The lent machines' image ('cuda'), as the device tool's KINDS.md lists it (read on 2026-11-17), names canonical.
+# The lent machines' image ('cuda'; docs/measurements.md §2), as listed on 2026-11-17, names canonical.
 IMAGE = frozenset(canonicalize_name(n) for n in """
 absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build certifi
 charset-normalizer chex click cloudpickle cmake colorama contourpy coverage cuda-bindings cuda-core cuda-pathfinder
@@ -63,7 +63,7 @@ triton typer typing-extensions typing-inspect urllib3 uvloop wadler-lindig werkz
 zipp
 """.split())
 
-# The machine's interpreter: CPython 3.12 on x86-64 Linux (KINDS.md: Python 3.12.3).
+# The machine's interpreter: CPython 3.12.3 on x86-64 Linux (docs/measurements.md §2).
 TARGET_PYTHON = "3.12"
 TARGET_MARKERS = {"python_version": TARGET_PYTHON, "python_full_version": "3.12.3", "sys_platform": "linux",
                   "platform_system": "Linux", "platform_machine": "x86_64", "implementation_name": "cpython",

@@ -5,7 +5,7 @@ per product; TPUs default to one bfloat16 pass, ≈ 4e-3). That is harmless for 
 inequality check (Theorem 3.1 on a trained head), a comparison with a float64 or PyTorch reference (a literal
 AutoAttack port), or a test that means "the same operation sequence". CPUs ignore the setting (always float32).
 
-The policy (DESIGN.md, "Precision policy in one place"):
+The policy (docs/design.md §5, "Precision policy"):
 
 ==============================================  =====================================================================
 computation                                     precision
@@ -20,9 +20,10 @@ the nuclear-norm penalty: its value ``tr(QᵀW)``  full float32 (:mod:`crobust._
 and the polar iteration for its subgradient Q    exact assumes Q keeps W's singular vectors, which TF32/bf16
                                                  products lose at ~1e-3 (the module's docstring gives the figures)
 training steps (forward, backward, optimiser,    the config field ``TrainConfig.matmul_precision``:
-the other penalties' gradients)                  ``'float32'`` (default; = ``'highest'``, what the reference
-                                                 PyTorch code does — it never enables TF32), ``'tf32'`` or ``'bf16'``
-                                                 (opt-in speed settings, accelerators only), applied by
+the other penalties' gradients)                  ``'float32'`` (default; = ``'highest'``; the reference code's
+                                                 ``'high'`` lets GPUs use TF32, docs/reference-code.md §4),
+                                                 ``'tf32'`` or ``'bf16'`` (opt-in speed settings, accelerators
+                                                 only), applied by
                                                  :func:`training` around the traced step and recorded in config.json.
 ==============================================  =====================================================================
 

@@ -3,7 +3,7 @@
 A layer's W (out × in·kh·kw for a conv, out × in for a dense layer; :mod:`crobust.models.matrices`) has one row
 per output channel / neuron. Pruning keeps a boolean **mask** (…, out) per prunable layer and removes the rows with
 mask False. The prunable layers are every layer but the stem (the first conv / ViT patch embedding) and the head
-(the first author's template, /work/shared/spec/FINDINGS.md §3: "the first conv and the classifier are never
+(the first author's template, docs/findings.md §3: "the first conv and the classifier are never
 pruned"); for an MLP every hidden layer (input layer included) is prunable, its head is not.
 
 Criteria (row norms ‖W_{i,:}‖₂):
@@ -11,7 +11,7 @@ Criteria (row norms ‖W_{i,:}‖₂):
 - :func:`ratio_masks`: each layer removes its ⌊ratio·out⌋ lowest-norm rows (the fixed per-layer-ratio baseline);
 - :func:`global_ratio_masks`: the ⌊ratio·R⌋ lowest-norm rows among all R prunable rows (one threshold for every
   layer; each layer keeps at least ``min_keep`` rows so no layer is cut through);
-- :func:`epsilon_masks` (ε-pruning, PAPER.md §E11): each layer removes the largest number n of its lowest-norm rows
+- :func:`epsilon_masks` (ε-pruning, docs/paper.md §E11): each layer removes the largest number n of its lowest-norm rows
   whose share of the squared Frobenius norm stays within ε, Σ_{removed} ‖W_{i,:}‖₂² ≤ ε·‖W‖_F², i.e. keeps the
   smallest k = out − n meeting the target relative error ‖W − W_k‖_F/‖W‖_F ≤ √ε;
 - :func:`epsilon_for_ratio`: the ε at which ε-pruning removes (at least) ⌊ratio·R⌋ rows in total. The number of rows

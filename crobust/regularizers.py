@@ -4,7 +4,7 @@ Every penalty is ``penalty(params, alpha) -> scalar`` with ``alpha`` a (traceabl
 can carry one α per member. Layers are found by :func:`crobust.models.matrices.layer_specs` (MLP ``hidden_<i>``,
 ``head``; conv models ``stem``, block convs, ``head``; ViT ``embedding``, …) and every matrix is taken in the
 paper's orientation W (out × in), neurons/filters = rows, convolutions matricised (out, in·kh·kw), through
-:mod:`crobust.models.matrices`. Exclusions follow the reference code (REFERENCE_CODE.md §2): the "regularised
+:mod:`crobust.models.matrices`. Exclusions follow the reference code (docs/reference-code.md §2): the "regularised
 layers" (:func:`~crobust.models.matrices.regularised_matrices`) are every layer but the head and the stem (the
 first conv, which the reference's group lasso skips as "the first Conv2d met"; the ViT patch embedding). For an
 MLP these are the hidden layers, input layer included.
@@ -21,7 +21,7 @@ name                  penalty R(θ)                                             
 ``alignment``         α Σ_(l,l+1) A_∞(l) (sound bound, :func:`alignment`)         consecutive regularised layers
 ====================  ==========================================================  ==============================
 
-The last two are the paper's mitigations (PAPER.md §E11). The nuclear norm on conv layers is a choice: the
+The last two are the paper's mitigations (docs/paper.md §E11). The nuclear norm on conv layers is a choice: the
 reference code's nuclear norm only sees 2-D parameters, so on a torchvision ResNet it penalises only the fc head;
 here it acts on the matricised kernels of the regularised layers, like the other penalties.
 
@@ -40,7 +40,7 @@ Choices where the reference code is quirky:
   much slower than the products, and on CPU the polar route is faster than gesvd too
   (``benchmarks/bench_spectral.py``).
 
-Projection (the paper's scale control, PAPER.md §E1): :func:`frobenius_projection` rescales each hidden layer to
+Projection (the paper's scale control, docs/paper.md §E1): :func:`frobenius_projection` rescales each hidden layer to
 a reference Frobenius norm after every optimiser step, W ← W·‖W₀‖_F/‖W‖_F, so α changes the *structure* of W at
 fixed *scale*. For a low-rank layer both factors are scaled by √(‖W₀‖_F/‖AB‖_F).
 """
@@ -124,7 +124,7 @@ BETA_TOP_FRACTION = 0.05
 
 
 def beta_control(params, alpha, *, top_fraction: float = BETA_TOP_FRACTION, q: int = 1):
-    """β-control (PAPER.md §E11): α Σ_l Var(ν^l_(1), …, ν^l_(K)), the variance of the K largest filter norms of
+    """β-control (docs/paper.md §E11): α Σ_l Var(ν^l_(1), …, ν^l_(K)), the variance of the K largest filter norms of
     each regularised layer.
 
     ν^l_i = ‖W^l_{i,:}‖_q (q = 1 by default: the row ℓ1 norms on which this package defines ν and the dispersion
@@ -152,7 +152,7 @@ def beta_control(params, alpha, *, top_fraction: float = BETA_TOP_FRACTION, q: i
 
 
 def alignment(params, alpha, *, kappa: float = 0.1):
-    """Alignment regulariser (PAPER.md §E11): α Σ A_∞(l) over consecutive regularised layers (l, l+1) that chain.
+    """Alignment regulariser (docs/paper.md §E11): α Σ A_∞(l) over consecutive regularised layers (l, l+1) that chain.
 
     A_∞(l) is :func:`crobust.metrics.alignment_term` with the neuron form, p = ∞, top-κ rows, and ``mode='bound'``:
     the **sound upper bound** max_i Σ_j ½(|W_k'||W_k| + |W_k'W_k|)_ij of max_D ‖W_k^{l+1} D W_k^l‖_∞ over ReLU patterns

@@ -1,7 +1,7 @@
-"""Bound versus gap (PAPER.md §E6, claim C5): the Corollary 3.3 bound on the robustness gap against the measured gap
-F^adv − F over the spectral rank of a network with two hidden layers; the paper reports a correlation of 0.947
+"""Bound versus gap (docs/paper.md §E6, claim C5): the Corollary 3.3 bound on the robustness gap against the measured
+gap F^adv − F over the spectral rank of a network with two hidden layers; the paper reports a correlation of 0.947
 (Pearson or Spearman not stated) and no ratio. Beside it, Theorem 3.1 as printed and in its sound form on the trained
-layers (FINDINGS.md §1).
+layers (docs/findings.md §1).
 
 Setting: a binary task (two digit classes, relabelled 0/1), a bias-free ReLU MLP x → φ(W²φ(W¹x)) → head with two
 hidden layers of width ``model.width``, every hidden layer factorised W = A·B at rank r (one LowRankMLP population per
@@ -28,7 +28,7 @@ Expected results:
   headline δ = 0.5. Expected: bound ≥ gap for every member (naive and aligned); the correlation of bound and gap
   across members is reported with its sign and size against the paper's 0.947; the bound/gap ratio (≫ 1: global
   Lipschitz bounds are loose) is reported; the sound Theorem 3.1 forms hold on every layer; the printed q = 2
-  spectral form and the printed neuron form on the rectangular W¹ may fail (FINDINGS.md §1), and the report says
+  spectral form and the printed neuron form on the rectangular W¹ may fail (docs/findings.md §1), and the report says
   where. One run (seeds 0–2) gave: bound ≥ gap for all 18 members; Pearson r = +0.49, Spearman ρ = +0.57 (p = 0.016
   before Holm's correction, 0.096 after: inconclusive) — the bound falls 4× from rank 1 to 32 while the gap (≈ 2,
   the models are confident: median logit margin ≈ 17) barely moves; bound/gap 13 (rank 32) to 45 (rank 1); the
@@ -37,7 +37,7 @@ Expected results:
   spectral form.
 - ``paper`` (accelerator; MNIST 3 vs 8, downloaded on first use): width 400, ranks {1, 2, 5, 10, 20, 50, 100, 400}
   × 5 seeds, batch 256, ≤ 10,000 steps with early stopping (patience 1000), δ = 1.0 on 2000 test points with 100
-  APGD iterations and 5000 Square queries. Wall time on one GPU, from FINDINGS.md §6 (H200): 8 members of the
+  APGD iterations and 5000 Square queries. Wall time on one GPU, from docs/findings.md §6 (H200): 8 members of the
   larger 3072→2000×4→10 network step in 1.85 ms (4,318 member-steps/s), an upper bound for 5 members of
   784→400→400→2, so ≤ 10,000 steps take ≤ 20 s per population, 8 populations ≤ 3 minutes; APGD-CE (100 iterations)
   on 4,776 points took 0.009 s per model there, so the attacks cost seconds; with compiles (~1 min per population)
@@ -56,6 +56,7 @@ from crobust.models import LowRankMLP
 from crobust.study import (Correlation, Curves, DataConfig, EvalConfig, GridConfig, Holds, Matched, ModelConfig,
                            Panel, Panels, Population, Study, StudyConfig, Trend, col, headline_ra)
 from crobust.study import measures as M
+from crobust.study import recipes
 from crobust.study import measures_bounds as MB
 from crobust.study.figures_scatter import Scatter
 
@@ -72,7 +73,7 @@ class BoundGapConfig(StudyConfig):
     def validate(self) -> None:
         super().validate()
         if self.model.depth != 3:
-            raise CrobustError(f"model.depth must be 3 (two hidden layers, PAPER.md §E6), got {self.model.depth}")
+            raise CrobustError(f"model.depth must be 3 (two hidden layers, docs/paper.md §E6), got {self.model.depth}")
         if not self.ranks or len(set(self.ranks)) != len(self.ranks) or not all(
                 1 <= r <= self.model.width for r in self.ranks):
             raise CrobustError(f"ranks must be distinct values in [1, model.width = {self.model.width}], got "
@@ -84,8 +85,8 @@ class BoundGapConfig(StudyConfig):
 
 BASE = BoundGapConfig(
     data=DataConfig("digits", classes=(3, 8)), model=ModelConfig(kind="lowrank", width=32, depth=3),
-    train=training.TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=1e-2, batch_size=64, max_steps=1500,
-                               eval_every=50, patience=300, min_steps=300, val_ratio=0.1),
+    train=recipes.train_config(recipes.ADAMW_MLP, batch_size=64, max_steps=1500, eval_every=50, patience=300,
+                               min_steps=300),
     grid=GridConfig(alpha=(0.0,), seeds=3),
     eval=EvalConfig(n_points=360, eps_l2=(0.0, 0.25, 0.5, 1.0, 1.5), headline_l2=0.5, attacks=("apgd-ce", "square"),
                     n_iter=20, convergence_iters=(20, 40), n_targets=1, n_queries=300),
@@ -93,14 +94,14 @@ BASE = BoundGapConfig(
 
 PRESETS = {
     "small": BASE,
-    "smoke": derive(BASE, {"model.width": 8, "ranks": (1, 8), "grid.seeds": 2, "train.max_steps": 150,
-                           "train.patience": None, "train.min_steps": 0, "eval.n_points": 72,
-                           "eval.eps_l2": (0.0, 0.5), "eval.attacks": ("apgd-ce",), "eval.n_iter": 5,
-                           "eval.convergence_iters": ()}),
-    "paper": derive(BASE, {"data.dataset": "mnist", "data.download": True, "model.width": 400,
-                           "ranks": (1, 2, 5, 10, 20, 50, 100, 400), "grid.seeds": 5, "train.batch_size": 256,
-                           "train.max_steps": 10000, "train.eval_every": 100, "train.patience": 1000,
-                           "train.min_steps": 1000, "checkpoint_every": 1000,
+    # the digit pair has 72 test images
+    "smoke": derive(BASE, {**recipes.smoke(), "model.width": 8, "ranks": (1, 8), "eval.n_points": 72,
+                           "eval.eps_l2": (0.0, 0.5)}),
+    # the MNIST recipe's optimiser and batch with this study's budget (the digit pair is a fifth of MNIST)
+    "paper": derive(BASE, {**recipes.under("train", recipes.MNIST_MLP), "data.dataset": "mnist",
+                           "data.download": True, "model.width": 400, "ranks": (1, 2, 5, 10, 20, 50, 100, 400),
+                           "grid.seeds": 5, "train.max_steps": 10000, "train.eval_every": 100,
+                           "train.patience": 1000, "train.min_steps": 1000, "checkpoint_every": 1000,
                            "eval.eps_l2": (0.0, 0.25, 0.5, 1.0, 1.5, 2.0), "eval.headline_l2": 1.0,
                            "eval.n_points": 2000, "eval.convergence_iters": (25, 50, 100, 200),
                            "eval.convergence_restarts": (1, 2, 4), "eval.n_iter": 100, "eval.n_queries": 5000}),
@@ -206,7 +207,7 @@ def notes(cfg):
     return [
         "Two-class softmax cross-entropy is the logistic loss of the logit difference, so the trained model is the "
         "Corollary's binary logistic model with C = c₁ − c₀ (crobust.metrics.binary_head_vector).",
-        "PAPER.md §E6 gives neither the dataset, the ranks, the norm nor the correlation type: here a digit pair, "
+        "docs/paper.md §E6 gives neither the dataset, the ranks, the norm nor the correlation type: here a digit pair, "
         "ranks from 1 to the width, ℓ2 (spectral rank ↔ ℓ2 in the paper's pairing), and both Pearson and Spearman "
         "over every member (ranks × seeds). The bound/gap ratio is reported; the paper does not report it.",
         "F^adv is estimated from below (a loss-maximising APGD-CE run and the ensemble's headline example, per point "
@@ -214,15 +215,16 @@ def notes(cfg):
         "The aligned Lipschitz bound uses κ = measure.kappa for the top-k sub-structure of each layer pair; both "
         "bounds include the model's input normalisation (× 1/min std).",
         "Theorem 3.1 uses k_σ = min(⌈κ·h⌉, rank) (beyond the rank σ_k = 0 and every form is +∞) and k_ν = ⌈κ·h⌉. "
-        "The sound forms use q = 1 with the exact residual (FINDINGS.md §1); the printed spectral form is shown "
+        "The sound forms use q = 1 with the exact residual (docs/findings.md §1); the printed spectral form is shown "
         "with q = 2 (the reference code's statistic) and the printed neuron form read as √(h/k_ν) + h·ε_ν/k_ν, "
         "which equals the sound split form only for a square layer: on the rectangular W¹ (width × 64) it can "
         "fail. The `*_over_lhs` columns are rhs/lhs (< 1: the form fails on that member).",
     ]
 
 
-STUDY = Study(name="bound_vs_gap", title="Bound versus gap: Corollary 3.3 against F^adv − F over the rank (PAPER.md "
-              "§E6, C5)", paper_claims=("C5",), presets=PRESETS, populations=populations, measures=measures,
+STUDY = Study(name="bound_vs_gap",
+              title="Bound versus gap: Corollary 3.3 against F^adv − F over the rank (docs/paper.md §E6, C5)",
+              paper_claims=("C5",), presets=PRESETS, populations=populations, measures=measures,
               claims=claims, figures=figures, notes=notes, summary=summary, group_by=("rank",),
               setup=lambda cfg, data: (f"Ranks {', '.join(map(str, cfg.ranks))} of both hidden layers (width "
                                        f"{cfg.model.width}); Corollary 3.3 at δ = {format_eps(cfg.eval.headline_l2)} "

@@ -1,6 +1,6 @@
-"""Decision boundaries under compressibility (PAPER.md §E2, Figure 1; claims C2 and C4 on a synthetic task): the same
-input budget crosses the decision boundary of a compressible (low-rank) model and not of a dense one of equal clean
-accuracy.
+"""Decision boundaries under compressibility (docs/paper.md §E2, Figure 1; claims C2 and C4 on a synthetic task):
+the same input budget crosses the decision boundary of a compressible (low-rank) model and not of a dense one of
+equal clean accuracy.
 
 Task (the paper's generator is unknown; this one is :func:`crobust.data.load_synthetic_gaussian` with two classes):
 latent h = μ_y + z in R^k (k = ``data.intrinsic_dim`` = 8, z ~ N(0, I_k)), class means ±(s/2)·(e₀ − e₁)/√2 so
@@ -12,7 +12,7 @@ one direction of a k-dimensional subspace of the 64-pixel space; for a = 0.34 (t
 lies ≈ 0.68 (ℓ2, pixel units) from the Bayes boundary.
 
 Models: two populations of bias-free one-hidden-layer ReLU MLPs g(x) = C φ(W x) (the paper's mechanism example,
-PAPER.md §2 item 5) trained identically without a penalty — ``dense`` (W full, 64 × width) and ``lowrank`` (W = A·B
+docs/paper.md §2 item 5) trained identically without a penalty — ``dense`` (W full, 64 × width) and ``lowrank`` (W = A·B
 of rank ``rank``, factors initialised at the dense layer's expected Frobenius norm,
 ``factor_init='frobenius_matched'``). Measured per member: clean accuracy, robust accuracy over ℓ2 and ℓ∞ ε grids
 (APGD-CE + Square: APGD-T has no second target with two classes), σ₁/‖W‖_F of W, margins and head norms, and along
@@ -41,7 +41,7 @@ Expected results:
   PCA plane look alike; the difference lies along the attack direction, which leaves that plane.
 - ``paper`` (any accelerator; minutes): the same task with 10,000 / 2,000 points, width 256, ranks 1 and the dense
   layer, 8 seeds, ≤ 10,000 steps, the full budget of the two-class ensemble (APGD-CE 100 iterations, 5000 Square
-  queries) on 2000 points. Wall time on one GPU, from FINDINGS.md §6 (H200): a training step of 8 members of a
+  queries) on 2000 points. Wall time on one GPU, from docs/findings.md §6 (H200): a training step of 8 members of a
   larger network (3072→2000×4→10, batch 100) takes 1.85 ms (4,318 member-steps/s), an upper bound for 8 members
   of 64→256→2, so ≤ 10,000 steps take ≤ 20 s per population; APGD-CE (100 iterations) on 4,776 points took
   0.009 s per model there, so the attacks cost seconds; with compiles (~1 min per population) about 3 minutes.
@@ -60,6 +60,7 @@ from crobust.models import MLP, LowRankMLP
 from crobust.study import (Compare, Curves, DataConfig, EvalConfig, Flat, GridConfig, Matched, ModelConfig, Panel,
                            Panels, Population, Study, StudyConfig, col, headline_ra)
 from crobust.study import measures as M
+from crobust.study import recipes
 from crobust.study import measures_boundary as B
 from crobust.study.figures_boundary import BoundaryView
 
@@ -118,8 +119,8 @@ class BoundaryConfig(StudyConfig):
 
 BASE = BoundaryConfig(
     model=ModelConfig(width=64, depth=2),
-    train=training.TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=1e-2, batch_size=128, max_steps=2000,
-                               eval_every=50, patience=400, min_steps=400, val_ratio=0.1),
+    train=recipes.train_config(recipes.ADAMW_MLP, batch_size=128, max_steps=2000, eval_every=50, patience=400,
+                               min_steps=400),
     grid=GridConfig(alpha=(0.0,), seeds=8),
     eval=EvalConfig(n_points=500, eps_l2=(0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0), headline_l2=0.3,
                     eps_linf=(0.0, 0.01, 0.02, 0.03, 0.05, 0.1), headline_linf=0.03, attacks=("apgd-ce", "square"),
@@ -127,11 +128,8 @@ BASE = BoundaryConfig(
 
 PRESETS = {
     "small": BASE,
-    "smoke": derive(BASE, {"data.generate_train": 600, "data.generate_test": 200, "model.width": 16,
-                           "grid.seeds": 2, "train.max_steps": 150, "train.eval_every": 50, "train.patience": None,
-                           "train.min_steps": 0, "eval.n_points": 100, "eval.eps_l2": (0.0, 0.3),
-                           "eval.eps_linf": (0.0, 0.03), "eval.attacks": ("apgd-ce",), "eval.n_iter": 5,
-                           "eval.convergence_iters": ()}),
+    "smoke": derive(BASE, {**recipes.smoke(), "data.generate_train": 600, "data.generate_test": 200,
+                           "model.width": 16, "eval.eps_l2": (0.0, 0.3), "eval.eps_linf": (0.0, 0.03)}),
     "paper": derive(BASE, {"data.generate_train": 10000, "data.generate_test": 2000, "model.width": 256,
                            "grid.seeds": 8, "train.max_steps": 10000, "train.patience": 2000, "train.min_steps": 2000,
                            "eval.n_points": 2000, "eval.convergence_iters": (25, 50, 100, 200),
@@ -251,7 +249,8 @@ def notes(cfg):
     ]
 
 
-STUDY = Study(name="decision_boundary", title="Decision boundaries under compressibility (PAPER.md §E2, Figure 1)",
+STUDY = Study(name="decision_boundary",
+              title="Decision boundaries under compressibility (docs/paper.md §E2, Figure 1)",
               paper_claims=("C2", "C4"), presets=PRESETS, populations=populations, measures=measures, claims=claims,
               figures=figures, notes=notes, summary=summary, group_by=("population",),
               setup=lambda cfg, data: (f"Synthetic task: k = {cfg.data.intrinsic_dim}, s = {cfg.data.separation:g}, "

@@ -1,4 +1,4 @@
-"""Neuron and spectral compressibility in MLPs (PAPER.md §E3; claims C1, C2, with the C4 mechanism measures).
+"""Neuron and spectral compressibility in MLPs (docs/paper.md §E3; claims C1, C2, with the C4 mechanism measures).
 
 Three arms on one bias-free ReLU MLP, each a compression level swept against its own uncompressed baseline:
 
@@ -44,14 +44,14 @@ Expected results:
   confound claim is contradicted, and no member pair matches within 1 pp, so the Matched claims are skipped); under
   group lasso and the nuclear norm ℓ∞/ℓ2 RA fall by 2–5 points at α = 0.03 with clean accuracy within 2 points,
   which the trend rule after Holm's correction over 16 p-values calls inconclusive.
-- ``paper`` (GPU): CIFAR-10 (local files or download), the reference recipe (REFERENCE_CODE.md §8): width 2000,
+- ``paper`` (GPU): CIFAR-10 (local files or download), the reference recipe (docs/reference-code.md §8): width 2000,
   depth 5 (3072→2000×4→10), AdamW 1e-3, wd 0.01, batch 100, 10 % validation, early stopping on validation loss with
   patience 5000 and at least 10,000 steps, keep best, at most 60,000 steps; group lasso α ∈ {0, 1e-5, 3e-5, 1e-4,
   3e-4, 1e-3}, nuclear α ∈ {0, 1e-5, 3e-5, 1e-4, 3e-4}, ranks {10, 15, 40, 100, 400} + dense (2000), 3 seeds
   (54 members); robust accuracy on 1000 test points with the full budget (APGD-CE / APGD-T 100 iterations, 9
   targets, Square 5000 queries), ℓ∞ ε ∈ {0, 0.5, 1, 2, 4, 8}/255 (headline 1/255), ℓ2 ε ∈ {0, 0.1, 0.25, 0.5, 1}
   (headline 0.25). Expected: the paper's §E3 table — RA and RA/SA fall as compression rises in both forms.
-  Wall time on one GPU, from FINDINGS.md §6 (H200): the dense and low-rank members run at ≈ 4,300 member-steps/s,
+  Wall time on one GPU, from docs/findings.md §6 (H200): the dense and low-rank members run at ≈ 4,300 member-steps/s,
   so 36 members × ≤ 60k steps ≈ 8 min; the nuclear arm is dominated by the per-step spectral gradient of four
   2000×2000 layers (Newton–Schulz ≈ 29 ms per 8 layers, §6) ≈ 0.2 s per step for 15 members → ≈ 2–3 h at 30–60k
   steps; the evaluation (51 members × 11 ε, Square's 5000 queries dominating, ≈ 4 s per member and ε at the §6
@@ -72,6 +72,7 @@ from crobust.config import derive
 from crobust.study import (Curves, DataConfig, EvalConfig, Flat, GridConfig, Holds, Matched, ModelConfig, Panel,
                            Panels, Population, Study, StudyConfig, Trend, col, headline_ra)
 from crobust.study import measures as M
+from crobust.study import recipes
 from crobust.study import measures_compressibility as MC
 
 LAYER = "hidden_0"
@@ -119,26 +120,23 @@ class Config(StudyConfig):
 
 BASE = Config(
     data=DataConfig("digits"), model=ModelConfig(width=64, depth=3),
-    train=training.TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=1e-2, batch_size=100, max_steps=1500,
-                               eval_every=100, patience=400, min_steps=400, val_ratio=0.1),
+    train=recipes.train_config(recipes.ADAMW_MLP, batch_size=100, max_steps=1500, eval_every=100, patience=400,
+                               min_steps=400),
     grid=GridConfig(alpha=(0.0,), seeds=3), arms=ArmsConfig(),
     eval=EvalConfig(n_points=200, eps_linf=(0.0, 0.02, 0.05, 0.1), eps_l2=(0.0, 0.1, 0.25, 0.5),
                     headline_linf=0.05, headline_l2=0.25, n_iter=20, convergence_iters=(20, 40), n_targets=2, n_queries=100))
 
 PRESETS = {
     "small": BASE,
-    "smoke": derive(BASE, {"data.n_train": 600, "data.n_test": 200, "model.width": 16, "grid.seeds": 2,
+    "smoke": derive(BASE, {**recipes.smoke(), **recipes.under("data", recipes.SMOKE_DIGITS), "model.width": 16,
                            "arms.include": ("nuclear", "lowrank"), "arms.alpha_nuclear": (0.0, 0.03),
                            "arms.ranks": (2,), "train.max_steps": 120, "train.eval_every": 40,
-                           "train.patience": None, "train.min_steps": 0, "eval.eps_linf": (0.0, 0.05),
-                           "eval.eps_l2": (0.0, 0.25), "eval.n_points": 100, "eval.attacks": ("apgd-ce",),
-                           "eval.n_iter": 5, "eval.convergence_iters": ()}),
-    "paper": derive(BASE, {"data.dataset": "cifar10", "data.download": True, "model.width": 2000, "model.depth": 5,
+                           "eval.eps_linf": (0.0, 0.05), "eval.eps_l2": (0.0, 0.25)}),
+    "paper": derive(BASE, {**recipes.under("train", recipes.CIFAR10_MLP), "data.dataset": "cifar10",
+                           "data.download": True, "model.width": 2000, "model.depth": 5,
                            "arms.alpha_group_lasso": (0.0, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3),
                            "arms.alpha_nuclear": (0.0, 1e-5, 3e-5, 1e-4, 3e-4),
-                           "arms.ranks": (10, 15, 40, 100, 400), "grid.seeds": 3,
-                           "train.max_steps": 60000, "train.eval_every": 200, "train.patience": 5000,
-                           "train.min_steps": 10000, "checkpoint_every": 2000,
+                           "arms.ranks": (10, 15, 40, 100, 400), "grid.seeds": 3, "checkpoint_every": 2000,
                            "eval.eps_linf": (0.0, 0.5 / 255, 1 / 255, 2 / 255, 4 / 255, 8 / 255),
                            "eval.eps_l2": (0.0, 0.1, 0.25, 0.5, 1.0), "eval.headline_linf": 1 / 255,
                            "eval.headline_l2": 0.25, "eval.n_points": 1000, "eval.convergence_iters": (25, 50, 100, 200),
@@ -314,11 +312,12 @@ def notes(cfg):
         "mechanism (C4) and confound claims the secondary; that each penalty raised its compressibility, the "
         "low-rank arm's ε_σ and ‖W‖₂/‖W‖_F (which follow from the rank by construction) and the headline's RA are "
         "checks, reported apart.",
-        "PAPER.md §E3 leaves the α grid, rank grid, seeds, attack and ε unknown; the grids here are our choice.",
+        "docs/paper.md §E3 leaves the α grid, rank grid, seeds, attack and ε unknown; the grids here are our choice.",
     ]
 
 
-STUDY = Study(name="mlp_compressibility", title="Neuron and spectral compressibility in MLPs (PAPER.md §E3; C1, C2)",
+STUDY = Study(name="mlp_compressibility",
+              title="Neuron and spectral compressibility in MLPs (docs/paper.md §E3; C1, C2)",
               paper_claims=("C1", "C2"), presets=PRESETS, populations=populations, measures=measures, claims=claims,
               figures=figures, notes=notes, summary=summary, group_by=("arm", "alpha", "rank"))
 run = STUDY.run

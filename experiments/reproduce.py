@@ -4,8 +4,8 @@
 
 ``--preset auto`` (the default, what ``make reproduce`` uses) picks ``paper`` when JAX sees an accelerator and
 ``small`` on a CPU, and prints which and why. Each study writes to ``<out>/<preset>/<study>/``; the index
-``<out>/<preset>/index.md`` lists every claim C1–C11 of PAPER.md §5 with the verdicts of each study that tests it
-(its primary claims, then its secondary ones; a study's checks are listed apart and never counted),
+``<out>/<preset>/index.md`` lists every claim C1–C11 of docs/paper.md §5 with the verdicts of each study that
+tests it (its primary claims, then its secondary ones; a study's checks are listed apart and never counted),
 or "not covered yet" with the study that will (:mod:`crobust.study.catalog`), then every study with its verdicts. A study whose data is missing is marked
 *skipped* with the one-line reason (which dataset, where it was looked for, how to get it); it never falls back to
 other data. Each study runs in a process of its own (on a multi-host run: in this process), so one study's
@@ -69,7 +69,7 @@ def index_lines(preset: str, why: str, results: list[dict], coverage: dict | Non
     coverage = registered_coverage() if coverage is None else coverage
     lines = [f"# crobust reproduction — preset `{preset}`", "", f"Preset: {why}.", "",
              f"Studies run: {len(results)} ({', '.join(r['study'] for r in results)}). The paper's claims "
-             f"(PAPER.md §5) and what these runs say of each:", "",
+             f"(docs/paper.md §5) and what these runs say of each:", "",
              "| claim | the paper says | verdicts here |", "|---|---|---|"]
     for cid, text in catalog.CLAIMS.items():
         found = []

@@ -1,4 +1,4 @@
-"""Source invariance and learning dynamics (claim C6; PAPER.md §E12): the same robustness-versus-compressibility
+"""Source invariance and learning dynamics (claim C6; docs/paper.md §E12): the same robustness-versus-compressibility
 relation whatever makes the network compressible.
 
 Five sources of compressibility on one bias-free ReLU MLP, each swept from uncompressed to compressed:
@@ -49,10 +49,10 @@ Expected results:
   1e-3, wd 0.01, batch 100, 10 % validation, patience 5000, min 10k steps, ≤ 60k steps); l1 α ∈ {0, 1e-6, 3e-6,
   1e-5, 3e-5}, group lasso α ∈ {0, 1e-5, 1e-4, 1e-3}, nuclear α ∈ {0, 1e-5, 1e-4, 3e-4}, ranks {10, 40, 100, 400}
   + dense; SGD (same width 2000 rather than the 2021 paper's 2048, so that every source shares one architecture)
-  batch {50, 100} × lr {0.0025, 0.01, 0.04, 0.1, 0.2, 0.35, 0.5} (0.57 is near divergence in FINDINGS.md §3), ≤
+  batch {50, 100} × lr {0.0025, 0.01, 0.04, 0.1, 0.2, 0.35, 0.5} (0.57 is near divergence in docs/findings.md §3), ≤
   100k steps with the same early stopping; 3 seeds (117 members); RA on 1000 points with the full budget, ℓ∞
   headline 1/255, ℓ2 0.25 (where a dense CIFAR-10 MLP keeps a meaningful RA). Expected (C6): a positive relation in
-  every source and pooled. Wall time on one GPU from FINDINGS.md §6 (H200): ≈ 4,300 member-steps/s for the dense,
+  every source and pooled. Wall time on one GPU from docs/findings.md §6 (H200): ≈ 4,300 member-steps/s for the dense,
   L1, group-lasso, rank and SGD members (≈ 100 members × ≤ 60–100k steps ≈ 30–40 min), the nuclear members ≈ 0.2 s
   per step for 12 members (≈ 2 h at 30k steps), the evaluation ≈ 2 h (Square's 5000 queries dominate); ≈ 4–5 h in
   all (not measured end to end).
@@ -68,6 +68,7 @@ from crobust.config import derive
 from crobust.study import (Correlation, Curves, DataConfig, EvalConfig, Flat, GridConfig, Matched, ModelConfig,
                            Panel, Panels, Population, Study, StudyConfig, Trend, col, headline_ra)
 from crobust.study import measures as M
+from crobust.study import recipes
 from crobust.study import measures_compressibility as MC
 from crobust.study.claims_pooled import PooledCorrelation
 from crobust.study.figures_scatter import ScatterPanels
@@ -136,29 +137,27 @@ class Config(StudyConfig):
 
 BASE = Config(
     data=DataConfig("digits"), model=ModelConfig(width=64, depth=3),
-    train=training.TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=1e-2, batch_size=100, max_steps=1500,
-                               eval_every=100, patience=400, min_steps=400, val_ratio=0.1),
+    train=recipes.train_config(recipes.ADAMW_MLP, batch_size=100, max_steps=1500, eval_every=100, patience=400,
+                               min_steps=400),
     grid=GridConfig(alpha=(0.0,), seeds=2),
     eval=EvalConfig(n_points=200, eps_linf=(0.0, 0.02, 0.05, 0.1), eps_l2=(0.0, 0.1, 0.25, 0.5),
                     headline_linf=0.05, headline_l2=0.25, n_iter=20, convergence_iters=(20, 40), n_targets=2, n_queries=100))
 
 PRESETS = {
     "small": BASE,
-    "smoke": derive(BASE, {"data.n_train": 600, "data.n_test": 200, "model.width": 16, "sources.alpha_l1": (0.0, 1e-3),
-                           "sources.include": ("l1", "sgd"), "sources.sgd_lr": (0.03, 0.3),
-                           "sources.sgd_batch": (50,),
-                           "train.max_steps": 100, "train.eval_every": 50, "train.patience": None,
-                           "train.min_steps": 0, "sgd.max_steps": 100, "sgd.eval_every": 50, "sgd.patience": None,
-                           "sgd.min_steps": 0, "eval.eps_linf": (0.0, 0.05), "eval.eps_l2": (0.0, 0.25),
-                           "eval.n_points": 100, "eval.attacks": ("apgd-ce",), "eval.n_iter": 5,
-                           "eval.convergence_iters": ()}),
-    "paper": derive(BASE, {"data.dataset": "cifar10", "data.download": True, "model.width": 2000, "model.depth": 5,
+    # the shared smoke delta on both training blocks (the sgd source's too), 100 steps each
+    "smoke": derive(BASE, {**recipes.smoke(), **recipes.under("sgd", recipes.SMOKE_TRAIN),
+                           **recipes.under("data", recipes.SMOKE_DIGITS), "model.width": 16,
+                           "sources.alpha_l1": (0.0, 1e-3), "sources.include": ("l1", "sgd"),
+                           "sources.sgd_lr": (0.03, 0.3), "sources.sgd_batch": (50,), "train.max_steps": 100,
+                           "sgd.max_steps": 100, "eval.eps_linf": (0.0, 0.05), "eval.eps_l2": (0.0, 0.25)}),
+    "paper": derive(BASE, {**recipes.under("train", recipes.CIFAR10_MLP), "data.dataset": "cifar10",
+                           "data.download": True, "model.width": 2000, "model.depth": 5,
                            "sources.alpha_l1": (0.0, 1e-6, 3e-6, 1e-5, 3e-5),
                            "sources.alpha_group_lasso": (0.0, 1e-5, 1e-4, 1e-3),
                            "sources.alpha_nuclear": (0.0, 1e-5, 1e-4, 3e-4), "sources.ranks": (10, 40, 100, 400),
                            "sources.sgd_lr": (0.0025, 0.01, 0.04, 0.1, 0.2, 0.35, 0.5), "sources.sgd_batch": (50, 100),
-                           "grid.seeds": 3, "train.max_steps": 60000, "train.eval_every": 200,
-                           "train.patience": 5000, "train.min_steps": 10000, "sgd.max_steps": 100000,
+                           "grid.seeds": 3, "sgd.max_steps": 100000,
                            "sgd.eval_every": 200, "sgd.patience": 5000, "sgd.min_steps": 10000,
                            "checkpoint_every": 2000,
                            "eval.eps_linf": (0.0, 0.5 / 255, 1 / 255, 2 / 255, 4 / 255, 8 / 255),
@@ -323,7 +322,7 @@ def notes(cfg):
     ]
 
 
-STUDY = Study(name="source_invariance", title="Source invariance and learning dynamics (C6, PAPER.md §E12)",
+STUDY = Study(name="source_invariance", title="Source invariance and learning dynamics (C6, docs/paper.md §E12)",
               paper_claims=("C6",), presets=PRESETS, populations=populations, measures=measures, claims=claims,
               figures=figures, notes=notes, summary=summary, group_by=("source", "alpha", "rank", "batch", "lr"))
 run = STUDY.run

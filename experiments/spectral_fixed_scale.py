@@ -1,4 +1,4 @@
-"""Motivating study (PAPER.md §E1, Figure 2; claims C3 and C4): spectral compressibility at a *fixed* Frobenius
+"""Motivating study (docs/paper.md §E1, Figure 2; claims C3 and C4): spectral compressibility at a *fixed* Frobenius
 norm is enough to lower adversarial robustness.
 
 A bias-free ReLU MLP with one hidden layer is trained with a nuclear-norm penalty α‖W¹‖_* on its hidden layer, and
@@ -34,14 +34,14 @@ from crobust.config import derive
 from crobust.study import (Curves, DataConfig, EvalConfig, Flat, GridConfig, Holds, Matched, ModelConfig, Panel,
                            Panels, Population, Study, StudyConfig, Trend, col, headline_ra)
 from crobust.study import measures as M
+from crobust.study import recipes
 
 LAYER = "hidden_0"
 
 BASE = StudyConfig(
     data=DataConfig("digits"), model=ModelConfig(width=64, depth=2),
-    train=training.TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=1e-2, batch_size=128, max_steps=3000,
-                               eval_every=100, patience=600, min_steps=600, val_ratio=0.1, regularizer="nuclear",
-                               projection="frobenius"),
+    train=recipes.train_config(recipes.ADAMW_MLP, batch_size=128, max_steps=3000, eval_every=100, patience=600,
+                               min_steps=600, regularizer="nuclear", projection="frobenius"),
     grid=GridConfig(alpha=(0.0, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1), seeds=4),
     eval=EvalConfig(n_points=360, eps_linf=(0.0, 0.02, 0.05, 0.1, 0.15, 0.2), eps_l2=(0.0, 0.1, 0.25, 0.5, 0.75, 1.0),
                     headline_linf=0.1, headline_l2=0.5, n_iter=20, n_targets=3, n_queries=300,
@@ -49,16 +49,16 @@ BASE = StudyConfig(
 
 PRESETS = {
     "small": BASE,
-    "smoke": derive(BASE, {"data.n_train": 600, "data.n_test": 200, "model.width": 32, "grid.alpha": (0.0, 0.1),
-                           "grid.seeds": 2, "train.max_steps": 150, "train.eval_every": 50, "train.patience": None,
-                           "train.min_steps": 0, "eval.eps_linf": (0.0, 0.1), "eval.eps_l2": (0.0, 0.5),
-                           "eval.n_points": 100, "eval.n_iter": 5, "eval.n_targets": 1, "eval.n_queries": 50,
+    # the shared smoke delta, but this study's smoke run keeps the attack ensemble and a short convergence sweep
+    "smoke": derive(BASE, {**recipes.smoke(), **recipes.under("data", recipes.SMOKE_DIGITS), "model.width": 32,
+                           "grid.alpha": (0.0, 0.1), "eval.eps_linf": (0.0, 0.1), "eval.eps_l2": (0.0, 0.5),
+                           "eval.attacks": BASE.eval.attacks, "eval.n_targets": 1, "eval.n_queries": 50,
                            "eval.convergence_iters": (5, 10), "eval.convergence_restarts": (1,),
                            "eval.art_n_iter": 10, "eval.art_n_restarts": 1}),
-    "paper": derive(BASE, {"data.dataset": "mnist", "data.download": True, "model.width": 400,
+    "paper": derive(BASE, {**recipes.under("train", recipes.MNIST_MLP), "data.dataset": "mnist",
+                           "data.download": True, "model.width": 400,
                            "grid.alpha": (0.0, 1e-4, 1e-3, 5e-3, 1e-2, 5e-2, 1e-1), "grid.seeds": 5,
-                           "train.batch_size": 256, "train.max_steps": 21100, "train.eval_every": 211,
-                           "train.patience": 2110, "train.min_steps": 2110, "checkpoint_every": 2110,
+                           "checkpoint_every": 2110,
                            "eval.eps_linf": (0.0, 0.02, 0.05, 0.1, 0.2, 0.3), "eval.eps_l2": (0.0, 0.25, 0.5, 1.0, 1.5, 2.0),
                            "eval.headline_l2": 1.0, "eval.n_points": 2000, "eval.n_iter": 100, "eval.n_targets": 9,
                            "eval.n_queries": 5000, "eval.convergence_iters": (25, 50, 100, 200),
@@ -147,7 +147,7 @@ def summary(cfg):
 def notes(cfg):
     return [
         "One hidden layer (the paper's theory setting), the 10-class task (`--set data.classes=0,1` for the binary "
-        "variant) and the reference code's AdamW recipe; PAPER.md §E1 leaves width, depth, α grid, optimiser and "
+        "variant) and the reference code's AdamW recipe; docs/paper.md §E1 leaves width, depth, α grid, optimiser and "
         "attack unknown.",
         "The headline ε of each norm is one where the α = 0 model keeps a sizeable robust accuracy (digits: ℓ∞ 0.1, "
         "ℓ2 0.5 — an 8×8 image is small, so ℓ2 ε = 1 breaks every model); the whole ε grid is shown as curves.",
@@ -167,7 +167,7 @@ def notes(cfg):
     ]
 
 
-STUDY = Study(name="spectral_fixed_scale", title="Spectral compressibility at fixed Frobenius norm (PAPER.md §E1, "
+STUDY = Study(name="spectral_fixed_scale", title="Spectral compressibility at fixed Frobenius norm (docs/paper.md §E1, "
               "Figure 2)", paper_claims=("C3", "C4"), presets=PRESETS, populations=populations, measures=measures,
               claims=claims, figures=figures, notes=notes, summary=summary, group_by=("alpha",))
 run = STUDY.run

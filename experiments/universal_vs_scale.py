@@ -1,4 +1,4 @@
-"""Universal perturbations: compressibility versus scale (PAPER.md §E9; claim C9), and universal adversarial
+"""Universal perturbations: compressibility versus scale (docs/paper.md §E9; claim C9), and universal adversarial
 training against the dispersion β.
 
 Three arms of bias-free one-hidden-layer ReLU MLPs, every hidden layer held at a fixed Frobenius norm by the
@@ -39,11 +39,11 @@ Expected results:
   paper): uap_over_sa falls with α and does not fall with s; RA/SA falls with α and with s; β_σ is lower under UAT.
 - ``paper`` (GPU; MNIST, downloaded on first use): width 400, α ∈ {0, 1e-4, 1e-3, 5e-3, 1e-2, 5e-2, 1e-1},
   s ∈ {0.5, 1, 2, 4, 8, 16} (‖W¹₀‖_F ≈ 11.5 for 784→400 at PyTorch's init, so 6–185, the range the third-party
-  reproduction swept, PAPER.md §E9), UAT at α ∈ {0, 1e-2, 1e-1} (ℓ∞ ε 0.1, 5 steps) × 8 seeds, batch 256,
+  reproduction swept, docs/paper.md §E9), UAT at α ∈ {0, 1e-2, 1e-1} (ℓ∞ ε 0.1, 5 steps) × 8 seeds, batch 256,
   ≤ 21,100 steps (100 epochs) with early stopping; universal δ learned on 5,000 training images in 5 passes
   (ℓ∞ headline 0.15, ℓ2 headline 2); the full evaluation budget on 2,000 points. Wall time on one H200,
   estimated (not measured here): the nuclear-norm step is dominated by the penalty's polar iteration, ≈ 7.2 GFLOP
-  of full-float32 products per 400×784 member (``benchmarks.bench_spectral.flop_model``; FINDINGS.md §6 measured
+  of full-float32 products per 400×784 member (``benchmarks.bench_spectral.flop_model``; docs/findings.md §6 measured
   30 Newton–Schulz iterations at 35 × 400×784 in 5.4 ms), so the α arm (42 members, ≈ 300 GFLOP per step, ≈ 5 ms
   at the H200's ~60 TFLOP/s float32) takes ≈ 21,100 × 5 ms ≈ 2 min and the UAT arm (18 members, the penalty plus
   6 forward-backward passes per step) a few minutes; the scale arm (36 members, no penalty, 161 k member-steps/s
@@ -71,6 +71,7 @@ from crobust.config import derive
 from crobust.study import (Compare, Curves, DataConfig, EvalConfig, Flat, GridConfig, Holds, Matched, ModelConfig,
                            Panel, Panels, Population, Study, StudyConfig, Trend, col)
 from crobust.study import measures as M
+from crobust.study import recipes
 from crobust.study.claims import TOO_FEW, Verdict, _se
 from crobust.study import measures_universal as MU
 from crobust.study.measures_universal import UniversalConfig, uap_key
@@ -128,9 +129,8 @@ class UniversalStudyConfig(StudyConfig):
 
 BASE = UniversalStudyConfig(
     data=DataConfig("digits"), model=ModelConfig(width=64, depth=2),
-    train=training.TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=1e-2, batch_size=128, max_steps=2000,
-                               eval_every=100, patience=500, min_steps=500, val_ratio=0.1, regularizer="nuclear",
-                               projection="frobenius"),
+    train=recipes.train_config(recipes.ADAMW_MLP, batch_size=128, max_steps=2000, eval_every=100, patience=500,
+                               min_steps=500, regularizer="nuclear", projection="frobenius"),
     grid=GridConfig(alpha=(0.0, 3e-3, 1e-2, 3e-2, 1e-1), seeds=6),
     eval=EvalConfig(n_points=300, eps_linf=(0.0, 0.05, 0.1, 0.2), eps_l2=(0.0, 0.25, 0.5, 1.0), headline_linf=0.1,
                     headline_l2=0.5, n_iter=20, convergence_iters=(20, 40), n_targets=3, n_queries=300),
@@ -141,17 +141,15 @@ BASE = UniversalStudyConfig(
 
 PRESETS = {
     "small": BASE,
-    "smoke": derive(BASE, {"data.n_train": 600, "data.n_test": 200, "model.width": 32, "grid.alpha": (0.0, 0.1),
-                           "grid.seeds": 2, "train.max_steps": 150, "train.eval_every": 50, "train.patience": None,
-                           "train.min_steps": 0, "eval.eps_linf": (0.0, 0.1), "eval.eps_l2": (0.0, 0.5),
-                           "eval.n_points": 100, "eval.n_iter": 5, "eval.attacks": ("apgd-ce",), "eval.convergence_iters": (),
+    "smoke": derive(BASE, {**recipes.smoke(), **recipes.under("data", recipes.SMOKE_DIGITS), "model.width": 32,
+                           "grid.alpha": (0.0, 0.1), "eval.eps_linf": (0.0, 0.1), "eval.eps_l2": (0.0, 0.5),
                            "universal.eps_linf": (0.0, 0.2), "universal.eps_l2": (0.0, 1.0),
                            "universal.n_source": 300, "universal.n_passes": 2, "scale.scales": (0.5, 2.0),
                            "uat.alpha": (0.1,), "uat.n_iter": 2}),
-    "paper": derive(BASE, {"data.dataset": "mnist", "data.download": True, "model.width": 400,
+    "paper": derive(BASE, {**recipes.under("train", recipes.MNIST_MLP), "data.dataset": "mnist",
+                           "data.download": True, "model.width": 400,
                            "grid.alpha": (0.0, 1e-4, 1e-3, 5e-3, 1e-2, 5e-2, 1e-1), "grid.seeds": 8,
-                           "train.batch_size": 256, "train.max_steps": 21100, "train.eval_every": 211,
-                           "train.patience": 2110, "train.min_steps": 2110, "checkpoint_every": 2110,
+                           "checkpoint_every": 2110,
                            "eval.eps_linf": (0.0, 0.02, 0.05, 0.1, 0.2, 0.3), "eval.eps_l2": (0.0, 0.25, 0.5, 1.0, 1.5, 2.0),
                            "eval.headline_l2": 1.0, "eval.n_points": 2000, "eval.n_iter": 100, "eval.n_targets": 9,
                            "eval.convergence_iters": (25, 50, 100, 200), "eval.convergence_restarts": (1, 2, 4),
@@ -361,9 +359,10 @@ def notes(cfg):
         "scale arm's σ₁/‖W¹‖_F and β_σ beside its claims too: with fixed-size AdamW steps a larger W¹ moves less, "
         "relative to its size, from its random initialisation, so the scale arm need not be compressibility-neutral.",
         "Universal accuracy counts a point only when it is correct both clean and under δ; the ratio divides by the "
-        "points correct clean (PAPER.md §3.6 'UAE/SA'). δ is learned on training images and applied to test points. "
+        "points correct clean (docs/paper.md §3.6 'UAE/SA'). δ is learned on training images and applied to test "
+        "points. "
         "The universal attack is the batch-mean-gradient iteration of the third-party reproduction "
-        "(crobust.attacks.universal_perturbation); the paper's algorithm is unknown (FINDINGS.md §4).",
+        "(crobust.attacks.universal_perturbation); the paper's algorithm is unknown (docs/findings.md §4).",
         "The universal headline ε is larger than the per-point headline (digits: ℓ∞ 0.2 vs 0.1, ℓ2 1 vs 0.5): one δ "
         "for all points needs more budget to move accuracy; the whole ε grid is shown as curves.",
         "UAT: Shafahi et al. (AAAI 2020) carry one persistent δ across batches with one ascent step per batch; here δ "
@@ -382,7 +381,8 @@ def notes(cfg):
     ]
 
 
-STUDY = Study(name="universal_vs_scale", title="Universal perturbations: compressibility versus scale (PAPER.md §E9)",
+STUDY = Study(name="universal_vs_scale",
+              title="Universal perturbations: compressibility versus scale (docs/paper.md §E9)",
               paper_claims=("C9",), presets=PRESETS, populations=populations, measures=measures, claims=claims,
               figures=figures, notes=notes, summary=summary, group_by=("population", "fro_scale", "alpha"), setup=setup)
 run = STUDY.run

@@ -33,7 +33,7 @@ def brute_beta(theta, K):
 
 
 def ref_rel_err(w, K, q):
-    """The reference code's per-vector error (REFERENCE_CODE.md §6.1): top-K by |·| via sort, ‖w − w_top‖/‖w‖."""
+    """The reference code's per-vector error (docs/reference-code.md §6.1): top-K by |·| via sort, ‖w − w_top‖/‖w‖."""
     a = np.sort(np.abs(w.astype(np.float64)))[::-1]
     return (np.sum(a[K:] ** q) ** (1 / q)) / (np.sum(a ** q) ** (1 / q))
 

@@ -1,5 +1,5 @@
 """crobust.regularizers on convolutional parameter trees (numpy float64 references on the torch matricisation,
-with the reference exclusions: stem and head skipped), the mitigations of PAPER.md §E11 (β-control against a
+with the reference exclusions: stem and head skipped), the mitigations of docs/paper.md §E11 (β-control against a
 numpy top-5 % variance, the alignment penalty against ``metrics.alignment_term`` and the exact pattern maximum it
 bounds, its gradient), and the Frobenius projection on nested layers."""
 

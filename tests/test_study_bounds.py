@@ -1,6 +1,6 @@
 """The bound-vs-gap study's computations (crobust.study.measures_bounds): each member's Corollary 3.3 bound is paired
 with its own measured gap (a brute-force recomputation of one member, in numpy where the quantity has a closed
-form), and Theorem 3.1's printed forms against analytic cases (FINDINGS.md §1).
+form), and Theorem 3.1's printed forms against analytic cases (docs/findings.md §1).
 
 Tolerances: float32 forward passes on inputs of size ≈ 1 (losses to ~1e-6 relative); singular values from float32
 SVD (~1e-6 relative); the Lipschitz bounds are products of three such factors."""
@@ -82,7 +82,7 @@ def _pairing():
 
 
 def test_printed_spectral_form_with_q2_fails_on_a_flat_spectrum_and_q1_is_tight():
-    # 64 equal singular values at k = 32 (FINDINGS.md §1): q = 2 gives (1 − √½)·√64/32·‖W‖_F = 0.586 < σ₁ = 1
+    # 64 equal singular values at k = 32 (docs/findings.md §1): q = 2 gives (1 − √½)·√64/32·‖W‖_F = 0.586 < σ₁ = 1
     w = jnp.eye(64, dtype=jnp.float32)
     printed = float(MB.spectral_printed(w, 32, q=2))
     assert printed == pytest.approx((1 - np.sqrt(0.5)) * 8 / 32 * 8, rel=1e-5) and printed < 1

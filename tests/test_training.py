@@ -310,7 +310,7 @@ def test_a_second_fit_with_the_same_model_config_and_shapes_reuses_the_compiled_
 
 
 def _replay_early_stopping(steps, val_losses, cfg):
-    """The documented rule (REFERENCE_CODE.md §4) replayed on one member's evaluations, in plain Python.
+    """The documented rule (docs/reference-code.md §4) replayed on one member's evaluations, in plain Python.
 
     At each evaluation step t ≥ min_steps a strictly lower validation loss becomes the best; the member stops at
     the first evaluation with t − best_step ≥ patience, or at max_steps. Returns (stop step, best step, best val).

@@ -1,6 +1,6 @@
 """ART's ``AutoProjectedGradientDescent`` (adversarial-robustness-toolbox 1.18–1.20), the attack the reference code
 could run as "AutoPGD" — a named variant beside AutoAttack's APGD (:mod:`crobust.attacks.apgd`), to show what a
-weaker evaluation would report (FINDINGS.md §2).
+weaker evaluation would report (docs/findings.md §2).
 
 Usage::
 

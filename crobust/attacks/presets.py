@@ -6,7 +6,7 @@ Usage::
     x_adv = pgd(logits_fn, x, y, key, eps=8/255, **presets.PGD_TRAIN)       # PGD-10, step 2/255
     x_adv = apgd(logits_fn, x, y, key, eps=8/255, **presets.APGD_CE)
 
-- ``PGD_TRAIN``: training-time PGD — 10 steps of 2/255, one random start (REFERENCE_CODE.md §5, README recipe),
+- ``PGD_TRAIN``: training-time PGD — 10 steps of 2/255, one random start (docs/reference-code.md §5, README recipe),
   true labels, clipped, the last iterate (``keep='max_loss'``: adversarial training takes the final point).
 - ``PGD_REFERENCE_AT``: the reference code's adversarial-training attack exactly — ``PGD_TRAIN`` with the model's
   predicted labels, no clipping to [0, 1], and ART's "last success wins" restart rule (moot with 1 restart).

@@ -11,7 +11,7 @@ Usage::
     acc = universal_accuracy(logits_fn, x_train, y_train, delta)     # accuracy of f(clip(x + δ))
 
 Algorithm (the paper gives none; this is the batch-mean-gradient, FGSM-style iteration the third-party
-reproduction used, PAPER.md §3.6, chosen for that reason): δ⁰ = 0 (shape of one image); for each of
+reproduction used, docs/paper.md §3.6, chosen for that reason): δ⁰ = 0 (shape of one image); for each of
 ``n_passes`` passes over a fresh random permutation of the training set, in mini-batches B of ``batch_size``,
 
     g = (1/|B|) Σ_{n∈B} ∇_δ loss(f(clip(x_n + δ, 0, 1)), y_n)

@@ -37,7 +37,7 @@ The ``paper`` preset passes ``download=True``: on a machine with internet the da
 cached in the data dir.
 
 **Statistics.** ``mean``/``std`` are the reference code's published values for mnist, cifar10, cifar100 and svhn
-(REFERENCE_CODE.md §3), also under ``classes=``; for digits and synthetic data they are computed from the training
+(docs/reference-code.md §3), also under ``classes=``; for digits and synthetic data they are computed from the training
 images (:func:`channel_stats`).
 """
 

@@ -22,7 +22,7 @@ class UnverifiedDataWarning(UserWarning):
     """A local archive was read whose size or sha256 differs from the published file's."""
 
 
-# REFERENCE_CODE.md §3 (the reference's ``STATS``, torchvision ``Normalize`` on [0, 1] images).
+# docs/reference-code.md §3 (the reference's ``STATS``, torchvision ``Normalize`` on [0, 1] images).
 REFERENCE_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "mnist": ((0.1307,), (0.3081,)),
     "cifar10": ((0.491, 0.482, 0.447), (0.247, 0.243, 0.262)),

@@ -1,4 +1,4 @@
-"""Metrics of compressibility, norms, ranks, the paper's bounds and representation shifts (PAPER.md §3).
+"""Metrics of compressibility, norms, ranks, the paper's bounds and representation shifts (docs/paper.md §3).
 
 Every function is a pure jit-able function of arrays; matrices use the paper's orientation W (..., out, in) with
 a neuron as a row (convert flax kernels with :mod:`crobust.models.matrices`). :func:`layer_report` computes all

@@ -44,7 +44,7 @@ def kept_count(d: int, k=None, *, kappa=None) -> int:
     """Static number K of kept entries out of ``d``, given as a count ``k`` or a kept fraction ``kappa``.
 
     ``K = k`` (1 ≤ k ≤ d) or ``K = d − ⌊(1−κ)·d⌋`` for κ ∈ (0, 1], written exactly as the reference code writes it
-    (``d - int((1 - kappa) * d)``, REFERENCE_CODE.md §6.1), so ``κ = 0.1`` keeps 308 of 3072 and 200 of 2000.
+    (``d - int((1 - kappa) * d)``, docs/reference-code.md §6.1), so ``κ = 0.1`` keeps 308 of 3072 and 200 of 2000.
     Exactly one of ``k`` / ``kappa`` must be given; both must be static Python numbers.
     """
     d = int(d)

@@ -1,4 +1,4 @@
-"""Inter-layer alignment under ReLU activation patterns (PAPER.md §3.4, Theorem 3.2).
+"""Inter-layer alignment under ReLU activation patterns (docs/paper.md §3.4, Theorem 3.2).
 
 For consecutive layers W^l (h × d) and W^{l+1} (h' × h) of a bias-free ReLU encoder, every linear region of
 x ↦ W^{l+1} φ(W^l x) has Jacobian W^{l+1} D W^l with D = diag(1[W^l x > 0]) ∈ 𝒟, the binary diagonal matrices. The

@@ -1,7 +1,7 @@
 """The paper's bounds on measured weights: Theorem 3.1 (structure × scale), the encoder Lipschitz bound of Theorem
 3.2 (naive and aligned, with an O(λ) dynamic programme over pairings), and Corollary 3.3 (robustness gap).
 
-**Theorem 3.1** (PAPER.md §3.3). Both forms follow one chain, which we implement with q = 1 and ε the *actual*
+**Theorem 3.1** (docs/paper.md §3.3). Both forms follow one chain, which we implement with q = 1 and ε the *actual*
 relative ℓ1 residual ("exact-ε"): for a non-negative vector v with its k largest entries v_(1) ≥ … ≥ v_(k),
 (1 − ε_1)‖v‖₁ = Σ_{i≤k} v_(i) ≥ k·v_(k) = k(1 − β)v_(1), hence
 
@@ -10,7 +10,7 @@ relative ℓ1 residual ("exact-ε"): for a non-negative vector v with its k larg
 - Spectral form (exactly as printed): v = σ(W), v_(1) = ‖W‖₂ and ‖σ‖₁ ≤ √h‖σ‖₂ = √h‖W‖_F with h = min(out, in)
   the number of singular values, so ‖W‖₂ ≤ (1 − ε_σ)/(1 − β_σ) · √h/k_σ · ‖W‖_F.
 - Neuron form (INFERRED; the printed formula (1−ε_ν)/(1−β_ν)·(√(h k_r) + h ε_r/k_ν)·‖W‖_F has undefined k_r, ε_r,
-  PAPER.md §3.3). v = ν (row ℓ1 norms), v_(1) = ‖W‖_∞ and ‖ν‖₁ = ‖vec W‖₁. We give two sound ways to bound ‖ν‖₁:
+  docs/paper.md §3.3). v = ν (row ℓ1 norms), v_(1) = ‖W‖_∞ and ‖ν‖₁ = ‖vec W‖₁. We give two sound ways to bound ‖ν‖₁:
   * ``rhs_fro``: Cauchy–Schwarz over all h·d_in entries, ‖vec W‖₁ ≤ √(h·d_in)‖W‖_F, so
     ‖W‖_∞ ≤ (1 − ε_ν)/(1 − β_ν) · √(h·d_in)/k_ν · ‖W‖_F (h = out, the number of neurons);
   * ``rhs_rows`` (our reading of the √(h k_r) term): if every row w_i keeps k_r entries with measured relative ℓ1
@@ -20,7 +20,7 @@ relative ℓ1 residual ("exact-ε"): for a non-negative vector v with its k larg
   The reported neuron ``rhs`` is the smaller of the two. The printed h·ε_r/k_ν term is not reproduced.
 If β = 1 (the k-th entry is 0) the bound is +∞, still true. The zero matrix gets rhs = 0 (= lhs).
 
-**Theorem 3.2** (PAPER.md §3.4). Φ(x) = φ(W^λ … φ(W^1 x)) with ReLU φ is continuous and piecewise linear; on each
+**Theorem 3.2** (docs/paper.md §3.4). Φ(x) = φ(W^λ … φ(W^1 x)) with ReLU φ is continuous and piecewise linear; on each
 linear region its Jacobian is D_λ W^λ D_{λ−1} … D_1 W^1 with binary diagonal D's, so its global Lipschitz constant
 (w.r.t. ‖·‖_p on input and output, p ∈ {2, ∞}, ‖·‖_∞ the induced max-row-ℓ1 norm) is at most the product of any
 grouping of that product into blocks: an unpaired layer contributes ‖W^l‖_p (‖D‖_p ≤ 1), a pair (l, l+1)
@@ -31,10 +31,10 @@ f(i) = min(f(i−1)·‖W^i‖, f(i−2)·c(i−1, i)), f(0) = 1, so it is never
 allowed) and, with sound pair factors, never below the true Lipschitz constant. Models that normalise their
 pixel input inside (x − μ)/s multiply the bound by ``input_scale`` = 1/min(s) (the ‖·‖_p norm of diag(1/s)).
 
-**Corollary 3.3** (PAPER.md §3.5). For a binary logistic head C (a vector on z = Φ(x)) and the mean logistic loss F,
-ℓ is 1-Lipschitz in the margin and |Cᵀ(Φ(x+a) − Φ(x))| ≤ ‖C‖_{p*}·L̂^p_Φ·‖a‖_p (Hölder, p* the dual exponent), so
-F^adv_∞ ≤ F + δ·L̂^∞_Φ·‖C‖₁ and F^adv_2 ≤ F + δ·L̂²_Φ·‖C‖₂. A two-class softmax head with rows c_0, c_1 is exactly
-the logistic model with C = c_1 − c_0 (:func:`binary_head_vector`).
+**Corollary 3.3** (docs/paper.md §3.5). For a binary logistic head C (a vector on z = Φ(x)) and the mean logistic
+loss F, ℓ is 1-Lipschitz in the margin and |Cᵀ(Φ(x+a) − Φ(x))| ≤ ‖C‖_{p*}·L̂^p_Φ·‖a‖_p (Hölder, p* the dual
+exponent), so F^adv_∞ ≤ F + δ·L̂^∞_Φ·‖C‖₁ and F^adv_2 ≤ F + δ·L̂²_Φ·‖C‖₂. A two-class softmax head with rows c_0, c_1
+is exactly the logistic model with C = c_1 − c_0 (:func:`binary_head_vector`).
 """
 
 from __future__ import annotations

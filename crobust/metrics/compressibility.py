@@ -1,4 +1,4 @@
-"""Best-k approximation, (q,k,ε)-compressibility and top-k dispersion β (PAPER.md §3.2), for vectors, for the
+"""Best-k approximation, (q,k,ε)-compressibility and top-k dispersion β (docs/paper.md §3.2), for vectors, for the
 neurons of a layer (row ℓ1 norms) and for its spectrum, plus the reference code's ``par_comp`` / ``net_comp``.
 
 Definitions (θ ∈ ℝ^d, entries sorted by magnitude |θ|_(1) ≥ |θ|_(2) ≥ … ≥ |θ|_(d)):
@@ -269,7 +269,7 @@ def spectral_smallest_k(w, eps, q=2, method="auto"):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# the reference code's statistics (REFERENCE_CODE.md §6.1)
+# the reference code's statistics (docs/reference-code.md §6.1)
 
 
 def par_comp(w, kappa, q=2, flat=False):

@@ -1,4 +1,4 @@
-"""Representation-level quantities (PAPER.md §3.6, §5 C4): how far an attack moves the representation, which
+"""Representation-level quantities (docs/paper.md §3.6, §5 C4): how far an attack moves the representation, which
 singular directions of the first layer the perturbation uses, and empirical Lipschitz ratios to hold against the
 bounds of :mod:`crobust.metrics.bounds`.
 

@@ -11,7 +11,7 @@ Ranks, from the singular values σ (h = min(out, in) of them):
 - stable rank ‖W‖_F² / ‖W‖₂² = Σσ_i² / σ_1² ∈ [1, h];
 - effective rank (Roy & Vetterli 2007) exp(H(p)) with p = σ / Σσ and H(p) = −Σ p_i ln p_i (0 ln 0 = 0) ∈ [1, h];
 - ``effective_rank_log_reference`` = H(p), what the reference code logs as ``par_er`` (it calls the entropy the
-  effective rank; REFERENCE_CODE.md §6.2). The reference reshapes a 4-D conv tensor to (out·in, kh·kw) for it; we
+  effective rank; docs/reference-code.md §6.2). The reference reshapes a 4-D conv tensor to (out·in, kh·kw) for it; we
   use the same (out, in·kh·kw) matricisation as every other metric, so reshape yourself to reproduce its number.
 
 All-zero matrix (a dead layer): every norm, ratio and rank is defined as 0 (it has rank 0; 0/0 ratios are given

@@ -1,7 +1,7 @@
 """Convolution building blocks shared by the convolutional models: initialisers, PyTorch-style padding, the
 low-rank convolution and the batch norm every model uses.
 
-Low-rank convolution (REFERENCE_CODE.md §1.2, ``LRConv2d``): a k×k convolution C (in → out) becomes
+Low-rank convolution (docs/reference-code.md §1.2, ``LRConv2d``): a k×k convolution C (in → out) becomes
 
     x ↦ up( down(x) ),   down: k×k conv, in → r channels (carrying the original stride and padding),
                          up:   1×1 conv, r → out channels (a per-pixel matrix product),
@@ -13,7 +13,7 @@ when the dense conv had one), the same names as :class:`~crobust.models.mlp.LowR
 Initialisation:
 
 - dense convs of the torchvision models: kaiming_normal(fan_out, relu), N(0, 2/(out·kh·kw)) (torchvision's
-  ResNet/VGG init, REFERENCE_CODE.md §1.3);
+  ResNet/VGG init, docs/reference-code.md §1.3);
 - the low-rank factors: PyTorch's default ``nn.Conv2d`` init (kaiming_uniform(a=√5) = U(±1/√fan_in) with fan_in =
   in·kh·kw for ``down`` and r for ``up``), as the reference's ``LRConv2d`` (it does *not* use torchvision's init);
 - ``svd``: from a dense checkpoint by :func:`crobust.models.low_rank.low_rank_from_dense` (truncated SVD of the

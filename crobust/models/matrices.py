@@ -218,7 +218,7 @@ def hidden_matrices(params: Mapping) -> dict:
 
 
 def regularised_matrices(params: Mapping) -> dict:
-    """The layers the reference code's penalties act on (REFERENCE_CODE.md §2): every layer but the head and the
+    """The layers the reference code's penalties act on (docs/reference-code.md §2): every layer but the head and the
     stem (the first conv / the ViT patch embedding). For an MLP this is every hidden layer, the input layer
     included (it is a dense layer, not a stem)."""
     specs = layer_specs(params)

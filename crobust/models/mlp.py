@@ -5,7 +5,7 @@ per-channel mean and std, flatten to (N, H·W·C) and return logits of shape (N,
 ``return_repr=True`` they return ``(logits, z)`` where z (N, width) is the output of the last hidden ReLU, the
 paper's representation Φ(x) on which the linear head C acts.
 
-Depth is counted as the reference code counts it (REFERENCE_CODE.md §1.1): ``depth`` is the number of weight
+Depth is counted as the reference code counts it (docs/reference-code.md §1.1): ``depth`` is the number of weight
 matrices, so there are ``depth - 1`` hidden layers of ``width`` units followed by the head. ``depth=5,
 width=2000`` on CIFAR shapes is 3072→2000→2000→2000→2000→10, 18,164,000 weights.
 
@@ -81,9 +81,10 @@ class LowRankDense(nn.Module):
     """y = x Wᵀ with W = A·B of rank ≤ r (A: out × r, B: r × in), stored as ``down`` = Bᵀ and ``up`` = Aᵀ.
 
     ``factor_init='reference'`` draws each factor from PyTorch's default (U(±1/√r) for A, U(±1/√in) for B), so
-    E‖AB‖²_F = out/9, a third of the dense layer's out/3 (the reference code's √3-smaller start, REFERENCE_CODE.md
-    §1.2 item 12). ``factor_init='frobenius_matched'`` multiplies both factors by 3^{1/4} so that E‖AB‖²_F = out/3 equals
-    the dense layer's, which removes that confound of scale when ranks are compared.
+    E‖AB‖²_F = out/9, a third of the dense layer's out/3 (the reference code's √3-smaller start,
+    docs/reference-code.md §1.2 and §9 item 12). ``factor_init='frobenius_matched'`` multiplies both factors by
+    3^{1/4} so that E‖AB‖²_F = out/3 equals the dense layer's, which removes that confound of scale when ranks are
+    compared.
     """
 
     features: int
@@ -107,7 +108,7 @@ class LowRankDense(nn.Module):
 class LowRankMLP(nn.Module):
     """The MLP with every hidden layer (input layer included) factorised at rank ``rank``; the head stays dense.
 
-    With ``width=2000, depth=5, rank=15`` on CIFAR shapes it has 276,080 weights (REFERENCE_CODE.md §1.2).
+    With ``width=2000, depth=5, rank=15`` on CIFAR shapes it has 276,080 weights (docs/reference-code.md §1.2).
     """
 
     num_classes: int

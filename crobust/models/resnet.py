@@ -9,7 +9,7 @@ Stems (``stem=``):
 - ``'cifar'``: 3×3 conv stride 1, BN, ReLU, no max-pool (the usual CIFAR ResNet-18; stage resolutions 32, 16, 8, 4
   on 32×32 inputs);
 - ``'imagenet'``: torchvision's 7×7 stride-2 conv (padding 3), BN, ReLU, 3×3 stride-2 max-pool (padding 1), **kept
-  on 32×32 inputs** as the reference code trains it (REFERENCE_CODE.md §1.3): 32 → 16 → 8 (layer1) → 4 → 2 → 1.
+  on 32×32 inputs** as the reference code trains it (docs/reference-code.md §1.3): 32 → 16 → 8 (layer1) → 4 → 2 → 1.
 
 Body: four stages of two BasicBlocks (3×3 conv, BN, ReLU, 3×3 conv, BN, + shortcut, ReLU) with ``width``, 2·, 4·,
 8·``width`` channels (``width=64`` is ResNet-18); the first block of stages 2–4 has stride 2 and a 1×1 stride-2
@@ -18,7 +18,7 @@ init (the reference replaces torchvision's fc by a fresh ``nn.Linear``). Trainab
 10 classes: 11,181,642 (ImageNet stem, = torchvision's ``resnet18(num_classes=10)``), 11,173,962 (CIFAR stem).
 
 Low rank (``rank=r``): every conv but the stem — block convs and the 1×1 shortcut convs — is a
-:class:`~crobust.models.conv.LowRankConv` (REFERENCE_CODE.md §1.2); the stem and the head stay dense.
+:class:`~crobust.models.conv.LowRankConv` (docs/reference-code.md §1.2); the stem and the head stay dense.
 
 Module names (the parameter tree; :mod:`crobust.models.matrices` and :mod:`crobust.pruning` rely on them): ``stem``,
 ``stem_bn``, ``layer{s}_{b}`` (s = 1..4, b = 0, 1) each holding ``conv1``, ``conv1_bn``, ``conv2``, ``conv2_bn`` and,

@@ -15,10 +15,12 @@ figures, verdicts with a multiple-claims correction, ``report.md``).
   check of a preset's claims before any training (``--power``);
 - :mod:`~crobust.study.figures` — declared figures;
 - :mod:`~crobust.study.runner` — the runner and ``report.md``; :mod:`~crobust.study.cli` — the command line;
-- :mod:`~crobust.study.catalog` — the paper's claims C1–C11 and which study tests each.
+- :mod:`~crobust.study.catalog` — the paper's claims C1–C11 and which study tests each;
+- :mod:`~crobust.study.recipes` — the training recipes (MNIST and CIFAR-10 MLPs, ResNet-18, ViT fine-tuning) and the
+  smoke preset's deltas that every study derives its presets from.
 """
 
-from crobust.study import blocks, catalog, claims, figures, measures, table
+from crobust.study import blocks, catalog, claims, figures, measures, recipes, table
 from crobust.study.blocks import DataConfig, EvalConfig, GridConfig, MeasureConfig, ModelConfig, StudyConfig
 from crobust.study.claims import Compare, Correlation, Flat, Holds, Matched, Trend, Verdict, judge
 from crobust.study.figures import Curves, Panel, Panels
@@ -27,7 +29,7 @@ from crobust.study.runner import Population, Study, run
 from crobust.study.table import Column, MemberTable, col
 
 __all__ = [
-    "blocks", "catalog", "claims", "figures", "measures", "table",
+    "blocks", "catalog", "claims", "figures", "measures", "recipes", "table",
     "DataConfig", "EvalConfig", "GridConfig", "MeasureConfig", "ModelConfig", "StudyConfig",
     "Compare", "Correlation", "Flat", "Holds", "Matched", "Trend", "Verdict", "judge",
     "Curves", "Panel", "Panels", "MEASURES", "headline_ra", "Population", "Study", "run", "Column", "MemberTable",

@@ -1,4 +1,4 @@
-"""The paper's headline claims (PAPER.md §5) and which study tests each, for the reproduction index."""
+"""The paper's headline claims (docs/paper.md §5) and which study tests each, for the reproduction index."""
 
 CLAIMS = {
     "C1": "neuron compressibility (group lasso / row sparsity) lowers ℓ∞ RA and RA/SA while SA stays roughly flat",
@@ -16,8 +16,8 @@ CLAIMS = {
 
 # Claims no study tests yet, and the study that will.
 PLANNED = {
-    "C7": "an adversarial-training study on the convolutional trainer (§E7)",
-    "C8": "a transfer study (CIFAR-100 → CIFAR-10 linear probe, §E8)",
-    "C10": "a pretrained-backbone study (ViT / CLIP, §E5)",
-    "C11": "a pruning and mitigations study on ResNet-18 (§E10, §E11)",
+    "C7": "an adversarial-training study on the convolutional trainer (docs/paper.md §E7)",
+    "C8": "a transfer study (CIFAR-100 → CIFAR-10 linear probe, docs/paper.md §E8)",
+    "C10": "a pretrained-backbone study (ViT / CLIP, docs/paper.md §E5)",
+    "C11": "a pruning and mitigations study on ResNet-18 (docs/paper.md §E10, §E11)",
 }

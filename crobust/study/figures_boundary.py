@@ -1,4 +1,4 @@
-"""The decision-boundary figure (PAPER.md §E2, Figure 1), drawn from the member table and the PCA view data that
+"""The decision-boundary figure (docs/paper.md §E2, Figure 1), drawn from the member table and the PCA view data that
 :func:`crobust.study.measures_boundary.boundary_view` keeps; PNG + CSV as every study figure
 (:func:`crobust.report._save`).
 

@@ -197,7 +197,7 @@ def robust_accuracy(norms: Sequence[str] = ("linf", "l2")):
 def weaker_evaluation(norms: Sequence[str] = ("linf", "l2")):
     """What the paper's code probably ran: ART's AutoProjectedGradientDescent (``'apgd-art'``: ``eval.art_n_iter``
     iterations × ``eval.art_n_restarts`` restarts on the points still robust — ART's defaults 100 × 5 —, a user
-    step, the last iterate; FINDINGS.md §2) at each
+    step, the last iterate; docs/findings.md §2) at each
     headline ε: ``robust_acc_art[norm]`` and ``art_overstatement[norm]`` = RA(ART) − RA(ensemble) (positive: the
     weaker evaluation overstates robustness). Needs the robust-accuracy measure first."""
     def measure(ctx: Context, pop: TrainedPopulation):

@@ -1,7 +1,7 @@
 """Measures for the paper's bounds on trained members: the Corollary 3.3 bound against the measured robustness gap,
 and Theorem 3.1 as printed beside its sound form.
 
-**Gap and bound** (:func:`gap_and_bound`; PAPER.md §3.5, :mod:`crobust.metrics.bounds`). For a two-class model the
+**Gap and bound** (:func:`gap_and_bound`; docs/paper.md §3.5, :mod:`crobust.metrics.bounds`). For a two-class model the
 softmax cross-entropy of the logits (z₀, z₁) at label y is log(1 + e^{−s·(z₁ − z₀)}), s = 2y − 1: the logistic loss
 of the logit difference, i.e. of the binary head C = c₁ − c₀ on z = Φ(x). On the evaluation points (x_i, y_i),
 i = 1…N, and at the norm's headline budget δ:
@@ -18,13 +18,13 @@ i = 1…N, and at the norm's headline budget δ:
 Each member's bound and gap come from the same parameters (its own row); the tests recompute one member by brute
 force. Matrix products run at full float32 precision (no TF32 on accelerators).
 
-**Theorem 3.1** (:func:`theorem31_forms`; PAPER.md §3.3, FINDINGS.md §1). For a layer W (h × d, h rows =
+**Theorem 3.1** (:func:`theorem31_forms`; docs/paper.md §3.3, docs/findings.md §1). For a layer W (h × d, h rows =
 neurons), singular values σ (h_σ = min(h, d) of them) and neuron ℓ1 norms ν (h of them), at kept counts k:
 
 - spectral, sound (q = 1, exact residual): ‖W‖₂ ≤ (1 − ε_σ,1)/(1 − β_σ)·√h_σ/k·‖W‖_F;
 - spectral, printed with q = 2 (the reference code's q): the same with ε_σ,2 = ‖σ − σ_k‖₂/‖σ‖₂;
 - neuron, sound (crobust's form): ‖W‖_∞ ≤ (1 − ε_ν,1)/(1 − β_ν)·√(h·d)/k_ν·‖W‖_F;
-- neuron, printed, read as FINDINGS.md §1 does (k_r → h/k_ν under the root, ε_r := ε_ν):
+- neuron, printed, read as docs/findings.md §1 does (k_r → h/k_ν under the root, ε_r := ε_ν):
   ‖W‖_∞ ≤ (1 − ε_ν)/(1 − β_ν)·(√(h/k_ν) + h·ε_ν/k_ν)·‖W‖_F, at q = 1 and at q = 2. It is the sound bound's
   split form (√(d/k_ν) + ε_ν√(h·d)/k_ν) with d replaced by h, so it can fail only where d > h.
 
@@ -136,7 +136,7 @@ def spectral_printed(w, k: int, q: float = 2):
 
 
 def neuron_printed(w, k: int, q: float = 1):
-    """Theorem 3.1's neuron RHS as printed, read with k_r → h/k_ν and ε_r := ε_ν (FINDINGS.md §1):
+    """Theorem 3.1's neuron RHS as printed, read with k_r → h/k_ν and ε_r := ε_ν (docs/findings.md §1):
     (1 − ε_ν)/(1 − β_ν)·(√(h/k) + h·ε_ν/k)·‖W‖_F, ν the row ℓ1 norms, ε_ν at ``q``; W (..., h, d)."""
     h = w.shape[-2]
     nu = jnp.sum(jnp.abs(w), axis=-1)

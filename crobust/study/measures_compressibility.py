@@ -23,7 +23,7 @@ def hidden_layer_mean(values: np.ndarray, layers: Sequence[str]) -> np.ndarray:
     """The mean over the hidden layers (every layer but ``head``) of a (M, L) per-layer array: (M,).
 
     m_i = (1/λ) Σ_{l ∈ hidden} v_{i,l}, λ = number of hidden layers. The head is left out because no regulariser
-    of these studies acts on it (PAPER.md §E3: group lasso, the nuclear norm and the factorisation act on the
+    of these studies acts on it (docs/paper.md §E3: group lasso, the nuclear norm and the factorisation act on the
     encoder) and its shape (C × width) differs from every hidden layer's."""
     values = np.asarray(values, np.float64)
     hidden = [i for i, name in enumerate(layers) if name != "head"]

@@ -1,14 +1,14 @@
 """Measures of vulnerability to universal (input-agnostic) perturbations.
 
 A universal perturbation δ (one image-shaped array, ‖δ‖ ≤ ε) is learned per member on ``n_source`` training
-images by :func:`crobust.attacks.universal_perturbation` (batch-mean-gradient ascent, PAPER.md §3.6) and applied
+images by :func:`crobust.attacks.universal_perturbation` (batch-mean-gradient ascent, docs/paper.md §3.6) and applied
 to the study's evaluation points (the first ``eval.n_points`` test images, none of which it saw). With
 c_n = [f(x_n) = y_n] and u_n = [f(clip(x_n + δ, 0, 1)) = y_n] over the N evaluation points:
 
 - ``uap_acc[norm, eps]`` = (1/N) Σ_n c_n·u_n — universal accuracy, a point counting only when it is classified
   correctly both clean and perturbed (as robust accuracy counts);
 - ``uap_over_sa[norm, eps]`` = Σ_n c_n·u_n / Σ_n c_n — the share of the clean-correct points that δ leaves correct
-  (the paper's "UAE accuracy / clean accuracy", PAPER.md §3.6; NaN when no point is correct clean);
+  (the paper's "UAE accuracy / clean accuracy", docs/paper.md §3.6; NaN when no point is correct clean);
 - ``uap_top_energy[norm]`` at the headline ε: ‖V_kᵀa‖²/‖a‖² for a = δ/std (δ as the layer sees it) and V_k the top-k
   right singular vectors of the measured layer (k = ``measure.top_k``; a random direction gives k/d): whether the
   universal direction is the layer's dominant input direction.

@@ -438,7 +438,7 @@ def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_ro
     if ctx.log["weaker"]:
         lines += ["### What a weaker evaluation would report", "",
                   "The reference code's only attack library is ART; its AutoProjectedGradientDescent differs from "
-                  "AutoAttack's APGD (FINDINGS.md §2). Run beside the ensemble at each headline ε: "
+                  "AutoAttack's APGD (docs/findings.md §2). Run beside the ensemble at each headline ε: "
                   + "; ".join(f"{n}: {d}" for n, d in ctx.log["weaker"].items())
                   + ". `art_overstatement` = RA(ART) − RA(ensemble) per member is in the table of means; claims "
                     "marked “(ART)” below repeat a headline claim on the ART numbers, so a verdict that depends on "

@@ -17,7 +17,7 @@ Modules: :mod:`~crobust.training.config` (TrainConfig, AdversarialTraining), :mo
 compiled block of ``eval_every`` steps, validation and early stopping), :mod:`~crobust.training.loop` (:func:`fit`,
 the host loop; :func:`evaluate`).
 
-Design (DESIGN.md, "a population, not a seed"):
+Design (docs/design.md §2, "a population, not a seed"):
 
 - **Members.** A member is a dict of hyper-parameters plus a ``seed``: any member axis of :data:`HPARAMS`
   (``alpha``, ``lr``, ``weight_decay``, ``momentum``, ``at_eps``, ``at_step_size``, ``at_ratio``, ``trades_beta``),
@@ -38,7 +38,7 @@ Design (DESIGN.md, "a population, not a seed"):
   early stopping is updated and the host receives a few numbers per member (progress, history). The members are
   vmapped (accelerators, sharded populations) or, on one CPU device, stepped in small groups one after another so
   that each member's working set stays in cache (``members_per_group`` in :func:`make_block_fn`).
-- **Early stopping** (REFERENCE_CODE.md §4, ``--val_criterion loss --val_keep_best_model``): at each block end a
+- **Early stopping** (docs/reference-code.md §4, ``--val_criterion loss --val_keep_best_model``): at each block end a
   member with ``step ≥ min_steps`` whose validation loss is strictly below its best so far stores its parameters
   as best (``jnp.where``, no control flow); it stops when ``step − best_step ≥ patience``. A stopped member is
   frozen (its parameters and optimiser state no longer change) while the others continue. The program ends when

@@ -4,7 +4,7 @@ Usage (inside the jitted step; ``x`` float (B, H, W, C) in [0, 1])::
 
     x = augment(key, x, "crop_flip")      # or "full"; "none" returns x
 
-Modes (REFERENCE_CODE.md §3 "Augmentation", the reference's torchvision pipeline, in its order):
+Modes (docs/reference-code.md §3 "Augmentation", the reference's torchvision pipeline, in its order):
 
 - ``crop_flip``: RandomCrop(H×W, padding 4, zero fill) then RandomHorizontalFlip(p 0.5): the image is zero-padded
   to (H+8, W+8), a window at offsets (dy, dx) ~ U{0..8}² is cut out, and the columns are reversed with

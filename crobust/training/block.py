@@ -225,7 +225,7 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
                                                                                 opt0, ms0)
         diverged = diverged | bad
 
-        # Validation (eval mode) and early stopping (REFERENCE_CODE.md §4).
+        # Validation (eval mode) and early stopping (docs/reference-code.md §4).
         if val_idx.shape[0] > 0:
             val_loss, val_acc = _chunked_loss_acc(eval_fn, variables(params, ms), images, labels, val_idx,
                                                   config.eval_batch_size)

@@ -20,7 +20,7 @@ AT_NORMS = ("linf", "l2")
 
 @dataclasses.dataclass(frozen=True)
 class AdversarialTraining:
-    """Adversarial training inside the jitted population step (REFERENCE_CODE.md §5; Zhang et al. 2019).
+    """Adversarial training inside the jitted population step (docs/reference-code.md §5; Zhang et al. 2019).
 
     ``method='pgd'`` (the reference): each step, the first ⌊ratio·B⌋ points of a random permutation of the batch
     are replaced by PGD adversarial examples (``n_iter`` steps of size ``step_size`` in an ``norm`` ball of radius
@@ -69,9 +69,10 @@ class TrainConfig:
     scaled down; the study presets set their own values.
 
     ``matmul_precision`` (:mod:`crobust.precision`): the precision of the training step's matrix products —
-    ``'float32'`` (default; full fp32 on every backend, as the reference PyTorch code, which never enables TF32),
-    ``'tf32'`` or ``'bf16'`` (opt-in speed settings on GPUs/TPUs; a CPU computes fp32 regardless). Metrics,
-    bounds and the nuclear norm's value run at full float32 whatever it says.
+    ``'float32'`` (default; full fp32 on every backend — the reference code sets torch's ``'high'``, which lets
+    Ampere and later GPUs use TF32, docs/reference-code.md §4), ``'tf32'`` or ``'bf16'`` (opt-in speed settings on
+    GPUs/TPUs; a CPU computes fp32 regardless). Metrics, bounds and the nuclear norm's value run at full float32
+    whatever it says.
     ``nuclear_method``: how the nuclear-norm penalty gets U Vᵀ (:func:`crobust.regularizers.nuclear_norm`:
     ``'auto'`` = ``'polar'``, or ``'svd'``).
 
