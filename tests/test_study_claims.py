@@ -124,3 +124,17 @@ def test_matched_compares_pairs_of_equal_clean_accuracy_only():
     # a naive trend sees a fall in both
     naive = C.judge([C.Trend("C1", "n", x="alpha", y="through_clean")], t)[0]
     assert naive.verdict == "supported"
+
+
+def test_a_penalty_term_strength_is_a_claims_x():
+    """Members from ``training.grid`` over a second penalty's strength axis carry it as a coordinate, so a claim
+    can take it as its x (here a planted fall with β-control's strength at a fixed α)."""
+    from crobust import training
+
+    t = MemberTable()
+    rows = t.add_members([{"population": "p", **m} for m in training.grid(alpha=[0.1], beta_control=ALPHAS,
+                                                                          seeds=range(5))])
+    t.set(rows, "beta_sigma", FALLING(t.coord("beta_control"), np.random.default_rng(0)))
+    v = C.judge([C.Trend("C9", "β falls with β-control", x="beta_control", y="beta_sigma"),
+                 C.Trend("C9", "β against α", x="alpha", y="beta_sigma")], t, correction=None)
+    assert [x.verdict for x in v] == ["supported", "skipped"]
