@@ -287,7 +287,7 @@ def prunable_fraction(sigma, energy: float):
     return jnp.where(zero, 0.0, k / h)
 
 
-def _layer_or_first_hidden(layer: Optional[str], params) -> str:
+def layer_or_first_hidden(layer: Optional[str], params) -> str:
     """``layer``, or the model's first hidden layer (:func:`crobust.models.hidden_layers`) when it is None."""
     return layer if layer is not None else hidden_layers(params)[0]
 
@@ -301,7 +301,7 @@ def spectrum(layer: Optional[str] = None):
     layer_arg = layer
 
     def measure(ctx: Context, pop: TrainedPopulation):
-        layer = _layer_or_first_hidden(layer_arg, pop.params)
+        layer = layer_or_first_hidden(layer_arg, pop.params)
         w = layer_matrices(pop.params)[layer]
         with precision.full():
             sigma = metrics.singular_values(w)
@@ -363,7 +363,7 @@ def singular_alignment(norms: Sequence[str] = ("l2",), layer: Optional[str] = No
     layer_arg = layer
 
     def measure(ctx: Context, pop: TrainedPopulation):
-        layer = _layer_or_first_hidden(layer_arg, pop.params)
+        layer = layer_or_first_hidden(layer_arg, pop.params)
         std = jnp.asarray(ctx.data.std, jnp.float32)
         n = ctx.x.shape[0]
         d_in = int(np.prod(ctx.x.shape[1:]))
@@ -413,4 +413,4 @@ MEASURES: dict[str, Callable] = {
 }
 
 __all__ = ["Context", "TrainedPopulation", "MEASURES", "member_eval_keys", "attack_list",
-           "headline_ra", "prunable_fraction"] + list(MEASURES)
+           "headline_ra", "prunable_fraction", "layer_or_first_hidden"] + list(MEASURES)
