@@ -124,8 +124,8 @@ def load_dataset(name: str, *, data_dir=None, download: Optional[bool] = None, s
       name: one of :data:`DATASETS`.
       data_dir: where real data are looked for and cached (see the module docstring for the resolution order).
       download: fetch missing real data (None: ``$CROBUST_DOWNLOAD``, else False). Ignored for embedded data.
-      seed: the generation seed of synthetic data; digits, mnist5k and real datasets have fixed official/seeded splits and
-        ignore it. (Each member's validation split has its own key: :func:`validation_split`.)
+      seed: the generation seed of synthetic data; digits, mnist5k and real datasets have fixed official/seeded
+        splits and ignore it. (Each member's validation split has its own key: :func:`validation_split`.)
       classes: keep only these original class ids, relabelled 0..k−1 in the given order (:func:`select_classes`).
       **options: dataset-specific options; only ``synthetic_gaussian`` has some (n_train, n_test, num_classes,
         intrinsic_dim, image_shape, separation, noise, pixel_std: see :func:`load_synthetic_gaussian`).
