@@ -84,8 +84,14 @@ def _jsonable(x):
 STATE_FORMAT = 4
 
 
+# TrainConfig fields added after state format 4 → their default. At the default such a field is left out of the
+# description, so a checkpoint written before the field existed still resumes.
+ADDED_TRAIN_FIELDS = {"penalties": ()}
+
+
 def describe(model, data, config, members: Sequence[Mapping]) -> dict:
-    """What determines a training run, as JSON-able data (the fingerprint hashes it)."""
+    """What determines a training run, as JSON-able data (the fingerprint hashes it); the fields of
+    :data:`ADDED_TRAIN_FIELDS` appear only where they differ from their default."""
     images = np.ascontiguousarray(np.asarray(data.train_images))
     labels = np.ascontiguousarray(np.asarray(data.train_labels))
     digest = hashlib.sha256()
@@ -93,6 +99,7 @@ def describe(model, data, config, members: Sequence[Mapping]) -> dict:
         digest.update(str((a.dtype.str, a.shape)).encode())
         digest.update(memoryview(a).cast("B"))
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    cfg = {k: v for k, v in cfg.items() if not (k in ADDED_TRAIN_FIELDS and v == ADDED_TRAIN_FIELDS[k])}
     return _jsonable({
         "state_format": STATE_FORMAT,
         "train_config": cfg,

@@ -1,7 +1,8 @@
 """Compressibility-inducing penalties and the scale-control projection, as pure functions of a parameter tree.
 
 Every penalty is ``penalty(params, alpha) -> scalar`` with ``alpha`` a (traceable) strength, so a population
-can carry one α per member. Layers are found by :func:`crobust.models.matrices.layer_specs` (MLP ``hidden_<i>``,
+can carry one α per member; :func:`combined_penalty` sums several, each with its own strength (the trainer's
+``TrainConfig.penalties``). Layers are found by :func:`crobust.models.matrices.layer_specs` (MLP ``hidden_<i>``,
 ``head``; conv models ``stem``, block convs, ``head``; ViT ``embedding``, …) and every matrix is taken in the
 paper's orientation W (out × in), neurons/filters = rows, convolutions matricised (out, in·kh·kw), through
 :mod:`crobust.models.matrices`. Exclusions follow the reference code (docs/reference-code.md §2): the "regularised
@@ -268,6 +269,26 @@ def get_penalty(name: str, *, nuclear_method: str = "auto") -> Callable:
         method = resolve_nuclear_method(nuclear_method)
         return lambda params, alpha: fn(params, alpha, method)
     return fn
+
+
+def combined_penalty(terms, *, nuclear_method: str = "auto") -> Callable:
+    """``penalty(params, strengths)`` = Σ_t strengths[axis_t]·R_t(params) over ``terms`` = ((name_t, axis_t), …),
+    each R_t the penalty :func:`get_penalty` (``name_t``) and ``strengths`` a mapping of member axes (e.g. one
+    member's hyper-parameters). Terms are added in the given order; a single term is R_1(params,
+    strengths[axis_1]) itself, the same computation as :func:`get_penalty`'s function. A term whose strength is
+    0 adds 0·R_t(params), exactly 0 (and a zero gradient) wherever R_t is finite."""
+    terms = tuple((str(name), str(axis)) for name, axis in terms)
+    if not terms:
+        raise CrobustError("a penalty needs at least one (regularizer, strength axis) term")
+    fns = tuple((get_penalty(name, nuclear_method=nuclear_method), axis) for name, axis in terms)
+
+    def penalty(params, strengths):
+        first, axis = fns[0]
+        total = first(params, strengths[axis])
+        for fn, axis in fns[1:]:
+            total = total + fn(params, strengths[axis])
+        return total
+    return penalty
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -64,7 +64,6 @@ from crobust.study import recipes
 from crobust.study import measures_boundary as B
 from crobust.study.figures_boundary import BoundaryView
 
-LAYER = "hidden_0"
 LOW, DENSE = "lowrank", "dense"
 
 
@@ -125,6 +124,8 @@ BASE = BoundaryConfig(
     eval=EvalConfig(n_points=500, eps_l2=(0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0), headline_l2=0.3,
                     eps_linf=(0.0, 0.01, 0.02, 0.03, 0.05, 0.1), headline_linf=0.03, attacks=("apgd-ce", "square"),
                     n_iter=20, convergence_iters=(20, 40), n_targets=1, n_queries=300))
+
+LAYER = BASE.model.first_hidden_layer     # W¹, the first hidden layer of every preset's model
 
 PRESETS = {
     "small": BASE,

@@ -75,7 +75,6 @@ from crobust.study import measures as M
 from crobust.study import recipes
 from crobust.study import measures_compressibility as MC
 
-LAYER = "hidden_0"
 HM = MC.HIDDEN_MEAN
 ARMS = ("group_lasso", "nuclear", "lowrank")
 
@@ -125,6 +124,8 @@ BASE = Config(
     grid=GridConfig(alpha=(0.0,), seeds=3), arms=ArmsConfig(),
     eval=EvalConfig(n_points=200, eps_linf=(0.0, 0.02, 0.05, 0.1), eps_l2=(0.0, 0.1, 0.25, 0.5),
                     headline_linf=0.05, headline_l2=0.25, n_iter=20, convergence_iters=(20, 40), n_targets=2, n_queries=100))
+
+LAYER = BASE.model.first_hidden_layer     # W¹, the first hidden layer of every preset's model
 
 PRESETS = {
     "small": BASE,

@@ -36,7 +36,6 @@ from crobust.study import (Curves, DataConfig, EvalConfig, Flat, GridConfig, Hol
 from crobust.study import measures as M
 from crobust.study import recipes
 
-LAYER = "hidden_0"
 
 BASE = StudyConfig(
     data=DataConfig("digits"), model=ModelConfig(width=64, depth=2),
@@ -46,6 +45,8 @@ BASE = StudyConfig(
     eval=EvalConfig(n_points=360, eps_linf=(0.0, 0.02, 0.05, 0.1, 0.15, 0.2), eps_l2=(0.0, 0.1, 0.25, 0.5, 0.75, 1.0),
                     headline_linf=0.1, headline_l2=0.5, n_iter=20, n_targets=3, n_queries=300,
                     convergence_iters=(10, 20, 40, 80), convergence_restarts=(1, 2)))
+
+LAYER = BASE.model.first_hidden_layer     # W¹, the first hidden layer of every preset's model
 
 PRESETS = {
     "small": BASE,

@@ -77,7 +77,6 @@ from crobust.study import measures_universal as MU
 from crobust.study.measures_universal import UniversalConfig, uap_key
 from crobust.training.universal import UniversalAdversary
 
-LAYER = "hidden_0"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +137,8 @@ BASE = UniversalStudyConfig(
                               headline_l2=1.0, n_source=1000, n_passes=5),
     scale=ScaleConfig((0.5, 1.0, 2.0, 4.0)),
     uat=UATConfig(alpha=(3e-2,), norm="linf", eps=0.2, n_iter=3))
+
+LAYER = BASE.model.first_hidden_layer     # W¹, the first hidden layer of every preset's model
 
 PRESETS = {
     "small": BASE,

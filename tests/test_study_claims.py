@@ -238,3 +238,17 @@ def test_a_table_without_seeds_is_one_unpaired_group():
     v = C.judge([C.Trend("C0", "falls", x="alpha", y="y")], t)[0]
     assert v.verdict == "supported" and "unpaired" in v.detail
     assert math.isclose(v.stats["rho"], scipy.stats.spearmanr(t["alpha"], t["y"]).statistic, rel_tol=1e-9)
+
+
+def test_a_penalty_term_strength_is_a_claims_x():
+    """Members from ``training.grid`` over a second penalty's strength axis carry it as a coordinate, so a claim
+    can take it as its x (here a planted fall with β-control's strength at a fixed α)."""
+    from crobust import training
+
+    t = MemberTable()
+    rows = t.add_members([{"population": "p", **m} for m in training.grid(alpha=[0.1], beta_control=ALPHAS,
+                                                                          seeds=range(5))])
+    t.set(rows, "beta_sigma", FALLING(t.coord("beta_control"), np.random.default_rng(0)))
+    v = C.judge([C.Trend("C9", "β falls with β-control", x="beta_control", y="beta_sigma"),
+                 C.Trend("C9", "β against α", x="alpha", y="beta_sigma")], t, correction=None)
+    assert [x.verdict for x in v] == ["supported", "skipped"]

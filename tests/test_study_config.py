@@ -79,3 +79,14 @@ def test_keys_lists_every_settable_leaf():
 def test_eps_is_written_in_the_communitys_notation():
     assert [format_eps(e) for e in (0, 8 / 255, 2 / 255, 0.5, 0.2, 1.0, 0.1)] == \
         ["0", "8/255", "2/255", "0.5", "0.2", "1", "0.1"]
+
+
+def test_penalty_terms_are_set_from_the_command_line_and_named_in_the_report():
+    from crobust.study.runner import _train_line
+
+    cfg = config_lib.override(BASE, ["train.regularizer=group_lasso", "train.penalties=beta_control"])
+    config_lib.validate(cfg)
+    assert cfg.train.penalty_terms() == (("group_lasso", "alpha"), ("beta_control", "beta_control"))
+    assert "penalty group_lasso × α + beta_control × beta_control" in _train_line(cfg.train)
+    assert "penalty nuclear × α;" in _train_line(TrainConfig(regularizer="nuclear")) + ";"
+    assert "penalty" not in _train_line(TrainConfig())

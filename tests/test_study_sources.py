@@ -103,6 +103,13 @@ def test_hidden_layer_mean_leaves_the_head_out():
         hidden_layer_mean(v[:, :1], ["head"])
 
 
+def test_hidden_layer_mean_of_a_conv_net_leaves_stem_shortcuts_and_head_out():
+    v = np.array([[100.0, 1.0, 3.0, -50.0, 5.0, 7.0]])
+    layers = ["stem", "layer1_0/conv1", "layer2_0/conv1", "layer2_0/shortcut", "layer2_0/conv2", "head"]
+    np.testing.assert_allclose(hidden_layer_mean(v, layers), [3.0])                # (1 + 3 + 5) / 3
+    np.testing.assert_allclose(hidden_layer_mean(v[:, :2], ["embedding", "Transformer/encoderblock_0/x"]), [1.0])
+
+
 # -- pooled within-source correlation ---------------------------------------------------------------------------
 
 def _simpson():

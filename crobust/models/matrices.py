@@ -22,7 +22,7 @@ Further conventions:
 
 :func:`layer_specs` gives each layer's path and kind (used by :mod:`crobust.regularizers` and :mod:`crobust.pruning`
 to write back into the tree); :func:`regularised_matrices` is the reference code's penalised set (stem and head
-excluded).
+excluded); :func:`hidden_layers` names the hidden layers (stem, head and shortcuts excluded).
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ def low_rank_to_matrix(down, up):
 
 STEM_NAMES = ("stem", "embedding")
 HEAD_NAME = "head"
+SHORTCUT_NAME = "shortcut"
+PRE_LOGITS_NAME = "pre_logits"
 _ATTENTION_ORDER = {"query": 0, "key": 1, "value": 2, "out": 3}
 
 
@@ -95,6 +97,20 @@ class LayerSpec:
     @property
     def is_head(self) -> bool:
         return self.path == (HEAD_NAME,)
+
+    @property
+    def is_hidden(self) -> bool:
+        """A hidden layer (:func:`is_hidden_layer`)."""
+        return is_hidden_layer(self.name)
+
+
+def is_hidden_layer(name: str) -> bool:
+    """Whether the layer called ``name`` (a :func:`layer_specs` name) is a hidden layer: neither the stem
+    (``stem``, a ViT's ``embedding``), the head, a ViT's ``pre_logits`` nor a residual shortcut's 1×1 conv (ResNet,
+    WRN: it maps a block's input, outside the chain of hidden layers)."""
+    path = tuple(name.split("/"))
+    return not ((len(path) == 1 and path[0] in STEM_NAMES + (HEAD_NAME, PRE_LOGITS_NAME))
+                or path[-1] == SHORTCUT_NAME)
 
 
 def _natural(s: str):
@@ -215,6 +231,15 @@ def layer_matrices(params: Mapping, *, include_head: bool = True) -> dict:
 def hidden_matrices(params: Mapping) -> dict:
     """:func:`layer_matrices` without the head: the encoder Φ's layers W¹ … W^λ (the stem included)."""
     return layer_matrices(params, include_head=False)
+
+
+def hidden_layers(params: Mapping) -> list[str]:
+    """The hidden layers' names in forward order: every weight layer but the stem, the head, the residual
+    shortcuts and a ViT's ``pre_logits`` (:func:`is_hidden_layer`). MLP: ``hidden_0`` … (the input layer
+    included: an MLP has no stem); ResNet / WRN: the block convs ``conv1``, ``conv2``; VGG: ``conv_1`` …
+    ``conv_12``; ViT: the encoder blocks' attention projections and MLP layers. The first is the layer a study
+    calls W¹. (:func:`hidden_matrices`, by contrast, is every layer but the head: the scale-controlled encoder.)"""
+    return [name for name, s in layer_specs(params).items() if s.is_hidden]
 
 
 def regularised_matrices(params: Mapping) -> dict:

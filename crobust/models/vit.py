@@ -223,8 +223,14 @@ def load_pretrained(model: ViT, path, init_params: Mapping) -> dict:
     ``init_params``: the model's freshly initialised variables (``model.init(key, x)``); they supply the new head
     and are the shape template every checkpoint array is checked against.
     """
+    return merge_pretrained(load_npz(path), init_params)
+
+
+def merge_pretrained(ckpt: Mapping, init_params: Mapping) -> dict:
+    """:func:`load_pretrained` on a checkpoint tree already read (:func:`load_npz`); ``ckpt`` is not modified, so
+    one tree serves many members."""
     fresh = init_params.get("params", init_params)
-    ckpt = load_npz(path)
+    ckpt = _copy_dicts(ckpt)
     if "head" in ckpt and _shapes(ckpt["head"]) != _shapes(fresh["head"]):
         del ckpt["head"]                                        # another number of classes: swap the head
     if "pre_logits" in ckpt and "pre_logits" not in fresh:
@@ -238,6 +244,11 @@ def load_pretrained(model: ViT, path, init_params: Mapping) -> dict:
         pass
     merged = _merge(fresh, ckpt, ())
     return {"params": merged}
+
+
+def _copy_dicts(tree: Mapping) -> dict:
+    """The nested dicts of ``tree`` copied, its arrays shared."""
+    return {k: _copy_dicts(v) if isinstance(v, Mapping) else v for k, v in tree.items()}
 
 
 def _shapes(tree):

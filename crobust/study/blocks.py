@@ -2,7 +2,7 @@
 config and set from the command line with dotted keys, :mod:`crobust.config`).
 
 - :class:`DataConfig` — which dataset, which classes, how many points;
-- :class:`ModelConfig` — an MLP (``kind='mlp'``) or its low-rank factorisation (``'lowrank'``, rank per member);
+- :class:`ModelConfig` — a model by name (mlp, lowrank, resnet18, vgg16, wrn, vit) and the fields its kind reads;
 - :class:`~crobust.training.TrainConfig` — the trainer's shared settings (used as it is);
 - :class:`GridConfig` — the member grid: compression strengths α × seeds;
 - :class:`EvalConfig` — ε grids and headlines per norm, the attack ensemble and its budget, the budget-convergence
@@ -17,6 +17,7 @@ import math
 from typing import Optional
 
 from crobust import data as data_lib
+from crobust.models.kinds import checkpoint_prepare, get_kind
 from crobust.training import TrainConfig
 from crobust._errors import CrobustError, check_choice
 from crobust._format import format_eps
@@ -55,28 +56,67 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """A bias-free ReLU MLP of ``depth`` weight matrices and hidden ``width`` (``kind='mlp'``), or the same MLP with
-    every hidden layer factorised W = A·B at a rank given per population (``kind='lowrank'``)."""
+    """A model by name: ``kind`` ∈ mlp, lowrank, resnet18, vgg16, wrn, vit (:data:`crobust.models.KINDS`, whose
+    checks and constructors these are); each kind reads only its own fields (:attr:`used`):
+
+    - ``width``: the MLP's hidden width; ResNet-18's and VGG-16's first-stage channels (64 = the standard nets);
+    - ``depth``: the MLP's number of weight matrices (≥ 2); a WRN's depth d = 6n + 4;
+    - ``rank``: the rank of every hidden layer of ``lowrank`` (required there, or given per population to
+      :meth:`build`), of every non-stem conv of resnet18 / vgg16 / wrn (none: dense);
+    - ``stem`` (``cifar`` / ``imagenet``), ``stage_sizes`` (blocks per stage): resnet18;
+    - ``widen`` (k), ``base_width`` (16 in WRN-d-k): wrn;
+    - ``patch_size``, ``hidden_size``, ``num_layers``, ``num_heads``, ``mlp_dim`` (none: 4·hidden_size),
+      ``checkpoint`` (a vision_transformer ``.npz`` to start from, :meth:`prepare`): vit.
+    """
 
     kind: str = "mlp"
     width: int = 64
     depth: int = 2
+    rank: Optional[int] = None
+    stem: str = "cifar"
+    stage_sizes: tuple[int, ...] = (2, 2, 2, 2)
+    widen: int = 10
+    base_width: int = 16
+    patch_size: int = 4
+    hidden_size: int = 384
+    num_layers: int = 6
+    num_heads: int = 6
+    mlp_dim: Optional[int] = None
+    checkpoint: Optional[str] = None
 
     def validate(self) -> None:
-        check_choice("model.kind", self.kind, ("mlp", "lowrank"))
-        if self.width <= 0 or self.depth < 2:
-            raise CrobustError(f"model.width must be > 0 and model.depth >= 2 (one hidden layer at least); got "
-                               f"width={self.width}, depth={self.depth}")
+        get_kind(self.kind).check(self)
+
+    @property
+    def used(self) -> tuple[str, ...]:
+        """The fields this kind reads (besides ``kind``)."""
+        return get_kind(self.kind).fields
+
+    @property
+    def first_hidden_layer(self) -> str:
+        """The name of the model's first hidden layer (W¹; :func:`crobust.models.hidden_layers`), e.g. ``hidden_0``
+        for an MLP, ``layer1_0/conv1`` for a ResNet: the layer a study's single-layer measures and claims read."""
+        return get_kind(self.kind).first_hidden(self)
+
+    @property
+    def first_hidden_width(self) -> int:
+        """Output units (rows of W) of :attr:`first_hidden_layer`."""
+        return get_kind(self.kind).first_hidden_width(self)
 
     def build(self, data: data_lib.Dataset, *, rank: Optional[int] = None):
-        from crobust.models import MLP, LowRankMLP
+        """The flax module for ``data`` (its classes and normalisation statistics); ``rank`` overrides
+        ``model.rank`` (a population per rank)."""
+        kind = get_kind(self.kind)
+        kind.check(self)
+        why = kind.check_images(self, tuple(int(d) for d in data.train_images.shape[1:]))
+        if why is not None:
+            raise CrobustError(why)
+        return kind.make(self, data.num_classes, data.mean, data.std, rank)
 
-        if self.kind == "lowrank":
-            if rank is None or not 1 <= rank <= self.width:
-                raise CrobustError(f"a low-rank model needs 1 <= rank <= width ({self.width}), got {rank}")
-            return LowRankMLP(num_classes=data.num_classes, width=self.width, depth=self.depth, rank=rank,
-                              mean=data.mean, std=data.std)
-        return MLP(num_classes=data.num_classes, width=self.width, depth=self.depth, mean=data.mean, std=data.std)
+    def prepare(self):
+        """A :class:`~crobust.study.Population` ``prepare`` hook that loads ``checkpoint`` into every member
+        (:func:`crobust.models.kinds.checkpoint_prepare`), or None without a checkpoint."""
+        return None if self.checkpoint is None else checkpoint_prepare(self.checkpoint)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,5 +253,7 @@ class StudyConfig:
             raise CrobustError(f"train.val_ratio must be > 0 in a study, got {self.train.val_ratio}: every measure "
                                f"reads each member's best parameters on its validation split (without one they "
                                f"would be its untrained initial parameters)")
-        if self.measure.top_k >= self.model.width:
-            raise CrobustError(f"measure.top_k must be < model.width ({self.model.width}), got {self.measure.top_k}")
+        width = self.model.first_hidden_width
+        if self.measure.top_k >= width:
+            raise CrobustError(f"measure.top_k must be < the width of the model's first hidden layer "
+                               f"{self.model.first_hidden_layer} ({width}), got {self.measure.top_k}")

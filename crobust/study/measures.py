@@ -27,7 +27,8 @@ from crobust import evaluation, metrics, parallel, precision, training
 from crobust.attacks import presets
 from crobust._format import format_eps
 from crobust.data import to_float
-from crobust.models import hidden_matrices, layer_matrices
+from crobust._errors import CrobustError
+from crobust.models import hidden_layers, hidden_matrices, layer_matrices
 from crobust.study.blocks import EvalConfig, MeasureConfig
 from crobust.study.table import Column, col, column
 
@@ -302,12 +303,21 @@ def prunable_fraction(sigma, energy: float):
     return jnp.where(zero, 0.0, k / h)
 
 
-def spectrum(layer: str = "hidden_0"):
-    """Spectral structure of one layer W: ``prunability[layer]`` (:func:`prunable_fraction` at the configured
+def layer_or_first_hidden(layer: Optional[str], params) -> str:
+    """``layer``, or the model's first hidden layer (:func:`crobust.models.hidden_layers`) when it is None."""
+    return layer if layer is not None else hidden_layers(params)[0]
+
+
+def spectrum(layer: Optional[str] = None):
+    """Spectral structure of one layer W (default: the model's first hidden layer, ``hidden_0`` for an MLP,
+    :func:`crobust.models.hidden_layers`): ``prunability[layer]`` (:func:`prunable_fraction` at the configured
     energy; lower = more prunable), ``op_over_fro`` = σ₁/‖W‖_F, ``effective_rank``, ``eps_sigma`` at κ (q = 2),
     ``fro_norm`` and, when the trainer held the layer's scale, ``fro_norm_init`` (the projection's target) and
     ``fro_drift`` = |‖W‖_F/‖W₀‖_F − 1|."""
+    layer_arg = layer
+
     def measure(ctx: Context, pop: TrainedPopulation):
+        layer = layer_or_first_hidden(layer_arg, pop.params)
         w = layer_matrices(pop.params)[layer]
         with precision.full():
             sigma = metrics.singular_values(w)
@@ -364,15 +374,25 @@ def representation_shift(norms: Sequence[str] = ("linf", "l2")):
     return measure
 
 
-def singular_alignment(norms: Sequence[str] = ("l2",), layer: str = "hidden_0"):
-    """Alignment of the headline perturbation a (as the layer sees it: (x_adv − x)/std) with the top-k right
-    singular vectors of the layer (k = ``measure.top_k``), averaged over the points that moved:
+def singular_alignment(norms: Sequence[str] = ("l2",), layer: Optional[str] = None):
+    """Alignment of the headline perturbation a (as the layer sees it: (x_adv − x)/std, flattened) with the top-k
+    right singular vectors of the layer (k = ``measure.top_k``), averaged over the points that moved. The layer
+    must read the flattened input, i.e. be an MLP's input layer (default: the model's first hidden layer, which
+    for an MLP is that layer; a conv or ViT layer is refused with one line):
     ``top_energy[norm]`` = ‖V_kᵀa‖²/‖a‖² (a random direction: k/d), ``top_rms[norm]`` and ``rest_rms[norm]`` (the
     RMS size of a's component per top / per remaining direction) and their ``alignment_ratio[norm]`` (1 for an
     isotropic perturbation; :func:`crobust.metrics.singular_direction_alignment`)."""
+    layer_arg = layer
+
     def measure(ctx: Context, pop: TrainedPopulation):
+        layer = layer_or_first_hidden(layer_arg, pop.params)
         std = jnp.asarray(ctx.data.std, jnp.float32)
         n = ctx.x.shape[0]
+        d_in = int(np.prod(ctx.x.shape[1:]))
+        fan_in = layer_matrices(pop.params)[layer].shape[-1]
+        if fan_in != d_in:
+            raise CrobustError(f"singular_alignment: layer {layer} reads {fan_in} inputs, not the {d_in} pixels of "
+                               f"an image; the measure applies to an MLP's input layer only")
         out = {}
         for norm in norms:
             x_adv = _cached_adv(ctx, pop, norm)
@@ -415,4 +435,4 @@ MEASURES: dict[str, Callable] = {
 }
 
 __all__ = ["Context", "TrainedPopulation", "MEASURES", "member_eval_keys", "attack_list",
-           "headline_ra", "prunable_fraction"] + list(MEASURES)
+           "headline_ra", "prunable_fraction", "layer_or_first_hidden"] + list(MEASURES)

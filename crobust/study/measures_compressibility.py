@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from crobust import optim
+from crobust.models.matrices import is_hidden_layer
 from crobust.study.measures import layer_metrics
 from crobust.study.table import column
 
@@ -20,13 +21,16 @@ DEFAULT_METRICS = ("eps_nu_q2", "eps_sigma_q2", "beta_nu", "beta_sigma", "ratio_
 
 
 def hidden_layer_mean(values: np.ndarray, layers: Sequence[str]) -> np.ndarray:
-    """The mean over the hidden layers (every layer but ``head``) of a (M, L) per-layer array: (M,).
+    """The mean over the hidden layers of a (M, L) per-layer array whose columns are the layers ``layers``: (M,).
 
-    m_i = (1/λ) Σ_{l ∈ hidden} v_{i,l}, λ = number of hidden layers. The head is left out because no regulariser
-    of these studies acts on it (docs/paper.md §E3: group lasso, the nuclear norm and the factorisation act on the
-    encoder) and its shape (C × width) differs from every hidden layer's."""
+    m_i = (1/λ) Σ_{l ∈ hidden} v_{i,l}, λ = number of hidden layers, the hidden layers being those of
+    :func:`crobust.models.matrices.is_hidden_layer`: every layer but the stem, the head and the residual shortcuts
+    (an MLP's are all but the head). The head is left out because no regulariser of these studies acts on it
+    (docs/paper.md §E3: group lasso, the nuclear norm and the factorisation act on the encoder) and its shape
+    (C × width) differs from every hidden layer's; the stem and the shortcuts, because the penalties skip the
+    stem and a shortcut is not a layer of the hidden chain."""
     values = np.asarray(values, np.float64)
-    hidden = [i for i, name in enumerate(layers) if name != "head"]
+    hidden = [i for i, name in enumerate(layers) if is_hidden_layer(name)]
     if not hidden:
         raise ValueError(f"no hidden layer among {list(layers)}")
     return values[:, hidden].mean(axis=1)
@@ -35,7 +39,8 @@ def hidden_layer_mean(values: np.ndarray, layers: Sequence[str]) -> np.ndarray:
 def layer_compressibility(select: Sequence[str] = DEFAULT_METRICS):
     """The :func:`crobust.metrics.layer_report` metrics named in ``select`` (at the configured κ), per layer:
     ``<metric>[layer=hidden_i]`` and ``<metric>[layer=head]``, and their mean over the hidden layers
-    ``<metric>[layer=hidden_mean]`` (:func:`hidden_layer_mean`).
+    ``<metric>[layer=hidden_mean]`` (:func:`hidden_layer_mean`; the layers averaged are logged per population
+    under ``hidden_mean_layers`` in ``evaluation.json``).
 
     Default: ε_ν and ε_σ (q = 2: ε(k) = ‖tail of the sorted row-ℓ1 norms / singular values beyond the top
     k = d − ⌊(1−κ)d⌋‖₂ / ‖all‖₂; lower = more compressible), β_ν and β_σ (dispersion), ‖W‖₂/‖W‖_F and ‖W‖_∞/‖W‖_F."""
@@ -46,7 +51,9 @@ def layer_compressibility(select: Sequence[str] = DEFAULT_METRICS):
         for name in select:
             cols = [(dict(c.qualifiers)["layer"], v) for c, v in out.items() if c.measurement == name]
             values = np.stack([v for _, v in cols], axis=1)                         # (M, L), forward order
-            out[column(name, layer=HIDDEN_MEAN)] = hidden_layer_mean(values, [layer for layer, _ in cols])
+            layers = [layer for layer, _ in cols]
+            out[column(name, layer=HIDDEN_MEAN)] = hidden_layer_mean(values, layers)
+            ctx.log.setdefault("hidden_mean_layers", {})[pop.name] = [la for la in layers if is_hidden_layer(la)]
         return out
     return measure
 

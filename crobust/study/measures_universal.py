@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +33,7 @@ from crobust._format import format_eps
 from crobust.attacks import universal_perturbation
 from crobust.data import to_float
 from crobust.models import layer_matrices
-from crobust.study.measures import Context, TrainedPopulation, member_eval_keys
+from crobust.study.measures import Context, TrainedPopulation, layer_or_first_hidden, member_eval_keys
 from crobust.study.table import col, column
 
 NORMS = ("linf", "l2")
@@ -96,10 +96,12 @@ def uap_key(ucfg: UniversalConfig, norm: str) -> str:
     return col("uap_over_sa", norm=norm, eps=format_eps(ucfg.headline(norm)))
 
 
-def universal_accuracy(ucfg: UniversalConfig, norms: Sequence[str] = NORMS, layer: str = "hidden_0"):
+def universal_accuracy(ucfg: UniversalConfig, norms: Sequence[str] = NORMS, layer: Optional[str] = None):
     """``uap_acc[norm, eps]``, ``uap_over_sa[norm, eps]`` over each norm's universal ε grid and
-    ``uap_top_energy[norm]`` at its headline (module docstring)."""
+    ``uap_top_energy[norm]`` at its headline (module docstring), the energy against ``layer`` (default: the model's
+    first hidden layer, an MLP's input layer)."""
     def measure(ctx: Context, pop: TrainedPopulation):
+        w_name = layer_or_first_hidden(layer, pop.params)
         n_src = min(ucfg.n_source, int(ctx.data.train_images.shape[0]))
         xs = to_float(ctx.data.train_images[:n_src])
         ys = jnp.asarray(ctx.data.train_labels[:n_src], jnp.int32)
@@ -123,7 +125,7 @@ def universal_accuracy(ucfg: UniversalConfig, norms: Sequence[str] = NORMS, laye
                     ratios.append(ratio)
                     deltas.append(delta)
                 a = (deltas[hi] / std).reshape(1, -1)
-                energy = metrics.singular_direction_alignment(layer_matrices(p)[layer], a,
+                energy = metrics.singular_direction_alignment(layer_matrices(p)[w_name], a,
                                                               k=ctx.measure.top_k)["top_energy"][0]
                 return jnp.stack(accs), jnp.stack(ratios), energy
 

@@ -501,8 +501,9 @@ def _train_line(t: training.TrainConfig) -> str:
     if t.patience is not None:
         parts.append(f"early stopping on validation loss (patience {t.patience}, min {t.min_steps} steps, "
                      f"{t.val_ratio:.0%} held out per member)")
-    if t.regularizer != "none":
-        parts.append(f"penalty {t.regularizer} × α")
+    terms = [f"{name} × {'α' if axis == 'alpha' else axis}" for name, axis in t.penalty_terms() if name != "none"]
+    if terms:
+        parts.append(f"penalty {' + '.join(terms)}")
     if t.projection != "none":
         parts.append(f"projection {t.projection} after every step")
     if t.adversarial is not None:

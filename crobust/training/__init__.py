@@ -20,8 +20,9 @@ the host loop; :func:`evaluate`).
 Design (docs/design.md §2, "a population, not a seed"):
 
 - **Members.** A member is a dict of hyper-parameters plus a ``seed``: any member axis of :data:`HPARAMS`
-  (``alpha``, ``lr``, ``weight_decay``, ``momentum``, ``at_eps``, ``at_step_size``, ``at_ratio``, ``trades_beta``),
-  the others taking the config's values. All members share array shapes and are stacked on a leading axis; their
+  (``alpha``, ``lr``, ``weight_decay``, ``momentum``, ``at_eps``, ``at_step_size``, ``at_ratio``, ``trades_beta``,
+  and the strength of each extra penalty term, named after its penalty, e.g. ``beta_control``), the others taking
+  the config's values. All members share array shapes and are stacked on a leading axis; their
   hyper-parameters are traced arrays on that axis, so one compiled program serves the whole grid.
 - **Keys.** Every random stream of a member derives from its own seed, never from its position or the device
   layout: ``key = jax.random.key(seed)``; stream s is fold_in(key, s) (:data:`STREAMS`): init 0, data order 1,
@@ -51,7 +52,8 @@ Design (docs/design.md §2, "a population, not a seed"):
   reference's ``--lr_algorithm adam``); ``sgd`` is torch SGD with momentum and coupled L2 decay. Both are
   :mod:`crobust.optim`: the update rules written as one maskable elementwise pass, lr and weight decay stored
   per member in the optimiser state (traced values).
-- **Loss** = mean cross-entropy + regulariser(params, α) (:mod:`crobust.regularizers`); after each optimiser step
+- **Loss** = mean cross-entropy + regulariser(params, α) + the config's further penalty terms, each at its own
+  member axis (``TrainConfig.penalties``, :func:`crobust.regularizers.combined_penalty`); after each optimiser step
   the optional projection (``frobenius``: every hidden layer back to its initial Frobenius norm) is applied.
   The learning rate is multiplied by the schedule's factor of the epoch (``TrainConfig.lr_schedule``).
 - **Model state** (batch norm). A model whose ``init`` returns collections besides ``params`` keeps them per

@@ -137,7 +137,7 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
     if not (members_per_group is None or members_per_group == "auto"
             or (isinstance(members_per_group, int) and members_per_group >= 1)):
         raise CrobustError(f"members_per_group must be None, 'auto' or a positive integer, got {members_per_group!r}")
-    penalty = regularizers.get_penalty(config.regularizer, nuclear_method=config.nuclear_method)
+    penalty = regularizers.combined_penalty(config.penalty_terms(), nuclear_method=config.nuclear_method)
     apply_fn = model.apply
     block = config.eval_every
     at = config.adversarial
@@ -191,7 +191,7 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
                     if trades:
                         logits_adv, new_ms = train_logits(p, new_ms, x_adv)
                         loss = loss + hp_m["trades_beta"] * adversarial.kl_divergence(logits, logits_adv)
-                    return loss + penalty(p, hp_m["alpha"]), new_ms
+                    return loss + penalty(p, hp_m), new_ms
 
                 (loss, new_ms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
                 if state_m.param_mask is not None:              # frozen (pruned) entries: PopulationState docstring

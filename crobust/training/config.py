@@ -86,6 +86,12 @@ class TrainConfig:
     ρ + (1 − ρ)·(1 + cos(π·min(e, T)/T))/2 with T = ``cosine_epochs`` (default: the epochs of ``max_steps``) and
     ρ = ``cosine_min_ratio`` = η_min / η (torch's CosineAnnealingLR up to T; torch's is periodic beyond T, this
     one stays at η_min). Built from optax's schedules (:func:`crobust.training.block.lr_factor`).
+
+    Penalties: the loss is cross-entropy + Σ_t s_t·R_t(θ) over the terms of :meth:`penalty_terms`. ``regularizer``
+    is the first term, its strength the member axis ``alpha``; each name in ``penalties`` adds a term R_t (a
+    penalty of :data:`crobust.regularizers.PENALTIES`) whose strength is the member axis of that same name, e.g.
+    ``regularizer='group_lasso', penalties=('beta_control',)`` with members ``{'alpha': 0.1, 'beta_control':
+    0.01}`` trains on CE + 0.1·R_row + 0.01·R_β. Without ``penalties`` the loss is CE + α·R as before.
     """
 
     optimizer: str = "adamw"
@@ -99,6 +105,7 @@ class TrainConfig:
     min_steps: int = 0
     val_ratio: float = 0.1
     regularizer: str = "none"
+    penalties: tuple[str, ...] = ()
     projection: str = "none"
     adversarial: AdversarialTraining | None = None
     eval_batch_size: int = 2048
@@ -115,6 +122,11 @@ class TrainConfig:
         """Check every field; with ``n_train_total`` (the training set's size) also the split and batch size."""
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("regularizer", self.regularizer, tuple(regularizers.PENALTIES))
+        for name in self.penalties:
+            check_choice("penalties entry", name, PENALTY_AXES)
+        if len(set(self.penalties)) != len(self.penalties) or self.regularizer in self.penalties:
+            raise CrobustError(f"penalties {self.penalties!r} must name each penalty once, and not the regularizer "
+                               f"{self.regularizer!r} (its strength is alpha)")
         check_choice("projection", self.projection, regularizers.PROJECTIONS)
         precision.check_training_precision(self.matmul_precision)
         check_choice("nuclear_method", self.nuclear_method, regularizers.NUCLEAR_METHODS)
@@ -153,6 +165,11 @@ class TrainConfig:
         if self.batch_size > n_train_total - n_val:
             raise CrobustError(f"batch_size {self.batch_size} is larger than the training split "
                                f"({n_train_total - n_val} points after holding out {n_val} for validation)")
+
+    def penalty_terms(self) -> tuple[tuple[str, str], ...]:
+        """The loss's penalty terms as (penalty name, member axis of its strength): ``(regularizer, 'alpha')``
+        first, then ``(name, name)`` for each name in ``penalties`` (class docstring)."""
+        return ((self.regularizer, "alpha"),) + tuple((name, name) for name in self.penalties)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -199,6 +216,16 @@ def _needs_sgd(c: TrainConfig):
     return None if c.optimizer == "sgd" else f"momentum is an sgd setting (optimizer is {c.optimizer!r})"
 
 
+def _needs_term(name: str):
+    return lambda c: None if name in c.penalties else (
+        f"it is the strength of the penalty term {name!r}, which TrainConfig.penalties does not list"
+        + (" (the regularizer's own strength is alpha)" if c.regularizer == name else ""))
+
+
+PENALTY_AXES = tuple(name for name in regularizers.PENALTIES if name != "none")
+"""The penalties a term of ``TrainConfig.penalties`` may name; each is also the member axis of its strength."""
+
+
 HPARAMS: dict[str, HParam] = {
     "alpha": HParam("regulariser strength α", lambda c: 0.0, low=0.0),
     "lr": HParam("learning rate (before the schedule's factor)", lambda c: c.lr, low=0.0, low_open=True),
@@ -210,6 +237,8 @@ HPARAMS: dict[str, HParam] = {
     "at_ratio": HParam("fraction of each batch replaced by adversarial examples (≤ the config's ratio)",
                        _at("ratio", 0.0), low=0.0, high=lambda c: c.adversarial.ratio, needs=_needs_at),
     "trades_beta": HParam("TRADES β", _at("beta", 0.0), low=0.0, needs=_needs_trades),
+    **{name: HParam(f"strength of the penalty term {name} (TrainConfig.penalties)", lambda c: 0.0, low=0.0,
+                    needs=_needs_term(name)) for name in PENALTY_AXES},
 }
 """Every member axis: name → :class:`HParam`. A member dict / :func:`grid` axis may name any of these."""
 
