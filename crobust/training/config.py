@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Callable
 
 from crobust import optim, precision, regularizers
@@ -85,6 +86,12 @@ class TrainConfig:
     ρ + (1 − ρ)·(1 + cos(π·min(e, T)/T))/2 with T = ``cosine_epochs`` (default: the epochs of ``max_steps``) and
     ρ = ``cosine_min_ratio`` = η_min / η (torch's CosineAnnealingLR up to T; torch's is periodic beyond T, this
     one stays at η_min). Built from optax's schedules (:func:`crobust.training.block.lr_factor`).
+
+    ``trainable``: a regular expression searched in each parameter's path (``'head/'``, ``'^(?!encoder/)'``;
+    paths as :func:`crobust.training.update.leaf_paths`), or None (every parameter trains). The parameters it does
+    not match are frozen: they do not move at all — no gradient step, no weight decay, no optimiser state — and
+    neither do the batch-norm statistics of frozen layers (the model runs in eval mode when every statistic is
+    frozen); :mod:`crobust.training.update`.
     """
 
     optimizer: str = "adamw"
@@ -109,6 +116,7 @@ class TrainConfig:
     lr_gamma: float = 0.1
     cosine_epochs: int | None = None
     cosine_min_ratio: float = 0.0
+    trainable: str | None = None
 
     def validate(self, n_train_total: int | None = None) -> None:
         """Check every field; with ``n_train_total`` (the training set's size) also the split and batch size."""
@@ -139,6 +147,11 @@ class TrainConfig:
             raise CrobustError(f"cosine_min_ratio must be in [0, 1], got {self.cosine_min_ratio}")
         if self.adversarial is not None:
             self.adversarial.validate()
+        if self.trainable is not None:
+            try:
+                re.compile(self.trainable)
+            except re.error as e:
+                raise CrobustError(f"trainable must be a regular expression, got {self.trainable!r}: {e}") from None
         if n_train_total is None:
             return
         n_val = int(math.floor(self.val_ratio * n_train_total))
