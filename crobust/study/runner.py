@@ -35,6 +35,7 @@ from crobust._format import format_eps
 from crobust.config import to_dict, validate
 from crobust.records import RunDir
 from crobust.study import claims as claims_lib
+from crobust.study import staging
 from crobust.study.measures import Context, TrainedPopulation
 from crobust.study.table import MemberTable
 
@@ -47,7 +48,13 @@ class Population:
     layer and its Frobenius target); a checkpoint, when one exists, takes precedence as usual. ``adversary``
     replaces the trainer's default PGD adversary (``training.fit(adversary=…)``, e.g. a universal one).
     ``member_coords`` (one mapping per member, or empty) adds coordinates that differ between members but are no
-    trainer hyper-parameter, e.g. the scale a ``prepare`` hook gave each member."""
+    trainer hyper-parameter, e.g. the scale a ``prepare`` hook gave each member.
+
+    ``start`` (a :class:`crobust.study.staging.Start`) makes the population a stage: it starts from another
+    population's trained members (of this study or of another study in the same output folder) through a
+    parameter map, optionally pruned, and trains the parameters ``train.trainable`` names; ``data`` (a function of
+    the study's dataset, or a block with ``load()``) is the dataset it trains and is measured on when it is not
+    the study's. The runner trains populations in dependency order (:mod:`crobust.study.staging`)."""
 
     name: str
     model: Any
@@ -57,6 +64,8 @@ class Population:
     prepare: Optional[Callable] = None    # state -> state, applied to the initial population state (e.g. rescaling)
     adversary: Optional[Callable] = None  # the trainer's adversary when ``train.adversarial`` is set (default PGD)
     member_coords: tuple = ()             # one mapping per member, added to its coordinates (e.g. its scale)
+    start: Optional[Any] = None           # staging.Start: the trained members it starts from (None: from scratch)
+    data: Optional[Any] = None            # its own dataset: data -> data, or a block with load() (None: the study's)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,25 +164,42 @@ def _can_write(path: Path) -> bool:
 
 def _run(study: Study, cfg, data, out: RunDir, log, progress) -> dict:
     log(f"data: {data.name} {data.train_images.shape[0]} train / {data.test_images.shape[0]} test ({data.source})")
-    populations = study.populations(cfg, data)
+    populations = staging.in_dependency_order(study.populations(cfg, data))
     measures = study.measures(cfg)
     ctx = Context.build(cfg.eval, cfg.measure, data)
     table = MemberTable()
     trained = []
+    fits = {}
+
+    def train(pop, pdata, source_fit, directory):
+        state = staging.initial_state(pop, pdata, source_fit)
+        return training.fit(pop.model, pdata, pop.train, list(pop.members), state=state, progress=progress,
+                            adversary=pop.adversary, checkpoint_dir=directory,
+                            checkpoint_every=getattr(cfg, "checkpoint_every", None))
+
     for pop in populations:
         if pop.member_coords and len(pop.member_coords) != len(pop.members):
             raise CrobustError(f"population {pop.name}: {len(pop.member_coords)} member_coords for "
                                f"{len(pop.members)} members")
-        log(f"population {pop.name}: training {len(pop.members)} members in one program")
-        state = None
-        if pop.prepare is not None:
-            state = pop.prepare(training.init_population(pop.model, data, pop.train, list(pop.members)))
-        fit = training.fit(pop.model, data, pop.train, list(pop.members), state=state, progress=progress,
-                           adversary=pop.adversary,
-                           checkpoint_dir=out.path / "checkpoints" / pop.name,
-                           checkpoint_every=getattr(cfg, "checkpoint_every", None))
+    for pop in populations:
+        source_fit = None
+        if pop.start is not None and not isinstance(pop.start.source, str):     # a population of another study
+            src = pop.start.source
+            log(f"population {pop.name}: source {pop.start.source_name} (trained there, or restored)")
+            source_fit = train(src, staging.population_data(src, data), None,
+                               staging.checkpoint_dir(out.path, src, pop.start))
+        elif pop.start is not None:
+            source_fit = fits[pop.start.source]
+        pdata = staging.population_data(pop, data)
+        log(f"population {pop.name}: training {len(pop.members)} members in one program"
+            + (f", starting from {pop.start.source_name}" if pop.start is not None else ""))
+        fit = fits[pop.name] = train(pop, pdata, source_fit, staging.checkpoint_dir(out.path, pop))
         tp = TrainedPopulation(pop.name, pop.model, list(pop.members), dict(pop.coords), fit, fit.best_params,
                                fit.best_model_state)
+        pctx = ctx
+        if pdata is not data:                   # measured on its own data; one evaluation log for the report
+            pctx = Context.build(cfg.eval, cfg.measure, pdata)
+            pctx.log = ctx.log
         trained.append(tp)
         extra = pop.member_coords or ({},) * len(pop.members)
         rows = table.add_members([{"population": pop.name, "member": i, **dict(pop.coords), **m, **dict(extra[i])}
@@ -181,10 +207,10 @@ def _run(study: Study, cfg, data, out: RunDir, log, progress) -> dict:
         for measure in measures:
             t0 = time.perf_counter()
             with precision.full():              # every measured number at full float32 on every backend
-                for column, values in measure(ctx, tp).items():
+                for column, values in measure(pctx, tp).items():
                     table.set(rows, column, values)
             log(f"population {pop.name}: {_measure_name(measure)} {time.perf_counter() - t0:.1f} s")
-        ctx.cache.clear()
+        pctx.cache.clear()
     out.log(table.records(study=study.name))
     out.write_csv("members.csv", table.member_rows())
 
