@@ -27,13 +27,12 @@ CFG = StudyConfig(data=DataConfig("digits", classes=(0, 1, 2, 3, 4)), train=TRAI
 OTHER_CLASSES = DataConfig("digits", classes=(5, 6, 7, 8, 9))
 
 
-def _populations(cfg, data):
+def _populations(cfg, data, probe_start=Start("pretrain", keep="^hidden_"), probe_name="probe"):
     model = MLP(num_classes=5, width=16, depth=3, mean=tuple(data.mean), std=tuple(data.std))
     members = tuple(grid(seeds=(0, 1)))
     probe_train = dataclasses.replace(cfg.train, trainable="^head/")
     return [
-        Population("probe", model, probe_train, members, start=Start("pretrain", keep="^hidden_"),
-                   data=OTHER_CLASSES),
+        Population(probe_name, model, probe_train, members, start=probe_start, data=OTHER_CLASSES),
         Population("pretrain", model, cfg.train, members),
         Population("pruned", model, cfg.train, members,
                    start=Start("pretrain", masks=lambda v: pruning.global_ratio_masks(v, 0.5))),
@@ -53,7 +52,7 @@ class Killed(BaseException):
 def runs(tmp_path_factory):
     import crobust.training as training_pkg
     root = tmp_path_factory.mktemp("staged")
-    whole, killed = root / "whole", root / "killed"
+    whole, killed = root / "tiny" / STUDY.name, root / "killed"
     STUDY.run(CFG, whole, preset="tiny", progress=False)
 
     real_fit = training_pkg.fit
@@ -142,3 +141,31 @@ def test_sources_that_are_unknown_cyclic_or_mismatched_are_one_error_before_trai
         staging.in_dependency_order([pop("a"), pop("b", Start("a", members=(0, 1, 2)), m3)])
     assert [p.name for p in staging.in_dependency_order([pop("b", Start("a", members=(0, 1, 1)), m3), pop("a")])] \
         == ["a", "b"]
+
+
+def test_a_source_of_another_study_is_restored_from_that_studys_folder(runs, monkeypatch):
+    # Another study in the same output folder (<out>/tiny/other) starts its probe from staged_test's pretrain:
+    # restored from <out>/tiny/staged_test/checkpoints/pretrain (no step trained), and the stage computes what the
+    # same stage inside staged_test computed.
+    import crobust.training as training_pkg
+    whole = runs[0]
+    pretrain = next(p for p in _populations(CFG, CFG.data.load()) if p.name == "pretrain")
+    start = Start(pretrain, study=STUDY.name, keep="^hidden_")
+    other = dataclasses.replace(STUDY, name="other", populations=lambda cfg, data: _populations(
+        cfg, data, start, "probe_here")[:1])
+    seen, real_fit = [], training_pkg.fit
+
+    def recording_fit(*args, checkpoint_dir=None, **kwargs):
+        result = real_fit(*args, checkpoint_dir=checkpoint_dir, **kwargs)
+        seen.append((str(checkpoint_dir), result.steps_run))
+        return result
+
+    monkeypatch.setattr(training_pkg, "fit", recording_fit)
+    other.run(CFG, whole.parent / "other", preset="tiny", progress=False)
+    assert seen == [(str(whole / "checkpoints" / "pretrain"), 0),
+                    (str(whole.parent / "other" / "checkpoints" / "probe_here"), 20)]
+    mine, theirs = open_run(whole.parent / "other", study=other)["probe_here"], open_run(whole, study=STUDY)["probe"]
+    for a, b in zip(jax.tree.leaves(mine.params), jax.tree.leaves(theirs.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(CrobustError, match="must name its study"):
+        staging.in_dependency_order([dataclasses.replace(pretrain, name="x", start=Start(pretrain))])

@@ -76,12 +76,12 @@ def open_run(workdir, study=None) -> FinishedRun:
     fits = {}
     for pop in staging.in_dependency_order(study.populations(config, data)):
         source_fit = None
-        if pop.start is not None and isinstance(pop.start.source, str):
-            source_fit = fits[pop.start.source]
-        elif pop.start is not None:
+        if pop.start is not None and pop.start.source_name not in fits:       # a population of another study
             src = pop.start.source
-            source_fit = staging.restore_finished(src, staging.population_data(src, data), staging.checkpoint_dir(
-                path, src, pop.start))
+            fits[pop.start.source_name] = staging.restore_finished(src, staging.population_data(src, data),
+                                                                   staging.checkpoint_dir(path, src, pop.start))
+        if pop.start is not None:
+            source_fit = fits[pop.start.source_name]
         fit = fits[pop.name] = staging.restore_finished(pop, staging.population_data(pop, data),
                                                         staging.checkpoint_dir(path, pop), source_fit)
         populations[pop.name] = TrainedPopulation(pop.name, pop.model, list(pop.members), dict(pop.coords), fit,

@@ -8,7 +8,8 @@ A study module declares one :class:`Study`::
 
 and :meth:`Study.run` owns the run directory's life (:class:`crobust.records.RunDir`): it checks that the run
 directory is usable and that the figures can be drawn before any work, loads the data, trains each population once
-(checkpointed under ``<workdir>/checkpoints/<population>``, so a rerun resumes), applies the measures population
+(checkpointed under ``<workdir>/checkpoints/<population>``, so a rerun resumes; sources before the stages that start
+from them, :mod:`crobust.study.staging`), applies the measures population
 by population into one :class:`~crobust.study.table.MemberTable`, writes the records (``metrics.jsonl``,
 ``members.csv``), draws the figures, judges the claims (:func:`crobust.study.claims.judge`) and writes
 ``report.md``: the setup actually run, the attacks and budgets actually run, which evaluation checks ran and which
@@ -183,13 +184,13 @@ def _run(study: Study, cfg, data, out: RunDir, log, progress) -> dict:
                                f"{len(pop.members)} members")
     for pop in populations:
         source_fit = None
-        if pop.start is not None and not isinstance(pop.start.source, str):     # a population of another study
+        if pop.start is not None and pop.start.source_name not in fits:        # a population of another study
             src = pop.start.source
             log(f"population {pop.name}: source {pop.start.source_name} (trained there, or restored)")
-            source_fit = train(src, staging.population_data(src, data), None,
-                               staging.checkpoint_dir(out.path, src, pop.start))
-        elif pop.start is not None:
-            source_fit = fits[pop.start.source]
+            fits[pop.start.source_name] = train(src, staging.population_data(src, data), None,
+                                                staging.checkpoint_dir(out.path, src, pop.start))
+        if pop.start is not None:
+            source_fit = fits[pop.start.source_name]
         pdata = staging.population_data(pop, data)
         log(f"population {pop.name}: training {len(pop.members)} members in one program"
             + (f", starting from {pop.start.source_name}" if pop.start is not None else ""))
