@@ -89,6 +89,9 @@ def test_sources_train_first_and_a_kill_in_the_second_stage_resumes_there(runs):
     assert rerun == [("pretrain", 0), ("probe", 15), ("pruned", 20)]
     for name in ("members.csv", "metrics.jsonl"):
         assert (killed / name).read_text() == (whole / name).read_text()
+    report = (whole / "report.md").read_text()
+    assert "started from `pretrain` (parameters matching `^hidden_`); only parameters matching `^head/` trained" \
+        in report and "pruned at the start" in report
     a, b = open_run(whole, study=STUDY), open_run(killed, study=STUDY)
     for name in ("pretrain", "probe", "pruned"):
         for x, y in zip(jax.tree.leaves(a[name].fit.state), jax.tree.leaves(b[name].fit.state)):
@@ -121,7 +124,9 @@ def test_open_run_gives_config_member_table_and_members_that_measure_as_recorded
     # The probe is measured on its own data (classes 5–9) with the whole model (hidden layers + head).
     from crobust.study.measures import Context
     probe = run["probe"]
-    ctx = Context.build(run.config.eval, run.config.measure, OTHER_CLASSES.load())
+    assert run.datasets["probe"].num_classes == 5 and run.datasets["pretrain"] is run.data
+    np.testing.assert_array_equal(run.datasets["probe"].test_labels, OTHER_CLASSES.load().test_labels)
+    ctx = Context.build(run.config.eval, run.config.measure, run.datasets["probe"])
     got = {c.key: v for c, v in clean_accuracy()(ctx, probe).items()}
     recorded = [r["clean_acc"] for r in run.members if r["population"] == "probe"]
     np.testing.assert_array_equal(np.asarray(got["clean_acc"], np.float64), np.asarray(recorded, np.float64))

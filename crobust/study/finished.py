@@ -16,7 +16,7 @@ missing or unfinished is one clear error. Each :class:`~crobust.study.measures.T
 model (for a stage: the whole model, e.g. encoder + probe, as the measures attack it in pixel space), its
 members, the best-validation parameters and the batch-norm statistics that go with them, and the
 :class:`~crobust.training.FitResult` (final state, history) — what the measures read, so any measure can be
-applied again: ``measure(Context.build(run.config.eval, run.config.measure, run.data), run["mlp"])``.
+applied again: ``measure(Context.build(run.config.eval, run.config.measure, run.datasets["mlp"]), run["mlp"])``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from crobust.study.measures import TrainedPopulation
 @dataclasses.dataclass
 class FinishedRun:
     """What :func:`open_run` returns: the run folder, its study, the config, ``run.json``, the study's dataset, the
-    member table (``members.csv`` rows, numbers parsed) and the trained populations by name."""
+    member table (``members.csv`` rows, numbers parsed), the trained populations by name and the dataset each was
+    trained and measured on (the study's, or a stage's own)."""
 
     path: Path
     study: Any
@@ -46,6 +47,7 @@ class FinishedRun:
     data: Any
     members: list
     populations: dict
+    datasets: dict
 
     def __getitem__(self, name: str) -> TrainedPopulation:
         if name not in self.populations:
@@ -72,8 +74,7 @@ def open_run(workdir, study=None) -> FinishedRun:
     data = config.data.load()
     if status.get("data_source") is not None and getattr(data, "source", None) != status["data_source"]:
         raise CrobustError(f"{path} was run on {status['data_source']}; this machine loads {data.source}")
-    populations = {}
-    fits = {}
+    populations, datasets, fits = {}, {}, {}
     for pop in staging.in_dependency_order(study.populations(config, data)):
         source_fit = None
         if pop.start is not None and pop.start.source_name not in fits:       # a population of another study
@@ -82,12 +83,13 @@ def open_run(workdir, study=None) -> FinishedRun:
                                                                    staging.checkpoint_dir(path, src, pop.start))
         if pop.start is not None:
             source_fit = fits[pop.start.source_name]
-        fit = fits[pop.name] = staging.restore_finished(pop, staging.population_data(pop, data),
-                                                        staging.checkpoint_dir(path, pop), source_fit)
+        pdata = datasets[pop.name] = staging.population_data(pop, data)
+        fit = fits[pop.name] = staging.restore_finished(pop, pdata, staging.checkpoint_dir(path, pop), source_fit)
         populations[pop.name] = TrainedPopulation(pop.name, pop.model, list(pop.members), dict(pop.coords), fit,
-                                                  fit.best_params, fit.best_model_state)
+                                                  fit.best_params, fit.best_model_state,
+                                                  stage=staging.describe_stage(pop, pdata))
     return FinishedRun(path=path, study=study, config=config, status=status, data=data,
-                       members=_read_members(path / "members.csv"), populations=populations)
+                       members=_read_members(path / "members.csv"), populations=populations, datasets=datasets)
 
 
 def _read_json(file: Path) -> dict:

@@ -196,7 +196,7 @@ def _run(study: Study, cfg, data, out: RunDir, log, progress) -> dict:
             + (f", starting from {pop.start.source_name}" if pop.start is not None else ""))
         fit = fits[pop.name] = train(pop, pdata, source_fit, staging.checkpoint_dir(out.path, pop))
         tp = TrainedPopulation(pop.name, pop.model, list(pop.members), dict(pop.coords), fit, fit.best_params,
-                               fit.best_model_state)
+                               fit.best_model_state, stage=staging.describe_stage(pop, pdata))
         pctx = ctx
         if pdata is not data:                   # measured on its own data; one evaluation log for the report
             pctx = Context.build(cfg.eval, cfg.measure, pdata)
@@ -322,7 +322,8 @@ def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_ro
         t = tp.fit
         lines.append(f"- Population `{tp.name}`: {type(tp.model).__name__} "
                      f"({', '.join(f'{k}={v}' for k, v in tp.coords.items()) or 'no constant coordinates'}), "
-                     f"{tp.size} members, trained in {t.wall_time:.1f} s ({t.compiles} compile(s) in this call).")
+                     f"{tp.size} members, trained in {t.wall_time:.1f} s ({t.compiles} compile(s) in this call)"
+                     + (f"; {tp.stage}." if tp.stage else "."))
     lines.append(f"- Training: {_train_line(cfg.train)}.")
     if study.setup is not None:
         lines.append(f"- {study.setup(cfg, data)}")

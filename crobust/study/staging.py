@@ -185,3 +185,20 @@ def restore_finished(pop, data, directory: Path, source_fit=None):
     history = {k: np.stack(v) for k, v in restored.history.items()}
     return training.FitResult(members=[dict(m) for m in pop.members], state=state, history=history,
                               wall_time=restored.wall_time, steps_run=0, compiles=0)
+
+
+def describe_stage(pop, data) -> str:
+    """One phrase for the report: where a stage started, what it kept and trained, and on which data ('' when
+    ``pop`` is not a stage)."""
+    if pop.start is None:
+        return ""
+    start = pop.start
+    keep = "a parameter map function" if callable(start.keep) else f"parameters matching `{start.keep}`"
+    parts = [f"started from `{start.source_name}` ({keep})",
+             "every parameter trained" if pop.train.trainable is None
+             else f"only parameters matching `{pop.train.trainable}` trained, the others frozen"]
+    if start.masks is not None:
+        parts.append("pruned at the start, pruned entries held at 0 (masked fine-tuning)")
+    if getattr(pop, "data", None) is not None:
+        parts.append(f"on its own data ({getattr(data, 'name', 'dataset')}, {data.train_images.shape[0]} train)")
+    return "; ".join(parts)

@@ -56,6 +56,10 @@ Design (DESIGN.md, "a population, not a seed"):
 - **Loss** = mean cross-entropy + regulariser(params, α) (:mod:`crobust.regularizers`); after each optimiser step
   the optional projection (``frobenius``: every hidden layer back to its initial Frobenius norm) is applied.
   The learning rate is multiplied by the schedule's factor of the epoch (``TrainConfig.lr_schedule``).
+- **Freezing and stages.** ``TrainConfig.trainable`` (a regex on parameter paths) trains only the parameters it
+  matches; the others do not move at all — no gradient step, no weight decay, no optimiser state, and their
+  layers' batch-norm statistics kept (:mod:`~crobust.training.update`). :func:`~crobust.training.stages.start_from`
+  starts a population from another's trained members through a parameter map (keep the encoder, fresh head).
 - **Model state** (batch norm). A model whose ``init`` returns collections besides ``params`` keeps them per
   member in ``PopulationState.model_state``; steps run it in train mode (batch statistics, running statistics
   updated), validation, adversarial-example generation and evaluation in eval mode (running statistics, nothing
@@ -66,6 +70,7 @@ Design (DESIGN.md, "a population, not a seed"):
   :mod:`~crobust.training.adversarial`).
 """
 
+from crobust.training import stages, update
 from crobust.training.augmentation import augment
 from crobust.training.block import (MEMBER_CACHE_BUDGET_BYTES, auto_members_per_group, block_batch_indices,
                                     chunked_loss_acc, lr_factor, make_block_fn)
@@ -81,5 +86,5 @@ __all__ = [
     "MEMBER_CACHE_BUDGET_BYTES", "OPTIMIZERS", "PopulationState", "Progress", "STREAMS", "TrainConfig", "augment",
     "auto_members_per_group", "block_batch_indices", "chunked_loss_acc", "cross_entropy", "eval_apply", "evaluate",
     "fit", "for_evaluation", "grid", "init_population", "lr_factor", "make_block_fn", "member_hparams",
-    "member_keys", "split_indices", "stream_key",
+    "member_keys", "split_indices", "stages", "stream_key", "update",
 ]
