@@ -5,18 +5,15 @@ state — while the trainable part trains; a partly frozen batch-norm model keep
 A tiny CNN on 8×8 digits: encoder = conv 3×3(4) → BN → ReLU → mean; head = BN(4) → dense(10).
 """
 
-import types
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crobust import optim
 from crobust._errors import CrobustError
 from crobust.data import load_dataset
-from crobust.training import TrainConfig, fit, init_population, stages, update
+from crobust.training import TrainConfig, fit, init_population, objective, stages, update
 
 DATA = load_dataset("digits")
 
@@ -46,18 +43,17 @@ PRETRAIN = TrainConfig(optimizer="adamw", lr=1e-2, weight_decay=0.1, batch_size=
                        patience=None)
 
 
-def _stage(trainable, optimizer="adamw"):
+@pytest.fixture(scope="module")
+def pre():
+    return fit(NET, DATA, PRETRAIN, MEMBERS, progress=False)
+
+
+def _stage(pre, trainable, optimizer="adamw"):
     """Fine-tune the pretrained members for 10 steps with ``trainable``; (start state, result)."""
     cfg = TrainConfig(optimizer=optimizer, lr=1e-2, weight_decay=0.1, batch_size=32, max_steps=10, eval_every=5,
                       patience=None, trainable=trainable)
-    start = stages.start_from(init_population(NET, DATA, cfg, MEMBERS), cfg, PRE.best_params, PRE.best_model_state)
+    start = stages.start_from(init_population(NET, DATA, cfg, MEMBERS), cfg, pre.best_params, pre.best_model_state)
     return start, fit(NET, DATA, cfg, MEMBERS, state=start, progress=False)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def pretrained():
-    global PRE
-    PRE = fit(NET, DATA, PRETRAIN, MEMBERS, progress=False)
 
 
 def _part(tree, prefix):
@@ -70,8 +66,8 @@ def _flat(tree):
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
-def test_a_frozen_encoder_is_bit_identical_after_fine_tuning_with_weight_decay_and_batch_norm(optimizer):
-    start, res = _stage("^head/", optimizer)
+def test_a_frozen_encoder_is_bit_identical_after_fine_tuning_with_weight_decay_and_batch_norm(pre, optimizer):
+    start, res = _stage(pre, "^head/", optimizer)
     before, after = _flat({**start.params, **start.model_state}), _flat({**res.params, **res.model_state})
     frozen = [k for k in before if "/encoder/" in f"/{k}"]
     assert frozen and {k for k in frozen if "batch_stats" in k}            # kernels, biases, BN scale/bias, stats
@@ -86,10 +82,10 @@ def test_a_frozen_encoder_is_bit_identical_after_fine_tuning_with_weight_decay_a
     assert n_opt == (2 if optimizer == "adamw" else 1) * n_head + (2 if optimizer == "adamw" else 0)
 
 
-def test_without_freezing_weight_decay_and_batch_statistics_move_the_encoder():
+def test_without_freezing_weight_decay_and_batch_statistics_move_the_encoder(pre):
     # The planted contrast: the same stage with every parameter trainable moves the encoder (so the test above
     # can fail), and so does a gradient mask alone — AdamW's decoupled decay −η·wd·p acts on masked entries too.
-    start, res = _stage(None)
+    start, res = _stage(pre, None)
     assert np.max(np.abs(np.asarray(res.params["params"]["encoder"]["Conv_0"]["kernel"])
                          - np.asarray(start.params["params"]["encoder"]["Conv_0"]["kernel"]))) > 1e-4
     cfg = TrainConfig(lr=1e-2, weight_decay=0.1, batch_size=32, max_steps=10, eval_every=5, patience=None)
@@ -103,15 +99,14 @@ def test_without_freezing_weight_decay_and_batch_statistics_move_the_encoder():
     np.testing.assert_allclose(k1, k0 * (1 - lr_wd) ** 10, rtol=1e-5)    # only the decay acted: (1 − η·wd)^10
 
 
-def test_when_every_statistic_is_frozen_the_model_trains_in_eval_mode():
+def test_when_every_statistic_is_frozen_the_model_trains_in_eval_mode(pre):
     # Only the head's dense layer trains: both BN layers are frozen, so the step runs in eval mode (running
     # statistics normalise), and the dense layer's gradient is that of the eval-mode model.
-    start, res = _stage("^head/Dense_0/")
+    start, res = _stage(pre, "^head/Dense_0/")
     for k, v in _flat(res.model_state).items():
         np.testing.assert_array_equal(v, _flat(start.model_state)[k], err_msg=k)
     x = jnp.asarray(DATA.train_images[:8], jnp.float32) / 255.0
     y = jnp.asarray(DATA.train_labels[:8])
-    from crobust.training import objective
     one = jax.tree.map(lambda a: a[0], {**start.params, **start.model_state})
     logits_fn = objective.train_apply(NET.apply, True, update.stats_labels(
         {"batch_stats": one["batch_stats"]}, {"params": one["params"]}, "^head/Dense_0/"))
@@ -121,16 +116,16 @@ def test_when_every_statistic_is_frozen_the_model_trains_in_eval_mode():
     assert ms is given
 
 
-def test_stage_start_keeps_the_mapped_leaves_and_the_fresh_head():
+def test_stage_start_keeps_the_mapped_leaves_and_the_fresh_head(pre):
     cfg = TrainConfig(lr=1e-2, batch_size=32, max_steps=10, eval_every=5, patience=None, trainable="^head/")
     fresh = init_population(NET, DATA, cfg, MEMBERS)
-    start = stages.start_from(fresh, cfg, PRE.best_params, PRE.best_model_state, keep="^encoder/")
-    got, pre, new = _flat({**start.params, **start.model_state}), _flat(
-        {**PRE.best_params, **PRE.best_model_state}), _flat({**fresh.params, **fresh.model_state})
+    start = stages.start_from(fresh, cfg, pre.best_params, pre.best_model_state, keep="^encoder/")
+    got, old, new = _flat({**start.params, **start.model_state}), _flat(
+        {**pre.best_params, **pre.best_model_state}), _flat({**fresh.params, **fresh.model_state})
     for k in got:
-        np.testing.assert_array_equal(got[k], (pre if "/encoder/" in f"/{k}" else new)[k], err_msg=k)
+        np.testing.assert_array_equal(got[k], (old if "/encoder/" in f"/{k}" else new)[k], err_msg=k)
     with pytest.raises(CrobustError, match="keeps nothing"):
-        stages.start_from(fresh, cfg, PRE.best_params, PRE.best_model_state, keep="^nothing/")
+        stages.start_from(fresh, cfg, pre.best_params, pre.best_model_state, keep="^nothing/")
 
 
 def test_a_trainable_pattern_that_matches_nothing_is_one_clear_error():

@@ -17,7 +17,6 @@ from crobust.data import to_float
 from crobust.shuffle import index_shuffle
 from crobust.training import augmentation, objective, update
 from crobust.training.config import TrainConfig
-from crobust.training.objective import cross_entropy
 from crobust.training.population import PopulationState, select, stream_key
 
 def block_batch_indices(key, step0, train_idx, batch_size: int, block: int):
@@ -140,7 +139,7 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
     apply_fn = model.apply
     block = config.eval_every
     at = config.adversarial
-    objective.make_inputs(config, apply_fn, adversary)     # refuses a custom adversary with TRADES, before tracing
+    objective.check_adversary(config, adversary)
     step_update = update.make_update(config)
 
     def member_block(state_m: PopulationState, hp_m, images, labels):
@@ -208,7 +207,7 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
         # Validation (eval mode) and early stopping (REFERENCE_CODE.md §4).
         if val_idx.shape[0] > 0:
             val_loss, val_acc = chunked_loss_acc(eval_fn, variables(params, ms), images, labels, val_idx,
-                                                  config.eval_batch_size)
+                                                 config.eval_batch_size)
         else:
             val_loss, val_acc = jnp.float32(jnp.nan), jnp.float32(jnp.nan)
         evaluated = n_active > 0

@@ -20,7 +20,7 @@ from crobust import optim, parallel
 from crobust._errors import CrobustError
 from crobust.training.block import chunked_loss_acc, make_block_fn
 from crobust.training.config import TrainConfig
-from crobust.training.population import FitResult, PopulationState, member_hparams, init_population
+from crobust.training.population import FitResult, PopulationState, init_population, member_hparams
 
 class Progress:
     """One line per host sync (at most every ``every_s`` seconds): step, members alive, losses, ETA."""

@@ -35,6 +35,12 @@ def cross_entropy(logits, labels):
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
+def check_adversary(config: TrainConfig, adversary: Callable | None) -> None:
+    """A given adversary replaces PGD in the mix; TRADES has no mix, so the two together are an error."""
+    if adversary is not None and config.adversarial is not None and config.adversarial.method == "trades":
+        raise CrobustError("a custom adversary replaces PGD examples; it cannot be combined with method='trades'")
+
+
 def make_inputs(config: TrainConfig, eval_fn: Callable, adversary: Callable | None = None):
     """``inputs(variables, x, y, key, hp) -> (x_train, x_pair)``: the batch a step trains on (module docstring).
 
@@ -42,10 +48,9 @@ def make_inputs(config: TrainConfig, eval_fn: Callable, adversary: Callable | No
     caller stops their gradient); ``key`` the step's attack key; ``hp`` the member's hyper-parameters (``at_eps``,
     ``at_step_size``, ``at_ratio``). ``adversary(apply_fn, variables, x, y, key) -> x_adv`` replaces PGD in the mix.
     """
+    check_adversary(config, adversary)
     at = config.adversarial
     trades = at is not None and at.method == "trades"
-    if trades and adversary is not None:
-        raise CrobustError("a custom adversary replaces PGD examples; it cannot be combined with method='trades'")
     if at is None:
         return lambda variables, x, y, key, hp: (x, None)
 
