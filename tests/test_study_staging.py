@@ -174,3 +174,10 @@ def test_a_source_of_another_study_is_restored_from_that_studys_folder(runs, mon
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(CrobustError, match="must name its study"):
         staging.in_dependency_order([dataclasses.replace(pretrain, name="x", start=Start(pretrain))])
+
+
+def test_open_run_refuses_a_folder_that_is_no_run_or_whose_study_cannot_be_found(runs, tmp_path):
+    with pytest.raises(CrobustError, match="not a study run folder"):
+        open_run(tmp_path)
+    with pytest.raises(CrobustError, match="cannot find the study 'staged_test'"):
+        open_run(runs[0])
