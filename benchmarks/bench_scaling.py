@@ -264,7 +264,7 @@ def _big_mlp(members: int, steps_per_block: int, timed_blocks: int, components: 
     mem = training.grid(seeds=range(members))
     layout = parallel.MemberLayout(members)
     state = layout.put(training.init_population(model, data, cfg, mem))
-    hp = layout.put(training._member_hparams(mem, cfg))
+    hp = layout.put(training.member_hparams(mem, cfg))
     images = layout.put_replicated(jnp.asarray(data.train_images))
     labels = layout.put_replicated(jnp.asarray(data.train_labels, jnp.int32))
     block = jax.jit(training.make_block_fn(model, cfg), in_shardings=(layout.sharding, layout.sharding,

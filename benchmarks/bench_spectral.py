@@ -52,7 +52,7 @@ def _step_time(regularizer: str, members: int, steps: int, blocks: int, method: 
                                regularizer=regularizer, nuclear_method=method)
     mem = training.grid(alpha=[1e-3], seeds=range(members))
     state = training.init_population(model, data, cfg, mem)
-    hp = training._member_hparams(mem, cfg)
+    hp = training.member_hparams(mem, cfg)
     images, labels = jnp.asarray(data.train_images), jnp.asarray(data.train_labels, jnp.int32)
     block = jax.jit(training.make_block_fn(model, cfg))
     state, m = block(state, hp, images, labels)

@@ -205,7 +205,7 @@ class _CrobustRunner:
         self.n_members, self.eval_every, self.blocks_per_round = members, eval_every, blocks_per_round
         self.rounds = []
         state = training.init_population(self.model, self.data, self.config, self.members)
-        self.hparams = training._member_hparams(self.members, self.config)
+        self.hparams = training.member_hparams(self.members, self.config)
         self.images = jnp.asarray(self.data.train_images)
         self.labels = jnp.asarray(self.data.train_labels, jnp.int32)
         t = time.perf_counter()
@@ -235,9 +235,9 @@ class _CrobustRunner:
     def parts(self, repeats: int = 5):
         """Median seconds of the block's validation pass and of its batch-index computation, alone."""
         cfg, apply_fn, st = self.config, self.model.apply, self.state_after_first_block
-        val = jax.jit(jax.vmap(lambda p, idx: training._chunked_loss_acc(apply_fn, p, self.images, self.labels, idx,
+        val = jax.jit(jax.vmap(lambda p, idx: training.chunked_loss_acc(apply_fn, p, self.images, self.labels, idx,
                                                                          cfg.eval_batch_size)))
-        idx = jax.jit(jax.vmap(lambda k, s, ti: training._block_batch_indices(
+        idx = jax.jit(jax.vmap(lambda k, s, ti: training.block_batch_indices(
             jax.random.fold_in(k, 1), s, ti, cfg.batch_size, cfg.eval_every)))
         return (_median_call(val, (st.params, st.val_idx), repeats),
                 _median_call(idx, (st.key, st.step, st.train_idx), repeats))
@@ -528,7 +528,7 @@ def _time_blocks(model, data, config, members, n_blocks: int, group="auto"):
     """Compile the block, run it once, then time ``n_blocks`` further blocks (median wall and CPU seconds)."""
     block = jax.jit(training.make_block_fn(model, config, members_per_group=group))
     state = training.init_population(model, data, config, members)
-    hp = training._member_hparams(members, config)
+    hp = training.member_hparams(members, config)
     images, labels = jnp.asarray(data.train_images), jnp.asarray(data.train_labels, jnp.int32)
     t = time.perf_counter()
     state, metrics = block(state, hp, images, labels)
@@ -764,13 +764,13 @@ def optimizer_comparison_on(setting: str, quick: bool = False) -> dict:
                                eval_every=steps, patience=None)
     mem = training.grid(seeds=range(members))
     state = training.init_population(model, data, cfg, mem)
-    hp = training._member_hparams(mem, cfg)
+    hp = training.member_hparams(mem, cfg)
     images, labels = jnp.asarray(data.train_images), jnp.asarray(data.train_labels, jnp.int32)
     group = training.auto_members_per_group(state.params)
 
     def make(kind):
         def member(params, opt_state, key, train_idx):
-            batches = training._block_batch_indices(jax.random.fold_in(key, 1), 0, train_idx, cfg.batch_size, steps)
+            batches = training.block_batch_indices(jax.random.fold_in(key, 1), 0, train_idx, cfg.batch_size, steps)
 
             def one(carry, ids):
                 p, s = carry

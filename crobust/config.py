@@ -218,5 +218,32 @@ def to_dict(config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))
 
 
-__all__ = ["parse_number", "is_block", "keys", "derive", "override", "validate", "resolve", "to_dict",
+def from_dict(template, values: Mapping):
+    """The config of :func:`to_dict` ``values`` (e.g. a run's ``config.json``), built on ``template``'s classes:
+    nested blocks are rebuilt as their fields' dataclasses (an optional block from ``None`` too), lists become
+    tuples; refused unless ``to_dict`` of the result gives ``values`` back."""
+    def build(tmpl, vals):
+        hints = _hints(type(tmpl))
+        out = {}
+        for f in dataclasses.fields(tmpl):
+            if f.name not in vals:
+                continue
+            v, cur, tp = vals[f.name], getattr(tmpl, f.name), _non_none(hints[f.name])
+            if isinstance(v, Mapping) and (is_block(cur) or dataclasses.is_dataclass(tp)):
+                out[f.name] = build(cur if is_block(cur) else tp(), v)
+            else:
+                out[f.name] = _tuples(v)
+        return dataclasses.replace(tmpl, **out)
+
+    config = build(template, values)
+    if to_dict(config) != json.loads(json.dumps(dict(values))):
+        raise CrobustError(f"cannot rebuild a {type(template).__name__} from these values (fields differ)")
+    return config
+
+
+def _tuples(v):
+    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
+
+
+__all__ = ["parse_number", "is_block", "keys", "derive", "override", "validate", "resolve", "to_dict", "from_dict",
            "format_eps"]

@@ -63,7 +63,8 @@ from crobust._errors import CrobustError
 from crobust.models.matrices import LayerSpec, get_leaf, layer_specs, spec_matrix
 
 __all__ = ["prunable_specs", "row_norms", "ratio_masks", "global_ratio_masks", "epsilon_masks", "epsilon_for_ratio",
-           "apply_masks", "prune", "mask_summary", "MaskedModel", "fine_tune", "parameter_mask", "fit_masked"]
+           "apply_masks", "prune", "mask_summary", "MaskedModel", "fine_tune", "parameter_mask", "fit_masked",
+           "masked_start"]
 
 
 def _params(variables):
@@ -351,7 +352,6 @@ def fit_masked(model, data, config, members, variables: Mapping, masks: Mapping,
     ``members`` to every arm; nothing here depends on the criterion that made the masks.
     """
     from crobust import training
-    from crobust.training.population import _reference_norms
 
     state = training.init_population(model, data, config, members)
     m = len(members)
@@ -373,6 +373,20 @@ def fit_masked(model, data, config, members, variables: Mapping, masks: Mapping,
     extra = {k: v for k, v in variables.items() if k != "params"} if "params" in variables else {}
     if model_state is not None and extra:
         model_state = stacked(extra, model_state)
+    state = state.replace(params=params, best_params=params, model_state=model_state, best_model_state=model_state)
+    return training.fit(model, data, config, members, state=masked_start(state, config, masks), **fit_kwargs)
+
+
+def masked_start(state, config, masks: Mapping):
+    """A population state (:class:`crobust.training.PopulationState`, e.g. a fresh or staged start) pruned by
+    ``masks`` for masked fine-tuning: parameters ``apply_masks(params, masks)`` (best parameters alike), the
+    trainer's ``param_mask`` = :func:`parameter_mask` and the Frobenius reference norms of the pruned start.
+    ``masks``: one model's ``(out,)`` masks (every member pruned alike) or per member ``(M, out)``. This is the
+    start :func:`fit_masked` trains from; a study's pruning stage (:class:`crobust.study.staging.Start` ``masks``)
+    starts from it too."""
+    from crobust.training.population import reference_norms
+
+    m = state.num_members
     per_member = {}
     for name, mask in masks.items():
         mask = np.asarray(mask, bool)
@@ -381,8 +395,6 @@ def fit_masked(model, data, config, members, variables: Mapping, masks: Mapping,
         if mask.ndim != 2 or mask.shape[0] != m:
             raise CrobustError(f"mask for {name!r} must be (out,) or ({m}, out), got {np.shape(masks[name])}")
         per_member[name] = mask
-    params = apply_masks(params, per_member)
-    state = state.replace(params=params, best_params=params, ref_norms=_reference_norms(params, config),
-                          model_state=model_state, best_model_state=model_state,
-                          param_mask=parameter_mask(params, per_member))
-    return training.fit(model, data, config, members, state=state, **fit_kwargs)
+    params = apply_masks(state.params, per_member)
+    return state.replace(params=params, best_params=params, ref_norms=reference_norms(params, config),
+                         param_mask=parameter_mask(params, per_member))

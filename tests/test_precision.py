@@ -105,7 +105,7 @@ def test_training_step_follows_the_config_precision():
         cfg = training.TrainConfig(batch_size=16, max_steps=2, eval_every=1, patience=None, val_ratio=0.1,
                                    regularizer="nuclear", matmul_precision=name)
         state = training.init_population(model, data, cfg, members)
-        args = (state, training._member_hparams(members, cfg), jnp.asarray(data.train_images),
+        args = (state, training.member_hparams(members, cfg), jnp.asarray(data.train_images),
                 jnp.asarray(data.train_labels))
         with jax.default_matmul_precision("bfloat16"):
             lowered[name] = set(P.dot_precisions(training.make_block_fn(model, cfg), *args))

@@ -281,7 +281,7 @@ def test_auto_members_per_group_on_an_accelerator_follows_free_memory(monkeypatc
     with pytest.raises(CrobustError, match="one member's training step needs"):
         training.auto_members_per_group(params, **kw)
     with pytest.raises(CrobustError, match="one member's training step needs"):
-        jax.jit(make_block_fn(MODEL, CFG)).lower(pop.init, training._member_hparams(MEMBERS, CFG),
+        jax.jit(make_block_fn(MODEL, CFG)).lower(pop.init, training.member_hparams(MEMBERS, CFG),
                                                  jnp.asarray(DATA.train_images), jnp.asarray(DATA.train_labels))
 
 
@@ -440,7 +440,7 @@ def test_validation_split_and_data_order_per_member(pop):
     assert not np.array_equal(batches[0], batches[1])
     # the trainer's own batch schedule is the documented one, and an epoch visits each training point once
     spe = train.shape[1] // CFG.batch_size
-    got = np.asarray(jax.jit(training._block_batch_indices, static_argnums=(3, 4))(
+    got = np.asarray(jax.jit(training.block_batch_indices, static_argnums=(3, 4))(
         jax.random.fold_in(st.key[1], 1), 0, st.train_idx[1],
                                                    CFG.batch_size, spe + 2))
     for t in (0, 1, spe - 1, spe, spe + 1):
@@ -519,7 +519,7 @@ def sgd_runs():
     diverging = [SANE_A, {"lr": 1e15, "weight_decay": 0.0, "seed": 1}, SANE_B]
     sane = [SANE_A, {"lr": 0.05, "weight_decay": 0.0, "seed": 1}, SANE_B]
     init_div = init_population(TINY, DATA, SGD_CFG, diverging)
-    hp = training._member_hparams(sane, SGD_CFG)
+    hp = training.member_hparams(sane, SGD_CFG)
     init_sane = init_div.replace(opt_state=jax.vmap(optim.with_hparams)(init_div.opt_state, hp["lr"],
                                                                              hp["weight_decay"]))
     out = {}

@@ -67,7 +67,7 @@ def test_a_milestone_in_the_trainer_equals_continuing_with_the_lower_lr():
     fit(TINY, DATA, SGD, members, progress=False, on_block=lambda s, m: snaps.setdefault(int(s.step[0]), s))
     at20 = snaps[20]
     halved = [dict(m, lr=m.get("lr", SGD.lr) * 0.5) for m in members]
-    hp = training._member_hparams(halved, SGD)
+    hp = training.member_hparams(halved, SGD)
     at20 = at20.replace(opt_state=optim.with_hparams(at20.opt_state, hp["lr"], hp["weight_decay"]))
     continued = fit(TINY, DATA, SGD, halved, state=at20, progress=False)
     np.testing.assert_array_equal(continued.state.step, [25, 25])
@@ -141,7 +141,7 @@ def test_grid_accepts_every_member_axis_and_keeps_the_old_form():
     assert grid(alpha=[0.0, 0.5], seeds=range(2)) == [{"alpha": a, "seed": s} for a in (0.0, 0.5) for s in (0, 1)]
     members = grid(lr=[0.1, 0.05], at_eps=[0.0, 8 / 255], seeds=[3])
     assert members[1] == {"lr": 0.1, "at_eps": 8 / 255, "seed": 3} and len(members) == 4
-    hp = training._member_hparams(members, dataclasses.replace(SGD, adversarial=AT))
+    hp = training.member_hparams(members, dataclasses.replace(SGD, adversarial=AT))
     assert set(hp) == set(training.HPARAMS)
     np.testing.assert_allclose(hp["at_eps"], [0, 8 / 255, 0, 8 / 255], rtol=1e-7)
     np.testing.assert_allclose(hp["at_step_size"], [AT.step_size] * 4, rtol=1e-7)   # config's default

@@ -19,7 +19,7 @@ from crobust import attacks, training
 from crobust.data import load_dataset, to_float
 from crobust.training import AdversarialTraining, TrainConfig, fit, grid, init_population
 from crobust.training import adversarial
-from crobust.training.block import _block_batch_indices
+from crobust.training.block import block_batch_indices
 from crobust.training.population import stream_key
 
 DATA = load_dataset("digits")
@@ -152,7 +152,7 @@ def test_the_attack_runs_in_eval_mode_and_leaves_the_running_statistics_alone():
     res = fit(CNN, DATA, AT_CFG, AT_MEMBERS, state=init, progress=False)
     np.testing.assert_array_equal(res.state.step, [AT_CFG.max_steps] * 2)
     s = jax.tree.map(lambda a: a[1], init)                                  # the member with at_eps = 0.1
-    ids = _block_batch_indices(stream_key(s.key, "data"), s.step, s.train_idx, AT_CFG.batch_size, 1)[0]
+    ids = block_batch_indices(stream_key(s.key, "data"), s.step, s.train_idx, AT_CFG.batch_size, 1)[0]
     x, y = to_float(jnp.asarray(DATA.train_images)[ids]), jnp.asarray(DATA.train_labels, jnp.int32)[ids]
     variables = {**s.params, **s.model_state}
 

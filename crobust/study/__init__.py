@@ -15,6 +15,8 @@ figures, verdicts with a multiple-claims correction, ``report.md``).
   check of a preset's claims before any training (``--power``);
 - :mod:`~crobust.study.figures` — declared figures;
 - :mod:`~crobust.study.runner` — the runner and ``report.md``; :mod:`~crobust.study.cli` — the command line;
+- :mod:`~crobust.study.staging` — staged populations (start from another population's trained members);
+- :mod:`~crobust.study.finished` — :func:`open_run`: a finished run's config, member table and trained members;
 - :mod:`~crobust.study.catalog` — the paper's claims C1–C11 and which study tests each;
 - :mod:`~crobust.study.recipes` — the training recipes (MNIST and CIFAR-10 MLPs, ResNet-18, ViT fine-tuning) and the
   smoke preset's deltas that every study derives its presets from.
@@ -25,7 +27,9 @@ from crobust.study.blocks import DataConfig, EvalConfig, GridConfig, MeasureConf
 from crobust.study.claims import Compare, Correlation, Flat, Holds, Matched, Trend, Verdict, judge
 from crobust.study.figures import Curves, Panel, Panels
 from crobust.study.measures import MEASURES, headline_ra
+from crobust.study.finished import FinishedRun, open_run
 from crobust.study.runner import Population, Study, run
+from crobust.study.staging import Start
 from crobust.study.table import Column, MemberTable, col
 
 __all__ = [
@@ -33,5 +37,5 @@ __all__ = [
     "DataConfig", "EvalConfig", "GridConfig", "MeasureConfig", "ModelConfig", "StudyConfig",
     "Compare", "Correlation", "Flat", "Holds", "Matched", "Trend", "Verdict", "judge",
     "Curves", "Panel", "Panels", "MEASURES", "headline_ra", "Population", "Study", "run", "Column", "MemberTable",
-    "col",
+    "col", "FinishedRun", "open_run", "Start",
 ]

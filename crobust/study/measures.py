@@ -53,6 +53,7 @@ class TrainedPopulation:
     fit: Any
     params: Any
     model_state: Any = None
+    stage: str = ""           # how a staged population started (source, map, trainable part, data), for the report
 
     @property
     def size(self) -> int:

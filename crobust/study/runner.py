@@ -8,7 +8,8 @@ A study module declares one :class:`Study`::
 
 and :meth:`Study.run` owns the run directory's life (:class:`crobust.records.RunDir`): it checks that the run
 directory is usable and that the figures can be drawn before any work, loads the data, trains each population once
-(checkpointed under ``<workdir>/checkpoints/<population>``, so a rerun resumes), applies the measures population
+(checkpointed under ``<workdir>/checkpoints/<population>``, so a rerun resumes; sources before the stages that start
+from them, :mod:`crobust.study.staging`), applies the measures population
 by population into one :class:`~crobust.study.table.MemberTable`, writes the records (``metrics.jsonl``,
 ``members.csv``), draws the figures, judges the claims (:func:`crobust.study.claims.judge`) and writes
 ``report.md``: the setup actually run (with the code and platform it ran on, :mod:`crobust.provenance`), the
@@ -43,6 +44,7 @@ from crobust._format import format_eps
 from crobust.config import to_dict, validate
 from crobust.records import RunDir, WorkdirLock
 from crobust.study import claims as claims_lib
+from crobust.study import staging
 from crobust.study.measures import Context, TrainedPopulation
 from crobust.study.signals import RunSignals
 from crobust.study.table import MemberTable
@@ -56,7 +58,13 @@ class Population:
     layer and its Frobenius target); a checkpoint, when one exists, takes precedence as usual. ``adversary``
     replaces the trainer's default PGD adversary (``training.fit(adversary=…)``, e.g. a universal one).
     ``member_coords`` (one mapping per member, or empty) adds coordinates that differ between members but are no
-    trainer hyper-parameter, e.g. the scale a ``prepare`` hook gave each member."""
+    trainer hyper-parameter, e.g. the scale a ``prepare`` hook gave each member.
+
+    ``start`` (a :class:`crobust.study.staging.Start`) makes the population a stage: it starts from another
+    population's trained members (of this study or of another study in the same output folder) through a
+    parameter map, optionally pruned, and trains the parameters ``train.trainable`` names; ``data`` (a function of
+    the study's dataset, or a block with ``load()``) is the dataset it trains and is measured on when it is not
+    the study's. The runner trains populations in dependency order (:mod:`crobust.study.staging`)."""
 
     name: str
     model: Any
@@ -66,6 +74,8 @@ class Population:
     prepare: Optional[Callable] = None    # state -> state, applied to the initial population state (e.g. rescaling)
     adversary: Optional[Callable] = None  # the trainer's adversary when ``train.adversarial`` is set (default PGD)
     member_coords: tuple = ()             # one mapping per member, added to its coordinates (e.g. its scale)
+    start: Optional[Any] = None           # staging.Start: the trained members it starts from (None: from scratch)
+    data: Optional[Any] = None            # its own dataset: data -> data, or a block with load() (None: the study's)
 
     def member_rows(self) -> list[dict]:
         """Every member's coordinates as the member table holds them: population, index, constant coordinates,
@@ -168,7 +178,7 @@ def run(study: Study, cfg, workdir, *, preset: str = "custom", progress: bool = 
     with RunSignals() as signals:
         log = (lambda *a: print(f"[{study.name}]", *a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
         data = cfg.data.load()
-        populations = study.populations(cfg, data)
+        populations = staging.in_dependency_order(study.populations(cfg, data))
         check_populations(populations, data)
         path = check_workdir(workdir)
         out = RunDir(path, study=study.name, preset=preset)
@@ -236,18 +246,34 @@ def _run(study: Study, cfg, data, populations, out: RunDir, log, progress, signa
     ctx = Context.build(cfg.eval, cfg.measure, data)
     table = MemberTable()
     trained, failed = [], []
+    fits = {}
+
+    def train(pop, pdata, source_fit, directory):
+        state = staging.initial_state(pop, pdata, source_fit)
+        return training.fit(pop.model, pdata, pop.train, list(pop.members), state=state, progress=progress,
+                            adversary=pop.adversary, checkpoint_dir=directory,
+                            checkpoint_every=getattr(cfg, "checkpoint_every", None))
+
     for pop in populations:
-        log(f"population {pop.name}: training {len(pop.members)} members in one program")
-        state = None
-        if pop.prepare is not None:
-            state = pop.prepare(training.init_population(pop.model, data, pop.train, list(pop.members)))
-        fit = training.fit(pop.model, data, pop.train, list(pop.members), state=state, progress=progress,
-                           adversary=pop.adversary,
-                           checkpoint_dir=out.path / "checkpoints" / pop.name,
-                           checkpoint_every=getattr(cfg, "checkpoint_every", None))
+        source_fit = None
+        if pop.start is not None and pop.start.source_name not in fits:        # a population of another study
+            src = pop.start.source
+            log(f"population {pop.name}: source {pop.start.source_name} (trained there, or restored)")
+            fits[pop.start.source_name] = train(src, staging.population_data(src, data), None,
+                                                staging.checkpoint_dir(out.path, src, pop.start))
+        if pop.start is not None:
+            source_fit = fits[pop.start.source_name]
+        pdata = staging.population_data(pop, data)
+        log(f"population {pop.name}: training {len(pop.members)} members in one program"
+            + (f", starting from {pop.start.source_name}" if pop.start is not None else ""))
+        fit = fits[pop.name] = train(pop, pdata, source_fit, staging.checkpoint_dir(out.path, pop))
         signals.check()
         tp = TrainedPopulation(pop.name, pop.model, list(pop.members), dict(pop.coords), fit, fit.best_params,
-                               fit.best_model_state)
+                               fit.best_model_state, stage=staging.describe_stage(pop, pdata))
+        pctx = ctx
+        if pdata is not data:                   # measured on its own data; one evaluation log for the report
+            pctx = Context.build(cfg.eval, cfg.measure, pdata)
+            pctx.log = ctx.log
         trained.append(tp)
         rows = table.add_members(pop.member_rows())
         diverged = np.asarray(fit.state.diverged, bool)
@@ -258,12 +284,12 @@ def _run(study: Study, cfg, data, populations, out: RunDir, log, progress, signa
             for measure in measures:
                 t0 = time.perf_counter()
                 with precision.full():              # every measured number at full float32 on every backend
-                    for column, values in measure(ctx, tp).items():
+                    for column, values in measure(pctx, tp).items():
                         table.set(rows, column, values)
                 signals.check()
                 log(f"population {pop.name}: {_measure_name(measure)} {time.perf_counter() - t0:.1f} s")
         _record_training(table, rows, fit.state)
-        ctx.cache.clear()
+        pctx.cache.clear()
     table = _without_diverged(table)
     out.log(table.records(study=study.name))
     out.write_csv("members.csv", table.member_rows())
@@ -416,7 +442,7 @@ def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_ro
         lines.append(f"- Population `{tp.name}`: {type(tp.model).__name__} "
                      f"({', '.join(f'{k}={v}' for k, v in tp.coords.items()) or 'no constant coordinates'}), "
                      f"{tp.size} members, trained in {t.wall_time:.1f} s ({t.compiles} compile(s) in this call)"
-                     f"{_divergence_note(tp)}.")
+                     f"{_divergence_note(tp)}" + (f"; {tp.stage}." if tp.stage else "."))
     lines.append(f"- Training: {_train_line(cfg.train)}.")
     lines.append(f"- Code and platform: {provenance.line(origin)}.")
     if study.setup is not None:

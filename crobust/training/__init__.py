@@ -13,9 +13,11 @@ Usage::
     result.history       # per-block arrays (n_blocks, 32): step, train_loss, val_loss, val_acc, alive
 
 Modules: :mod:`~crobust.training.config` (TrainConfig, AdversarialTraining), :mod:`~crobust.training.population`
-(members, keys, the stacked :class:`PopulationState` pytree, initialisation), :mod:`~crobust.training.block` (the
-compiled block of ``eval_every`` steps, validation and early stopping), :mod:`~crobust.training.loop` (:func:`fit`,
-the host loop; :func:`evaluate`).
+(members, keys, the stacked :class:`PopulationState` pytree, initialisation), :mod:`~crobust.training.objective`
+(a step's loss: clean, PGD mix, TRADES, a given adversary), :mod:`~crobust.training.update` (a step's update:
+gradient mask → freeze → optimiser → projection), :mod:`~crobust.training.block` (the compiled block of
+``eval_every`` steps, validation and early stopping), :mod:`~crobust.training.loop` (:func:`fit`, the host loop;
+:func:`evaluate`).
 
 Design (docs/design.md §2, "a population, not a seed"):
 
@@ -56,6 +58,10 @@ Design (docs/design.md §2, "a population, not a seed"):
   member axis (``TrainConfig.penalties``, :func:`crobust.regularizers.combined_penalty`); after each optimiser step
   the optional projection (``frobenius``: every hidden layer back to its initial Frobenius norm) is applied.
   The learning rate is multiplied by the schedule's factor of the epoch (``TrainConfig.lr_schedule``).
+- **Freezing and stages.** ``TrainConfig.trainable`` (a regex on parameter paths) trains only the parameters it
+  matches; the others do not move at all — no gradient step, no weight decay, no optimiser state, and their
+  layers' batch-norm statistics kept (:mod:`~crobust.training.update`). :func:`~crobust.training.stages.start_from`
+  starts a population from another's trained members through a parameter map (keep the encoder, fresh head).
 - **Model state** (batch norm). A model whose ``init`` returns collections besides ``params`` keeps them per
   member in ``PopulationState.model_state``; steps run it in train mode (batch statistics, running statistics
   updated), validation, adversarial-example generation and evaluation in eval mode (running statistics, nothing
@@ -66,20 +72,22 @@ Design (docs/design.md §2, "a population, not a seed"):
   :mod:`~crobust.training.adversarial`).
 """
 
+from crobust.training import stages, update
 from crobust.training.augmentation import augment
-from crobust.training.block import (MEMBER_CACHE_BUDGET_BYTES, _block_batch_indices, _chunked_loss_acc,
-                                    auto_members_per_group, cross_entropy, lr_factor, make_block_fn)
+from crobust.training.block import (MEMBER_CACHE_BUDGET_BYTES, auto_members_per_group, block_batch_indices,
+                                    chunked_loss_acc, lr_factor, make_block_fn)
 from crobust.training.config import (AUGMENTATIONS, HPARAM_NAMES, HPARAMS, LR_SCHEDULES, OPTIMIZERS,
                                      AdversarialTraining, HParam, TrainConfig)
 from crobust.training.loop import Progress, evaluate, fit
-from crobust.training.population import (STREAMS, FitResult, PopulationState, _member_hparams, eval_apply,
-                                         for_evaluation, grid, init_population, member_keys,
-                                         population_bytes, split_indices, stream_key)
+from crobust.training.objective import cross_entropy
+from crobust.training.population import (STREAMS, FitResult, PopulationState, eval_apply, for_evaluation, grid,
+                                         init_population, member_hparams, member_keys, population_bytes,
+                                         split_indices, stream_key)
 
 __all__ = [
     "AUGMENTATIONS", "AdversarialTraining", "FitResult", "HPARAMS", "HPARAM_NAMES", "HParam", "LR_SCHEDULES",
     "MEMBER_CACHE_BUDGET_BYTES", "OPTIMIZERS", "PopulationState", "Progress", "STREAMS", "TrainConfig", "augment",
-    "auto_members_per_group", "cross_entropy", "eval_apply", "evaluate", "fit", "for_evaluation", "grid",
-    "init_population", "lr_factor", "make_block_fn", "member_keys", "population_bytes", "split_indices",
-    "stream_key",
+    "auto_members_per_group", "block_batch_indices", "chunked_loss_acc", "cross_entropy", "eval_apply", "evaluate",
+    "fit", "for_evaluation", "grid", "init_population", "lr_factor", "make_block_fn", "member_hparams",
+    "member_keys", "population_bytes", "split_indices", "stages", "stream_key", "update",
 ]

@@ -15,16 +15,11 @@ from crobust import optim, parallel, precision, regularizers
 from crobust._errors import CrobustError, check_choice
 from crobust.data import to_float
 from crobust.shuffle import index_shuffle
-from crobust.training import adversarial, augmentation
+from crobust.training import augmentation, objective, update
 from crobust.training.config import TrainConfig
-from crobust.training.population import PopulationState, _where, stream_key
+from crobust.training.population import PopulationState, select, stream_key
 
-def cross_entropy(logits, labels):
-    """Mean softmax cross-entropy, −(1/N) Σ_n log softmax(logits_n)[y_n]."""
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
-
-
-def _block_batch_indices(key, step0, train_idx, batch_size: int, block: int):
+def block_batch_indices(key, step0, train_idx, batch_size: int, block: int):
     """Dataset indices (block, B) of the batches for steps step0 … step0+block−1 of one member.
 
     Batch s is ``train_idx[π_e(p·B + j)]``, j < B, with e, p = divmod(step0+s, S), S = n_train // B and π_e the
@@ -40,7 +35,7 @@ def _block_batch_indices(key, step0, train_idx, batch_size: int, block: int):
     return train_idx[jax.vmap(lambda k, p: index_shuffle(k, p, n_train))(keys, positions)]
 
 
-def _chunked_loss_acc(apply_fn, params, images, labels, idx, chunk: int):
+def chunked_loss_acc(apply_fn, params, images, labels, idx, chunk: int):
     """Mean cross-entropy and accuracy of ``params`` on images[idx], evaluated in chunks of ``chunk`` points."""
     n = idx.shape[0]
     chunk = min(chunk, n)
@@ -117,10 +112,13 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
     (method ``'pgd'``) when given; ``apply_fn(variables, x)`` is the member's model in eval mode.
 
     A step of one member (key k, step s; streams of :data:`~crobust.training.population.STREAMS`): the batch of
-    step s (``_block_batch_indices``) scaled to [0, 1]; augmented (``config.augment``, key fold_in(augment(k), s));
-    adversarial examples made in eval mode (key fold_in(attack(k), s)); loss = cross-entropy in train mode (batch
-    norm: batch statistics, running statistics updated into ``model_state``) + regulariser; optimiser step with
-    the schedule's factor. Validation runs in eval mode. Models without model state are applied as
+    step s (``block_batch_indices``) scaled to [0, 1]; augmented (``config.augment``, key fold_in(augment(k), s));
+    the inputs it trains on, adversarial examples made in eval mode (key fold_in(attack(k), s)) — clean, PGD mix,
+    TRADES or the given adversary's (:func:`crobust.training.objective.make_inputs`); loss = data loss in train mode
+    (cross-entropy, + β·KL for TRADES, :func:`~crobust.training.objective.make_data_loss`; batch norm: batch
+    statistics, running statistics updated into ``model_state``) + regulariser; the update — gradient mask →
+    freeze → optimiser with the schedule's factor → projection (:func:`crobust.training.update.make_update`).
+    Validation runs in eval mode. Models without model state are applied as
     ``model.apply(params, x)``; with it as ``model.apply(variables, x, train=..., mutable=[collections])``.
 
     ``members_per_group`` is how the members are laid out in the program, never what they compute: ``None``
@@ -141,9 +139,8 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
     apply_fn = model.apply
     block = config.eval_every
     at = config.adversarial
-    trades = at is not None and at.method == "trades"
-    if trades and adversary is not None:
-        raise CrobustError("a custom adversary replaces PGD examples; it cannot be combined with method='trades'")
+    objective.check_adversary(config, adversary)
+    step_update = update.make_update(config)
 
     def member_block(state_m: PopulationState, hp_m, images, labels):
         # state_m: one member's slice of the population state (the same pytree without the member axis)
@@ -157,14 +154,12 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
         factor = lr_factor(config, train_idx.shape[0] // config.batch_size)
         eval_fn = apply_fn if not stateful else (lambda variables, x: apply_fn(variables, x, train=False))
         variables = (lambda p, ms: p) if not stateful else (lambda p, ms: {**p, **ms})
-
-        def train_logits(p, ms, x):           # -> (logits, updated model state); train mode
-            if not stateful:
-                return apply_fn(p, x), None
-            return apply_fn({**p, **ms}, x, train=True, mutable=list(ms))
+        inputs = objective.make_inputs(config, eval_fn, adversary)
+        data_loss = objective.make_data_loss(config, objective.train_apply(
+            apply_fn, stateful, update.stats_labels(ms0, params0, config.trainable)))
 
         def train(params, opt_state, ms):
-            batches = _block_batch_indices(stream_key(key, "data"), step0, train_idx, config.batch_size, block)
+            batches = block_batch_indices(stream_key(key, "data"), step0, train_idx, config.batch_size, block)
 
             def one_step(carry, ids):
                 params, opt_state, ms, step, bad, loss_sum, n_active = carry
@@ -172,39 +167,23 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
                 if config.augment != "none":
                     x = augmentation.augment(jax.random.fold_in(stream_key(key, "augment"), step), x,
                                              config.augment)
+                x_pair = None
                 if at is not None:
-                    frozen_vars = jax.lax.stop_gradient(variables(params, ms))
-                    logits_fn = lambda z: eval_fn(frozen_vars, z)
-                    k_att = jax.random.fold_in(stream_key(key, "attack"), step)
-                    if trades:
-                        x_adv = adversarial.trades_examples(logits_fn, x, k_att, at, hp_m["at_eps"],
-                                                            hp_m["at_step_size"])
-                    else:
-                        attack = ((lambda xs, ys, k: adversary(eval_fn, frozen_vars, xs, ys, k)) if adversary
-                                  else (lambda xs, ys, k: adversarial.pgd_examples(
-                                      logits_fn, xs, ys, k, at, hp_m["at_eps"], hp_m["at_step_size"])))
-                        x = adversarial.mix_adversarial(attack, x, y, k_att, at, hp_m["at_ratio"])
+                    x, x_pair = inputs(jax.lax.stop_gradient(variables(params, ms)), x, y,
+                                       jax.random.fold_in(stream_key(key, "attack"), step), hp_m)
 
                 def loss_fn(p):
-                    logits, new_ms = train_logits(p, ms, x)
-                    loss = cross_entropy(logits, y)
-                    if trades:
-                        logits_adv, new_ms = train_logits(p, new_ms, x_adv)
-                        loss = loss + hp_m["trades_beta"] * adversarial.kl_divergence(logits, logits_adv)
+                    loss, new_ms = data_loss(p, ms, x, x_pair, y, hp_m)
                     return loss + penalty(p, hp_m), new_ms
 
                 (loss, new_ms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-                if state_m.param_mask is not None:              # frozen (pruned) entries: PopulationState docstring
-                    grads = jax.tree.map(jnp.multiply, grads, state_m.param_mask)
                 finite = jnp.isfinite(loss)
                 ok = (~bad) & (step < config.max_steps) & finite
-                new_params, opt_state = optim.step(config.optimizer, params, grads, opt_state, ok,
-                                                   momentum=hp_m["momentum"],
-                                                   lr_scale=None if factor is None else factor(step))
-                if config.projection == "frobenius":
-                    new_params = _where(ok, regularizers.frobenius_projection(new_params, ref_norms), params)
+                new_params, opt_state = step_update(params, grads, opt_state, ok, mask=state_m.param_mask,
+                                                    ref_norms=ref_norms, momentum=hp_m["momentum"],
+                                                    lr_scale=None if factor is None else factor(step))
                 if stateful:
-                    ms = _where(ok, new_ms, ms)
+                    ms = select(ok, new_ms, ms)
                 bad = bad | ((step < config.max_steps) & ~finite)
                 return (new_params, opt_state, ms, step + ok.astype(jnp.int32), bad,
                         loss_sum + jnp.where(ok, loss, 0.0), n_active + ok.astype(jnp.int32)), None
@@ -214,7 +193,7 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
             # One finiteness check per block: a member whose loss, parameters or model state stopped being finite
             # goes back to where it started the block, and is frozen from then on (below).
             bad = bad | ~jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((params, ms))]))
-            params, opt_state, ms = _where(bad, params0, params), _where(bad, opt0, opt_state), _where(bad, ms0, ms)
+            params, opt_state, ms = select(bad, params0, params), select(bad, opt0, opt_state), select(bad, ms0, ms)
             return (params, opt_state, ms, jnp.where(bad, step0, step), bad, jnp.where(bad, 0.0, loss_sum),
                     jnp.where(bad, 0, n_active))
 
@@ -227,8 +206,8 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
 
         # Validation (eval mode) and early stopping (docs/reference-code.md §4).
         if val_idx.shape[0] > 0:
-            val_loss, val_acc = _chunked_loss_acc(eval_fn, variables(params, ms), images, labels, val_idx,
-                                                  config.eval_batch_size)
+            val_loss, val_acc = chunked_loss_acc(eval_fn, variables(params, ms), images, labels, val_idx,
+                                                 config.eval_batch_size)
         else:
             val_loss, val_acc = jnp.float32(jnp.nan), jnp.float32(jnp.nan)
         evaluated = n_active > 0
@@ -236,9 +215,9 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
         improved = eligible & (val_loss < best_val)
         best_val = jnp.where(improved, val_loss, best_val)
         best_step = jnp.where(improved, new_step, best_step)
-        best_params = _where(improved, params, best_params)
+        best_params = select(improved, params, best_params)
         if stateful:
-            best_ms = _where(improved, ms, best_ms)
+            best_ms = select(improved, ms, best_ms)
         stop = new_step >= config.max_steps
         if config.patience is not None:
             stop = stop | ((best_step >= 0) & (new_step - best_step >= config.patience))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Callable
 
 from crobust import optim, precision, regularizers
@@ -92,6 +93,12 @@ class TrainConfig:
     penalty of :data:`crobust.regularizers.PENALTIES`) whose strength is the member axis of that same name, e.g.
     ``regularizer='group_lasso', penalties=('beta_control',)`` with members ``{'alpha': 0.1, 'beta_control':
     0.01}`` trains on CE + 0.1·R_row + 0.01·R_β. Without ``penalties`` the loss is CE + α·R as before.
+
+    ``trainable``: a regular expression searched in each parameter's path (``'head/'``, ``'^(?!encoder/)'``;
+    paths as :func:`crobust.training.update.leaf_paths`), or None (every parameter trains). The parameters it does
+    not match are frozen: they do not move at all — no gradient step, no weight decay, no optimiser state — and
+    neither do the batch-norm statistics of frozen layers (the model runs in eval mode when every statistic is
+    frozen); :mod:`crobust.training.update`.
     """
 
     optimizer: str = "adamw"
@@ -117,6 +124,7 @@ class TrainConfig:
     lr_gamma: float = 0.1
     cosine_epochs: int | None = None
     cosine_min_ratio: float = 0.0
+    trainable: str | None = None
 
     def validate(self, n_train_total: int | None = None) -> None:
         """Check every field; with ``n_train_total`` (the training set's size) also the split and batch size."""
@@ -157,6 +165,11 @@ class TrainConfig:
             raise CrobustError(f"cosine_min_ratio must be in [0, 1], got {self.cosine_min_ratio}")
         if self.adversarial is not None:
             self.adversarial.validate()
+        if self.trainable is not None:
+            try:
+                re.compile(self.trainable)
+            except re.error as e:
+                raise CrobustError(f"trainable must be a regular expression, got {self.trainable!r}: {e}") from None
         if n_train_total is None:
             return
         n_val = int(math.floor(self.val_ratio * n_train_total))

@@ -18,9 +18,9 @@ import numpy as np
 from crobust import checkpoint as _checkpoint
 from crobust import optim, parallel
 from crobust._errors import CrobustError
-from crobust.training.block import _chunked_loss_acc, make_block_fn
+from crobust.training.block import chunked_loss_acc, make_block_fn
 from crobust.training.config import TrainConfig
-from crobust.training.population import FitResult, PopulationState, _member_hparams, init_population
+from crobust.training.population import FitResult, PopulationState, init_population, member_hparams
 
 class Progress:
     """One line per host sync (at most every ``every_s`` seconds): step, members alive, losses, ETA."""
@@ -154,7 +154,7 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
       :class:`FitResult` (after a resume: the full history and the total training wall time).
     """
     members = [dict(m) for m in members]
-    hparams = _member_hparams(members, config)
+    hparams = member_hparams(members, config)
     if checkpoint_dir is None and checkpoint_every is not None:
         raise CrobustError("checkpoint_every needs a checkpoint_dir")
     every = None if checkpoint_dir is None else _checkpoint.every_blocks(
@@ -297,4 +297,4 @@ def evaluate(apply_fn, params, images, labels, *, batch_size: int = 2048):
 def _evaluate_members(params, images, labels, *, apply_fn, batch_size):
     """:func:`evaluate`'s program: one compilation per (apply_fn, shapes, batch size), the data traced."""
     idx = jnp.arange(labels.shape[0], dtype=jnp.int32)
-    return jax.vmap(lambda p: _chunked_loss_acc(apply_fn, p, images, labels, idx, batch_size))(params)
+    return jax.vmap(lambda p: chunked_loss_acc(apply_fn, p, images, labels, idx, batch_size))(params)

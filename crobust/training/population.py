@@ -16,6 +16,7 @@ import numpy as np
 
 from crobust import optim, parallel, regularizers
 from crobust._errors import CrobustError
+from crobust.training import update
 from crobust.training.config import HPARAMS, TrainConfig, check_hparam_name
 
 # The named random streams of a member: stream s of the member with key k is fold_in(k, s) (never its position).
@@ -48,7 +49,7 @@ def grid(seeds: Iterable[int] = (0,), **axes: Sequence[float]) -> list[dict]:
     return members
 
 
-def _member_hparams(members: Sequence[Mapping], config: TrainConfig) -> dict:
+def member_hparams(members: Sequence[Mapping], config: TrainConfig) -> dict:
     """Stack every member axis of :data:`~crobust.training.HPARAMS` into a traced float32 array (M,), filling the
     values a member does not set from ``config``; each value is checked against its axis' range, and setting an
     axis that cannot apply under ``config`` (e.g. ``at_eps`` without adversarial training) is an error."""
@@ -214,8 +215,9 @@ def _bcast(mask, like):
     return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
 
 
-def _where(mask, a, b):
-    """Per-member select on pytrees with a leading member axis ... or a scalar mask inside vmap."""
+def select(mask, a, b):
+    """Per-member select on pytrees with a leading member axis (``mask`` (M,)), or one member's (a scalar mask
+    inside vmap): ``a`` where ``mask``, else ``b``."""
     return jax.tree.map(lambda x, y: jnp.where(_bcast(mask, x), x, y), a, b)
 
 
@@ -230,17 +232,19 @@ def init_population(model, data, config: TrainConfig, members: Sequence[Mapping]
     """Initialise every member (vmap over member keys): parameters, optimiser state, splits, bookkeeping."""
     n_total = int(data.train_labels.shape[0])
     config.validate(n_total)
-    hp = _member_hparams(members, config)
+    hp = member_hparams(members, config)
     keys = member_keys(members)
     image_shape = tuple(int(d) for d in data.train_images.shape[1:])
     try:
-        program = _init_program(model, config.optimizer, n_total, float(config.val_ratio), image_shape)
+        program = _init_program(model, config.optimizer, config.trainable, n_total, float(config.val_ratio),
+                                image_shape)
     except TypeError:                                   # an unhashable model: a fresh program
-        program = _init_program.__wrapped__(model, config.optimizer, n_total, float(config.val_ratio), image_shape)
+        program = _init_program.__wrapped__(model, config.optimizer, config.trainable, n_total,
+                                            float(config.val_ratio), image_shape)
     params, model_state, opt_state, train_idx, val_idx = program(keys, hp["lr"], hp["weight_decay"])
     m = len(members)
     return PopulationState(
-        params=params, opt_state=opt_state, best_params=params, ref_norms=_reference_norms(params, config),
+        params=params, opt_state=opt_state, best_params=params, ref_norms=reference_norms(params, config),
         key=keys, train_idx=train_idx, val_idx=val_idx,
         step=jnp.zeros((m,), jnp.int32), best_val=jnp.full((m,), jnp.inf, jnp.float32),
         best_step=jnp.full((m,), -1, jnp.int32), stopped=jnp.zeros((m,), bool), diverged=jnp.zeros((m,), bool),
@@ -267,15 +271,16 @@ def population_bytes(model, data, config: TrainConfig, members: Sequence[Mapping
 
 
 @functools.lru_cache(maxsize=16)
-def _init_program(model, optimizer: str, n_total: int, val_ratio: float, image_shape: tuple):
-    """The jitted initialisation of a population (one per model / optimiser / data shape, reused across calls)."""
+def _init_program(model, optimizer: str, trainable: str | None, n_total: int, val_ratio: float, image_shape: tuple):
+    """The jitted initialisation of a population (one per model / optimiser / trainable part / data shape, reused
+    across calls); the optimiser state covers the trainable parameters (:func:`crobust.training.update.init_state`)."""
     x0 = jnp.zeros((1,) + image_shape, jnp.float32)
 
     def one(key, lr, wd):
         variables = model.init(stream_key(key, "init"), x0)
         params = {"params": variables["params"]}
         model_state = {k: v for k, v in variables.items() if k != "params"} or None
-        opt_state = optim.init(optimizer, params, lr, wd)
+        opt_state = update.init_state(optimizer, trainable, params, lr, wd)
         train_idx, val_idx = split_indices(stream_key(key, "split"), n_total, val_ratio)
         return params, model_state, opt_state, train_idx, val_idx
 
@@ -284,7 +289,7 @@ def _init_program(model, optimizer: str, n_total: int, val_ratio: float, image_s
     return jax.jit(lambda k, lr, wd: jax.lax.map(lambda a: one(*a), (k, lr, wd)))
 
 
-def _reference_norms(params, config: TrainConfig) -> dict:
+def reference_norms(params, config: TrainConfig) -> dict:
     """{hidden layer: ‖W₀‖_F} per member for the Frobenius projection; {} for a model without the MLP's
     ``hidden_i`` layers when no projection is asked for (the projection is defined on those layers only)."""
     try:

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from crobust._errors import CrobustError, check_choice
-from crobust.training.block import cross_entropy
+from crobust.training.objective import cross_entropy
 from crobust.training.config import AdversarialTraining, TrainConfig
 
 
