@@ -4,7 +4,7 @@ and early stopping — the program that :func:`crobust.training.fit` calls once 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,8 +40,9 @@ def _block_batch_indices(key, step0, train_idx, batch_size: int, block: int):
     return train_idx[jax.vmap(lambda k, p: index_shuffle(k, p, n_train))(keys, positions)]
 
 
-def _chunked_loss_acc(apply_fn, params, images, labels, idx, chunk: int):
-    """Mean cross-entropy and accuracy of ``params`` on images[idx], evaluated in chunks of ``chunk`` points."""
+def _chunked_loss_acc(apply_fn, params, images, labels, idx, chunk: int, unroll: bool = False):
+    """Mean cross-entropy and accuracy of ``params`` on images[idx], evaluated in chunks of ``chunk`` points
+    (``unroll``: the chunks written out one after another, no loop around the model; same sums in the same order)."""
     n = idx.shape[0]
     chunk = min(chunk, n)
     n_chunks = -(-n // chunk)
@@ -56,7 +57,7 @@ def _chunked_loss_acc(apply_fn, params, images, labels, idx, chunk: int):
         correct = (jnp.argmax(logits, -1) == labels[ids]).astype(jnp.float32)
         return (carry[0] + jnp.sum(ce * wt), carry[1] + jnp.sum(correct * wt)), None
 
-    (loss_sum, correct_sum), _ = jax.lax.scan(body, (0.0, 0.0), (idx_p, w))
+    (loss_sum, correct_sum), _ = jax.lax.scan(body, (0.0, 0.0), (idx_p, w), unroll=bool(unroll))
     return loss_sum / n, correct_sum / n
 
 
@@ -109,6 +110,148 @@ def lr_factor(config: TrainConfig, steps_per_epoch: int):
     return lambda step: jnp.asarray(sched(step // spe), jnp.float32)
 
 
+class MemberProgram(NamedTuple):
+    """One member's training block in two traceable pieces (:func:`member_program`); a block is
+    ``finish(state_m, hp_m, images, labels, steps(state_m, hp_m, images, labels, block_start(state_m), 0, E))``
+    with E = ``eval_every``, however a strategy (:mod:`crobust.training.execution`) loops around the steps."""
+
+    steps: Callable
+    finish: Callable
+
+
+def block_start(state_m: PopulationState):
+    """The carry of a member's steps at the start of its block: (params, opt_state, model_state, step, bad,
+    loss_sum, n_active) = (its state's, …, its step, False, 0, 0) — also the carry of a frozen member."""
+    return (state_m.params, state_m.opt_state, state_m.model_state, state_m.step, jnp.bool_(False),
+            jnp.float32(0.0), jnp.int32(0))
+
+
+def member_program(model, config: TrainConfig, adversary: Callable | None = None) -> MemberProgram:
+    """The pieces of one member's block (:class:`MemberProgram`): what :func:`make_block_fn` describes."""
+    check_choice("optimizer", config.optimizer, optim.OPTIMIZERS)
+    check_choice("augment", config.augment, augmentation.MODES)
+    if config.adversarial is not None:
+        config.adversarial.validate()
+    penalty = regularizers.get_penalty(config.regularizer, nuclear_method=config.nuclear_method)
+    apply_fn = model.apply
+    at = config.adversarial
+    trades = at is not None and at.method == "trades"
+    if trades and adversary is not None:
+        raise CrobustError("a custom adversary replaces PGD examples; it cannot be combined with method='trades'")
+
+    def member_steps(state_m: PopulationState, hp_m, images, labels, carry, s0, n_steps: int):
+        """``n_steps`` steps of one member from position ``s0`` of its block: ``carry`` (:func:`block_start`) in,
+        carry out. ``state_m`` is the member's slice of the population state at the block's start (the same pytree
+        without the member axis); ``s0`` may be traced. One step is traced without a loop around it."""
+        key, step0 = state_m.key, state_m.step
+        stateful = state_m.model_state is not None
+        train_idx, ref_norms = state_m.train_idx, state_m.ref_norms
+        factor = lr_factor(config, train_idx.shape[0] // config.batch_size)
+        eval_fn = apply_fn if not stateful else (lambda variables, x: apply_fn(variables, x, train=False))
+        variables = (lambda p, ms: p) if not stateful else (lambda p, ms: {**p, **ms})
+
+        def train_logits(p, ms, x):           # -> (logits, updated model state); train mode
+            if not stateful:
+                return apply_fn(p, x), None
+            return apply_fn({**p, **ms}, x, train=True, mutable=list(ms))
+
+        batches = _block_batch_indices(stream_key(key, "data"), step0 + s0, train_idx, config.batch_size, n_steps)
+
+        def one_step(carry, ids):
+            params, opt_state, ms, step, bad, loss_sum, n_active = carry
+            x, y = to_float(images[ids]), labels[ids]
+            if config.augment != "none":
+                x = augmentation.augment(jax.random.fold_in(stream_key(key, "augment"), step), x, config.augment)
+            if at is not None:
+                frozen_vars = jax.lax.stop_gradient(variables(params, ms))
+                logits_fn = lambda z: eval_fn(frozen_vars, z)
+                k_att = jax.random.fold_in(stream_key(key, "attack"), step)
+                if trades:
+                    x_adv = adversarial.trades_examples(logits_fn, x, k_att, at, hp_m["at_eps"],
+                                                        hp_m["at_step_size"])
+                else:
+                    attack = ((lambda xs, ys, k: adversary(eval_fn, frozen_vars, xs, ys, k)) if adversary
+                              else (lambda xs, ys, k: adversarial.pgd_examples(
+                                  logits_fn, xs, ys, k, at, hp_m["at_eps"], hp_m["at_step_size"])))
+                    x = adversarial.mix_adversarial(attack, x, y, k_att, at, hp_m["at_ratio"])
+
+            def loss_fn(p):
+                logits, new_ms = train_logits(p, ms, x)
+                loss = cross_entropy(logits, y)
+                if trades:
+                    logits_adv, new_ms = train_logits(p, new_ms, x_adv)
+                    loss = loss + hp_m["trades_beta"] * adversarial.kl_divergence(logits, logits_adv)
+                return loss + penalty(p, hp_m["alpha"]), new_ms
+
+            (loss, new_ms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            if state_m.param_mask is not None:              # frozen (pruned) entries: PopulationState docstring
+                grads = jax.tree.map(jnp.multiply, grads, state_m.param_mask)
+            finite = jnp.isfinite(loss)
+            ok = (~bad) & (step < config.max_steps) & finite
+            new_params, opt_state = optim.step(config.optimizer, params, grads, opt_state, ok,
+                                               momentum=hp_m["momentum"],
+                                               lr_scale=None if factor is None else factor(step))
+            if config.projection == "frobenius":
+                new_params = _where(ok, regularizers.frobenius_projection(new_params, ref_norms), params)
+            if stateful:
+                ms = _where(ok, new_ms, ms)
+            bad = bad | ((step < config.max_steps) & ~finite)
+            return (new_params, opt_state, ms, step + ok.astype(jnp.int32), bad,
+                    loss_sum + jnp.where(ok, loss, 0.0), n_active + ok.astype(jnp.int32)), None
+
+        if n_steps == 1:
+            return one_step(carry, batches[0])[0]
+        return jax.lax.scan(one_step, carry, batches)[0]
+
+    def member_finish(state_m: PopulationState, hp_m, images, labels, carry, unroll_validation: bool = False):
+        """The end of one member's block: ``carry`` after its steps (or :func:`block_start` for a frozen member)
+        -> (new member state, metrics): finiteness check, validation (eval mode) and early stopping."""
+        params0, opt0, ms0, step0 = state_m.params, state_m.opt_state, state_m.model_state, state_m.step
+        stateful = ms0 is not None
+        best_ms, val_idx = state_m.best_model_state, state_m.val_idx
+        best_val, best_step, best_params = state_m.best_val, state_m.best_step, state_m.best_params
+        stopped, diverged = state_m.stopped, state_m.diverged
+        frozen = stopped | diverged
+        eval_fn = apply_fn if not stateful else (lambda variables, x: apply_fn(variables, x, train=False))
+        variables = (lambda p, ms: p) if not stateful else (lambda p, ms: {**p, **ms})
+        params, opt_state, ms, new_step, bad, loss_sum, n_active = carry
+        # One finiteness check per block: a member whose loss, parameters or model state stopped being finite goes
+        # back to where it started the block, and is frozen from then on (below). A frozen member took no step.
+        bad = bad | (~frozen & ~jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x))
+                                                     for x in jax.tree.leaves((params, ms))])))
+        params, opt_state, ms = _where(bad, params0, params), _where(bad, opt0, opt_state), _where(bad, ms0, ms)
+        new_step, loss_sum, n_active = (jnp.where(bad, step0, new_step), jnp.where(bad, 0.0, loss_sum),
+                                        jnp.where(bad, 0, n_active))
+        diverged = diverged | bad
+
+        # Validation (eval mode) and early stopping (REFERENCE_CODE.md §4).
+        if val_idx.shape[0] > 0:
+            val_loss, val_acc = _chunked_loss_acc(eval_fn, variables(params, ms), images, labels, val_idx,
+                                                  config.eval_batch_size, unroll=unroll_validation)
+        else:
+            val_loss, val_acc = jnp.float32(jnp.nan), jnp.float32(jnp.nan)
+        evaluated = n_active > 0
+        eligible = evaluated & (new_step >= config.min_steps) & ~diverged
+        improved = eligible & (val_loss < best_val)
+        best_val = jnp.where(improved, val_loss, best_val)
+        best_step = jnp.where(improved, new_step, best_step)
+        best_params = _where(improved, params, best_params)
+        if stateful:
+            best_ms = _where(improved, ms, best_ms)
+        stop = new_step >= config.max_steps
+        if config.patience is not None:
+            stop = stop | ((best_step >= 0) & (new_step - best_step >= config.patience))
+        stopped = stopped | stop
+        metrics = {"step": new_step, "train_loss": loss_sum / jnp.maximum(n_active, 1), "val_loss": val_loss,
+                   "val_acc": val_acc, "evaluated": evaluated, "alive": ~(stopped | diverged)}
+        new_state = state_m.replace(params=params, opt_state=opt_state, best_params=best_params, step=new_step,
+                                    best_val=best_val, best_step=best_step, stopped=stopped, diverged=diverged,
+                                    model_state=ms, best_model_state=best_ms)
+        return new_state, metrics
+
+    return MemberProgram(member_steps, member_finish)
+
+
 def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None, *,
                   members_per_group: int | None | str = "auto"):
     """Build ``block(state, hparams, images, labels) -> (state, metrics)``: ``eval_every`` steps for every member.
@@ -130,125 +273,17 @@ def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None,
     (``lax.cond``). ``"auto"``: :func:`auto_members_per_group`, decided when the block is traced. Members are
     independent, so every layout gives the same results up to float rounding of the batched matmuls.
     """
-    check_choice("optimizer", config.optimizer, optim.OPTIMIZERS)
-    check_choice("augment", config.augment, augmentation.MODES)
-    if config.adversarial is not None:
-        config.adversarial.validate()
     if not (members_per_group is None or members_per_group == "auto"
             or (isinstance(members_per_group, int) and members_per_group >= 1)):
         raise CrobustError(f"members_per_group must be None, 'auto' or a positive integer, got {members_per_group!r}")
-    penalty = regularizers.get_penalty(config.regularizer, nuclear_method=config.nuclear_method)
-    apply_fn = model.apply
+    program = member_program(model, config, adversary)
     block = config.eval_every
-    at = config.adversarial
-    trades = at is not None and at.method == "trades"
-    if trades and adversary is not None:
-        raise CrobustError("a custom adversary replaces PGD examples; it cannot be combined with method='trades'")
 
     def member_block(state_m: PopulationState, hp_m, images, labels):
-        # state_m: one member's slice of the population state (the same pytree without the member axis)
-        params0, opt0, key, step0 = state_m.params, state_m.opt_state, state_m.key, state_m.step
-        ms0, best_ms = state_m.model_state, state_m.best_model_state
-        stateful = ms0 is not None
-        train_idx, val_idx, ref_norms = state_m.train_idx, state_m.val_idx, state_m.ref_norms
-        best_val, best_step, best_params = state_m.best_val, state_m.best_step, state_m.best_params
-        stopped, diverged = state_m.stopped, state_m.diverged
-        frozen = stopped | diverged
-        factor = lr_factor(config, train_idx.shape[0] // config.batch_size)
-        eval_fn = apply_fn if not stateful else (lambda variables, x: apply_fn(variables, x, train=False))
-        variables = (lambda p, ms: p) if not stateful else (lambda p, ms: {**p, **ms})
-
-        def train_logits(p, ms, x):           # -> (logits, updated model state); train mode
-            if not stateful:
-                return apply_fn(p, x), None
-            return apply_fn({**p, **ms}, x, train=True, mutable=list(ms))
-
-        def train(params, opt_state, ms):
-            batches = _block_batch_indices(stream_key(key, "data"), step0, train_idx, config.batch_size, block)
-
-            def one_step(carry, ids):
-                params, opt_state, ms, step, bad, loss_sum, n_active = carry
-                x, y = to_float(images[ids]), labels[ids]
-                if config.augment != "none":
-                    x = augmentation.augment(jax.random.fold_in(stream_key(key, "augment"), step), x,
-                                             config.augment)
-                if at is not None:
-                    frozen_vars = jax.lax.stop_gradient(variables(params, ms))
-                    logits_fn = lambda z: eval_fn(frozen_vars, z)
-                    k_att = jax.random.fold_in(stream_key(key, "attack"), step)
-                    if trades:
-                        x_adv = adversarial.trades_examples(logits_fn, x, k_att, at, hp_m["at_eps"],
-                                                            hp_m["at_step_size"])
-                    else:
-                        attack = ((lambda xs, ys, k: adversary(eval_fn, frozen_vars, xs, ys, k)) if adversary
-                                  else (lambda xs, ys, k: adversarial.pgd_examples(
-                                      logits_fn, xs, ys, k, at, hp_m["at_eps"], hp_m["at_step_size"])))
-                        x = adversarial.mix_adversarial(attack, x, y, k_att, at, hp_m["at_ratio"])
-
-                def loss_fn(p):
-                    logits, new_ms = train_logits(p, ms, x)
-                    loss = cross_entropy(logits, y)
-                    if trades:
-                        logits_adv, new_ms = train_logits(p, new_ms, x_adv)
-                        loss = loss + hp_m["trades_beta"] * adversarial.kl_divergence(logits, logits_adv)
-                    return loss + penalty(p, hp_m["alpha"]), new_ms
-
-                (loss, new_ms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-                if state_m.param_mask is not None:              # frozen (pruned) entries: PopulationState docstring
-                    grads = jax.tree.map(jnp.multiply, grads, state_m.param_mask)
-                finite = jnp.isfinite(loss)
-                ok = (~bad) & (step < config.max_steps) & finite
-                new_params, opt_state = optim.step(config.optimizer, params, grads, opt_state, ok,
-                                                   momentum=hp_m["momentum"],
-                                                   lr_scale=None if factor is None else factor(step))
-                if config.projection == "frobenius":
-                    new_params = _where(ok, regularizers.frobenius_projection(new_params, ref_norms), params)
-                if stateful:
-                    ms = _where(ok, new_ms, ms)
-                bad = bad | ((step < config.max_steps) & ~finite)
-                return (new_params, opt_state, ms, step + ok.astype(jnp.int32), bad,
-                        loss_sum + jnp.where(ok, loss, 0.0), n_active + ok.astype(jnp.int32)), None
-
-            init = (params, opt_state, ms, step0, jnp.bool_(False), jnp.float32(0.0), jnp.int32(0))
-            (params, opt_state, ms, step, bad, loss_sum, n_active), _ = jax.lax.scan(one_step, init, batches)
-            # One finiteness check per block: a member whose loss, parameters or model state stopped being finite
-            # goes back to where it started the block, and is frozen from then on (below).
-            bad = bad | ~jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((params, ms))]))
-            params, opt_state, ms = _where(bad, params0, params), _where(bad, opt0, opt_state), _where(bad, ms0, ms)
-            return (params, opt_state, ms, jnp.where(bad, step0, step), bad, jnp.where(bad, 0.0, loss_sum),
-                    jnp.where(bad, 0, n_active))
-
-        def skip(params, opt_state, ms):
-            return params, opt_state, ms, step0, jnp.bool_(False), jnp.float32(0.0), jnp.int32(0)
-
-        params, opt_state, ms, new_step, bad, loss_sum, n_active = jax.lax.cond(frozen, skip, train, params0,
-                                                                                opt0, ms0)
-        diverged = diverged | bad
-
-        # Validation (eval mode) and early stopping (REFERENCE_CODE.md §4).
-        if val_idx.shape[0] > 0:
-            val_loss, val_acc = _chunked_loss_acc(eval_fn, variables(params, ms), images, labels, val_idx,
-                                                  config.eval_batch_size)
-        else:
-            val_loss, val_acc = jnp.float32(jnp.nan), jnp.float32(jnp.nan)
-        evaluated = n_active > 0
-        eligible = evaluated & (new_step >= config.min_steps) & ~diverged
-        improved = eligible & (val_loss < best_val)
-        best_val = jnp.where(improved, val_loss, best_val)
-        best_step = jnp.where(improved, new_step, best_step)
-        best_params = _where(improved, params, best_params)
-        if stateful:
-            best_ms = _where(improved, ms, best_ms)
-        stop = new_step >= config.max_steps
-        if config.patience is not None:
-            stop = stop | ((best_step >= 0) & (new_step - best_step >= config.patience))
-        stopped = stopped | stop
-        metrics = {"step": new_step, "train_loss": loss_sum / jnp.maximum(n_active, 1), "val_loss": val_loss,
-                   "val_acc": val_acc, "evaluated": evaluated, "alive": ~(stopped | diverged)}
-        new_state = state_m.replace(params=params, opt_state=opt_state, best_params=best_params, step=new_step,
-                                    best_val=best_val, best_step=best_step, stopped=stopped, diverged=diverged,
-                                    model_state=ms, best_model_state=best_ms)
-        return new_state, metrics
+        # one member's block: the scan of its eval_every steps (skipped outright when it is frozen), then the end
+        train = lambda carry: program.steps(state_m, hp_m, images, labels, carry, 0, block)
+        carry = jax.lax.cond(state_m.stopped | state_m.diverged, lambda carry: carry, train, block_start(state_m))
+        return program.finish(state_m, hp_m, images, labels, carry)
 
     def block_fn(state: PopulationState, hparams, images, labels):
         # traced at the config's training precision (crobust.precision); metrics inside open full float32 themselves

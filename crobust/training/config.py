@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from typing import Callable, ClassVar
 
 from crobust import optim, precision, regularizers
 from crobust._errors import CrobustError, check_choice
@@ -16,6 +16,7 @@ AUGMENTATIONS = ("none", "crop_flip", "full")
 LR_SCHEDULES = ("constant", "multistep", "cosine")
 AT_METHODS = ("pgd", "trades")
 AT_NORMS = ("linf", "l2")
+EXECUTIONS = ("auto", "scan", "host_loop")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +86,15 @@ class TrainConfig:
     ρ + (1 − ρ)·(1 + cos(π·min(e, T)/T))/2 with T = ``cosine_epochs`` (default: the epochs of ``max_steps``) and
     ρ = ``cosine_min_ratio`` = η_min / η (torch's CosineAnnealingLR up to T; torch's is periodic beyond T, this
     one stays at η_min). Built from optax's schedules (:func:`crobust.training.block.lr_factor`).
+
+    ``execution``: how members are executed on the backend, never what they compute (:mod:`crobust.training.execution`):
+    ``'scan'`` (a block's steps in one compiled loop), ``'host_loop'`` (a host loop of compiled single steps, member
+    after member) or ``'auto'`` (host_loop for convolutional models on a single CPU device, scan otherwise). Not
+    part of a run's identity (:data:`NOT_IDENTITY`): a checkpoint resumes under another strategy.
     """
+
+    #: fields that choose how members are computed, never what: left out of a run's identity (checkpoints, run folders)
+    NOT_IDENTITY: ClassVar[tuple[str, ...]] = ("execution",)
 
     optimizer: str = "adamw"
     lr: float = 1e-3
@@ -109,6 +118,7 @@ class TrainConfig:
     lr_gamma: float = 0.1
     cosine_epochs: int | None = None
     cosine_min_ratio: float = 0.0
+    execution: str = "auto"
 
     def validate(self, n_train_total: int | None = None) -> None:
         """Check every field; with ``n_train_total`` (the training set's size) also the split and batch size."""
@@ -119,6 +129,7 @@ class TrainConfig:
         check_choice("nuclear_method", self.nuclear_method, regularizers.NUCLEAR_METHODS)
         check_choice("augment", self.augment, AUGMENTATIONS)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice("execution", self.execution, EXECUTIONS)
         for name in ("batch_size", "max_steps", "eval_every", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 raise CrobustError(f"{name} must be a positive integer, got {getattr(self, name)}")
