@@ -95,6 +95,19 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _without(config: Mapping, dotted: Sequence[str]) -> dict:
+    """``config`` (nested dicts) without the dotted keys ``dotted``; a key that is not there is ignored."""
+    out = json.loads(json.dumps(config))
+    for path in dotted:
+        *parents, last = path.split(".")
+        node = out
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return out
+
+
 class RunDir:
     """A run directory for one study run (see the module docstring)."""
 
@@ -109,12 +122,13 @@ class RunDir:
         f = self.path / "run.json"
         return json.loads(f.read_text()) if f.exists() else None
 
-    def start(self, config: Mapping, *, extra: Mapping | None = None) -> None:
+    def start(self, config: Mapping, *, extra: Mapping | None = None, not_identity: Sequence[str] = ()) -> None:
         """Create the folder, write ``config.json`` and mark the run as running.
 
         A folder that holds a run of a different study or configuration is refused (pass another
         ``--workdir``); a folder with the same configuration is reused: ``metrics.jsonl`` is restarted, since
-        measurements are recomputed from the (checkpointed) training state.
+        measurements are recomputed from the (checkpointed) training state. ``not_identity``: dotted keys
+        (``'train.execution'``) recorded but not compared — settings of how, never what, is computed.
         """
         if not self.writer:
             return
@@ -122,7 +136,7 @@ class RunDir:
         old_config = self.path / "config.json"
         if old_config.exists():
             previous = json.loads(old_config.read_text())
-            if previous != _jsonable(dict(config)):
+            if _without(previous, not_identity) != _without(_jsonable(dict(config)), not_identity):
                 raise CrobustError(f"workdir {self.path} holds a run with a different configuration; "
                                    f"choose another --workdir or delete it")
         write_json(self.path / "config.json", config)

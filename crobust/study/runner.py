@@ -137,7 +137,8 @@ def run(study: Study, cfg, workdir, *, preset: str = "custom", progress: bool = 
     data = cfg.data.load()
     out = RunDir(path, study=study.name, preset=preset)
     try:
-        out.start(to_dict(cfg), extra={"data_source": data.source})
+        out.start(to_dict(cfg), extra={"data_source": data.source},
+                  not_identity=[f"train.{f}" for f in training.TrainConfig.NOT_IDENTITY])
         result = _run(study, cfg, data, out, log, progress)
     except OSError as e:
         out.finish("failed", error=f"{type(e).__name__}: {e}") if _can_write(path) else None
@@ -295,7 +296,8 @@ def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_ro
         t = tp.fit
         lines.append(f"- Population `{tp.name}`: {type(tp.model).__name__} "
                      f"({', '.join(f'{k}={v}' for k, v in tp.coords.items()) or 'no constant coordinates'}), "
-                     f"{tp.size} members, trained in {t.wall_time:.1f} s ({t.compiles} compile(s) in this call).")
+                     f"{tp.size} members, trained in {t.wall_time:.1f} s ({t.compiles} compile(s) in this call; member "
+                     f"execution `{t.execution}`).")
     lines.append(f"- Training: {_train_line(cfg.train)}.")
     if study.setup is not None:
         lines.append(f"- {study.setup(cfg, data)}")
