@@ -1,7 +1,8 @@
 """Member-execution strategies (crobust.training.execution): every strategy and member layout gives each member the
 results it gets trained alone, up to float round-off — early stopping and a diverged (frozen) member included; a run
 killed mid-training resumes bitwise under the CPU strategy, and under another strategy to round-off; the strategy
-is recorded but is not part of a run's identity; ``'auto'`` follows its documented rule.
+is recorded but is not part of a run's identity; ``'auto'`` follows its documented rule. The evaluation of a
+population member by member (one compiled call each) equals one program and robust_accuracy.
 
 A tiny batch-norm CNN (test_training_cnn's, 4 channels) on 8×8 digits, 3 members, 8 steps in blocks of 3 (the last
 block is cut at max_steps).
@@ -14,9 +15,10 @@ import types
 import jax
 import numpy as np
 import pytest
+from jax.tree_util import Partial
 
 from _trees import assert_trees_close, member
-from crobust import checkpoint, records, training
+from crobust import checkpoint, evaluation, parallel, records
 from crobust._errors import CrobustError
 from crobust.data import subsample
 from crobust.models import MLP
@@ -125,7 +127,7 @@ def test_auto_is_the_documented_rule_and_a_bad_setting_is_one_clear_error(runs):
     conv = runs.alone[0].params
     shapes = jax.eval_shape(MLP(num_classes=10, width=8, depth=2).init, jax.random.key(0), DS.train_images[:1])
     mlp = jax.tree.map(lambda s: np.zeros((2, *s.shape), s.dtype), shapes)          # a stacked population of 2
-    assert execution.is_convolutional(conv) and not execution.is_convolutional(mlp)
+    assert parallel.is_convolutional(conv) and not parallel.is_convolutional(mlp)
     one_cpu = jax.default_backend() == "cpu" and jax.device_count() == 1
     assert execution.resolve("auto", conv) == ("host_loop" if one_cpu else "scan")
     assert execution.resolve("auto", mlp) == "scan"
@@ -134,3 +136,25 @@ def test_auto_is_the_documented_rule_and_a_bad_setting_is_one_clear_error(runs):
         dataclasses.replace(CFG, execution="vmap").validate()
     with pytest.raises(CrobustError, match="execution"):
         execution.resolve("loop", conv)
+
+
+def test_population_evaluation_member_by_member_equals_one_program_and_robust_accuracy(runs):
+    # the trained CNN population (best parameters with their running statistics), APGD-CE and FGSM on 48 test points
+    res = runs.by_layout[("host_loop", 1)]
+    variables = {**res.best_params, **res.best_model_state}
+    x, y = DS.test_images[:48].astype(np.float32) / 255.0, DS.test_labels[:48]
+    keys = jax.random.split(jax.random.key(5), len(MEMBERS))
+    kw = dict(eps=[4 / 255, 16 / 255], attacks=(("apgd-ce", {"n_iter": 5}), "fgsm"), on_fail="ignore")
+    by_member = evaluation.population_robust_accuracy(CNN.apply, variables, x, y, member_keys=keys,
+                                                      execution="host_loop", **kw)
+    program = evaluation.population_robust_accuracy(CNN.apply, variables, x, y, member_keys=keys,
+                                                    execution="program", **kw)
+    for m in range(len(MEMBERS)):
+        alone = evaluation.robust_accuracy(Partial(CNN.apply, member(variables, m)), x, y, keys[m], **kw)
+        # member by member runs robust_accuracy's own program on that member: the same numbers, bit for bit
+        np.testing.assert_array_equal(by_member[m].robust_flags, alone.robust_flags)
+        np.testing.assert_array_equal(by_member[m].clean_correct, program[m].clean_correct)
+        # one program (lax.map over members) rounds differently: at most one borderline point per ε may flip
+        assert np.sum(by_member[m].robust_flags != program[m].robust_flags) <= len(kw["eps"])
+    with pytest.raises(CrobustError, match="execution"):
+        evaluation.population_robust_accuracy(CNN.apply, variables, x, y, member_keys=keys, execution="vmap", **kw)

@@ -9,15 +9,16 @@ A block of E = ``eval_every`` steps of member m is ``finish(steps^E(block_start(
   every model on an accelerator, where one wide vmapped program fills the device).
 - ``'host_loop'`` — :func:`make_host_loop_block`: a Python loop of compiled single steps. Each call is one step of
   one member (``members_per_group`` 1) or of a vmapped group of members, with no loop around its convolutions;
-  then one compiled ``finish`` per member or group (validation with its chunks written out, no loop). On XLA:CPU a
-  convolution inside a loop (``scan``, ``lax.map``) or under ``vmap`` is emitted as a naive loop fusion instead of
-  the library convolution, 10–100× slower (``benchmarks/bench_training.py``, ``execution`` table), so
-  convolutional members run one after another, each step one call.
+  then one compiled ``finish`` per member or group (validation with its chunks written out, no loop). On XLA:CPU
+  a convolution inside a loop (``scan``, ``lax.map``) or under ``vmap`` is emitted as a naive loop fusion instead
+  of the library convolution, 10–100× slower (``benchmarks/bench_execution.py``), so convolutional members run
+  one after another, each step one call.
 
-``'auto'`` (:func:`resolve`) is a fixed rule from those measurements, never timed at run time: ``'host_loop'`` for
-a convolutional model (a parameter with a kernel of ≥ 3 axes: conv (kh, kw, in, out)) on a single CPU device,
-``'scan'`` otherwise (MLPs everywhere; every model on accelerators and on several devices, where the member axis
-is sharded: not measured against the host loop on a GPU yet).
+``'auto'`` (:func:`resolve`) is a fixed rule from those measurements, never timed at run time
+(:func:`crobust.parallel.host_loops_members`): ``'host_loop'`` for a convolutional model (a parameter with a kernel
+of ≥ 3 axes: conv (kh, kw, in, out)) on a single CPU device, ``'scan'`` otherwise (MLPs everywhere; every model
+on accelerators and on several devices, where the member axis is sharded: not measured against the host loop on
+a GPU yet).
 
 Every strategy takes the same operations per member: the batch indices of step s are those of position s of
 the block, the random keys fold in the member's own seed and step, frozen (stopped, diverged) members take no
@@ -42,17 +43,12 @@ from crobust.training.config import EXECUTIONS, TrainConfig
 from crobust.training.population import PopulationState, _where
 
 
-def is_convolutional(params) -> bool:
-    """Whether a member-stacked parameter tree holds a convolution kernel: a leaf of ≥ 5 axes (M, kh, kw, in, out)."""
-    return any(np.ndim(x) >= 5 for x in jax.tree.leaves(params))
-
-
 def resolve(execution: str, params) -> str:
     """The strategy ``execution`` names, with ``'auto'`` decided by the module docstring's rule."""
     check_choice("execution", execution, EXECUTIONS)
     if execution != "auto":
         return execution
-    return "host_loop" if parallel.loops_over_members() and is_convolutional(params) else "scan"
+    return "host_loop" if parallel.host_loops_members(params) else "scan"
 
 
 def _host_group(members_per_group, n_members: int) -> int | None:
@@ -142,4 +138,4 @@ def make_host_loop_block(model, config: TrainConfig, adversary: Callable | None 
     return host_block
 
 
-__all__ = ["EXECUTIONS", "is_convolutional", "resolve", "make_host_loop_block"]
+__all__ = ["EXECUTIONS", "resolve", "make_host_loop_block"]
