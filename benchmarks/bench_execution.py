@@ -27,6 +27,9 @@ measured 0.01–0.15× they would take most of an hour); their images/s include 
 ``quick=True``: 2 members, 6 steps in blocks of 3, 512 training points, 6 PyTorch steps — a smoke run whose ratios
 are dominated by compilation, not the target.
 
+The evaluation's layouts (:func:`apgd_layouts`): APGD-CE on a small conv population in one program (``lax.map``
+or ``vmap`` over members) or one compiled call per member — the rule ``population_robust_accuracy`` follows.
+
 Target (issue 20, CPU): the ``auto`` strategy on the ResNet-18 width-8 setting ≥ 1.0× sequential PyTorch (1.5× the
 aim), in full mode only.
 """
@@ -184,9 +187,58 @@ def run_setting(name: str, quick: bool, torch) -> dict:
             r["vs_sequential_torch"] = r["images_per_s"] / t_rate
             torch_before = torch_after
         out["arms"][arm] = r
+        print(f"[execution] {name} {arm}: {r['images_per_s']:.0f} images/s, "
+              f"{r.get('vs_sequential_torch', float('nan')):.3f}x sequential torch", file=sys.stderr, flush=True)
     auto_arm = "host_loop" if out["auto"] == "host_loop" else "scan"
     out["auto_arm"] = auto_arm
     out["auto_vs_sequential_torch"] = out["arms"][auto_arm].get("vs_sequential_torch")
+    return out
+
+
+def apgd_layouts(quick: bool = False) -> dict:
+    """APGD-CE (1 restart) on a small batch-norm conv population (:class:`~benchmarks.bench_training.BenchCNN`,
+    32×32×3, random weights and points): the members in one compiled program — ``lax.map``-ped (the CPU layout
+    before issue 20) or vmapped — against one call per member of :func:`crobust.evaluation.robust_accuracy`'s
+    compiled program (``population_robust_accuracy(execution='host_loop')``). Each arm is compiled once
+    (``first_s``), then called ``repeats`` times interleaved with the others; seconds per population call."""
+    from jax.tree_util import Partial
+    from benchmarks.bench_training import BenchCNN
+    from crobust import evaluation as E, parallel
+    members, n, width, n_iter, repeats = (2, 16, 4, 5, 2) if quick else (3, 64, 8, 20, 3)
+    model = BenchCNN(width=width)
+    x = jax.random.uniform(jax.random.key(0), (n, 32, 32, 3))
+    y = jax.random.randint(jax.random.key(1), (n,), 0, 10)
+    stacked = jax.vmap(lambda k: model.init(k, x[:1]))(jax.random.split(jax.random.key(10), members))
+    specs = E._attack_specs((("apgd-ce", {"n_iter": n_iter, "n_restarts": 1}),), 10)
+    static = dict(norm="linf", frozen=E._freeze(specs), adv_index=(), eps_loop=False, point_chunk=None)
+    eps = jnp.asarray([8 / 255], jnp.float32)
+    keys = jax.random.split(jax.random.key(2), members)
+
+    def program(group):
+        def f(params, keys, x, y):
+            one = lambda p, k: E._core(Partial(model.apply, p), x, y, k, eps, **static)
+            return parallel.map_members(one, params, keys, group=group)
+        return jax.jit(f)
+
+    def per_member(params, keys, x, y):
+        return [E._run_one(Partial(model.apply, jax.tree.map(lambda leaf: leaf[m], params)), x, y, keys[m], eps,
+                           **static) for m in range(members)]
+
+    arms = {"program_lax_map": program(1), "program_vmap": program(None), "per_member_calls": per_member}
+    out = {"model": f"BenchCNN(width={width})", "members": members, "points": n, "n_iter": n_iter, "arms": {}}
+    for k, f in arms.items():
+        t = time.perf_counter()
+        jax.block_until_ready(f(stacked, keys, x, y))
+        out["arms"][k] = {"first_s": time.perf_counter() - t, "s": []}
+    for _ in range(repeats):
+        for k, f in arms.items():
+            t = time.perf_counter()
+            jax.block_until_ready(f(stacked, keys, x, y))
+            out["arms"][k]["s"].append(time.perf_counter() - t)
+    for k in arms:
+        out["arms"][k]["median_s"] = float(np.median(out["arms"][k]["s"]))
+    out["per_member_over_lax_map_speedup"] = (out["arms"]["program_lax_map"]["median_s"]
+                                              / out["arms"]["per_member_calls"]["median_s"])
     return out
 
 
@@ -198,6 +250,7 @@ def run(quick: bool = False) -> dict:
     except ImportError as e:
         torch, torch_note = None, f"not run: {e} (make bench-extras installs torch)"
     results = {name: run_setting(name, quick, torch) for name in SETTINGS}
+    results["apgd_layouts"] = apgd_layouts(quick)
     v = results["resnet18_w8_32x32x3"]["auto_vs_sequential_torch"]
     met = "not measured" if (v is None or quick or jax.default_backend() != "cpu") else bool(v >= TARGET_VS_TORCH)
     targets = {"cpu_resnet18_w8_8_members_auto_vs_sequential_torch": {

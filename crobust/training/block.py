@@ -254,7 +254,8 @@ def member_program(model, config: TrainConfig, adversary: Callable | None = None
 
 def make_block_fn(model, config: TrainConfig, adversary: Callable | None = None, *,
                   members_per_group: int | None | str = "auto"):
-    """Build ``block(state, hparams, images, labels) -> (state, metrics)``: ``eval_every`` steps for every member.
+    """Build ``block(state, hparams, images, labels) -> (state, metrics)``: ``eval_every`` steps for every member,
+    in one traceable program (the ``'scan'`` strategy; the host loop is :mod:`crobust.training.execution`'s).
 
     ``adversary(apply_fn, variables, x, y, key) -> x_adv`` replaces the default PGD of ``config.adversarial``
     (method ``'pgd'``) when given; ``apply_fn(variables, x)`` is the member's model in eval mode.

@@ -125,7 +125,8 @@ class FitResult:
 
     ``compiles``: compilations of the block this call caused — 1 for a first call, 0 when an earlier ``fit`` of
     the same model, configuration and shapes already compiled it (with ``block_fn`` given: that function's cache
-    size); under ``execution='host_loop'`` the step and finish programs count separately (2 for a first call).
+    size); under ``execution='host_loop'`` the step and finish programs count separately, once per group shape
+    (2 for a first call member by member).
     ``execution``: the member-execution strategy the block ran under (``TrainConfig.execution`` resolved,
     :mod:`crobust.training.execution`; ``'given'`` for a ``block_fn`` passed in).
     """
