@@ -59,7 +59,7 @@ def _host_group(members_per_group, n_members: int) -> int | None:
     if members_per_group is not None and (isinstance(members_per_group, bool) or not isinstance(members_per_group, int)
                                           or members_per_group < 1):
         raise CrobustError(f"members_per_group must be None, 'auto' or a positive integer, got {members_per_group!r}")
-    if members_per_group is None or members_per_group >= n_members:
+    if members_per_group is None or (members_per_group > 1 and members_per_group >= n_members):
         return None
     if jax.device_count() > 1:
         raise CrobustError("execution='host_loop' with members_per_group=G runs on one device; with several devices "
@@ -134,7 +134,6 @@ def make_host_loop_block(model, config: TrainConfig, adversary: Callable | None 
             parts.append(finish_1(st, hp, carry, images, labels))
         return (stack if group == 1 else concat)(parts)
 
-    host_block.traces = counter
     return host_block
 
 
