@@ -100,6 +100,7 @@ def describe(model, data, config, members: Sequence[Mapping]) -> dict:
         digest.update(memoryview(a).cast("B"))
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     cfg = {k: v for k, v in cfg.items() if not (k in ADDED_TRAIN_FIELDS and v == ADDED_TRAIN_FIELDS[k])}
+    cfg = {k: v for k, v in cfg.items() if k not in getattr(type(config), "NOT_IDENTITY", ())}   # layout only
     return _jsonable({
         "state_format": STATE_FORMAT,
         "train_config": cfg,

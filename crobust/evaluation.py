@@ -590,8 +590,8 @@ def _member_keys(key, member_keys, members: int):
 
 def population_robust_accuracy(apply_fn, params, x, y, key=None, *, eps, norm: str = "linf",
                                attacks=DEFAULT_ATTACKS, on_fail: str = "warn", mesh=None, member_keys=None,
-                               return_adv_at=None, eps_loop="auto", point_chunk="auto") -> list:
-    """:func:`robust_accuracy` for every member of a population, in one compiled program.
+                               return_adv_at=None, eps_loop="auto", point_chunk="auto", execution="auto") -> list:
+    """:func:`robust_accuracy` for every member of a population, in one compiled program or member by member.
 
     Args:
       apply_fn: ``apply_fn(params_m, x) → logits`` for one member (e.g. a flax ``model.apply``); a static argument
@@ -608,6 +608,12 @@ def population_robust_accuracy(apply_fn, params, x, y, key=None, *, eps, norm: s
         (``report.adversarial(eps)`` (N, ...)), so that no caller has to attack twice.
       eps_loop, point_chunk: the memory layout, as :func:`robust_accuracy`; ``'auto'`` counts the members attacked
         at once (1 where members are looped, on one CPU device; else the members per device).
+      execution: ``'program'`` — every member in one compiled program (``lax.map`` on one CPU device, vmapped
+        and sharded elsewhere); ``'host_loop'`` — one compiled call per member (the same program as
+        :func:`robust_accuracy`'s, compiled once, its weights traced), on one device; ``'auto'`` — host_loop where
+        :func:`crobust.parallel.host_loops_members` (convolutional members on one CPU device: XLA:CPU runs a
+        convolution inside a loop over members 10× slower, ``benchmarks/bench_execution.py``), else program.
+        How, never what: the results agree to float round-off.
 
     Returns:
       a list of M :class:`RobustAccuracyReport` (checks run per member; a failure names the member). Member m's
@@ -627,15 +633,27 @@ def population_robust_accuracy(apply_fn, params, x, y, key=None, *, eps, norm: s
     adv_index = _adv_index(eps_values, return_adv_at)
     keys = _member_keys(key, member_keys, members)
 
+    check_choice("execution", execution, ("auto", "program", "host_loop"))
+    if execution == "auto":
+        execution = "host_loop" if parallel.host_loops_members(params) else "program"
     layout = parallel.MemberLayout(members, mesh)
-    at_once = 1 if parallel.loops_over_members() else -(-layout.padded // layout.n_devices)
+    if execution == "host_loop" and layout.n_devices > 1:
+        raise CrobustError("execution='host_loop' runs members one after another on one device; with several "
+                           "devices use 'program' (the member axis is sharded)")
+    at_once = 1 if execution == "host_loop" or parallel.loops_over_members() else -(-layout.padded // layout.n_devices)
     eps_loop, point_chunk = _layout.resolve_layout(eps_loop, point_chunk, Partial(apply_fn, first), x, specs,
                                                    len(eps_values), members=at_once)
-    arrays = _run_population(layout.place_for_eval(params), layout.place_for_eval(keys), layout.put_replicated(x),
-                             layout.put_replicated(y), jnp.asarray(eps_values, jnp.float32), apply_fn=apply_fn,
-                             norm=norm, frozen=_freeze(specs), adv_index=adv_index, eps_loop=eps_loop,
-                             point_chunk=point_chunk)
-    arrays = jax.tree.map(lambda v: np.asarray(v)[:members], layout.get(arrays))
+    static = dict(norm=norm, frozen=_freeze(specs), adv_index=adv_index, eps_loop=eps_loop, point_chunk=point_chunk)
+    eps_array = jnp.asarray(eps_values, jnp.float32)
+    if execution == "host_loop":       # member m: robust_accuracy's program on Partial(apply_fn, params_m)
+        per = [_run_one(Partial(apply_fn, jax.tree.map(lambda leaf: leaf[m], params)), x, y, keys[m], eps_array,
+                        **static) for m in range(members)]
+        arrays = {k: np.stack([np.asarray(p[k]) for p in per]) for k in per[0]}
+    else:
+        arrays = _run_population(layout.place_for_eval(params), layout.place_for_eval(keys),
+                                 layout.put_replicated(x), layout.put_replicated(y), eps_array, apply_fn=apply_fn,
+                                 **static)
+        arrays = jax.tree.map(lambda v: np.asarray(v)[:members], layout.get(arrays))
     grey_radius = _grey_radius(x, norm)
     reports = []
     for m in range(members):

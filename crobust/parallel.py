@@ -276,6 +276,20 @@ def loops_over_members() -> bool:
     return jax.default_backend() == "cpu" and jax.device_count() == 1
 
 
+def is_convolutional(params) -> bool:
+    """Whether a member-stacked parameter tree holds a convolution kernel: a leaf of ≥ 5 axes (M, kh, kw, in, out)."""
+    return any(np.ndim(x) >= 5 for x in jax.tree.leaves(params))
+
+
+def host_loops_members(params) -> bool:
+    """Whether the members of a population with these (member-stacked) parameters should each run as their own
+    compiled calls from a host loop rather than inside one program: on a single CPU device, for convolutional
+    models. XLA:CPU emits a convolution inside a loop (``scan``, ``lax.map``) or under ``vmap`` as a naive loop
+    fusion instead of the library convolution, 10–100× slower (``benchmarks/bench_execution.py``); matrix
+    products do not suffer, and accelerators are not measured against it (one wide program there)."""
+    return loops_over_members() and is_convolutional(params)
+
+
 #: share of a device's free memory a population's groups may plan to use (the rest: XLA's scratch, fragmentation)
 MEMORY_FRACTION = 0.8
 
@@ -418,12 +432,18 @@ def map_members(fn: Callable, *member_trees, group: int | None | str = "auto"):
 
 
 def population_map(fn: Callable, *member_trees, mesh: Mesh | None = None, replicated_args: Sequence = ()):
-    """``jax.jit(jax.vmap(fn))(*member_trees, *replicated_args)`` with the member axis padded and sharded.
+    """``jax.jit(jax.vmap(fn))(*member_trees, *replicated_args)`` with the member axis padded and sharded; where
+    :func:`host_loops_members` (convolutional members on one CPU device), ``jax.jit(fn)`` called member after
+    member instead (one compilation, each call without a loop or vmap around the model), outputs stacked.
 
     ``fn(*member_slices, *replicated_args)`` works on one member. Returns the outputs of the real members only
-    (leading axis M), readable on every host.
+    (leading axis M), readable on every host. Both forms agree to float round-off.
     """
     m = leading_size(member_trees)
+    if host_loops_members(member_trees):            # one device: no padding, no sharding
+        one = jax.jit(fn)
+        outs = [one(*(jax.tree.map(lambda a: a[i], t) for t in member_trees), *replicated_args) for i in range(m)]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
     layout = MemberLayout(m, mesh)
     in_axes = (0,) * len(member_trees) + (None,) * len(replicated_args)
     run = layout.jit_population(jax.vmap(fn, in_axes=in_axes), len(member_trees), len(replicated_args),
@@ -435,4 +455,4 @@ def population_map(fn: Callable, *member_trees, mesh: Mesh | None = None, replic
 __all__ = ["AXIS", "ENV_DISTRIBUTED", "distributed_requested", "maybe_initialize_distributed", "member_mesh",
            "mesh_size", "padded_size", "pad_members", "real_members", "leading_size", "pad_tree", "unpad_tree",
            "member_sharding", "replicated", "shard_population", "replicate", "MemberLayout", "host",
-           "population_map", "loops_over_members", "map_members"]
+           "population_map", "loops_over_members", "map_members", "is_convolutional", "host_loops_members"]

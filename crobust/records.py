@@ -121,6 +121,19 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _without(config: Mapping, dotted: Sequence[str]) -> dict:
+    """``config`` (nested dicts) without the dotted keys ``dotted``; a key that is not there is ignored."""
+    out = json.loads(json.dumps(config))
+    for path in dotted:
+        *parents, last = path.split(".")
+        node = out
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return out
+
+
 class RunDir:
     """A run directory for one study run (see the module docstring)."""
 
@@ -136,7 +149,8 @@ class RunDir:
         f = self.path / "run.json"
         return json.loads(f.read_text()) if f.exists() else None
 
-    def start(self, config: Mapping, *, extra: Mapping | None = None, provenance: Mapping | None = None) -> None:
+    def start(self, config: Mapping, *, extra: Mapping | None = None, provenance: Mapping | None = None,
+              not_identity: Sequence[str] = ()) -> None:
         """Check that the folder may hold this run, then write ``config.json`` and mark the run as running.
 
         Refused, before any file is written (pass another ``--workdir``): a folder whose ``config.json`` holds a
@@ -144,12 +158,13 @@ class RunDir:
         compared). A folder whose run kept nothing (no checkpoint, no report, no records: e.g. it failed at once)
         is taken over whatever its configuration. A folder with the same configuration is reused:
         ``metrics.jsonl`` is restarted, since measurements are recomputed from the (checkpointed) training
-        state. ``provenance`` goes into ``config.json`` under ``"provenance"`` and is not compared.
+        state. ``provenance`` goes into ``config.json`` under ``"provenance"`` and is not compared; nor are the dotted keys
+        ``not_identity`` (``'train.execution'``): settings of how, never what, is computed.
         """
         if not self.writer:
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        self.check_reusable(config)
+        self.check_reusable(config, not_identity)
         write_json(self.path / "config.json", {**dict(config), **({"provenance": provenance} if provenance else {})})
         self._meta = {"study": self.study, "preset": self.preset, "status": "running", "started": _now(),
                       **(dict(extra) if extra else {})}
@@ -160,7 +175,7 @@ class RunDir:
             if (self.path / stale).exists():
                 (self.path / stale).unlink()
 
-    def check_reusable(self, config: Mapping) -> None:
+    def check_reusable(self, config: Mapping, not_identity: Sequence[str] = ()) -> None:
         """Refuse (one :class:`CrobustError`) a folder that holds another run (:meth:`start`); writes nothing."""
         config = _jsonable(dict(config))
         old_config = self.path / "config.json"
@@ -177,7 +192,7 @@ class RunDir:
         if not isinstance(previous, dict):
             previous = {}
         previous.pop("provenance", None)
-        if previous != config:
+        if _without(previous, not_identity) != _without(config, not_identity):
             raise CrobustError(f"workdir {self.path} holds a run with a different configuration; "
                                f"choose another --workdir or delete it")
 

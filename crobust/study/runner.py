@@ -50,6 +50,10 @@ from crobust.study.signals import RunSignals
 from crobust.study.table import MemberTable
 
 
+NOT_IDENTITY = tuple(f"train.{f}" for f in training.TrainConfig.NOT_IDENTITY)
+"""Settings recorded in ``config.json`` but not part of a run's identity (how members execute, not what they compute)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Population:
     """Members that share array shapes, trained in one program: a name (the checkpoint folder), a model, the
@@ -183,7 +187,7 @@ def run(study: Study, cfg, workdir, *, preset: str = "custom", progress: bool = 
         path = check_workdir(workdir)
         out = RunDir(path, study=study.name, preset=preset)
         with (WorkdirLock(path) if out.writer else contextlib.nullcontext()):
-            out.check_reusable(to_dict(cfg))       # another run here, or a checkpoint of another configuration:
+            out.check_reusable(to_dict(cfg), NOT_IDENTITY)       # another run here, or a checkpoint of another configuration:
             for pop in populations:                 # refused before a file changes
                 checkpoint.check_configuration(out.path / "checkpoints" / pop.name, description=checkpoint.describe(
                     pop.model, data, pop.train, list(pop.members)))
@@ -194,7 +198,8 @@ def _locked_run(study, cfg, data, populations, out: RunDir, log, progress, signa
     t_start = time.perf_counter()
     origin = provenance.provenance()
     try:
-        out.start(to_dict(cfg), extra={"data_source": data.source}, provenance=origin)   # may refuse: no write
+        out.start(to_dict(cfg), extra={"data_source": data.source}, provenance=origin,   # may refuse: no write
+                  not_identity=NOT_IDENTITY)
         result = _run(study, cfg, data, populations, out, log, progress, signals, origin)
         signals.check()
     except OSError as e:
@@ -441,8 +446,8 @@ def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_ro
         t = tp.fit
         lines.append(f"- Population `{tp.name}`: {type(tp.model).__name__} "
                      f"({', '.join(f'{k}={v}' for k, v in tp.coords.items()) or 'no constant coordinates'}), "
-                     f"{tp.size} members, trained in {t.wall_time:.1f} s ({t.compiles} compile(s) in this call)"
-                     f"{_divergence_note(tp)}" + (f"; {tp.stage}." if tp.stage else "."))
+                     f"{tp.size} members, trained in {t.wall_time:.1f} s ({t.compiles} compile(s) in this call; member "
+                     f"execution `{t.execution}`){_divergence_note(tp)}" + (f"; {tp.stage}." if tp.stage else "."))
     lines.append(f"- Training: {_train_line(cfg.train)}.")
     lines.append(f"- Code and platform: {provenance.line(origin)}.")
     if study.setup is not None:

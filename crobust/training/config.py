@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Callable
+from typing import Callable, ClassVar
 
 from crobust import optim, precision, regularizers
 from crobust._errors import CrobustError, check_choice
@@ -17,6 +17,7 @@ AUGMENTATIONS = ("none", "crop_flip", "full")
 LR_SCHEDULES = ("constant", "multistep", "cosine")
 AT_METHODS = ("pgd", "trades")
 AT_NORMS = ("linf", "l2")
+EXECUTIONS = ("auto", "scan", "host_loop")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +100,15 @@ class TrainConfig:
     not match are frozen: they do not move at all — no gradient step, no weight decay, no optimiser state — and
     neither do the batch-norm statistics of frozen layers (the model runs in eval mode when every statistic is
     frozen); :mod:`crobust.training.update`.
+
+    ``execution``: how members are executed on the backend, never what they compute (:mod:`crobust.training.execution`):
+    ``'scan'`` (a block's steps in one compiled loop), ``'host_loop'`` (a host loop of compiled single steps, member
+    after member) or ``'auto'`` (host_loop for convolutional models on a single CPU device, scan otherwise). Not
+    part of a run's identity (:data:`NOT_IDENTITY`): a checkpoint resumes under another strategy.
     """
+
+    #: fields that choose how members are computed, never what: left out of a run's identity (checkpoints, run folders)
+    NOT_IDENTITY: ClassVar[tuple[str, ...]] = ("execution",)
 
     optimizer: str = "adamw"
     lr: float = 1e-3
@@ -125,6 +134,7 @@ class TrainConfig:
     cosine_epochs: int | None = None
     cosine_min_ratio: float = 0.0
     trainable: str | None = None
+    execution: str = "auto"
 
     def validate(self, n_train_total: int | None = None) -> None:
         """Check every field; with ``n_train_total`` (the training set's size) also the split and batch size."""
@@ -140,6 +150,7 @@ class TrainConfig:
         check_choice("nuclear_method", self.nuclear_method, regularizers.NUCLEAR_METHODS)
         check_choice("augment", self.augment, AUGMENTATIONS)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice("execution", self.execution, EXECUTIONS)
         for name in ("batch_size", "max_steps", "eval_every", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 raise CrobustError(f"{name} must be a positive integer, got {getattr(self, name)}")

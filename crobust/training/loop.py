@@ -18,6 +18,7 @@ import numpy as np
 from crobust import checkpoint as _checkpoint
 from crobust import optim, parallel
 from crobust._errors import CrobustError
+from crobust.training import execution as _execution
 from crobust.training.block import chunked_loss_acc, make_block_fn
 from crobust.training.config import TrainConfig
 from crobust.training.population import FitResult, PopulationState, init_population, member_hparams
@@ -60,8 +61,9 @@ _BLOCK_CACHE: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict(
 BLOCK_CACHE_SIZE = 16
 
 
-def _compiled_block(model, config: TrainConfig, adversary, members_per_group, layout):
-    """The jitted block for this (model, config, adversary, member layout, shardings), built once per process.
+def _compiled_block(model, config: TrainConfig, adversary, members_per_group, layout, execution: str = "scan"):
+    """The jitted block for this (model, config, adversary, member layout, shardings), built once per process;
+    under ``execution='host_loop'`` the host loop of jitted steps instead (:mod:`crobust.training.execution`).
 
     ``fit`` calls with the same model, configuration and layout share one ``jax.jit`` object, so a second call with
     the same array shapes runs the executable compiled by the first (new member values are traced arrays). Returns
@@ -69,7 +71,7 @@ def _compiled_block(model, config: TrainConfig, adversary, members_per_group, la
     Up to :data:`BLOCK_CACHE_SIZE` blocks are kept (least recently used dropped first); an unhashable model or
     adversary gets a fresh, uncached block.
     """
-    key = (model, config, adversary, members_per_group, layout.sharding, layout.replicated)
+    key = (model, config, adversary, members_per_group, layout.sharding, layout.replicated, execution)
     try:
         hit = _BLOCK_CACHE.get(key)
     except TypeError:                                    # unhashable part: no sharing
@@ -77,22 +79,26 @@ def _compiled_block(model, config: TrainConfig, adversary, members_per_group, la
     if hit is not None:
         _BLOCK_CACHE.move_to_end(key)
         return hit
-    block = make_block_fn(model, config, adversary, members_per_group=members_per_group)
     traces = [0]
+    if execution == "host_loop":
+        built = _execution.make_host_loop_block(model, config, adversary, members_per_group=members_per_group,
+                                                counter=traces)
+    else:
+        block = make_block_fn(model, config, adversary, members_per_group=members_per_group)
 
-    @functools.wraps(block)
-    def counted_block(*args):  # runs once per trace, i.e. once per compilation
-        traces[0] += 1
-        return block(*args)
+        @functools.wraps(block)
+        def counted_block(*args):  # runs once per trace, i.e. once per compilation
+            traces[0] += 1
+            return block(*args)
 
-    jitted = jax.jit(counted_block, in_shardings=(layout.sharding, layout.sharding, layout.replicated,
-                                                  layout.replicated),
-                     out_shardings=(layout.sharding, layout.replicated))
+        built = jax.jit(counted_block, in_shardings=(layout.sharding, layout.sharding, layout.replicated,
+                                                     layout.replicated),
+                        out_shardings=(layout.sharding, layout.replicated))
     if key is not None:
-        _BLOCK_CACHE[key] = (jitted, traces)
+        _BLOCK_CACHE[key] = (built, traces)
         while len(_BLOCK_CACHE) > BLOCK_CACHE_SIZE:
             _BLOCK_CACHE.popitem(last=False)
-    return jitted, traces
+    return built, traces
 
 
 def _check_state_matches_members(state: PopulationState, hparams: dict, members: Sequence[Mapping]) -> None:
@@ -141,7 +147,8 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
         :class:`crobust.checkpoint.TrainingInterrupted` (:mod:`crobust.checkpoint`).
       checkpoint_every: optimiser steps between checkpoints, rounded up to whole blocks (default: every block);
         a checkpoint is also written when training ends.
-      members_per_group: how members are laid out in the compiled block (:func:`make_block_fn`); ignored when
+      members_per_group: how members are laid out in the compiled block (:func:`make_block_fn`), or per call of
+        the host loop (``config.execution``, :func:`crobust.training.execution.make_host_loop_block`); ignored when
         ``block_fn`` is given.
       offload: members per device-resident chunk with the population's state kept in host memory (each block
         copies a chunk in, steps it and copies it back; the last chunk is padded with a copy of the last member,
@@ -185,20 +192,21 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
         images = jnp.asarray(data.train_images)
         labels = jnp.asarray(data.train_labels, jnp.int32)
         n_members, traces, get = len(members), None, (lambda tree: tree)
+        execution = "given" if block_fn is not None else _execution.resolve(config.execution, state.params)
         chunk = None if block_fn is not None else _offload_chunk(offload, state, config, n_members, mesh)
         if chunk is not None:
             host = jax.devices("cpu")[0]
             state, hparams = jax.device_put(state, host), jax.device_put(hparams, host)
             layout = parallel.MemberLayout(chunk, mesh)
             images, labels = layout.put_replicated(images), layout.put_replicated(labels)
-            jitted, traces = _compiled_block(model, config, adversary, members_per_group, layout)
+            jitted, traces = _compiled_block(model, config, adversary, members_per_group, layout, execution)
             traces_before = traces[0]
             block_fn = _offloaded_block(jitted, layout, chunk, n_members, host)
         elif block_fn is None:
             layout = parallel.MemberLayout(n_members, mesh)
             state, hparams = layout.put(state), layout.put(hparams)
             images, labels = layout.put_replicated(images), layout.put_replicated(labels)
-            block_fn, traces = _compiled_block(model, config, adversary, members_per_group, layout)
+            block_fn, traces = _compiled_block(model, config, adversary, members_per_group, layout, execution)
             traces_before, get = traces[0], layout.get
         t0 = time.perf_counter()
         with _checkpoint.InterruptGuard(enabled=ckpt is not None, stream=prog.stream) as guard:
@@ -237,7 +245,7 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
     return FitResult(members=members, state=state,
                      history={k: np.stack(v) for k, v in history.items()} if history else {},
                      wall_time=wall, steps_run=int(np.max(np.asarray(state.step))) - start_step,
-                     compiles=compiles)
+                     compiles=compiles, execution=execution)
 
 
 def _offload_chunk(offload, state: PopulationState, config: TrainConfig, n_members: int, mesh) -> int | None:

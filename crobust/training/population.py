@@ -126,7 +126,10 @@ class FitResult:
 
     ``compiles``: compilations of the block this call caused — 1 for a first call, 0 when an earlier ``fit`` of
     the same model, configuration and shapes already compiled it (with ``block_fn`` given: that function's cache
-    size).
+    size); under ``execution='host_loop'`` the step and finish programs count separately, once per group shape
+    (2 for a first call member by member).
+    ``execution``: the member-execution strategy the block ran under (``TrainConfig.execution`` resolved,
+    :mod:`crobust.training.execution`; ``'given'`` for a ``block_fn`` passed in).
     """
 
     members: list[dict]
@@ -135,6 +138,7 @@ class FitResult:
     wall_time: float
     steps_run: int
     compiles: int
+    execution: str = "scan"
 
     @property
     def params(self):

@@ -1,0 +1,267 @@
+"""Benchmark (issue 20): member-execution strategies for convolutional populations on the CPU, against sequential
+PyTorch eager on the same cores — the table ``auto`` (:mod:`crobust.training.execution`) is derived from.
+
+What is timed, per setting (rows of :data:`SETTINGS`):
+
+* **crobust** — one :func:`crobust.training.fit` call, end to end: population initialisation, compilation (every
+  cache cleared first: ``jax.clear_caches()`` and the trainer's block cache), every block, validation of each
+  member's 10 % split after every ``eval_every`` steps, host syncs. SGD (momentum 0.9, weight decay 5e-4), no
+  augmentation, no early stopping. One arm per strategy: ``host_loop`` member by member (``members_per_group=1``:
+  each call one step of one member), ``host_loop_vmapped`` (every member in each call, ``members_per_group=None``)
+  and ``scan`` (the block in one ``lax.scan`` program, members ``lax.map``-ped one at a time on a CPU — the trainer
+  before issue 20). images/s = members × steps × batch / wall seconds.
+* **PyTorch** (``make bench-extras``) — the same network written in ``torch.nn`` (:func:`_torch_model`), eager, SGD
+  with the same settings, the training set in memory as a float tensor, random batch indices each step, forward /
+  backward / step, no validation (favours PyTorch), ``torch.set_num_threads(cores)``. A sequential loop over M
+  members takes M times one member's time, so one member is timed for ``torch_steps`` steps after 3 untimed ones.
+
+The machine may be loaded by other processes, so the figures that count are **ratios**: every crobust arm is timed
+between two PyTorch runs in the same process (interleaved, one at a time), and its ratio is its images/s over the
+mean of those two PyTorch rates. Absolute rates are reported beside them with the share of the machine other
+processes used meanwhile (``others_cpu``); re-run on an idle machine for figures to quote.
+
+Settings (full): 8 members of ResNet-18 (CIFAR stem, width 8) on 32×32×3 at batch 64 for 200 steps (the issue's
+target); the plain 8-layer CNN (:class:`PlainCNN`, no batch norm) on 32×32×3; ResNet-18 width 16 on 28×28×1. The
+``scan`` and ``host_loop_vmapped`` arms run ``other_steps`` (40) steps, not 200, in full mode (at the issue's
+measured 0.01–0.15× they would take most of an hour); their images/s include their compilation over fewer steps.
+``quick=True``: 2 members, 6 steps in blocks of 3, 512 training points, 6 PyTorch steps — a smoke run whose ratios
+are dominated by compilation, not the target.
+
+The evaluation's layouts (:func:`apgd_layouts`): APGD-CE on a small conv population in one program (``lax.map``
+or ``vmap`` over members) or one compiled call per member — the rule ``population_robust_accuracy`` follows.
+
+Target (issue 20, CPU): the ``auto`` strategy on the ResNet-18 width-8 setting ≥ 1.0× sequential PyTorch (1.5× the
+aim), in full mode only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import _machine as _machine_info
+from benchmarks.bench_training import _conv_model, _cpu_snapshot, _others_cpu, synthetic_dataset
+from crobust import training
+from crobust.training import execution
+from crobust.training import loop as _loop
+
+TARGET_VS_TORCH = 1.0
+AIM_VS_TORCH = 1.5
+
+SETTINGS = {
+    "resnet18_w8_32x32x3": {"model": "resnet18", "width": 8, "image_shape": (32, 32, 3), "batch_size": 64},
+    "plain_cnn_w16_32x32x3": {"model": "plain_cnn", "width": 16, "image_shape": (32, 32, 3), "batch_size": 64},
+    "resnet18_w16_28x28x1": {"model": "resnet18", "width": 16, "image_shape": (28, 28, 1), "batch_size": 64},
+}
+# arm -> (TrainConfig.execution, fit's members_per_group)
+ARMS = {"host_loop": ("host_loop", 1), "host_loop_vmapped": ("host_loop", None), "scan": ("scan", "auto")}
+
+
+class PlainCNN(nn.Module):
+    """The plain CNN: 7 conv3×3 layers with bias and ReLU, no batch norm — widths w, w, 2w (stride 2), 2w, 4w
+    (stride 2), 4w, 4w — then global average pooling and a dense head: 8 weight layers."""
+
+    num_classes: int = 10
+    width: int = 16
+    mean: tuple = (0.5,)
+    std: tuple = (0.2887,)
+    LAYERS = ((1, 1), (1, 1), (2, 2), (2, 1), (4, 2), (4, 1), (4, 1))      # (width multiple, stride)
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, return_repr: bool = False):
+        x = (jnp.asarray(x, jnp.float32) - jnp.asarray(self.mean)) / jnp.asarray(self.std)
+        for mult, stride in self.LAYERS:
+            x = nn.relu(nn.Conv(self.width * mult, (3, 3), strides=stride, padding=1)(x))
+        z = jnp.mean(x, axis=(1, 2))
+        logits = nn.Dense(self.num_classes)(z)
+        return (logits, z) if return_repr else logits
+
+
+def _model(spec, data):
+    if spec["model"] == "plain_cnn":
+        return PlainCNN(width=spec["width"], mean=tuple(data.mean), std=tuple(data.std)), \
+            f"PlainCNN(width={spec['width']})"
+    return _conv_model(data, spec["width"])
+
+
+def _torch_model(spec, torch):
+    """The same network in torch.nn (NCHW): ResNet-18 with the CIFAR stem at ``width``, or the plain CNN."""
+    nn_ = torch.nn
+    c_in, w = spec["image_shape"][-1], spec["width"]
+    if spec["model"] == "plain_cnn":
+        layers, prev = [], c_in
+        for mult, stride in PlainCNN.LAYERS:
+            layers += [nn_.Conv2d(prev, w * mult, 3, stride, 1), nn_.ReLU()]
+            prev = w * mult
+        return nn_.Sequential(*layers, nn_.AdaptiveAvgPool2d(1), nn_.Flatten(), nn_.Linear(prev, 10))
+
+    class Block(nn_.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1, self.bn1 = nn_.Conv2d(cin, cout, 3, stride, 1, bias=False), nn_.BatchNorm2d(cout)
+            self.conv2, self.bn2 = nn_.Conv2d(cout, cout, 3, 1, 1, bias=False), nn_.BatchNorm2d(cout)
+            self.down = (nn_.Sequential(nn_.Conv2d(cin, cout, 1, stride, bias=False), nn_.BatchNorm2d(cout))
+                         if stride != 1 or cin != cout else nn_.Identity())
+
+        def forward(self, x):
+            out = torch.relu(self.bn1(self.conv1(x)))
+            return torch.relu(self.bn2(self.conv2(out)) + self.down(x))
+
+    layers, cin = [nn_.Conv2d(c_in, w, 3, 1, 1, bias=False), nn_.BatchNorm2d(w), nn_.ReLU()], w
+    for s in range(4):
+        for b in range(2):
+            layers.append(Block(cin, w * 2 ** s, 2 if (s > 0 and b == 0) else 1))
+            cin = w * 2 ** s
+    return nn_.Sequential(*layers, nn_.AdaptiveAvgPool2d(1), nn_.Flatten(), nn_.Linear(cin, 10))
+
+
+def _torch_rate(spec, data, steps: int, torch) -> dict:
+    """Images/s of one member trained eagerly for ``steps`` steps (after 3 untimed ones), with others_cpu."""
+    torch.manual_seed(0)
+    net = _torch_model(spec, torch).train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    x = torch.from_numpy(np.ascontiguousarray(data.train_images.transpose(0, 3, 1, 2))).float().div_(255.0)
+    y = torch.from_numpy(np.asarray(data.train_labels, np.int64))
+    b = spec["batch_size"]
+
+    def run(k):
+        for _ in range(k):
+            idx = torch.randint(0, x.shape[0], (b,))
+            loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    run(3)
+    a = _cpu_snapshot()
+    run(steps)
+    z = _cpu_snapshot()
+    return {"images_per_s": steps * b / (z[0] - a[0]), "s": z[0] - a[0], "steps": steps,
+            "others_cpu": _others_cpu(a, z)}
+
+
+def _crobust_run(spec, data, model, members: int, steps: int, eval_every: int, arm: str) -> dict:
+    """One fit() end to end, compilation included (caches cleared first)."""
+    ex, group = ARMS[arm]
+    cfg = training.TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
+                               batch_size=spec["batch_size"], max_steps=steps, eval_every=eval_every, patience=None,
+                               val_ratio=0.1, eval_batch_size=512, execution=ex)
+    jax.clear_caches()
+    _loop._BLOCK_CACHE.clear()
+    a = _cpu_snapshot()
+    res = training.fit(model, data, cfg, training.grid(seeds=range(members)), progress=False,
+                       members_per_group=group)
+    jax.block_until_ready(res.state.params)
+    z = _cpu_snapshot()
+    return {"images_per_s": members * steps * spec["batch_size"] / (z[0] - a[0]), "s": z[0] - a[0],
+            "steps": steps, "members": members, "compiles": res.compiles, "execution": res.execution,
+            "members_per_group": group, "others_cpu": _others_cpu(a, z),
+            "final_train_loss_mean": float(np.mean(res.history["train_loss"][-1]))}
+
+
+def run_setting(name: str, quick: bool, torch) -> dict:
+    spec = SETTINGS[name]
+    members, steps, other_steps, eval_every, n_train, torch_steps = (
+        (2, 6, 6, 3, 512, 6) if quick else (8, 200, 40, 50, 4096, 100))
+    data = synthetic_dataset(spec["image_shape"], n_train)
+    model, described = _model(spec, data)
+    state0 = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *spec["image_shape"]))))
+    stacked = jax.tree.map(lambda s: np.zeros((1, *s.shape), s.dtype), state0["params"])
+    out = {"model": described, "image_shape": list(spec["image_shape"]), "batch_size": spec["batch_size"],
+           "members": members, "eval_every": eval_every, "auto": execution.resolve("auto", stacked), "arms": {}}
+    torch_before = _torch_rate(spec, data, torch_steps, torch) if torch is not None else None
+    for arm in ARMS:
+        r = _crobust_run(spec, data, model, members, steps if arm == "host_loop" else other_steps, eval_every, arm)
+        if torch is not None:
+            torch_after = _torch_rate(spec, data, torch_steps, torch)
+            t_rate = (torch_before["images_per_s"] + torch_after["images_per_s"]) / 2
+            r["torch_images_per_s_around"] = [torch_before, torch_after]
+            r["vs_sequential_torch"] = r["images_per_s"] / t_rate
+            torch_before = torch_after
+        out["arms"][arm] = r
+        print(f"[execution] {name} {arm}: {r['images_per_s']:.0f} images/s, "
+              f"{r.get('vs_sequential_torch', float('nan')):.3f}x sequential torch", file=sys.stderr, flush=True)
+    auto_arm = "host_loop" if out["auto"] == "host_loop" else "scan"
+    out["auto_arm"] = auto_arm
+    out["auto_vs_sequential_torch"] = out["arms"][auto_arm].get("vs_sequential_torch")
+    return out
+
+
+def apgd_layouts(quick: bool = False) -> dict:
+    """APGD-CE (1 restart) on a small batch-norm conv population (:class:`~benchmarks.bench_training.BenchCNN`,
+    32×32×3, random weights and points): the members in one compiled program — ``lax.map``-ped (the CPU layout
+    before issue 20) or vmapped — against one call per member of :func:`crobust.evaluation.robust_accuracy`'s
+    compiled program (``population_robust_accuracy(execution='host_loop')``). Each arm is compiled once
+    (``first_s``), then called ``repeats`` times interleaved with the others; seconds per population call."""
+    from jax.tree_util import Partial
+    from benchmarks.bench_training import BenchCNN
+    from crobust import evaluation as E, parallel
+    members, n, width, n_iter, repeats = (2, 16, 4, 5, 2) if quick else (3, 64, 8, 20, 3)
+    model = BenchCNN(width=width)
+    x = jax.random.uniform(jax.random.key(0), (n, 32, 32, 3))
+    y = jax.random.randint(jax.random.key(1), (n,), 0, 10)
+    stacked = jax.vmap(lambda k: model.init(k, x[:1]))(jax.random.split(jax.random.key(10), members))
+    specs = E._attack_specs((("apgd-ce", {"n_iter": n_iter, "n_restarts": 1}),), 10)
+    static = dict(norm="linf", frozen=E._freeze(specs), adv_index=(), eps_loop=False, point_chunk=None)
+    eps = jnp.asarray([8 / 255], jnp.float32)
+    keys = jax.random.split(jax.random.key(2), members)
+
+    def program(group):
+        def f(params, keys, x, y):
+            one = lambda p, k: E._core(Partial(model.apply, p), x, y, k, eps, **static)
+            return parallel.map_members(one, params, keys, group=group)
+        return jax.jit(f)
+
+    def per_member(params, keys, x, y):
+        return [E._run_one(Partial(model.apply, jax.tree.map(lambda leaf: leaf[m], params)), x, y, keys[m], eps,
+                           **static) for m in range(members)]
+
+    arms = {"program_lax_map": program(1), "program_vmap": program(None), "per_member_calls": per_member}
+    out = {"model": f"BenchCNN(width={width})", "members": members, "points": n, "n_iter": n_iter, "arms": {}}
+    for k, f in arms.items():
+        t = time.perf_counter()
+        jax.block_until_ready(f(stacked, keys, x, y))
+        out["arms"][k] = {"first_s": time.perf_counter() - t, "s": []}
+    for _ in range(repeats):
+        for k, f in arms.items():
+            t = time.perf_counter()
+            jax.block_until_ready(f(stacked, keys, x, y))
+            out["arms"][k]["s"].append(time.perf_counter() - t)
+    for k in arms:
+        out["arms"][k]["median_s"] = float(np.median(out["arms"][k]["s"]))
+    out["per_member_over_lax_map_speedup"] = (out["arms"]["program_lax_map"]["median_s"]
+                                              / out["arms"]["per_member_calls"]["median_s"])
+    return out
+
+
+def run(quick: bool = False) -> dict:
+    try:
+        import torch
+        torch.set_num_threads(os.cpu_count() or 1)
+        torch_note = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    except ImportError as e:
+        torch, torch_note = None, f"not run: {e} (make bench-extras installs torch)"
+    results = {name: run_setting(name, quick, torch) for name in SETTINGS}
+    results["apgd_layouts"] = apgd_layouts(quick)
+    v = results["resnet18_w8_32x32x3"]["auto_vs_sequential_torch"]
+    met = "not measured" if (v is None or quick or jax.default_backend() != "cpu") else bool(v >= TARGET_VS_TORCH)
+    targets = {"cpu_resnet18_w8_8_members_auto_vs_sequential_torch": {
+        "value": v, "target": TARGET_VS_TORCH, "aim": AIM_VS_TORCH, "met": met}}
+    return {"name": "execution", "quick": quick, "backend": jax.default_backend(), "torch": torch_note,
+            "machine": _machine_info.describe(torch=getattr(torch, "__version__", None)), "results": results,
+            "targets": targets, "loadavg_end": _machine_info.loadavg(),
+            "note": "ratios are taken against PyTorch runs interleaved in the same process; absolute rates depend "
+                    "on the machine's load (others_cpu). quick mode: a smoke run dominated by compilation"
+                    if quick else "ratios against PyTorch runs interleaved in the same process"}
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
