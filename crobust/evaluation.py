@@ -168,12 +168,13 @@ def _attack_specs(attacks, num_classes: int | None = None):
 
 
 def _freeze(specs):
-    """A hashable form of the validated attack list (static argument of the jitted runners)."""
-    return tuple((name, tuple(sorted(kwargs.items()))) for name, _, kwargs in specs)
+    """A hashable form of the validated attack list (static argument of the jitted runners). The attack function
+    is part of it: a compiled program runs the function the registry held when it was traced."""
+    return tuple((name, fn, tuple(sorted(kwargs.items()))) for name, fn, kwargs in specs)
 
 
 def _thaw(frozen):
-    return tuple((name, dict(items)) for name, items in frozen)
+    return tuple((name, dict(items)) for name, _, items in frozen)
 
 
 def _core(logits_fn, x, y, key, eps, norm, frozen, adv_index, eps_loop, point_chunk):

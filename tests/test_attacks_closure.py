@@ -179,3 +179,45 @@ def test_a_closure_over_tracers_is_traced_into_the_callers_program():
     run = jax.jit(lambda p: A.fgsm(_rebindable(p)[0], x, y, eps=0.3))
     np.testing.assert_array_equal(np.asarray(run(params)), np.asarray(A.fgsm(_rebindable(params)[0], x, y, eps=0.3)))
     np.testing.assert_array_equal(np.asarray(run(flipped)), np.asarray(x))
+
+
+def test_what_the_lifting_sees():
+    """crobust.attacks._closure.lift directly (no attack compiled): which captures become traced leaves, which are
+    keys, and which make it refuse."""
+    from crobust.attacks._closure import Unseen, lift
+    from crobust.models import MLP
+
+    x, _, params, flipped = _setup()
+    leaves = lambda f: lift(f).args[0]
+    key = lambda f: lift(f).func
+    # a flax model's bound apply in a functools.partial: the module is a key (hashed by value), params the leaves
+    model = MLP(num_classes=3, width=8, depth=2, mean=(0.5,), std=(0.25,))
+    variables = model.init(jax.random.key(0), x[:1])
+    f = functools.partial(model.apply, variables)
+    assert len(leaves(f)) == len(jax.tree.leaves(variables))
+    np.testing.assert_array_equal(np.asarray(lift(f)(x)), np.asarray(f(x)))
+    # cells, defaults and nested functions: every array is a leaf, in a key shared by equal code and shapes
+    inner = _rebindable(params)[0]
+    outer = lambda q, scale=jnp.float32(2.0): scale * inner(q)
+    assert len(leaves(outer)) == 2 + 1                                    # w1, w2 (through inner) and the default
+    np.testing.assert_array_equal(np.asarray(lift(outer)(x)), np.asarray(outer(x)))
+    assert key(_rebindable(params)[0]) == key(_rebindable(flipped)[0])
+    # a Python scalar is part of the key (a new shape is not: that is jax's own key, the abstract value)
+    scaled = lambda s: (lambda q: s * q)
+    assert key(scaled(2.0)) == key(scaled(2.0)) and key(scaled(2.0)) != key(scaled(3.0))
+    assert key(scaled(2)) != key(scaled(2.0))                            # keyed by type too: 2 == 2.0 in Python
+    # a jitted function is a static part (as jax.jit treats it), an identity-hashed object is refused
+    jitted = jax.jit(jnp.tanh)
+    assert len(leaves(lambda q: jitted(inner(q)))) == 2
+    holder = _Holder(params)
+    with pytest.raises(Unseen, match="_Holder object"):
+        lift(lambda q: _mlp(holder.params, q))
+    with pytest.raises(Unseen, match="_HolderModel object"):
+        lift(_HolderModel(params).logits)
+    with pytest.raises(Unseen, match="not a plain function"):
+        lift(jitted)
+
+
+class _HolderModel(_Holder):
+    def logits(self, q):
+        return _mlp(self.params, q)

@@ -36,11 +36,11 @@ Inside ``jit``/``vmap`` (a tracer among the arguments or captures) the attacks a
 Captures (exactly what the closure form sees, recursively; ``crobust.attacks._closure``):
 
 - of a Python function (``def``, ``lambda``): its closure cells, ``__defaults__`` and ``__kwdefaults__``; and,
-  for functions defined in the same module as ``logits_fn`` (its own helpers, including ``logits_fn`` itself when
-  written at module level), the module globals its code names — read at each call, so rebinding a global array
-  is seen;
+  when ``logits_fn`` is a plain function (or a ``functools.partial`` of one), for the functions defined in its
+  module (``logits_fn`` itself and its helpers there), the module globals their code names — read at each call,
+  so rebinding a global array is seen;
 - of a ``functools.partial`` (including ``Partial``): the function, ``args`` and ``keywords``; of a bound method:
-  its function and ``__self__``;
+  its function and ``__self__`` (so ``functools.partial(model.apply, params)`` with a flax module is seen);
 - the values found there: ``jax.Array`` and ``numpy.ndarray`` → traced arguments (a NumPy array changed in
   place is read again at the next call); tuples, lists, dicts, namedtuples and registered pytree nodes (flax
   ``FrozenDict``, …) → flattened and each leaf seen; Python and NumPy scalars, strings, ``None``, dtypes →

@@ -13,9 +13,9 @@ module object) gets its own program.
 What is seen, recursively (``Captures`` in the attacks package docstring says the same for users):
 
 - in a Python function (``def``, ``lambda``, nested function): its closure cells, ``__defaults__`` and
-  ``__kwdefaults__``; and, for functions defined in the same module as ``logits_fn``, the module globals its code
-  names (``co_names`` of its code and of the code objects nested in it; a name that also spells an attribute is
-  included harmlessly);
+  ``__kwdefaults__``; and, when ``logits_fn`` is a plain function (or a ``functools.partial`` of one), for the
+  functions defined in its module, the module globals their code names (``co_names`` of the code and of the code
+  objects nested in it; a name that also spells an attribute is included harmlessly);
 - ``functools.partial`` / ``jax.tree_util.Partial``: the function, ``args`` and ``keywords``;
 - a bound method: its function and ``__self__``;
 - values: ``jax.Array`` / ``numpy.ndarray`` → traced; containers and registered pytree nodes (tuple, list, dict,
@@ -28,6 +28,9 @@ What is seen, recursively (``Captures`` in the attacks package docstring says th
 Anything else raises :class:`Unseen` with a reason: an object hashed by identity (its attributes could change
 unseen), an empty cell, a function that reaches itself, a callable that is not a function. The caller then
 compiles afresh for that call.
+
+The template holds no array: a function whose captures include arrays is rebuilt at trace time, and only a
+function without any is kept (to be used as it is), so a cached program never keeps the first call's weights alive.
 """
 
 from __future__ import annotations
@@ -62,6 +65,21 @@ class _Same:
 
     def __hash__(self):
         return id(self.obj)
+
+
+class _Example:
+    """A value carried in a template but not part of its key: equal to every other ``_Example``."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __eq__(self, other):
+        return isinstance(other, _Example)
+
+    def __hash__(self):
+        return 0
 
 
 @functools.lru_cache(maxsize=4096)
@@ -99,7 +117,10 @@ class _Splitter:
                     self.split(value.keywords))
         if isinstance(value, types.MethodType):
             return (METHOD, self.split(value.__func__), self.split(value.__self__))
-        children, treedef = jax.tree_util.tree_flatten(value)
+        try:
+            children, treedef = jax.tree_util.tree_flatten(value)
+        except Exception as error:     # e.g. a dict whose keys cannot be sorted
+            raise Unseen(f"captures a {type(value).__name__} that cannot be flattened ({error})") from None
         if not (treedef.num_leaves == 1 and treedef.num_nodes == 1):      # a container or a pytree node
             return (TREE, treedef, tuple(self.split(child) for child in children))
         if type(value).__hash__ not in (object.__hash__, None):
@@ -131,8 +152,11 @@ class _Splitter:
                 names = [(n, self.split(g[n], via_global=True)) for n in _global_names(fn.__code__) if n in g]
         finally:
             self.active.discard(id(fn))
-        return (FUNCTION, fn.__code__, _Same(fn.__globals__), fn.__name__, defaults, kwdefaults, tuple(cells),
-                tuple(names))
+        template = (FUNCTION, fn.__code__, _Same(fn.__globals__), fn.__name__, defaults, kwdefaults, tuple(cells),
+                    tuple(names))
+        # a function without arrays is used as it is when built (kept out of the key; one holding arrays is not
+        # kept at all, so a cached program never holds on to the first call's weights)
+        return template + (_Example(None if _has_leaf(template) else fn),)
 
 
 def _has_leaf(template) -> bool:
@@ -144,7 +168,7 @@ def _has_leaf(template) -> bool:
     if tag == TREE:
         return any(_has_leaf(c) for c in template[2])
     if tag == FUNCTION:
-        _, _, _, _, defaults, kwdefaults, cells, names = template
+        defaults, kwdefaults, cells, names = template[4:8]
         return (_has_leaf(defaults) or _has_leaf(kwdefaults) or any(_has_leaf(c) for c in cells)
                 or any(_has_leaf(t) for _, t in names))
     if tag == PARTIAL:
@@ -170,9 +194,11 @@ def _build(template, leaves):
     if tag == METHOD:
         func = _build(template[1], leaves)
         return types.MethodType(func, _build(template[2], leaves))
-    code, module, name, defaults, kwdefaults, cells, names = template[1:]
+    code, module, name, defaults, kwdefaults, cells, names, example = template[1:]
+    if not _has_leaf(template):
+        return example.obj          # no arrays to place: a function of equal template (code and static captures)
+    closure = tuple(types.CellType(_build(c, leaves)) for c in cells) or None     # the order of _Splitter.function
     defaults, kwdefaults = _build(defaults, leaves), _build(kwdefaults, leaves)
-    closure = tuple(types.CellType(_build(c, leaves)) for c in cells) or None
     overrides = {n: _build(t, leaves) for n, t in names if _has_leaf(t)}
     namespace = {**module.obj, **overrides} if overrides else module.obj
     fn = types.FunctionType(code, namespace, name, defaults, closure)
@@ -207,25 +233,40 @@ class Lifted:
         return f"Lifted({self.__name__})"
 
 
-def root_function(fn):
-    """The plain function at the root of ``fn`` (through ``functools.partial``), or None."""
+def _innermost(fn):
+    """``fn`` through any ``functools.partial`` wrappers."""
     while isinstance(fn, functools.partial):
         fn = fn.func
+    return fn
+
+
+def root_function(fn):
+    """The plain function at the root of ``fn`` (through ``functools.partial`` and a bound method), or None."""
+    fn = _innermost(fn)
+    fn = fn.__func__ if isinstance(fn, types.MethodType) else fn
     return fn if isinstance(fn, types.FunctionType) else None
 
 
 def lift(fn) -> jax.tree_util.Partial:
     """``jax.tree_util.Partial(Lifted(template), leaves)`` computing what ``fn`` computes, its arrays as leaves.
 
-    ``fn`` is a plain function or a ``functools.partial`` of one (see the module docstring for what is seen).
-    Raises :class:`Unseen` when it is something else or captures something that cannot be passed as data.
+    ``fn`` is a plain function, a bound method, or a ``functools.partial`` of one (see the module docstring for
+    what is seen). Raises :class:`Unseen` when it is something else or captures something that cannot be passed
+    as data.
     """
     root = root_function(fn)
     if root is None:
-        raise Unseen(f"is a {type(fn).__name__} object, not a plain function or a functools.partial of one")
-    splitter = _Splitter(root.__globals__)
+        raise Unseen(f"is a {type(fn).__name__} object, not a plain function, a bound method or a "
+                     "functools.partial of one")
+    # module globals are read in a plain function's own module only; a method's function lives with its class
+    # (e.g. flax's Module.apply), in library code
+    splitter = _Splitter(None if isinstance(_innermost(fn), types.MethodType) else root.__globals__)
     template = splitter.split(fn)
-    return jax.tree_util.Partial(Lifted(template, getattr(root, "__qualname__", "logits_fn")), splitter.leaves)
+    try:
+        lifted = Lifted(template, getattr(root, "__qualname__", "logits_fn"))
+    except TypeError as error:      # an unhashable static part, e.g. a pytree node's auxiliary data
+        raise Unseen(f"captures a value that cannot be hashed ({error})") from None
+    return jax.tree_util.Partial(lifted, splitter.leaves)
 
 
 class RecompileWarning(UserWarning):
@@ -237,10 +278,7 @@ _HINTED: set = set()
 
 def _hint_key(fn):
     root = root_function(fn)
-    if root is not None:
-        return root.__code__
-    func = getattr(fn, "__func__", None)
-    return getattr(func, "__code__", type(fn))
+    return type(fn) if root is None else root.__code__
 
 
 def as_data(fn, caller: str):
