@@ -542,7 +542,7 @@ def robust_accuracy(logits_fn, x, y, key, *, eps, norm: str = "linf", attacks=DE
         cached compiled program (keyed on ``model.apply``, shapes and settings), so a second call with new weights
         reuses the compilation and always uses the new weights. A plain closure over arrays is lifted into such a
         Partial (same reuse, the arrays it holds at the call are used); any other callable is compiled for that
-        call only, so whatever it reads now is used (a one-time ``RecompileWarning`` says so).
+        call only, so whatever it reads now is used (a one-time :class:`crobust.attacks.RecompileWarning` says so).
       x: test images (N, ...) in [0, 1];  y: integer labels (N,);  key: PRNG key.
       eps: one radius or a list (pixel units); all run in one compiled call (vmapped over ε).
       norm: ``'linf'`` or ``'l2'``.

@@ -68,10 +68,10 @@ def public_attack(impl, check=None):
     - ``attack(jax.tree_util.Partial(apply_fn, params), x, y, key, eps=..., ...)``: ``params`` are leaves of the
       Partial, i.e. traced arguments of one cached ``jax.jit``; a second call with the same ``apply_fn``, the same
       shapes and the same static settings reuses the compiled program, and new weights are always used.
-    - ``attack(logits_fn, ...)`` with a plain function (a closure, a lambda, a ``functools.partial``): its captured
-      arrays are lifted into such a Partial (:func:`crobust.attacks._closure.lift`; what is seen is listed in the
-      package docstring), so it too compiles once per code, non-array captures and shapes, and every call uses the
-      arrays the closure holds at that call.
+    - ``attack(logits_fn, ...)`` with a plain function (a closure, a lambda, a bound method, or a
+      ``functools.partial`` of one): its captured arrays are lifted into such a Partial
+      (:func:`crobust.attacks._closure.lift`; what is seen is listed in the package docstring), so it too compiles
+      once per code, non-array captures and shapes, and every call uses the arrays the closure holds at that call.
     - any other callable, or a closure capturing something that cannot be passed as data: compiled afresh for this
       call only (``jax.jit`` of ``functools.partial(impl, logits_fn)``), so whatever it reads *now* is used, with a
       one-time :class:`~crobust.attacks._closure.RecompileWarning` per code object naming the Partial form.
