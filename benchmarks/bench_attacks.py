@@ -46,6 +46,12 @@ What is measured:
   APGD-T with 9 targets, Square 5000 queries) and with APGD-CE alone: steady-state seconds (a first call
   compiles), milliseconds per member and point, and the ratio — what the headline ensemble costs over the
   single attack. On an accelerator the same code runs there (``machine.backend`` says which).
+* **Closure form** (issue 20) — the direct call with ``logits_fn = lambda q: model.apply(params, q)`` (a fresh
+  closure each call, as a batch loop builds it) beside the Partial form: first call (compilation included) and
+  steady-state later calls. Target: the closure form's second call within 1.5× of the Partial form's
+  (``targets.apgd_ce_*_closure_second_call_over_partial``); the first-call times of both forms are reported beside
+  AutoAttack's total time for the same attack (``comparison.*_first_call``; ``autoattack_total_s`` is null when
+  the optional extra is not installed).
 
 Targets (issue 4): crobust ≥ 3× faster than AutoAttack's APGD-CE on this CPU, robust accuracy within 0.5
 percentage points (both norms). ``quick=True``: fewer repeats, one round, 1 torch thread only (2 threads collapse
@@ -77,6 +83,7 @@ from crobust.models import MLP
 
 TARGET_SPEEDUP = 3.0
 TARGET_ACC_DIFF_PP = 0.5
+TARGET_CLOSURE_RATIO = 1.5
 SETTINGS = (("linf", 16 / 255), ("l2", 0.5))
 SEEDS = (0, 1, 2)
 
@@ -279,25 +286,46 @@ def _run_population(model, x_train, y_train, x, y, members, repeats) -> dict:
             "flags_agree_fraction": float(np.mean(flags_together == flags_alone))}
 
 
-def _run_direct_call(model, params, x, y, repeats) -> dict:
-    """The public attack called directly (Partial call form): first call, then steady-state later calls."""
-    f = jax.tree_util.Partial(model.apply, params)
-    out = {}
-    for norm, eps in SETTINGS:
-        call = lambda k, norm=norm, eps=eps: A.apgd(f, x, y, k, eps=eps, norm=norm, loss="ce", n_iter=100)
+def _time_calls(make_fn, call, repeats, compiled) -> dict:
+    """First call (compiles) and ``repeats`` later calls of ``call(make_fn(), key)``, a fresh function each call."""
+    t = time.perf_counter()
+    first = jax.block_until_ready(call(make_fn(), jax.random.key(0)))
+    first_s = time.perf_counter() - t
+    cache = compiled._cache_size()
+    times = []
+    for r in range(repeats):
         t = time.perf_counter()
-        first = jax.block_until_ready(call(jax.random.key(0)))
-        first_s = time.perf_counter() - t
-        cache = A.apgd.compiled._cache_size()
-        times = []
-        for r in range(repeats):
-            t = time.perf_counter()
-            jax.block_until_ready(call(jax.random.key(r + 1)))
-            times.append(time.perf_counter() - t)
-        out[norm] = {"eps": eps, "first_call_s": first_s, "second_call_s": times[0], "time_min_s": min(times),
-                     "time_median_s": float(np.median(times)), "times_s": times,
-                     "recompiled": A.apgd.compiled._cache_size() != cache,
-                     "robust_acc": _accuracy(f, first, y), "points": int(x.shape[0])}
+        jax.block_until_ready(call(make_fn(), jax.random.key(r + 1)))
+        times.append(time.perf_counter() - t)
+    return {"first_call_s": first_s, "second_call_s": times[0], "time_min_s": min(times),
+            "time_median_s": float(np.median(times)), "times_s": times,
+            "recompiled": compiled._cache_size() != cache, "first": first}
+
+
+def _run_direct_call(model, params, x, y, repeats) -> dict:
+    """The public attack called directly, as a user would: the Partial form and the closure form (issue 20).
+
+    Each call builds its ``logits_fn`` afresh (``Partial(model.apply, params)`` / ``lambda q: model.apply(params,
+    q)``), as a loop over batches or models written the natural way does; the closure form's captured arrays are
+    lifted into traced leaves (``crobust.attacks._closure``), so both forms compile once.
+    """
+    out = {}
+    forms = (("partial", lambda: jax.tree_util.Partial(model.apply, params)),
+             ("closure", lambda: (lambda q: model.apply(params, q))))
+    for norm, eps in SETTINGS:
+        call = lambda f, k, norm=norm, eps=eps: A.apgd(f, x, y, k, eps=eps, norm=norm, loss="ce", n_iter=100)
+        out[norm] = {"eps": eps, "points": int(x.shape[0])}
+        for form, make_fn in forms:
+            timed = _time_calls(make_fn, call, repeats, A.apgd.compiled)
+            timed["robust_acc"] = _accuracy(make_fn(), timed.pop("first"), y)
+            out[norm][form] = timed
+        # kept flat for the Partial form (the keys earlier reports used)
+        out[norm].update({k: v for k, v in out[norm]["partial"].items() if k != "robust_acc"},
+                         robust_acc=out[norm]["partial"]["robust_acc"])
+        out[norm]["closure_over_partial_second_call"] = (out[norm]["closure"]["second_call_s"]
+                                                         / out[norm]["partial"]["second_call_s"])
+        out[norm]["closure_over_partial_median"] = (out[norm]["closure"]["time_median_s"]
+                                                    / out[norm]["partial"]["time_median_s"])
     return out
 
 
@@ -353,6 +381,17 @@ def run(quick: bool = False) -> dict:
 
     targets, comparison = {}, {}
     for norm, eps in SETTINGS:
+        ratio = direct[norm]["closure_over_partial_second_call"]
+        targets[f"apgd_ce_{norm}_closure_second_call_over_partial"] = {
+            "value": round(ratio, 2), "target": TARGET_CLOSURE_RATIO, "met": bool(ratio <= TARGET_CLOSURE_RATIO),
+            "note": "second direct call with lambda q: model.apply(params, q) over the same with "
+                    "Partial(model.apply, params), all 1000 points, a fresh function each call; median ratio "
+                    f"{direct[norm]['closure_over_partial_median']:.2f}"}
+        # first-call time (compilation included) beside AutoAttack's total time for the same attack
+        comparison[f"{norm}_first_call"] = {
+            "partial_first_call_s": direct[norm]["partial"]["first_call_s"],
+            "closure_first_call_s": direct[norm]["closure"]["first_call_s"],
+            "autoattack_total_s": None if "skipped" in reference else reference[norm]["time_min_s"]}
         mine = ours[norm]
         acc = float(np.mean(mine["robust_acc"]))
         if "skipped" in reference:

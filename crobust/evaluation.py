@@ -46,7 +46,9 @@ source set (its update averages over a mini-batch) and is never chunked.
 
 Parameters travel as data: the compiled programs take the model as ``apply_fn`` (static) plus ``params``
 (traced), or as a ``jax.tree_util.Partial``, so a second call with new weights reuses the compilation and uses
-the new weights. A plain closure is compiled for that call only.
+the new weights. A plain closure over arrays is lifted into such a Partial (its captured arrays traced; what is
+seen: "Captures" in :mod:`crobust.attacks`), so it too reuses the compilation and always uses the arrays it holds
+at the call; a callable that captures anything else is compiled for that call only, with a one-time hint.
 
 Attacks (names → defaults; override with ``(name, {kwarg: value})`` pairs in ``attacks``, or name an ensemble of
 :data:`crobust.attacks.presets.ENSEMBLES`: ``'standard'``, ``'cheap'``, ``'art'``):
@@ -104,6 +106,7 @@ from crobust.attacks.fgsm import fgm as _fgm
 from crobust.attacks.fgsm import fgsm as _fgsm
 from crobust.attacks.pgd import pgd as _pgd
 from crobust.attacks.square import square as _square
+from crobust.attacks._closure import as_data
 from crobust.attacks._common import predicts, value_and_input_grad
 from crobust.attacks._validate import check_images, check_labels, check_norm, logits_shape
 
@@ -165,12 +168,13 @@ def _attack_specs(attacks, num_classes: int | None = None):
 
 
 def _freeze(specs):
-    """A hashable form of the validated attack list (static argument of the jitted runners)."""
-    return tuple((name, tuple(sorted(kwargs.items()))) for name, _, kwargs in specs)
+    """A hashable form of the validated attack list (static argument of the jitted runners). The attack function
+    is part of it: a compiled program runs the function the registry held when it was traced."""
+    return tuple((name, fn, tuple(sorted(kwargs.items()))) for name, fn, kwargs in specs)
 
 
 def _thaw(frozen):
-    return tuple((name, dict(items)) for name, items in frozen)
+    return tuple((name, dict(items)) for name, _, items in frozen)
 
 
 def _core(logits_fn, x, y, key, eps, norm, frozen, adv_index, eps_loop, point_chunk):
@@ -536,8 +540,9 @@ def robust_accuracy(logits_fn, x, y, key, *, eps, norm: str = "linf", attacks=DE
         ``robust_accuracy(model.apply, x, y, key, params=params, ...)`` or
         ``robust_accuracy(jax.tree_util.Partial(model.apply, params), ...)``: the parameters are traced data of one
         cached compiled program (keyed on ``model.apply``, shapes and settings), so a second call with new weights
-        reuses the compilation and always uses the new weights. Any other callable (a closure) is compiled for that
-        call only, so whatever it reads now is used.
+        reuses the compilation and always uses the new weights. A plain closure over arrays is lifted into such a
+        Partial (same reuse, the arrays it holds at the call are used); any other callable is compiled for that
+        call only, so whatever it reads now is used (a one-time :class:`crobust.attacks.RecompileWarning` says so).
       x: test images (N, ...) in [0, 1];  y: integer labels (N,);  key: PRNG key.
       eps: one radius or a list (pixel units); all run in one compiled call (vmapped over ε).
       norm: ``'linf'`` or ``'l2'``.
@@ -565,9 +570,10 @@ def robust_accuracy(logits_fn, x, y, key, *, eps, norm: str = "linf", attacks=DE
     eps_loop, point_chunk = _layout.resolve_layout(eps_loop, point_chunk, logits_fn, x, specs, len(eps_values))
     static = dict(norm=norm, frozen=_freeze(specs), adv_index=adv_index, eps_loop=eps_loop, point_chunk=point_chunk)
     eps_array = jnp.asarray(eps_values, jnp.float32)
-    if isinstance(logits_fn, Partial):
-        arrays = dict(_run_one(logits_fn, x, y, key, eps_array, **static))
-    else:      # a closure: compiled for this call only, so its current state is what is evaluated
+    model = logits_fn if isinstance(logits_fn, Partial) else as_data(logits_fn, "crobust.evaluation.robust_accuracy")
+    if model is not None:
+        arrays = dict(_run_one(model, x, y, key, eps_array, **static))
+    else:      # not passable as data: compiled for this call only, so its current state is what is evaluated
         arrays = dict(jax.jit(functools.partial(_core, logits_fn), static_argnames=_STATIC)(x, y, key, eps_array,
                                                                                             **static))
     x_adv = arrays.pop("x_adv", None)

@@ -172,8 +172,10 @@ def test_stale_weights_a_closure_and_new_params_always_use_the_current_weights()
     attacks = (("apgd-ce", {"n_iter": 3}),)
     kw = dict(eps=[0.0], attacks=attacks, on_fail="ignore")
     assert E.robust_accuracy(f, x, y, jax.random.key(0), **kw).clean_acc == 1.0
+    size = E._run_one._cache_size()
     state["w"] = -w                                                    # every point now misclassified
     assert E.robust_accuracy(f, x, y, jax.random.key(0), **kw).clean_acc == 0.0
+    assert E._run_one._cache_size() == size        # the closure's dict of arrays is traced data: no recompilation
     # apply_fn + params: one compiled program, new weights as data
     apply_fn = lambda p, q: q.reshape(q.shape[0], -1) @ p
     assert E.robust_accuracy(apply_fn, x, y, jax.random.key(0), params=w, **kw).clean_acc == 1.0

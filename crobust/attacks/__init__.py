@@ -18,17 +18,47 @@ logits and never exposes a normalisation: ε is always in pixel units. Bad argum
 :class:`crobust._errors.CrobustError` naming the argument; value checks (ε ≥ 0, x in [0, 1], labels < C) run
 when the values are concrete and are skipped under tracing.
 
-Call form (parameters travel as data): pass ``logits_fn = jax.tree_util.Partial(model.apply, params)``. Each
-public attack is one cached ``jax.jit`` with the Partial as a traced argument, so a second call with the same
-``model.apply``, shapes and settings reuses the compiled program, and new ``params`` are always used. Any other
-callable (a lambda closing over weights) is compiled for that call only: correct, but it pays compilation every
-time. Inside ``jit``/``vmap`` the attacks are traced into the caller's program.
+Call forms (parameters travel as data). Each public attack is one cached ``jax.jit`` whose model argument is a
+``jax.tree_util.Partial`` with the parameters as traced leaves, so a second call with the same function, shapes
+and settings reuses the compiled program and new parameters are always used:
+
+- ``logits_fn = jax.tree_util.Partial(model.apply, params)``: used as it is.
+- a plain closure, e.g. ``lambda x: model.apply(params, x)`` or a nested ``def``: the arrays it captures are
+  lifted into such a Partial (rebuilt around them at trace time), keyed by its code and the non-array captures,
+  so it compiles once too and every call uses the arrays the closure holds *at that call* — never stale weights.
+  A new lambda object with the same code and captures of the same shapes reuses the program.
+- anything else (an object with ``__call__``, a bound method, a closure that captures an object): compiled for
+  that call only, so whatever it reads now is used; correct, but it pays compilation every time, and a one-time
+  :class:`RecompileWarning` (per code object) names the Partial form.
+
+Inside ``jit``/``vmap`` (a tracer among the arguments or captures) the attacks are traced into the caller's program.
+
+Captures (exactly what the closure form sees, recursively; ``crobust.attacks._closure``):
+
+- of a Python function (``def``, ``lambda``): its closure cells, ``__defaults__`` and ``__kwdefaults__``; and,
+  when ``logits_fn`` is a plain function (or a ``functools.partial`` of one), for the functions defined in its
+  module (``logits_fn`` itself and its helpers there), the module globals their code names — read at each call,
+  so rebinding a global array is seen;
+- of a ``functools.partial`` (including ``Partial``): the function, ``args`` and ``keywords``; of a bound method:
+  its function and ``__self__`` (so ``functools.partial(model.apply, params)`` with a flax module is seen);
+- the values found there: ``jax.Array`` and ``numpy.ndarray`` → traced arguments (a NumPy array changed in
+  place is read again at the next call); tuples, lists, dicts, namedtuples and registered pytree nodes (flax
+  ``FrozenDict``, …) → flattened and each leaf seen; Python and NumPy scalars, strings, ``None``, dtypes →
+  static, keyed by value (a new value compiles a new program); modules, classes, builtins, ufuncs, callables made
+  by jax transforms (``jax.jit``, ``custom_jvp``), and functions of other modules named as globals → static,
+  keyed by identity and not looked into (as ``jax.jit`` treats them: arrays they capture are baked in); objects
+  with a value-based ``__hash__`` (flax modules, frozen dataclasses) → static, keyed by value, as jax keys static
+  arguments.
+- not seen (the call falls back to compiling afresh, with the hint): objects hashed by identity (their attributes
+  could change unseen: ``self.params``), a function that reaches itself, an empty cell; globals of functions
+  defined in other modules, and class attributes, are not looked at at all.
 
 ``apgd_art`` is ART's AutoProjectedGradientDescent (what the reference code could run), a weaker variant kept to
 measure how much a weaker evaluation would overstate robustness.
 """
 
 from crobust.attacks import losses, presets, projections
+from crobust.attacks._closure import RecompileWarning
 from crobust.attacks.apgd import apgd, apgd_t
 from crobust.attacks.apgd_art import apgd_art
 from crobust.attacks.fgsm import fgm, fgsm
@@ -37,4 +67,4 @@ from crobust.attacks.square import square
 from crobust.attacks.universal import universal_accuracy, universal_perturbation
 
 __all__ = ["fgsm", "fgm", "pgd", "apgd", "apgd_t", "apgd_art", "square", "universal_perturbation", "universal_accuracy",
-           "losses", "projections", "presets"]
+           "losses", "projections", "presets", "RecompileWarning"]

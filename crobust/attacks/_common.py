@@ -8,6 +8,8 @@ import inspect
 import jax
 import jax.numpy as jnp
 
+from crobust.attacks._closure import as_data
+
 
 def value_and_input_grad(logits_fn, loss_fn):
     """x → (loss (N,), logits (N, C), ∂(Σ_n loss_n)/∂x (N, ...)), NaN gradient entries set to 0 (as ART does).
@@ -66,29 +68,37 @@ def public_attack(impl, check=None):
     - ``attack(jax.tree_util.Partial(apply_fn, params), x, y, key, eps=..., ...)``: ``params`` are leaves of the
       Partial, i.e. traced arguments of one cached ``jax.jit``; a second call with the same ``apply_fn``, the same
       shapes and the same static settings reuses the compiled program, and new weights are always used.
-    - ``attack(logits_fn, ...)`` with any other callable (a closure, a lambda): compiled afresh for this call only
-      (``jax.jit`` of ``functools.partial(impl, logits_fn)``), so whatever the closure reads *now* is used; nothing
-      is cached across calls.
-    - inside ``jit`` / ``vmap`` / ``grad`` (any argument or Partial leaf is a tracer): ``impl`` is called directly.
+    - ``attack(logits_fn, ...)`` with a plain function (a closure, a lambda, a bound method, or a
+      ``functools.partial`` of one): its captured arrays are lifted into such a Partial
+      (:func:`crobust.attacks._closure.lift`; what is seen is listed in the package docstring), so it too compiles
+      once per code, non-array captures and shapes, and every call uses the arrays the closure holds at that call.
+    - any other callable, or a closure capturing something that cannot be passed as data: compiled afresh for this
+      call only (``jax.jit`` of ``functools.partial(impl, logits_fn)``), so whatever it reads *now* is used, with a
+      one-time :class:`~crobust.attacks._closure.RecompileWarning` per code object naming the Partial form.
+    - inside ``jit`` / ``vmap`` / ``grad`` (any argument or captured array is a tracer): ``impl`` is called
+      directly.
 
-    ``eps``, ``step_size``, ``eps_step`` and ``perturbations`` are traced; every other keyword is static. Value checks (x in [0, 1], ε ≥ 0,
-    labels < C) run eagerly before compiling, as the check-then-trace order of ``impl`` would skip them.
+    ``eps``, ``step_size``, ``eps_step`` and ``perturbations`` are traced; every other keyword is static. Value
+    checks (x in [0, 1], ε ≥ 0, labels < C) run eagerly before compiling, as the check-then-trace order of ``impl``
+    would skip them.
     """
     static = _static_names(impl)
     defaults = {name: p.default for name, p in inspect.signature(impl).parameters.items()
                 if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty}
     cached = jax.jit(impl, static_argnames=static)
+    caller = "crobust.attacks." + impl.__name__.lstrip("_")
 
     @functools.wraps(impl)
     def attack(logits_fn, x, y, key=None, **kwargs):
-        is_partial = isinstance(logits_fn, jax.tree_util.Partial)
-        dynamic_args = (x, y, key, {k: kwargs.get(k) for k in DYNAMIC})
-        if _has_tracer(dynamic_args) or (is_partial and _has_tracer(logits_fn)):
+        if _has_tracer((x, y, key, {k: kwargs.get(k) for k in DYNAMIC})):
+            return impl(logits_fn, x, y, key, **kwargs)
+        model = logits_fn if isinstance(logits_fn, jax.tree_util.Partial) else as_data(logits_fn, caller)
+        if model is not None and _has_tracer(model):
             return impl(logits_fn, x, y, key, **kwargs)
         if check is not None:
             check(logits_fn, x, y, **{**defaults, **kwargs})
-        if is_partial:
-            return cached(logits_fn, x, y, key, **kwargs)
+        if model is not None:
+            return cached(model, x, y, key, **kwargs)
         return jax.jit(functools.partial(impl, logits_fn), static_argnames=static)(x, y, key, **kwargs)
 
     attack.impl = impl

@@ -10,7 +10,7 @@ Usage::
     key = jax.random.key(2)
     x_adv = apgd(logits_fn, x, y, key, eps=8/255, norm="linf", loss="ce", n_iter=100)   # APGD-CE
     x_adv = apgd_t(logits_fn, x, y, key, eps=8/255, norm="linf", n_iter=100)            # APGD-T, 9 targets
-    # called directly, pass the weights as data: compiled once per model and shapes, new weights always used
+    # the explicit form of the closure above (which is lifted to it): compiled once, new weights always used
     f = jax.tree_util.Partial(lambda w, x: x.reshape(x.shape[0], -1) @ w, W)
     x_adv = apgd(f, x, y, key, eps=8/255)
 
@@ -282,8 +282,9 @@ def _apgd(logits_fn, x, y, key, *, eps, norm: str = "linf", loss: str = "ce", n_
       logits_fn: images (N, ...) in [0, 1] → logits (N, C). Call form for speed and correctness:
         ``apgd(jax.tree_util.Partial(model.apply, params), x, y, key, eps=...)`` — the parameters are traced
         leaves, so a second call with the same ``model.apply`` and shapes reuses the compiled program and new
-        weights are always used; any other callable is compiled for that call only (inside ``jit``/``vmap`` the
-        attack is traced into the caller's program).
+        weights are always used; a plain closure over arrays is lifted into such a Partial (package docstring,
+        "Captures"); any other callable is compiled for that call only (inside ``jit``/``vmap`` the attack is
+        traced into the caller's program).
       x: clean images (N, ...) in [0, 1].
       y: integer labels (N,); may be ``None`` with ``labels='predicted'``.
       key: PRNG key; restart r starts from ``split(key, n_restarts)[r]``.

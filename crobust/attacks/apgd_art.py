@@ -170,8 +170,9 @@ def _apgd_art(logits_fn, x, y, key, *, eps, norm: str = "linf", eps_step=0.1, n_
 
     Args:
       logits_fn: images (N, ...) in [0, 1] → logits (N, C). Call form: ``apgd_art(jax.tree_util.Partial(apply_fn,
-        params), x, y, key, eps=...)`` reuses the compiled program across calls with new weights; any other
-        callable is compiled for that call only.
+        params), x, y, key, eps=...)`` reuses the compiled program across calls with new weights, and so does a
+        plain closure over arrays (package docstring, "Captures"); any other callable is compiled for that call
+        only.
       x: clean images (N, ...) in [0, 1];  y: labels (N,) or ``None`` (with ``labels='predicted'``, ART's default).
       key: PRNG key; restart r draws its start from ``split(key, n_restarts)[r]``.
       eps: radius ε (pixel units, may be traced).

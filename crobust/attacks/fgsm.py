@@ -35,7 +35,8 @@ def _fgm(logits_fn, x, y, key=None, *, eps, norm: str = "linf", loss: str = "ce"
 
     Args:
       logits_fn: images (N, ...) in [0, 1] → logits (N, C); ``jax.tree_util.Partial(apply_fn, params)`` reuses the
-        compiled program across calls with new weights (any other callable is compiled for that call only).
+        compiled program across calls with new weights, and so does a plain closure over arrays (package
+        docstring, "Captures"); any other callable is compiled for that call only.
       x: clean images (N, ...), float in [0, 1].
       y: integer labels (N,); may be ``None`` with ``labels='predicted'``.
       key: unused (FGM is deterministic); accepted so every attack has the signature (logits_fn, x, y, key).

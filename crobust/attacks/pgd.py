@@ -10,7 +10,7 @@ Usage::
     key = jax.random.key(2)
     x_adv = pgd(logits_fn, x, y, key, eps=8/255, **presets.PGD_EVAL)          # 30 steps × 10 restarts
     x_adv = pgd(logits_fn, x, y, key, eps=8/255, **presets.PGD_REFERENCE_AT)  # the authors' AT attack
-    # called directly, pass the weights as data: compiled once, new weights always used
+    # the explicit form of the closure above (which is lifted to it): compiled once, new weights always used
     f = jax.tree_util.Partial(lambda w, x: x.reshape(x.shape[0], -1) @ w, W)
     x_adv = pgd(f, x, y, key, eps=8/255, **presets.PGD_EVAL)
 
@@ -63,7 +63,8 @@ def _pgd(logits_fn, x, y, key, *, eps, step_size=None, n_iter: int = 10, norm: s
     Args:
       logits_fn: images (N, ...) in [0, 1] → logits (N, C); pass ``jax.tree_util.Partial(apply_fn, params)`` so
         that a second call with the same ``apply_fn`` and shapes reuses the compiled program (params are traced
-        data, new weights are always used); any other callable is compiled for that call only.
+        data, new weights are always used), and so does a plain closure over arrays (package docstring,
+        "Captures"); any other callable is compiled for that call only.
       x: clean images (N, ...) in [0, 1].
       y: integer labels (N,); may be ``None`` with ``labels='predicted'``.
       key: PRNG key for the random starts: a single restart uses ``key``; with R > 1 restart r uses

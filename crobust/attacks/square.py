@@ -196,7 +196,8 @@ def _square(logits_fn, x, y, key, *, eps, norm: str = "linf", n_queries: int = 5
     Args:
       logits_fn: images (N, H, W, C) in [0, 1] → logits (N, K). Only forward passes are used. Pass
         ``jax.tree_util.Partial(apply_fn, params)`` to reuse the compiled program across calls (new weights are
-        always used); any other callable is compiled for that call only.
+        always used), and so does a plain closure over arrays (package docstring, "Captures"); any other callable
+        is compiled for that call only.
       x: clean images (N, H, W, C) in [0, 1]; (N, H, W) is read as one channel and feature vectors (N, d) as
         images of one row (N, 1, d, 1), so windows are runs of consecutive features.
       y: integer labels (N,); may be ``None`` with ``labels='predicted'``.

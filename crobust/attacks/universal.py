@@ -48,8 +48,9 @@ def _universal_perturbation(logits_fn, x, y, key, *, eps, norm: str = "linf", n_
 
     Args:
       logits_fn: images (n, ...) in [0, 1] → logits (n, C), for any batch size n. Pass
-        ``jax.tree_util.Partial(apply_fn, params)`` to reuse the compiled program across calls with new weights;
-        any other callable is compiled for that call only.
+        ``jax.tree_util.Partial(apply_fn, params)`` to reuse the compiled program across calls with new weights
+        (a plain closure over arrays does too: package docstring, "Captures"); any other callable is compiled for
+        that call only.
       x: training images (N, ...) in [0, 1];  y: labels (N,) (or ``None`` with ``labels='predicted'``).
       key: PRNG key for the data order of each pass.
       eps: radius ε ≥ 0 (scalar, may be traced).
