@@ -35,6 +35,7 @@ from crobust._format import format_eps
 from crobust.config import to_dict, validate
 from crobust.records import RunDir
 from crobust.study import claims as claims_lib
+from crobust.study import dependencies
 from crobust.study.measures import Context, TrainedPopulation
 from crobust.study.table import MemberTable
 
@@ -156,7 +157,7 @@ def _can_write(path: Path) -> bool:
 def _run(study: Study, cfg, data, out: RunDir, log, progress) -> dict:
     log(f"data: {data.name} {data.train_images.shape[0]} train / {data.test_images.shape[0]} test ({data.source})")
     populations = study.populations(cfg, data)
-    measures = study.measures(cfg)
+    measures = dependencies.order(study.measures(cfg))      # their declared needs, whatever the listed order
     ctx = Context.build(cfg.eval, cfg.measure, data)
     table = MemberTable()
     trained = []
