@@ -2,7 +2,8 @@
 
 - :class:`Panels` — one figure of panels, each a column (or several, labelled) against a coordinate such as α:
   mean ± s.d. over seeds with every member as a dot (:func:`crobust.report.plot_panels`);
-- :class:`Curves` — a measurement over its ε grid (``robust_acc`` per ``norm``), one curve per group of members
+- :class:`Curves` — a measurement over the values of one of its qualifiers (``over``: its ε grid, a pruning ratio,
+  a universal ε, …) with the other qualifiers fixed (``fixed``, e.g. the norm), one curve per group of members
   (e.g. per α), mean ± s.d. (:func:`crobust.report.plot_curves`).
 """
 
@@ -15,6 +16,7 @@ from typing import Mapping, Union
 import numpy as np
 
 from crobust import report
+from crobust._errors import CrobustError
 from crobust.config import parse_number
 from crobust.study.table import MemberTable
 
@@ -51,31 +53,51 @@ class Panels:
 
 @dataclasses.dataclass(frozen=True)
 class Curves:
+    """``measurement`` against the numeric values of its qualifier ``over``, among the columns whose other
+    qualifiers include ``fixed`` (a tuple of (name, value) pairs; ``norm``, when given, adds ``('norm', norm)``):
+    one curve per value of the coordinate ``group_by`` over the members selected by ``where``, mean ± s.d.
+
+    ``Curves('ra_vs_eps', norm='linf')`` is robust accuracy over the ℓ∞ ε grid; ``Curves('ra_vs_ratio',
+    measurement='pruned_robust_acc', over='ratio', fixed=(('norm', 'linf'), ('criterion', 'ratio')))`` is robust
+    accuracy against the pruning ratio. A figure with no matching column is one clear error."""
+
     name: str
-    norm: str
+    norm: str = ""
     group_by: str = "alpha"
     measurement: str = "robust_acc"
     xlabel: str = ""
     ylabel: str = "robust accuracy"
     title: str = ""
     where: tuple = ()
+    over: str = "eps"
+    fixed: tuple = ()
+
+    def conditions(self) -> dict:
+        return {**({"norm": self.norm} if self.norm else {}), **{k: str(v) for k, v in self.fixed}}
 
     def draw(self, table: MemberTable, folder: Path) -> Path:
         mask = table.where(**dict(self.where)) if self.where else np.ones(len(table), bool)
-        cols = [(parse_number(str(dict(c.qualifiers)["eps"])), key) for key, c in table.meta.items()
-                if c.measurement == self.measurement and dict(c.qualifiers).get("norm") == self.norm]
+        fixed = self.conditions()
+        cols = []
+        for key, c in table.meta.items():
+            q = {k: str(v) for k, v in c.qualifiers}
+            if c.measurement == self.measurement and self.over in q and all(q.get(k) == v for k, v in fixed.items()):
+                cols.append((parse_number(q[self.over]), key))
+        if not cols:
+            raise CrobustError(f"figure {self.name}: no column {self.measurement} over {self.over!r} with "
+                               f"{fixed or 'no fixed qualifier'} in the table")
         cols.sort()
-        xs = np.array([e for e, _ in cols])
-        values = np.stack([table[key] for _, key in cols], axis=1)[mask]            # (members, E)
+        xs = np.array([v for v, _ in cols])
+        values = np.stack([table[key] for _, key in cols], axis=1)[mask]            # (members, X)
         groups = table.coord(self.group_by)[mask]
         curves = {}
         for g in dict.fromkeys(groups.tolist()):
             sel = groups == g
             label = f"{self.group_by}={g:g}" if isinstance(g, float) else f"{self.group_by}={g}"
             curves[label] = (xs, np.nanmean(values[sel], 0), np.nanstd(values[sel], 0))
-        return report.plot_curves(folder / f"{self.name}.png", curves,
-                                  xlabel=self.xlabel or f"ε ({self.norm}, pixel units)", ylabel=self.ylabel,
-                                  title=self.title)
+        default_x = f"ε ({self.norm}, pixel units)" if self.over == "eps" and self.norm else self.over
+        return report.plot_curves(folder / f"{self.name}.png", curves, xlabel=self.xlabel or default_x,
+                                  ylabel=self.ylabel, title=self.title)
 
 
 __all__ = ["Panel", "Panels", "Curves"]

@@ -1,9 +1,11 @@
 """Measures: reusable functions from a trained population to per-member columns of the member table.
 
 A measure is called as ``measure(ctx, pop)`` with the study's :class:`Context` and one :class:`TrainedPopulation`
-and returns ``{Column: (M,) values}``. Measures run in the order a study lists them; a later measure may read what
-an earlier one left in ``ctx.cache`` — the robust-accuracy measure keeps each member's worst-case adversarial
-examples at the headline ε of each norm, so the representation-shift and alignment measures attack nothing again.
+and returns ``{Column: (M,) values}``. A measure may read what another left in ``ctx.cache`` — the robust-accuracy
+measure keeps each member's worst-case adversarial examples at the headline ε of each norm, so the
+representation-shift and alignment measures attack nothing again — and says so with
+:func:`crobust.study.dependencies.declare`; the runner runs the measures in their declared dependency order
+(:func:`crobust.study.dependencies.order`), so the order a study lists them in never changes a result.
 :data:`MEASURES` is the registry (name → factory); every factory's docstring states what it measures.
 
 Randomness: an evaluation stream of a member derives from its identity — its seed and the stream's name
@@ -30,6 +32,7 @@ from crobust.data import to_float
 from crobust._errors import CrobustError
 from crobust.models import hidden_layers, hidden_matrices, layer_matrices
 from crobust.study.blocks import EvalConfig, MeasureConfig
+from crobust.study.dependencies import declare
 from crobust.study.table import Column, col, column
 
 EVAL_STREAM = 4          # training uses streams 0–3 of a member's key (init, data order, validation split, AT)
@@ -193,7 +196,7 @@ def robust_accuracy(norms: Sequence[str] = ("linf", "l2")):
             out[column("check_failures", norm=norm)] = np.array([len(r.checks["failures"]) for r in reports])
             out[column("clean_acc_points")] = sa
         return out
-    return measure
+    return declare(measure, provides=[f"{item}/{norm}" for norm in norms for item in ("x_adv", "ra_headline")])
 
 
 def weaker_evaluation(norms: Sequence[str] = ("linf", "l2")):
@@ -201,7 +204,7 @@ def weaker_evaluation(norms: Sequence[str] = ("linf", "l2")):
     iterations × ``eval.art_n_restarts`` restarts on the points still robust — ART's defaults 100 × 5 —, a user
     step, the last iterate; docs/findings.md §2) at each
     headline ε: ``robust_acc_art[norm]`` and ``art_overstatement[norm]`` = RA(ART) − RA(ensemble) (positive: the
-    weaker evaluation overstates robustness). Needs the robust-accuracy measure first."""
+    weaker evaluation overstates robustness). Requires the robust-accuracy measure of the same norms."""
     def measure(ctx: Context, pop: TrainedPopulation):
         out = {}
         for norm in norms:
@@ -211,11 +214,9 @@ def weaker_evaluation(norms: Sequence[str] = ("linf", "l2")):
             ra = np.array([r.robust_acc[0] for r in reports])
             ctx.log["weaker"][norm] = presets.describe(art, ctx.data.num_classes)
             out[column("robust_acc_art", norm=norm)] = ra
-            strong = ctx.cache.get((pop.name, "ra_headline", norm))
-            if strong is not None:
-                out[column("art_overstatement", norm=norm)] = ra - strong
+            out[column("art_overstatement", norm=norm)] = ra - ctx.cache[(pop.name, "ra_headline", norm)]
         return out
-    return measure
+    return declare(measure, requires=[f"ra_headline/{norm}" for norm in norms])
 
 
 def budget_convergence(norms: Sequence[str] = ("linf", "l2"), x: str = "alpha", populations: Sequence[str] = ()):
@@ -342,8 +343,8 @@ def spectrum(layer: Optional[str] = None):
 def _cached_adv(ctx: Context, pop: TrainedPopulation, norm: str):
     key = (pop.name, "x_adv", norm)
     if key not in ctx.cache:
-        raise KeyError(f"the {norm} adversarial examples of population {pop.name!r} are not measured yet: list "
-                       f"robust_accuracy before this measure")
+        raise KeyError(f"the {norm} adversarial examples of population {pop.name!r} are not measured yet: the "
+                       f"measure must declare requires=('x_adv/{norm}',) (crobust.study.dependencies)")
     return ctx.cache[key]
 
 
@@ -372,7 +373,7 @@ def representation_shift(norms: Sequence[str] = ("linf", "l2")):
             out[column("shift_left_out", norm=norm)] = np.asarray(left_out)
             out[column("shift_misclassified", norm=norm)] = np.asarray(wrong)
         return out
-    return measure
+    return declare(measure, requires=[f"x_adv/{norm}" for norm in norms])
 
 
 def singular_alignment(norms: Sequence[str] = ("l2",), layer: Optional[str] = None):
@@ -410,7 +411,7 @@ def singular_alignment(norms: Sequence[str] = ("l2",), layer: Optional[str] = No
             for name, v in res.items():
                 out[column("alignment_ratio" if name == "ratio" else name, norm=norm)] = np.asarray(v)
         return out
-    return measure
+    return declare(measure, requires=[f"x_adv/{norm}" for norm in norms])
 
 
 def training_record():

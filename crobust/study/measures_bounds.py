@@ -45,6 +45,7 @@ from crobust import metrics, parallel
 from crobust.attacks import losses as attack_losses
 from crobust.attacks.apgd import apgd_single_run
 from crobust.models import hidden_matrices, layer_matrices
+from crobust.study.dependencies import declare
 from crobust.study.measures import _cached_adv, member_eval_keys
 from crobust.study.table import column
 
@@ -68,7 +69,7 @@ def gap_and_bound(norms: Sequence[str] = ("l2",)):
     """Per norm at its headline δ (module docstring): ``clean_loss``, ``adv_loss[norm]``, ``gap[norm]``,
     ``gap_bound_naive[norm]``, ``gap_bound_aligned[norm]``, ``bound_over_gap_naive[norm]``,
     ``bound_over_gap_aligned[norm]``, ``lipschitz_naive[norm]``, ``lipschitz_aligned[norm]``, ``head_dual[norm]``
-    (‖C‖₁ for ℓ∞, ‖C‖₂ for ℓ2). Reads the robust-accuracy measure's headline examples (list it first)."""
+    (‖C‖₁ for ℓ∞, ‖C‖₂ for ℓ2). Requires the robust-accuracy measure's headline examples of the same norms."""
     def measure(ctx, pop):
         out = {}
         scale = float(1.0 / np.min(np.asarray(ctx.data.std, np.float64)))
@@ -105,7 +106,7 @@ def gap_and_bound(norms: Sequence[str] = ("l2",)):
                 out[column(f"lipschitz_{kind}", norm=norm)] = r[f"lip_{kind}"]
             out[column("head_dual", norm=norm)] = r["head_dual"]
         return out
-    return measure
+    return declare(measure, requires=[f"x_adv/{norm}" for norm in norms])
 
 
 # --------------------------------------------------------------------------------------------------------------

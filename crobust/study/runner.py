@@ -44,7 +44,7 @@ from crobust._format import format_eps
 from crobust.config import to_dict, validate
 from crobust.records import RunDir, WorkdirLock
 from crobust.study import claims as claims_lib
-from crobust.study import staging
+from crobust.study import dependencies, staging
 from crobust.study.measures import Context, TrainedPopulation
 from crobust.study.signals import RunSignals
 from crobust.study.table import MemberTable
@@ -183,6 +183,7 @@ def run(study: Study, cfg, workdir, *, preset: str = "custom", progress: bool = 
         log = (lambda *a: print(f"[{study.name}]", *a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
         data = cfg.data.load()
         populations = staging.in_dependency_order(study.populations(cfg, data))
+        dependencies.order(study.measures(cfg))        # a measure whose needs no other provides: refused here
         check_populations(populations, data)
         path = check_workdir(workdir)
         out = RunDir(path, study=study.name, preset=preset)
@@ -247,7 +248,7 @@ def _can_write(path: Path) -> bool:
 
 def _run(study: Study, cfg, data, populations, out: RunDir, log, progress, signals: RunSignals, origin) -> dict:
     log(f"data: {data.name} {data.train_images.shape[0]} train / {data.test_images.shape[0]} test ({data.source})")
-    measures = study.measures(cfg)
+    measures = dependencies.order(study.measures(cfg))      # their declared needs, whatever the listed order
     ctx = Context.build(cfg.eval, cfg.measure, data)
     table = MemberTable()
     trained, failed = [], []
