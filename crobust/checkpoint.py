@@ -86,7 +86,7 @@ STATE_FORMAT = 4
 
 # TrainConfig fields added after state format 4 → their default. At the default such a field is left out of the
 # description, so a checkpoint written before the field existed still resumes.
-ADDED_TRAIN_FIELDS = {"penalties": ()}
+ADDED_TRAIN_FIELDS = {"penalties": (), "trainable": None}
 
 
 def describe(model, data, config, members: Sequence[Mapping]) -> dict:

@@ -37,9 +37,8 @@ Design:
 
 from __future__ import annotations
 
-import math
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp

@@ -27,8 +27,6 @@ Expected results:
 
 from __future__ import annotations
 
-import dataclasses
-
 from crobust import training
 from crobust.config import derive
 from crobust.study import (Curves, DataConfig, EvalConfig, Flat, GridConfig, Holds, Matched, ModelConfig, Panel,

@@ -120,10 +120,12 @@ def test_checkpoint_of_another_configuration_is_refused(small, tmp_path):
 
 
 def test_a_config_without_extra_penalty_terms_is_described_as_before_the_field_existed(small):
-    """``penalties`` came after state format 4: at its default it is not in the description, so checkpoints written
-    before it still resume; set, it is there and a checkpoint of the other setting is refused naming it."""
+    """``penalties`` and ``trainable`` came after state format 4: at their defaults they are not in the description,
+    so checkpoints written before them still resume; set, they are there and a checkpoint of the other setting is
+    refused naming it. ``execution`` (how members run, not what they compute) is never in it."""
     plain = checkpoint.describe(small.model, small.ds, small.cfg, small.members)
-    assert set(plain["train_config"]) == {f.name for f in dataclasses.fields(small.cfg)} - {"penalties"}
+    assert set(plain["train_config"]) == {f.name for f in dataclasses.fields(small.cfg)} - {"penalties", "trainable",
+                                                                                             "execution"}
     terms = dataclasses.replace(small.cfg, penalties=("beta_control",))
     with_terms = checkpoint.describe(small.model, small.ds, terms, small.members)
     assert with_terms["train_config"]["penalties"] == ["beta_control"]

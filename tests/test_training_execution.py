@@ -119,6 +119,7 @@ def test_the_strategy_is_recorded_but_not_part_of_a_run_identity(tmp_path):
     run.start(cfg(execution="scan"), not_identity=["train.execution"])
     run.start(cfg(execution="host_loop"), not_identity=["train.execution"])          # the same run: reused
     assert '"execution": "host_loop"' in (tmp_path / "run" / "config.json").read_text()  # and recorded
+    (tmp_path / "run" / "report.md").write_text("a finished run")       # a run that kept something is guarded
     with pytest.raises(CrobustError, match="different configuration"):
         run.start(cfg(execution="scan", lr=0.2), not_identity=["train.execution"])
 

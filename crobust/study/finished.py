@@ -70,7 +70,8 @@ def open_run(workdir, study=None) -> FinishedRun:
         raise CrobustError(f"{path} holds a run of {status.get('study')!r}, not of {study.name!r}")
     preset = status.get("preset")
     template = study.presets.get(preset) or next(iter(study.presets.values()))
-    config = from_dict(template, _read_json(path / "config.json"))
+    recorded = {k: v for k, v in _read_json(path / "config.json").items() if k != "provenance"}   # not a setting
+    config = from_dict(template, recorded)
     data = config.data.load()
     if status.get("data_source") is not None and getattr(data, "source", None) != status["data_source"]:
         raise CrobustError(f"{path} was run on {status['data_source']}; this machine loads {data.source}")

@@ -19,7 +19,7 @@ import dataclasses
 import functools
 import math
 import zlib
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,10 +30,10 @@ from crobust.attacks import presets
 from crobust._format import format_eps
 from crobust.data import to_float
 from crobust._errors import CrobustError
-from crobust.models import hidden_layers, hidden_matrices, layer_matrices
+from crobust.models import hidden_layers, layer_matrices
 from crobust.study.blocks import EvalConfig, MeasureConfig
 from crobust.study.dependencies import declare
-from crobust.study.table import Column, col, column
+from crobust.study.table import col, column
 
 EVAL_STREAM = 4          # training uses streams 0–3 of a member's key (init, data order, validation split, AT)
 

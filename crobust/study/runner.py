@@ -190,8 +190,8 @@ def run(study: Study, cfg, workdir, *, preset: str = "custom", progress: bool = 
         with (WorkdirLock(path) if out.writer else contextlib.nullcontext()):
             out.check_reusable(to_dict(cfg), NOT_IDENTITY)       # another run here, or a checkpoint of another configuration:
             for pop in populations:                 # refused before a file changes
-                checkpoint.check_configuration(out.path / "checkpoints" / pop.name, description=checkpoint.describe(
-                    pop.model, data, pop.train, list(pop.members)))
+                checkpoint.check_configuration(staging.checkpoint_dir(out.path, pop), description=checkpoint.describe(
+                    pop.model, staging.population_data(pop, data), pop.train, list(pop.members)))
             return _locked_run(study, cfg, data, populations, out, log, progress, signals)
 
 
@@ -234,7 +234,8 @@ def check_populations(populations: Sequence[Population], data) -> None:
         if pop.member_coords and len(pop.member_coords) != len(pop.members):
             raise CrobustError(f"population {pop.name}: {len(pop.member_coords)} member_coords for "
                                f"{len(pop.members)} members")
-        state, step = training.population_bytes(pop.model, data, pop.train, list(pop.members))
+        state, step = training.population_bytes(pop.model, staging.population_data(pop, data), pop.train,
+                                                list(pop.members))
         what = f"population {pop.name} ({len(pop.members)} members, {type(pop.model).__name__})"
         parallel.check_host_memory(state + step if cpu else state, what)
         if free_device is not None and jax.device_count() == 1:
@@ -512,7 +513,7 @@ def _verdict_lines(verdicts, trained_note: str = "") -> list[str]:
              f"Each claim is judged by the rule printed after it, with the effect it states; p-values are two-sided "
              f"and Holm-corrected within their family at level {claims_lib.LEVEL}: the primary claims "
              f"({count('primary')} p-values) form one family, the secondary claims ({count('secondary')}) another. "
-             f"Members sharing a seed are paired and permuted within the seed.", ""]
+             f"Members sharing a seed are paired and permuted within the seed. {trained_note}".rstrip(), ""]
     for family in ("primary", "secondary"):
         chosen = [v for v in verdicts if v.family == family]
         if chosen:

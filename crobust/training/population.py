@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crobust import optim, parallel, regularizers
+from crobust import parallel, regularizers
 from crobust._errors import CrobustError
 from crobust.training import update
 from crobust.training.config import HPARAMS, TrainConfig, check_hparam_name
@@ -264,9 +264,10 @@ def population_bytes(model, data, config: TrainConfig, members: Sequence[Mapping
     does."""
     n_total = int(data.train_labels.shape[0])
     config.validate(n_total)
-    hp = _member_hparams(members, config)
+    hp = member_hparams(members, config)
     image_shape = tuple(int(d) for d in data.train_images.shape[1:])
-    program = _init_program.__wrapped__(model, config.optimizer, n_total, float(config.val_ratio), image_shape)
+    program = _init_program.__wrapped__(model, config.optimizer, config.trainable, n_total, float(config.val_ratio),
+                                        image_shape)
     params, model_state, opt_state, train_idx, val_idx = jax.eval_shape(program, member_keys(members), hp["lr"],
                                                                          hp["weight_decay"])
     state = parallel.state_bytes((params, params, model_state, model_state, opt_state, train_idx, val_idx))
