@@ -181,3 +181,16 @@ def test_open_run_refuses_a_folder_that_is_no_run_or_whose_study_cannot_be_found
         open_run(tmp_path)
     with pytest.raises(CrobustError, match="cannot find the study 'staged_test'"):
         open_run(runs[0])
+
+
+def test_a_stage_whose_start_changed_is_refused_before_any_file_changes(runs):
+    """The same config with the probe now keeping only ``hidden_0``: its checkpoint started elsewhere, so resuming
+    it would be wrong; the run is refused naming the stage, and no file of the finished run changes."""
+    whole = runs[0]
+    before = {p: p.read_bytes() for p in whole.rglob("*") if p.is_file() and p.name != ".lock"}
+    other = dataclasses.replace(STUDY, populations=lambda cfg, data: _populations(
+        cfg, data, probe_start=Start("pretrain", keep="^hidden_0/")))
+    with pytest.raises(CrobustError, match=r"differs in: stage"):
+        other.run(CFG, whole, preset="tiny", progress=False)
+    assert {p: p.read_bytes() for p in whole.rglob("*") if p.is_file() and p.name != ".lock"} == before
+    assert staging.start_identity(Population("plain", None, TRAIN, ())) == {}   # no stage: nothing added

@@ -190,8 +190,9 @@ def run(study: Study, cfg, workdir, *, preset: str = "custom", progress: bool = 
         with (WorkdirLock(path) if out.writer else contextlib.nullcontext()):
             out.check_reusable(to_dict(cfg), NOT_IDENTITY)       # another run here, or a checkpoint of another configuration:
             for pop in populations:                 # refused before a file changes
-                checkpoint.check_configuration(staging.checkpoint_dir(out.path, pop), description=checkpoint.describe(
-                    pop.model, staging.population_data(pop, data), pop.train, list(pop.members)))
+                checkpoint.check_configuration(staging.checkpoint_dir(out.path, pop), description={
+                    **checkpoint.describe(pop.model, staging.population_data(pop, data), pop.train, list(pop.members)),
+                    **staging.start_identity(pop)})
             return _locked_run(study, cfg, data, populations, out, log, progress, signals)
 
 
@@ -259,7 +260,8 @@ def _run(study: Study, cfg, data, populations, out: RunDir, log, progress, signa
         state = staging.initial_state(pop, pdata, source_fit)
         return training.fit(pop.model, pdata, pop.train, list(pop.members), state=state, progress=progress,
                             adversary=pop.adversary, checkpoint_dir=directory,
-                            checkpoint_every=getattr(cfg, "checkpoint_every", None))
+                            checkpoint_every=getattr(cfg, "checkpoint_every", None),
+                            checkpoint_extra=staging.start_identity(pop))
 
     for pop in populations:
         source_fit = None

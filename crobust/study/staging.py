@@ -86,6 +86,26 @@ def _source_population(pop, populations_by_name):
     return start.source
 
 
+def _named(value):
+    """A JSON-able name for a map: a regex as itself, a function by its module and qualified name."""
+    if value is None or isinstance(value, str):
+        return value
+    return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', type(value).__name__)}"
+
+
+def start_identity(pop) -> dict:
+    """What a stage's checkpoint must also match to be resumed (``{}`` for a population that is no stage): its
+    source, parameter map, member map and pruning masks. A function is named by its module and qualified name, so
+    an edited function under the same name is not seen; a retrained source is refused by the source's own
+    checkpoint."""
+    if pop.start is None:
+        return {}
+    start = pop.start
+    return {"stage": {"source": start.source_name, "keep": _named(start.keep),
+                      "members": None if start.members is None else [int(i) for i in start.members],
+                      "masks": _named(start.masks)}}
+
+
 def in_dependency_order(populations) -> list:
     """``populations`` with every source before its stages, declaration order otherwise (module docstring)."""
     by_name = {}
@@ -169,8 +189,8 @@ def restore_finished(pop, data, directory: Path, source_fit=None):
         template = training.init_population(pop.model, data, pop.train, list(pop.members))
     if not directory.is_dir():
         raise CrobustError(f"population {pop.name} has no checkpoint in {directory}")
-    ckpt = checkpoint_lib.Checkpointer(directory, description=checkpoint_lib.describe(
-        pop.model, data, pop.train, list(pop.members)))
+    ckpt = checkpoint_lib.Checkpointer(directory, description={
+        **checkpoint_lib.describe(pop.model, data, pop.train, list(pop.members)), **start_identity(pop)})
     try:
         restored = ckpt.restore(template)
     finally:

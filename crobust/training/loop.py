@@ -120,7 +120,7 @@ def _check_state_matches_members(state: PopulationState, hparams: dict, members:
 def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: PopulationState | None = None,
         on_block: Callable[[PopulationState, dict], None] | None = None, progress: bool | Progress = True,
         adversary: Callable | None = None, block_fn: Callable | None = None, mesh=None,
-        checkpoint_dir=None, checkpoint_every: int | None = None,
+        checkpoint_dir=None, checkpoint_every: int | None = None, checkpoint_extra: Mapping | None = None,
         members_per_group: int | None | str = "auto", offload: int | None | str = "auto") -> FitResult:
     """Train every member of a population until each has stopped, diverged or reached ``config.max_steps``.
 
@@ -147,6 +147,8 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
         :class:`crobust.checkpoint.TrainingInterrupted` (:mod:`crobust.checkpoint`).
       checkpoint_every: optimiser steps between checkpoints, rounded up to whole blocks (default: every block);
         a checkpoint is also written when training ends.
+      checkpoint_extra: JSON-able entries added to the checkpoint's description (what a checkpoint must match to
+        be resumed), e.g. where a stage started (:func:`crobust.study.staging.start_identity`).
       members_per_group: how members are laid out in the compiled block (:func:`make_block_fn`), or per call of
         the host loop (``config.execution``, :func:`crobust.training.execution.make_host_loop_block`); ignored when
         ``block_fn`` is given.
@@ -176,7 +178,8 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
     try:
         if checkpoint_dir is not None:
             ckpt = _checkpoint.Checkpointer(checkpoint_dir, every_blocks=every,
-                                            description=_checkpoint.describe(model, data, config, members),
+                                            description={**_checkpoint.describe(model, data, config, members),
+                                                         **(checkpoint_extra or {})},
                                             stream=prog.stream)
             restored = ckpt.restore(state)
             if restored is not None:
