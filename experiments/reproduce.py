@@ -6,7 +6,8 @@
 ``small`` on a CPU, and prints which and why. Each study writes to ``<out>/<preset>/<study>/``; the index
 ``<out>/<preset>/index.md`` lists every claim C1–C11 of docs/paper.md §5 with the verdicts of each study that
 tests it (its primary claims, then its secondary ones; a study's checks are listed apart and never counted),
-or "not covered yet" with the study that will (:mod:`crobust.study.catalog`), then every study with its verdicts. A study whose data is missing is marked
+or "not covered yet" with the study that will, and the parts of a claim no study here can test and why
+(:mod:`crobust.study.catalog`), then every study with its verdicts. A study whose data is missing is marked
 *skipped* with the one-line reason (which dataset, where it was looked for, how to get it); it never falls back to
 other data. Each study runs in a process of its own (on a multi-host run: in this process), so one study's
 compiled programs are released before the next. Exit status: 0 when every study completed or was skipped for missing data, 1 if any failed, 2 on bad
@@ -84,6 +85,8 @@ def index_lines(preset: str, why: str, results: list[dict], coverage: dict | Non
             found = [f"not run here — tested by {', '.join(coverage[cid])}"]
         elif not found:
             found = [f"not covered yet — {catalog.PLANNED.get(cid, 'no study planned')}"]
+        if cid in catalog.NOT_COVERED:
+            found.append(f"not covered: {catalog.NOT_COVERED[cid]}")
         lines.append(f"| {cid} | {text} | {'; '.join(found)} |")
     lines.append("")
     for r in results:

@@ -164,7 +164,8 @@ def test_auto_preset_on_cpu_is_small_and_says_why():
     assert reproduce.choose_preset("smoke") == ("smoke", "forced with --preset")
 
 
-def test_the_index_lists_every_paper_claim_with_its_verdicts_or_the_study_that_will_cover_it():
+def test_the_index_lists_every_paper_claim_with_its_verdicts_or_the_study_that_will_cover_it(monkeypatch):
+    monkeypatch.setattr(reproduce.catalog, "PLANNED", {"C8": "a transfer study"})
     results = [{"study": "s", "title": "S", "status": "complete", "paper_claims": ["C3"], "wall_time_s": 1.0,
                 "verdicts": ["- **C3: x** — **supported**"],
                 "claims": [{"paper": "C3", "verdict": "supported"}, {"paper": "C3", "verdict": "inconclusive"},
@@ -175,4 +176,5 @@ def test_the_index_lists_every_paper_claim_with_its_verdicts_or_the_study_that_w
     assert "| C3 |" in text and "s: 1 supported, 1 inconclusive" in text
     assert "not run here — tested by bound_vs_gap" in text                # registered, not in this run
     assert "not covered yet — a transfer study" in text                   # C8: no study yet, names the one that will
+    assert "not covered: CLIP zero-shot on ImageNet-1k" in text           # C10's part no study here can test
     assert set(reproduce.registered_coverage()) >= {"C1", "C2", "C3", "C4", "C5", "C6", "C9"}
