@@ -673,15 +673,18 @@ def population_robust_accuracy(apply_fn, params, x, y, key=None, *, eps, norm: s
 
 def budget_convergence(apply_fn, params, x, y, keys, *, eps, norm: str = "linf", iterations=(25, 50, 100, 200),
                        restarts=(1, 2, 4), attacks=("apgd-ce", "apgd-t"), tolerance_pp: float = 0.5, mesh=None,
-                       eps_loop="auto", point_chunk="auto"):
+                       eps_loop="auto", point_chunk="auto", queries=()):
     """Robust accuracy of selected members as the attack budget doubles, and whether it has converged.
 
     The budget axes: ``iterations`` at the first restart count, then ``restarts`` at the largest iteration count
     (e.g. 25, 50, 100, 200 iterations × 1 restart, then 200 × 2 and 200 × 4) — 6 evaluations rather than the 12 of
     the full grid; every gradient attack of ``attacks`` (APGD-CE, APGD-T, PGD, ART-APGD) gets that ``n_iter`` and
-    ``n_restarts`` (APGD-T: restarts per target), Square keeps its queries. A member's robust accuracy has
-    **converged** when the last doubling on each axis moves it by less than ``tolerance_pp`` percentage points at
-    every ε: |RA(T_max, R_1) − RA(T_max/2, R_1)| and |RA(T_max, R_max) − RA(T_max, R_max/2)|.
+    ``n_restarts`` (APGD-T: restarts per target). Square's axis is ``queries`` (when ``attacks`` holds Square and
+    ``queries`` is given): Square runs ``queries[0]`` queries in the rungs above, then the largest gradient budget is
+    run with Square at each further entry (e.g. 5000 then 10000 queries); without ``queries`` Square keeps its
+    queries in every rung. A member's robust accuracy has **converged** when the last doubling on each axis moves it
+    by less than ``tolerance_pp`` percentage points at every ε: |RA(T_max, R_1) − RA(T_max/2, R_1)|,
+    |RA(T_max, R_max) − RA(T_max, R_max/2)| and |RA(…, Q_max) − RA(…, Q_max/2)|.
 
     Args:
       apply_fn, params: the members to check (params with a leading member axis, e.g. the least and the most
@@ -691,21 +694,30 @@ def budget_convergence(apply_fn, params, x, y, keys, *, eps, norm: str = "linf",
         ``fold_in(key, m)``). The same keys at every budget (common random numbers).
       iterations, restarts: increasing budgets (each at least 2 entries for a verdict on that axis).
       attacks: the ensemble whose budget is varied (default APGD-CE + APGD-T).
+      queries: increasing Square query budgets (at least 2 for a verdict on that axis; needs Square in ``attacks``).
       tolerance_pp: the convergence threshold in percentage points (0.5).
       eps_loop, point_chunk: the memory layout of every budget's evaluation (:func:`population_robust_accuracy`;
         ``'auto'`` chooses per budget, the restarts being part of a point's bytes).
 
     Returns:
-      a list of M dicts: ``budgets`` [{n_iter, n_restarts, robust_acc (per ε)}], ``eps``, ``last_doubling_pp``
-      {'iterations': pp, 'restarts': pp} (max over ε; None for an axis with one entry), ``converged`` (bool),
+      a list of M dicts: ``budgets`` [{n_iter, n_restarts, n_queries (None without Square), robust_acc (per ε)}],
+      ``eps``, ``last_doubling_pp`` {'iterations': pp, 'restarts': pp, 'queries': pp} (max over ε; None for an axis
+      with one entry), ``converged`` (bool),
       ``robust_acc`` (per ε, at the largest budget), ``description`` (the ensemble at the largest budget).
     """
     iterations, restarts = tuple(int(t) for t in iterations), tuple(int(r) for r in restarts)
+    queries = tuple(int(q) for q in queries)
     if not iterations or not restarts or list(iterations) != sorted(set(iterations)) or \
-            list(restarts) != sorted(set(restarts)):
-        raise CrobustError(f"iterations and restarts must be increasing non-empty lists, got {iterations}, {restarts}")
+            list(restarts) != sorted(set(restarts)) or list(queries) != sorted(set(queries)) or \
+            any(q < 1 for q in queries):
+        raise CrobustError(f"iterations, restarts and queries must be increasing lists of positive integers "
+                           f"(iterations and restarts non-empty), got {iterations}, {restarts}, {queries}")
     eps_values = _eps_grid(eps)
     base = _attack_specs(attacks)
+    square = next((kw for name, _, kw in base if name == "square"), None)
+    if queries and square is None:
+        raise CrobustError("queries is Square's budget axis: attacks must hold 'square'")
+    q_first = queries[0] if queries else (square.get("n_queries") if square is not None else None)
     leaves = jax.tree.leaves(params)
     members = int(jnp.shape(leaves[0])[0]) if leaves else 0
     keys = jnp.asarray(keys) if not isinstance(keys, jax.Array) else keys
@@ -713,38 +725,44 @@ def budget_convergence(apply_fn, params, x, y, keys, *, eps, norm: str = "linf",
         (not jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key) and keys.ndim == 1)
     member_keys = _member_keys(keys, None, members) if single_key else keys
 
-    def ensemble_at(t, r):
+    def ensemble_at(t, r, q):
         out = []
         for name, _, kw in base:
             kw = dict(kw)
-            if name != "square" and "n_iter" in kw:
+            if name == "square" and q is not None:
+                kw.update(n_queries=q)
+            elif name != "square" and "n_iter" in kw:
                 kw.update(n_iter=t, n_restarts=r)
             out.append((name, kw))
         return tuple(out)
 
-    budgets = [(t, restarts[0]) for t in iterations] + [(iterations[-1], r) for r in restarts[1:]]
+    budgets = [(t, restarts[0], q_first) for t in iterations] + \
+        [(iterations[-1], r, q_first) for r in restarts[1:]] + \
+        [(iterations[-1], restarts[-1], q) for q in queries[1:]]
     results = {}
-    for t, r in budgets:
-        results[(t, r)] = population_robust_accuracy(apply_fn, params, x, y, eps=eps_values, norm=norm,
-                                                     attacks=ensemble_at(t, r), on_fail="ignore", mesh=mesh,
-                                                     member_keys=member_keys, eps_loop=eps_loop,
-                                                     point_chunk=point_chunk)
+    for t, r, q in budgets:
+        results[(t, r, q)] = population_robust_accuracy(apply_fn, params, x, y, eps=eps_values, norm=norm,
+                                                        attacks=ensemble_at(t, r, q), on_fail="ignore", mesh=mesh,
+                                                        member_keys=member_keys, eps_loop=eps_loop,
+                                                        point_chunk=point_chunk)
 
     def moved(m, a, b):
         return 100 * max(abs(p - q) for p, q in zip(results[a][m].robust_acc, results[b][m].robust_acc))
 
     out = []
+    t_top, r_top, q_top = iterations[-1], restarts[-1], (queries[-1] if queries else q_first)
     for m in range(members):
-        d_iter = moved(m, (iterations[-1], restarts[0]), (iterations[-2], restarts[0])) if len(iterations) > 1 \
-            else None
-        d_rest = moved(m, (iterations[-1], restarts[-1]), (iterations[-1], restarts[-2])) if len(restarts) > 1 \
-            else None
-        steps = [d for d in (d_iter, d_rest) if d is not None]
-        top = results[(iterations[-1], restarts[-1])][m]
+        d_iter = moved(m, (t_top, restarts[0], q_first), (iterations[-2], restarts[0], q_first)) \
+            if len(iterations) > 1 else None
+        d_rest = moved(m, (t_top, r_top, q_first), (t_top, restarts[-2], q_first)) if len(restarts) > 1 else None
+        d_query = moved(m, (t_top, r_top, q_top), (t_top, r_top, queries[-2])) if len(queries) > 1 else None
+        steps = [d for d in (d_iter, d_rest, d_query) if d is not None]
+        top = results[(t_top, r_top, q_top)][m]
         out.append(dict(
             eps=[float(e) for e in eps_values], eps_str=[format_eps(e) for e in eps_values],
-            budgets=[dict(n_iter=t, n_restarts=r, robust_acc=list(results[(t, r)][m].robust_acc)) for t, r in budgets],
-            last_doubling_pp={"iterations": d_iter, "restarts": d_rest},
+            budgets=[dict(n_iter=t, n_restarts=r, n_queries=q, robust_acc=list(results[(t, r, q)][m].robust_acc))
+                     for t, r, q in budgets],
+            last_doubling_pp={"iterations": d_iter, "restarts": d_rest, "queries": d_query},
             converged=bool(steps) and all(d < tolerance_pp for d in steps), tolerance_pp=tolerance_pp,
             robust_acc=list(top.robust_acc), description=top.description))
     return out

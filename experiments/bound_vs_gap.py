@@ -104,7 +104,8 @@ PRESETS = {
                            "train.patience": 1000, "train.min_steps": 1000, "checkpoint_every": 1000,
                            "eval.eps_l2": (0.0, 0.25, 0.5, 1.0, 1.5, 2.0), "eval.headline_l2": 1.0,
                            "eval.n_points": 2000, "eval.convergence_iters": (25, 50, 100, 200),
-                           "eval.convergence_restarts": (1, 2, 4), "eval.n_iter": 100, "eval.n_queries": 5000}),
+                           "eval.convergence_restarts": (1, 2, 4), "eval.n_iter": 100, "eval.n_queries": 5000,
+                           "eval.convergence_queries": (5000, 10000)}),
 }
 
 

@@ -134,7 +134,8 @@ PRESETS = {
     "paper": derive(BASE, {"data.generate_train": 10000, "data.generate_test": 2000, "model.width": 256,
                            "grid.seeds": 8, "train.max_steps": 10000, "train.patience": 2000, "train.min_steps": 2000,
                            "eval.n_points": 2000, "eval.convergence_iters": (25, 50, 100, 200),
-                           "eval.convergence_restarts": (1, 2, 4), "eval.n_iter": 100, "eval.n_queries": 5000}),
+                           "eval.convergence_restarts": (1, 2, 4), "eval.n_iter": 100, "eval.n_queries": 5000,
+                           "eval.convergence_queries": (5000, 10000)}),
 }
 
 # the PCA view's data, written by the boundary_view measure and read by the figure (one run at a time per process)

@@ -142,7 +142,7 @@ PRESETS = {
                            "eval.eps_l2": (0.0, 0.1, 0.25, 0.5, 1.0), "eval.headline_linf": 1 / 255,
                            "eval.headline_l2": 0.25, "eval.n_points": 1000, "eval.convergence_iters": (25, 50, 100, 200),
                            "eval.convergence_restarts": (1, 2, 4), "eval.n_iter": 100, "eval.n_targets": 9,
-                           "eval.n_queries": 5000}),
+                           "eval.n_queries": 5000, "eval.convergence_queries": (5000, 10000)}),
 }
 
 

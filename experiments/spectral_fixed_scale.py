@@ -53,6 +53,7 @@ PRESETS = {
                            "grid.alpha": (0.0, 0.1), "eval.eps_linf": (0.0, 0.1), "eval.eps_l2": (0.0, 0.5),
                            "eval.attacks": BASE.eval.attacks, "eval.n_targets": 1, "eval.n_queries": 50,
                            "eval.convergence_iters": (5, 10), "eval.convergence_restarts": (1,),
+                           "eval.convergence_queries": (50, 100),
                            "eval.art_n_iter": 10, "eval.art_n_restarts": 1}),
     "paper": derive(BASE, {**recipes.under("train", recipes.MNIST_MLP), "data.dataset": "mnist",
                            "data.download": True, "model.width": 400,
@@ -60,7 +61,8 @@ PRESETS = {
                            "checkpoint_every": 2110,
                            "eval.eps_linf": (0.0, 0.02, 0.05, 0.1, 0.2, 0.3), "eval.eps_l2": (0.0, 0.25, 0.5, 1.0, 1.5, 2.0),
                            "eval.headline_l2": 1.0, "eval.n_points": 2000, "eval.n_iter": 100, "eval.n_targets": 9,
-                           "eval.n_queries": 5000, "eval.convergence_iters": (25, 50, 100, 200),
+                           "eval.n_queries": 5000, "eval.convergence_queries": (5000, 10000),
+                           "eval.convergence_iters": (25, 50, 100, 200),
                            "eval.convergence_restarts": (1, 2, 4)}),
 }
 

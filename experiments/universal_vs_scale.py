@@ -154,7 +154,7 @@ PRESETS = {
                            "eval.eps_linf": (0.0, 0.02, 0.05, 0.1, 0.2, 0.3), "eval.eps_l2": (0.0, 0.25, 0.5, 1.0, 1.5, 2.0),
                            "eval.headline_l2": 1.0, "eval.n_points": 2000, "eval.n_iter": 100, "eval.n_targets": 9,
                            "eval.convergence_iters": (25, 50, 100, 200), "eval.convergence_restarts": (1, 2, 4),
-                           "eval.n_queries": 5000,
+                           "eval.n_queries": 5000, "eval.convergence_queries": (5000, 10000),
                            "universal.eps_linf": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3), "universal.headline_linf": 0.15,
                            "universal.eps_l2": (0.0, 1.0, 2.0, 3.0, 4.0), "universal.headline_l2": 2.0,
                            "universal.n_source": 5000, "universal.batch_size": 256,

@@ -313,7 +313,9 @@ def test_budget_convergence_reports_each_doubling_and_the_verdict():
         ra = {(b["n_iter"], b["n_restarts"]): b["robust_acc"][0] for b in member["budgets"]}
         assert member["last_doubling_pp"]["iterations"] == pytest.approx(100 * abs(ra[4, 1] - ra[2, 1]))
         assert member["last_doubling_pp"]["restarts"] == pytest.approx(100 * abs(ra[4, 2] - ra[4, 1]))
-        assert member["converged"] == (max(member["last_doubling_pp"].values()) < 0.5)
+        assert member["last_doubling_pp"]["queries"] is None           # no Square: no query axis
+        assert member["converged"] == (max(member["last_doubling_pp"]["iterations"],
+                                           member["last_doubling_pp"]["restarts"]) < 0.5)
         assert member["robust_acc"] == [ra[4, 2]]
     # 1 → 4 iterations of APGD on this MLP moves robust accuracy by far more than 0.5 pp: not converged
     assert not all(m["converged"] for m in out)
@@ -321,6 +323,24 @@ def test_budget_convergence_reports_each_doubling_and_the_verdict():
     zero = E.budget_convergence(model.apply, selected, x, y, keys, eps=0.0, iterations=(1, 2), restarts=(1, 2),
                                 attacks=("apgd-ce",))
     assert all(m["converged"] for m in zero)
+
+
+def test_budget_convergence_doubles_square_queries_on_an_axis_of_its_own():
+    model, params, x, y = _population()
+    x, y = x[:40], y[:40]
+    selected = jax.tree.map(lambda p: p[:1], params)
+    keys = jax.random.split(jax.random.key(6), 1)
+    attacks = ("apgd-ce", ("square", {"n_queries": 2}))
+    out = E.budget_convergence(model.apply, selected, x, y, keys, eps=16 / 255, iterations=(1, 2), restarts=(1,),
+                               attacks=attacks, queries=(2, 8))[0]
+    # Square at its first budget on the gradient rungs, then the largest gradient budget with Square's queries raised
+    assert [(b["n_iter"], b["n_restarts"], b["n_queries"]) for b in out["budgets"]] == [(1, 1, 2), (2, 1, 2), (2, 1, 8)]
+    ra = [b["robust_acc"][0] for b in out["budgets"]]
+    assert out["last_doubling_pp"]["queries"] == pytest.approx(100 * abs(ra[2] - ra[1]))
+    assert "Square" in out["description"] and "8 queries" in out["description"]
+    with pytest.raises(CrobustError, match="must hold 'square'"):
+        E.budget_convergence(model.apply, selected, x, y, keys, eps=16 / 255, iterations=(1,), attacks=("apgd-ce",),
+                             queries=(2, 4))
 
 
 def test_art_variant_runs_as_a_named_attack_and_ensemble():

@@ -217,6 +217,11 @@ def test_the_headline_is_vouched_for_only_by_its_own_rung_of_a_converged_ladder(
     assert not headline_converged(result, 10, 1)
     assert not headline_converged(result, 80, 1)              # not on the ladder: nothing vouches for it
     assert not headline_converged({**result, "converged": False}, 40, 1)
+    # with Square on the ladder (its queries a third axis), the headline's query budget must be a rung too
+    square = {"budgets": [{**rung(20, 1, 0.55), "n_queries": 100}, {**rung(40, 1, 0.548), "n_queries": 100},
+                          {**rung(40, 1, 0.546), "n_queries": 200}], "converged": True, "tolerance_pp": 0.5}
+    assert headline_converged(square, 20, 1, 100) and headline_converged(square, 40, 1, 200)
+    assert not headline_converged(square, 20, 1, 50) and not headline_converged(square, 20, 1)
 
 
 def test_a_claim_given_another_holds_only_where_that_one_is_supported():

@@ -89,6 +89,13 @@ def test_a_headline_budget_off_the_ladder_is_refused():
     with pytest.raises(ValueError, match="must be a rung of the convergence ladder"):
         EvalConfig(n_iter=30, convergence_iters=(20, 40)).validate()
     EvalConfig(n_iter=40, n_restarts=2, convergence_iters=(20, 40), convergence_restarts=(1, 2)).validate()
+    # Square's query ladder starts at the headline's own query budget, and needs Square in the ensemble
+    with pytest.raises(ValueError, match="starting at eval.n_queries"):
+        EvalConfig(n_iter=40, n_queries=100, convergence_iters=(20, 40), convergence_queries=(50, 100)).validate()
+    with pytest.raises(ValueError, match="with square among eval.attacks"):
+        EvalConfig(n_iter=40, n_queries=100, attacks=("apgd-ce",), convergence_iters=(20, 40),
+                   convergence_queries=(100, 200)).validate()
+    EvalConfig(n_iter=40, n_queries=100, convergence_iters=(20, 40), convergence_queries=(100, 200)).validate()
 
 
 def test_a_primary_rule_that_cannot_decide_with_every_member_trained_fails():

@@ -146,8 +146,10 @@ class EvalConfig:
     ``attacks`` is the ensemble (per point the worst case over all of them); ``n_iter`` / ``n_restarts`` set the
     APGD (and PGD) iterations and restarts, ``n_targets`` APGD-T's target classes (capped at C − 1), ``n_queries``
     Square's queries. ``art_n_iter`` / ``art_n_restarts``: the budget of ART's APGD where a study reports it beside
-    the ensemble (ART's defaults, 100 × 5, are what the reference code would have run). ``convergence_iters`` × ``convergence_restarts``: the attack-budget convergence check on the
-    least and most compressed members at each headline (empty: not run).
+    the ensemble (ART's defaults, 100 × 5, are what the reference code would have run). ``convergence_iters`` ×
+    ``convergence_restarts`` (× ``convergence_queries``, Square's query budgets, whose first entry is ``n_queries``;
+    empty: Square is left out of the ladder): the attack-budget convergence check on the least and most compressed
+    members at each headline (empty ``convergence_iters``: not run).
     """
 
     n_points: int = 360
@@ -162,6 +164,7 @@ class EvalConfig:
     n_queries: int = 5000
     convergence_iters: tuple[int, ...] = ()
     convergence_restarts: tuple[int, ...] = (1,)
+    convergence_queries: tuple[int, ...] = ()
     art_n_iter: int = 100
     art_n_restarts: int = 5
 
@@ -191,6 +194,10 @@ class EvalConfig:
                                f"must be a rung of the convergence ladder "
                                f"({', '.join(f'{t}×{r}' for t, r in self.convergence_rungs())}): the ladder vouches "
                                f"only for a budget it ran")
+        q = self.convergence_queries
+        if q and (list(q) != sorted(set(q)) or q[0] != self.n_queries or "square" not in self.attacks):
+            raise CrobustError(f"eval.convergence_queries must be increasing Square query budgets starting at "
+                               f"eval.n_queries ({self.n_queries}), with square among eval.attacks; got {q}")
 
     def convergence_rungs(self) -> list[tuple[int, int]]:
         """The (iterations, restarts) budgets of the convergence ladder (:func:`crobust.evaluation.

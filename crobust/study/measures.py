@@ -228,7 +228,8 @@ def budget_convergence(norms: Sequence[str] = ("linf", "l2"), x: str = "alpha", 
     (``eval.n_iter`` × ``eval.n_restarts``) is on the ladder, its robust accuracy lies within 0.5 pp of the largest
     budget's and the ladder converged; 0 otherwise (the headline budget cannot be vouched for). The budgets and
     robust accuracies are logged for the report. ``populations`` (names) restricts the check to those populations
-    (default: every one). The ladder runs the gradient attacks of the ensemble only (Square is left out)."""
+    (default: every one). With ``eval.convergence_queries`` the ladder runs the whole ensemble and doubles Square's
+    queries too (its first entry is the headline's ``n_queries``); without, it runs the gradient attacks only."""
     def measure(ctx: Context, pop: TrainedPopulation):
         e = ctx.eval
         if not e.convergence_iters or (populations and pop.name not in populations):
@@ -236,19 +237,20 @@ def budget_convergence(norms: Sequence[str] = ("linf", "l2"), x: str = "alpha", 
         xs = np.array([float(m.get(x, pop.coords.get(x, 0.0))) for m in pop.members])
         chosen = sorted(int(i) for i in np.flatnonzero((xs == xs.min()) | (xs == xs.max())))
         variables = jax.tree.map(lambda leaf: leaf[np.asarray(chosen)], pop.variables)
-        attacks = tuple(a for a in attack_list(e, ctx.data.num_classes) if (a if isinstance(a, str) else a[0])
-                        != "square")
+        attacks = tuple(a for a in attack_list(e, ctx.data.num_classes) if e.convergence_queries or
+                        (a if isinstance(a, str) else a[0]) != "square")
         out = {}
         for norm in norms:
             keys = member_eval_keys(pop.seeds[chosen], f"attack/{norm}")
             res = evaluation.budget_convergence(pop.apply_fn, variables, ctx.x, ctx.y, keys, eps=e.headline(norm),
                                                 norm=norm, iterations=e.convergence_iters,
-                                                restarts=e.convergence_restarts, attacks=attacks)
+                                                restarts=e.convergence_restarts, attacks=attacks,
+                                                queries=e.convergence_queries)
             conv, moved, head = (np.full(pop.size, np.nan) for _ in range(3))
             for m, r in zip(chosen, res):
                 conv[m] = float(r["converged"])
                 moved[m] = max([v for v in r["last_doubling_pp"].values() if v is not None], default=np.nan)
-                head[m] = float(headline_converged(r, e.n_iter, e.n_restarts))
+                head[m] = float(headline_converged(r, e.n_iter, e.n_restarts, e.n_queries))
                 ctx.log["convergence"].append({**r, "population": pop.name, "member": m, x: float(xs[m]),
                                                "norm": norm, "eps": format_eps(e.headline(norm)),
                                                "headline_converged": bool(head[m])})
@@ -259,15 +261,19 @@ def budget_convergence(norms: Sequence[str] = ("linf", "l2"), x: str = "alpha", 
     return measure
 
 
-def headline_converged(result: dict, n_iter: int, n_restarts: int) -> bool:
+def headline_converged(result: dict, n_iter: int, n_restarts: int, n_queries: int | None = None) -> bool:
     """Whether one member's convergence ``result`` (:func:`crobust.evaluation.budget_convergence`) vouches for the
-    headline budget ``n_iter`` × ``n_restarts``: that budget is on the ladder, the ladder converged, and the largest
-    budget lowers robust accuracy by less than the tolerance below the headline's, at every ε."""
-    rungs = {(b["n_iter"], b["n_restarts"]): b["robust_acc"] for b in result["budgets"]}
-    if (n_iter, n_restarts) not in rungs or not result["converged"]:
+    headline budget ``n_iter`` × ``n_restarts`` (× Square's ``n_queries`` where the ladder ran Square): that budget
+    is on the ladder, the ladder converged, and the largest budget lowers robust accuracy by less than the tolerance
+    below the headline's, at every ε."""
+    with_queries = any(b.get("n_queries") is not None for b in result["budgets"])
+    rungs = {(b["n_iter"], b["n_restarts"], b.get("n_queries") if with_queries else None): b["robust_acc"]
+             for b in result["budgets"]}
+    wanted = (n_iter, n_restarts, n_queries if with_queries else None)
+    if wanted not in rungs or not result["converged"]:
         return False
     top = result["budgets"][-1]["robust_acc"]
-    return 100 * max(abs(h - t) for h, t in zip(rungs[(n_iter, n_restarts)], top)) < result["tolerance_pp"]
+    return 100 * max(abs(h - t) for h, t in zip(rungs[wanted], top)) < result["tolerance_pp"]
 
 
 def headline_ra(e: EvalConfig, norm: str) -> str:

@@ -420,12 +420,14 @@ def _convergence_lines(ctx: Context) -> list[str]:
     if not rows:
         return ["Not run (no `eval.convergence_iters` in this preset)."]
     lines = ["Robust accuracy of every least and most compressed member at the headline ε as the attack budget "
-             "doubles (iterations at one restart, then restarts at the most iterations; the same random streams at "
-             "every budget; the gradient attacks only, Square left out). A ladder is **converged** when the last "
+             "doubles (iterations at one restart, then restarts at the most iterations, then Square's queries where "
+             "`eval.convergence_queries` is set — otherwise the gradient attacks only, Square left out; the same "
+             "random streams at every budget). A ladder is **converged** when the last "
              "doubling on each axis moves it by < 0.5 pp; the headline is vouched for when, besides, its own "
              "budget is on the ladder and lies within 0.5 pp of the largest budget.",
              "", "| population | member | norm | ε | " + " | ".join(
-                 f"{b['n_iter']}×{b['n_restarts']}" for b in rows[0]["budgets"]) + " | last doubling (pp) | converged |",
+                 f"{b['n_iter']}×{b['n_restarts']}" + (f"×{b['n_queries']}q" if b.get("n_queries") else "")
+                 for b in rows[0]["budgets"]) + " | last doubling (pp) | converged |",
              "|---|---|---|---|" + "---|" * len(rows[0]["budgets"]) + "---|---|"]
     for r in rows:
         moved = max([v for v in r["last_doubling_pp"].values() if v is not None], default=float("nan"))
