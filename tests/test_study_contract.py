@@ -12,6 +12,7 @@ import pytest
 
 from crobust.records import read_jsonl
 from crobust.study import claims as claims_lib
+from _study_runs import smoke_run
 from experiments import STUDIES, reproduce
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,11 +28,8 @@ def _cli(*args, timeout=180, env=None):
 
 @pytest.fixture(scope="module", params=sorted(STUDIES))
 def smoke(request, tmp_path_factory):
-    study = importlib.import_module(STUDIES[request.param]).STUDY
-    workdir = tmp_path_factory.mktemp(request.param)
-    cfg = study.presets["smoke"]
-    out = study.run(cfg, workdir, preset="smoke", progress=False)
-    return study, cfg, workdir, out
+    """Each study's smoke run, shared with the study's own tests (tests/_study_runs.py)."""
+    return smoke_run(request.param, tmp_path_factory)
 
 
 def test_smoke_run_is_complete_and_every_claim_has_a_verdict(smoke):
