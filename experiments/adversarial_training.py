@@ -23,7 +23,7 @@ Command::
 
 Expected results:
 
-- ``smoke`` (tests; well under a minute): E4's smoke grid (2 α × 2 seeds, width 4, 60 steps) in both arms, AT with
+- ``smoke`` (tests; about a minute, mostly compilation of the two training programs and the attacks): E4's smoke grid (2 α × 2 seeds, width 4, 60 steps) in both arms, AT with
   3 PGD steps. Runs end to end; no verdict is expected.
 - ``small`` (any CPU; about 10 CPU-minutes, twice the budget of a study's small preset, because AT multiplies a
   step's cost about fivefold and the claim needs 4 seeds × 3 α × 600 steps to be decidable): digits 8×8, E4's
