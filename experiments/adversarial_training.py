@@ -23,8 +23,8 @@ Command::
 
 Expected results:
 
-- ``smoke`` (tests; about a minute, mostly compilation of the two training programs and the attacks): E4's smoke grid (2 α × 2 seeds, width 4, 60 steps) in both arms, AT with
-  3 PGD steps. Runs end to end; no verdict is expected.
+- ``smoke`` (tests; about a minute, mostly compiling the two training programs and the attacks): E4's smoke grid
+  (2 α × 2 seeds, width 4, 60 steps) in both arms, AT with 3 PGD steps. Runs end to end; no verdict is expected.
 - ``small`` (any CPU; about 10 CPU-minutes, twice the budget of a study's small preset, because AT multiplies a
   step's cost about fivefold and the claim needs 4 seeds × 3 α × 600 steps to be decidable): digits 8×8, E4's
   narrow ResNet-18 (width 8, one block per stage), α ∈ {0, 0.03, 0.1} × 4 seeds in each arm (24 members), AT
