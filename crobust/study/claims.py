@@ -582,7 +582,7 @@ class Matched(_Claim):
                        p, p_adjusted, detail, reason=reason), p
 
 
-HEADLINE_MEASUREMENTS = ("robust_acc", "ra_over_sa")     # measurements that come from the headline attack
+HEADLINE_MEASUREMENTS = ("robust_acc", "ra_over_sa", "ra_relative")     # measurements that come from the headline attack
 
 
 def unconverged(claim: _Claim, table: MemberTable) -> list[str]:

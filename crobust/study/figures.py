@@ -30,12 +30,17 @@ class Panel:
 
 @dataclasses.dataclass(frozen=True)
 class Panels:
+    """Panels against the coordinate ``x`` over the members ``where`` selects; with ``split_by`` (a coordinate such
+    as ``population``) every curve is drawn once per value g of it, labelled "<label> (g)", from the members with
+    that value only (the others' values are left out as NaN)."""
+
     name: str
     x: str
     panels: tuple
     xlabel: str
     title: str = ""
     where: tuple = ()
+    split_by: str = ""          # a coordinate: each curve drawn once per value of it (e.g. one per arm)
 
     def draw(self, table: MemberTable, folder: Path) -> Path:
         mask = table.where(**dict(self.where)) if self.where else np.ones(len(table), bool)
@@ -43,12 +48,20 @@ class Panels:
         for p in self.panels:
             ys = p.y if isinstance(p.y, Mapping) else {p.ylabel: p.y}
             present = {label: table[key][mask] for label, key in ys.items() if key in table}
+            if self.split_by and present:
+                present = self._split(table, mask, present)
+                p = dataclasses.replace(p, y=present)
             if present:
                 spec.append({"y": present if isinstance(p.y, Mapping) else next(iter(present.values())),
                              "ylabel": p.ylabel, "title": p.title})
         seeds = table.coord("seed")[mask]
         return report.plot_panels(folder / f"{self.name}.png", table[self.x][mask], spec, xlabel=self.xlabel,
                                   title=self.title, seeds=seeds)
+
+    def _split(self, table: MemberTable, mask, present: Mapping) -> dict:
+        groups = table.coord(self.split_by)[mask]
+        return {f"{label} ({g:g})" if isinstance(g, float) else f"{label} ({g})": np.where(groups == g, values, np.nan)
+                for label, values in present.items() for g in dict.fromkeys(groups.tolist())}
 
 
 @dataclasses.dataclass(frozen=True)

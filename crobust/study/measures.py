@@ -261,6 +261,35 @@ def budget_convergence(norms: Sequence[str] = ("linf", "l2"), x: str = "alpha", 
     return measure
 
 
+def relative_to_baseline(values, x, seeds) -> np.ndarray:
+    """Each member's value over its seed's baseline: r_i = v_i / v_b(i), b(i) the member with the same seed at the
+    smallest x of the population (the mean when several share it). (M,) in, (M,) out; NaN where the seed has no
+    member at the smallest x or the baseline is 0 or not finite (the ratio is undefined)."""
+    values, x = np.asarray(values, np.float64), np.asarray(x, np.float64)
+    seeds = np.asarray(seeds)
+    out = np.full(values.shape, np.nan)
+    at_base = x == x.min()
+    for s in np.unique(seeds):
+        base = values[(seeds == s) & at_base]
+        b = float(base.mean()) if base.size else math.nan
+        if math.isfinite(b) and b != 0.0:
+            out[seeds == s] = values[seeds == s] / b
+    return out
+
+
+def relative_robust_accuracy(norms: Sequence[str] = ("linf", "l2"), x: str = "alpha"):
+    """``ra_relative[norm]`` = RA(member)/RA(baseline) at each headline ε (:func:`relative_to_baseline`): the
+    baseline is the member of the same population and seed at the smallest ``x`` (α = 0: the uncompressed model
+    with the same initialisation and data order), so the baseline members read 1 and a member that keeps 90 % of its
+    baseline's robust accuracy reads 0.9. The paper's "relative harm of compression" as a per-member column; it
+    reads the headline robust accuracy the robust-accuracy measure left in the cache."""
+    def measure(ctx: Context, pop: TrainedPopulation):
+        xs = np.array([float(m.get(x, pop.coords.get(x, 0.0))) for m in pop.members])
+        return {column("ra_relative", norm=norm): relative_to_baseline(ctx.cache[(pop.name, "ra_headline", norm)],
+                                                                       xs, pop.seeds) for norm in norms}
+    return declare(measure, requires=[f"ra_headline/{norm}" for norm in norms])
+
+
 def headline_converged(result: dict, n_iter: int, n_restarts: int, n_queries: int | None = None) -> bool:
     """Whether one member's convergence ``result`` (:func:`crobust.evaluation.budget_convergence`) vouches for the
     headline budget ``n_iter`` × ``n_restarts`` (× Square's ``n_queries`` where the ladder ran Square): that budget
@@ -435,6 +464,7 @@ MEASURES: dict[str, Callable] = {
     "robust_accuracy": robust_accuracy,
     "weaker_evaluation": weaker_evaluation,
     "budget_convergence": budget_convergence,
+    "relative_robust_accuracy": relative_robust_accuracy,
     "layer_metrics": layer_metrics,
     "spectrum": spectrum,
     "representation_shift": representation_shift,
@@ -443,4 +473,4 @@ MEASURES: dict[str, Callable] = {
 }
 
 __all__ = ["Context", "TrainedPopulation", "MEASURES", "member_eval_keys", "attack_list",
-           "headline_ra", "prunable_fraction", "layer_or_first_hidden"] + list(MEASURES)
+           "headline_ra", "prunable_fraction", "layer_or_first_hidden", "relative_to_baseline"] + list(MEASURES)
