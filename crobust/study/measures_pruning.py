@@ -89,8 +89,8 @@ def pruning_sweep(ratios: Sequence[float], criteria: Sequence[str] = ("ratio",),
 
 def _points_accuracy(apply_fn, variables, x, y) -> np.ndarray:
     """(M,) accuracy of every member (variables stacked (M, ...)) on the points x, y."""
-    correct = jax.vmap(lambda v: jnp.mean(jnp.argmax(apply_fn(v, x), axis=-1) == y))(variables)
-    return np.asarray(correct, np.float64)
+    correct = jax.vmap(lambda v: jnp.sum(jnp.argmax(apply_fn(v, x), axis=-1) == y))(variables)
+    return np.asarray(correct, np.float64) / x.shape[0]
 
 
 class _Recalibrate:
