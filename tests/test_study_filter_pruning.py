@@ -217,11 +217,13 @@ def test_bad_pruning_settings_are_one_clear_error(delta, needle):
 
 
 def test_paper_preset_runs_on_stand_in_cifar10(tmp_path):
-    # the paper preset (CIFAR-10 archive layout, ResNet-18 ImageNet stem) shrunk: two members, two steps, width 8
+    # the paper preset (CIFAR-10 archive layout, ResNet-18's ImageNet stem) shrunk: two members, two steps, width 8
+    # and one block per stage (compiling the full depth's programs alone takes minutes on a shared CPU)
     data_dir = write_cifar10(tmp_path / "data", n_train=100, n_test=20)
     workdir = tmp_path / "paper" / E10.STUDY.name
     result = run_paper_preset(E10.STUDY, workdir, data_dir, **{
-        "grid.alpha": (0.0, 0.1), "grid.seeds": 1, "model.width": 8, "train.val_ratio": 0.2,
+        "grid.alpha": (0.0, 0.1), "grid.seeds": 1, "model.width": 8, "model.stage_sizes": (1, 1, 1, 1),
+        "train.val_ratio": 0.2,
         "pruning.ratios": (0.0, 0.5), "pruning.criteria": ("ratio",), "pruning.robust_criteria": ("ratio",),
         "pruning.finetune_ratios": (0.0, 0.5), "pruning.finetune_steps": 2, "pruning.finetune_eval_every": 1,
         "pruning.recalibrate": False, "eval.attacks": ("apgd-ce",)})
