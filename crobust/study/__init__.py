@@ -26,7 +26,7 @@ figures, verdicts with a multiple-claims correction, ``report.md``).
 
 from crobust.study import blocks, catalog, claims, figures, measures, recipes, table
 from crobust.study.blocks import DataConfig, EvalConfig, GridConfig, MeasureConfig, ModelConfig, StudyConfig
-from crobust.study.claims import Compare, Correlation, Flat, Holds, Matched, Trend, Verdict, judge
+from crobust.study.claims import Compare, Correlation, Flat, Holds, Matched, NoGain, Trend, Verdict, judge
 from crobust.study.figures import Curves, Panel, Panels
 from crobust.study import (dependencies, measures_boundary, measures_bounds, measures_compressibility,
                            measures_pruning, measures_universal)
@@ -53,7 +53,7 @@ MEASURES = _catalogue()
 __all__ = [
     "blocks", "catalog", "claims", "dependencies", "figures", "measures", "recipes", "table",
     "DataConfig", "EvalConfig", "GridConfig", "MeasureConfig", "ModelConfig", "StudyConfig",
-    "Compare", "Correlation", "Flat", "Holds", "Matched", "Trend", "Verdict", "judge",
+    "Compare", "Correlation", "Flat", "Holds", "Matched", "NoGain", "Trend", "Verdict", "judge",
     "Curves", "Panel", "Panels", "MEASURES", "headline_ra", "Population", "Study", "run", "Column", "MemberTable",
     "col", "FinishedRun", "open_run", "Start",
 ]

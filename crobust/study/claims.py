@@ -48,6 +48,10 @@ Rules (x, y are table keys — a coordinate such as ``alpha`` or a measured colu
   or collinear with the setting).
 - :class:`Holds` — "lhs ≥ rhs for every member" (or ≤): a deterministic check, supported when no member violates it
   (beyond ``tol`` relative), contradicted otherwise, with the count and the worst member.
+- :class:`NoGain` — "y in group a never significantly exceeds y in group b at any of several columns" (e.g. per
+  pruning ratio): per column a one-sided sign-flip test of a gain (seeds paired), Holm over the columns;
+  contradicted by a significant gain, supported when no gain is significant and every column's gain + 2 s.e.
+  stays below the stated margin.
 - :class:`Flat` — "y changes by less than ``tolerance`` across x": the largest distance of a setting's mean from the
   baseline (smallest x) setting's mean, ± 2 s.e.; supported when even the upper end stays below the tolerance,
   contradicted when even the lower end exceeds it. A study's ``Flat`` tolerance on a confound is smaller than the
@@ -582,6 +586,90 @@ class Matched(_Claim):
                        p, p_adjusted, detail, reason=reason), p
 
 
+@dataclasses.dataclass(frozen=True)
+class NoGain(_Claim):
+    """"y in group a never significantly exceeds y in group b, at any of the columns ``ys``" (e.g. one column per
+    pruning ratio), with a stated margin δ = ``min_change``.
+
+    Per column k: the per-seed paired differences d_s = ȳ_a(s) − ȳ_b(s) over the seeds both groups hold, their
+    mean d̄_k and standard error, and the one-sided sign-flip p-value of a gain, p_k = P[D ≥ d̄_k] with D the mean
+    of the d_s under independent random signs (exact over the 2^S sign patterns for S ≤ 12 seeds, so the smallest
+    p is 2^−S); the p_k are Holm-corrected over the columns and the claim's p is the smallest corrected one (the
+    Holm test of "a exceeds b at some column", corrected again with the claim's family). Contradicted: some
+    column's corrected p < level with d̄_k beyond 2 s.e. (a significant gain, any size). Supported: no such
+    column, and at every column the gain's upper bound d̄_k + 2 s.e. lies below δ (the data exclude a gain of δ
+    everywhere). Inconclusive otherwise."""
+
+    ys: tuple = ()
+    a: tuple = ()
+    b: tuple = ()
+    where: tuple = ()
+    min_change: float = 0.02
+
+    @property
+    def rule(self) -> str:
+        return (f"{dict(self.a)} against {dict(self.b)} at each of {len(self.ys)} columns, members paired by seed: "
+                f"one-sided sign-flip p of a gain per column, Holm over the columns; contradicted when a column's "
+                f"gain is significant (corrected p < level, beyond 2 s.e.); supported when none is and every "
+                f"column's gain + 2 s.e. < {self.min_change:g} (the stated margin)")
+
+    def needs(self):
+        return tuple(self.ys)
+
+    def mask(self, table: MemberTable) -> np.ndarray:
+        base = table.where(**dict(self.where)) if self.where else np.ones(len(table), bool)
+        return base & (table.where(**dict(self.a)) | table.where(**dict(self.b)))
+
+    def _paired(self, table: MemberTable, key: str):
+        y = np.asarray(table[key], float)
+        base = (table.where(**dict(self.where)) if self.where else np.ones(len(table), bool)) & np.isfinite(y)
+        seeds = (np.asarray(table.coord(SEED), dtype=object) if SEED in table
+                 else np.zeros(len(table), dtype=object))
+        in_a, in_b = base & table.where(**dict(self.a)), base & table.where(**dict(self.b))
+        common = [s for s in dict.fromkeys(seeds[in_a].tolist()) if s in set(seeds[in_b].tolist())]
+        return np.array([y[in_a & (seeds == s)].mean() - y[in_b & (seeds == s)].mean() for s in common])
+
+    @staticmethod
+    def _one_sided(d: np.ndarray) -> float:
+        n = len(d)
+        if n <= 12:
+            signs = 1.0 - 2.0 * ((np.arange(2 ** n)[:, None] >> np.arange(n)[None, :]) & 1)
+        else:
+            signs = np.random.default_rng(0).choice([-1.0, 1.0], size=(4096, n))
+        null = signs @ d / n
+        obs = float(d.mean())
+        return float(np.mean(null >= obs - 1e-9 * max(1.0, abs(obs))))
+
+    def test(self, table: MemberTable, level: float, p_adjusted=None):
+        rows = []
+        for key in self.ys:
+            d = self._paired(table, key)
+            if len(d) < 2:
+                return self._skip(f"fewer than two seeds hold both groups in `{key}`", TOO_FEW), None
+            rows.append((key, float(d.mean()), _se_mean(d), self._one_sided(d)))
+        corrected = holm([r[3] for r in rows])
+        k = int(np.argmin(corrected))
+        p = float(corrected[k])
+        p_use = p if p_adjusted is None else p_adjusted
+        worst = max(range(len(rows)), key=lambda i: rows[i][1] + 2 * rows[i][2])
+        bound = rows[worst][1] + 2 * rows[worst][2]
+        gain_k = rows[k][1] > 2 * rows[k][2]
+        if p_use < level and gain_k:
+            verdict, reason = "contradicted", ""
+        elif bound < self.min_change:
+            verdict, reason = "supported", ""
+        else:
+            verdict, reason = "inconclusive", f"a gain of {self.min_change:g} not excluded"
+        detail = (f"largest gain bound {bound:+.4g} (gain {rows[worst][1]:+.4g} ± {rows[worst][2]:.2g} s.e. at "
+                  f"`{rows[worst][0]}`); most significant gain {rows[k][1]:+.4g} at `{rows[k][0]}`, one-sided p "
+                  f"{rows[k][3]:.3g} (Holm over {len(rows)} columns {p:.3g}); {len(self._paired(table, rows[0][0]))} "
+                  f"seeds paired")
+        return Verdict(self.paper, self.text, verdict, self.rule,
+                       {"max_bound": bound, "gains": [r[1] for r in rows], "ses": [r[2] for r in rows],
+                        "p_columns": [r[3] for r in rows], "required": self.min_change},
+                       p, p_adjusted, detail, reason=reason), p
+
+
 HEADLINE_MEASUREMENTS = ("robust_acc", "ra_over_sa", "ra_relative")     # measurements that come from the headline attack
 
 
@@ -655,5 +743,5 @@ def _gate_given(claim: _Claim, verdict: Verdict, verdicts: Sequence[Verdict]) ->
 
 
 __all__ = ["LEVEL", "VERDICTS", "FAMILIES", "unconverged", "Verdict", "Trend", "Compare", "Correlation", "Holds",
-           "Flat", "Matched", "judge", "holm", "pearson", "spearman", "permutations_within", "permutation_p",
+           "Flat", "Matched", "NoGain", "judge", "holm", "pearson", "spearman", "permutations_within", "permutation_p",
            "group_codes"]

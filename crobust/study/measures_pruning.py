@@ -5,7 +5,8 @@ For each pruning criterion c (``'ratio'``: each prunable layer removes its ⌊r�
 ratio r — :func:`crobust.pruning.prune`) and ratio r, each member's best-validation variables are pruned (masked
 rows, the same shapes) and measured on the study's evaluation points (the first ``eval.n_points`` test images):
 
-- ``pruned_clean_acc[criterion=c, ratio=r]`` — accuracy on those points;
+- ``pruned_clean_acc[criterion=c, ratio=r]`` — accuracy on those points (with ``norms`` empty it is the only
+  accuracy column, no attack run);
 - ``pruned_robust_acc[norm=n, criterion=c, ratio=r]`` — robust accuracy at norm n's headline ε against the
   study's ensemble, per point the worst case (:func:`crobust.evaluation.population_robust_accuracy`), with the
   member's own attack stream ``attack/<norm>`` — the robust-accuracy measure's, so ratio 0 (nothing pruned, the
@@ -71,6 +72,9 @@ def pruning_sweep(ratios: Sequence[float], criteria: Sequence[str] = ("ratio",),
                 if recal is not None:
                     variables = recal(variables)
                 out[column("pruned_removed", criterion=c, ratio=ratio_label(r))] = _removed_fraction(masks)
+                if not norms:
+                    out[column("pruned_clean_acc", criterion=c, ratio=ratio_label(r))] = _points_accuracy(
+                        pop.apply_fn, variables, ctx.x, ctx.y)
                 for norm in norms:
                     reports = evaluation.population_robust_accuracy(
                         pop.apply_fn, variables, ctx.x, ctx.y, eps=[e.headline(norm)], norm=norm, attacks=attacks,
@@ -81,6 +85,12 @@ def pruning_sweep(ratios: Sequence[float], criteria: Sequence[str] = ("ratio",),
                         [rep.clean_acc for rep in reports])
         return out
     return measure
+
+
+def _points_accuracy(apply_fn, variables, x, y) -> np.ndarray:
+    """(M,) accuracy of every member (variables stacked (M, ...)) on the points x, y."""
+    correct = jax.vmap(lambda v: jnp.sum(jnp.argmax(apply_fn(v, x), axis=-1) == y))(variables)
+    return np.asarray(correct, np.float64) / x.shape[0]
 
 
 class _Recalibrate:

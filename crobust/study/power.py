@@ -11,6 +11,8 @@ and each claim is judged on a *planted* table (:func:`plant`) whose columns hold
   with u a fixed pseudo-random number per member, and y += 0.5·(match − 0.9));
 - compare: y = 1 + s·E·[member in group a] + a_seed;
 - correlation (plain or pooled): x = the member's index, y = s·sign·x (|r| = 1);
+- no gain (:class:`~crobust.study.claims.NoGain`): every column y = 1 + a_seed, and for the reversed case a gain
+  of 2 × the margin in group a;
 - flat / no-drop (unpaired rules): y = 1, and for the reversed case a change of 2 × the tolerance;
 - holds: lhs = rhs ± 0.5.
 
@@ -103,6 +105,10 @@ def plant(claim, table: MemberTable, s: float, size: float = 1.0) -> MemberTable
         index = np.arange(len(out), dtype=float)
         out.set(rows, claim.x, index)
         out.set(rows, claim.y, s * claim.sign * index)
+    elif isinstance(claim, C.NoGain):
+        in_a = out.where(**dict(claim.a)).astype(float)
+        for key in claim.ys:                      # claimed: no gain; reversed: a gain of twice the margin
+            out.set(rows, key, BASE - min(s, 0.0) * 2 * claim.min_change * in_a + levels)
     elif isinstance(claim, C.Flat):
         out.set(rows, claim.y, BASE - min(s, 0.0) * 2 * claim.tolerance * _setting(out, claim, claim.x))
     elif isinstance(claim, C.Holds):

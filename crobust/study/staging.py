@@ -87,17 +87,20 @@ def _source_population(pop, populations_by_name):
 
 
 def _named(value):
-    """A JSON-able name for a map: a regex as itself, a function by its module and qualified name."""
+    """A JSON-able name for a map: a regex as itself, a function by its module and qualified name, a callable
+    object (e.g. a dataclass holding its settings) by its class's module and its ``repr``."""
     if value is None or isinstance(value, str):
         return value
-    return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', type(value).__name__)}"
+    if not hasattr(value, "__qualname__"):
+        return f"{type(value).__module__}.{value!r}"
+    return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
 
 
 def start_identity(pop) -> dict:
     """What a stage's checkpoint must also match to be resumed (``{}`` for a population that is no stage): its
     source, parameter map, member map and pruning masks. A function is named by its module and qualified name, so
-    an edited function under the same name is not seen; a retrained source is refused by the source's own
-    checkpoint."""
+    an edited function under the same name is not seen; a callable object by its ``repr`` (its settings); a
+    retrained source is refused by the source's own checkpoint."""
     if pop.start is None:
         return {}
     start = pop.start

@@ -237,6 +237,8 @@ def fit(model, data, config: TrainConfig, members: Sequence[Mapping], *, state: 
                                    f"checkpoint written to {path}; rerun the same command to resume")
                         print(message, file=prog.stream, flush=True)
                         raise _checkpoint.TrainingInterrupted(message, ckpt.directory, step)
+            if ckpt is not None and n_blocks == 0:   # finished at its start (every member stopped): still checkpointed
+                ckpt.save(get(state), history, 0, wall_before)
     finally:                       # also on a refusal or an interrupt: Orbax's threads end here, quietly
         if ckpt is not None:
             ckpt.close()
