@@ -207,3 +207,15 @@ def test_paper_preset_on_stand_in_archives(tmp_path):
     assert (tmp_path / "paper" / "report.md").exists()
     for kind in PM.KINDS:
         assert col("retention_high", kind=kind, criterion="epsilon_ratio") in table
+
+
+def test_small_preset_can_decide_its_primary_claims():
+    """--power on the small preset: every primary claim (the paired-columns rule included, through its own planted
+    columns) reaches the level after Holm's correction and detects a planted effect of its stated size."""
+    from crobust.study import power
+    cfg = PM.PRESETS["small"]
+    rows = power.power(PM.claims(cfg), power.layout(PM.STUDY, cfg))
+    primary = [r for r in rows if r.claim.family == "primary"]
+    assert len(primary) == 4 and all(r.ok and r.p_best < 0.05 for r in primary)
+    paired = [r for r in rows if isinstance(r.claim, ColumnsPaired)]
+    assert paired and all(r.detected for r in paired)
