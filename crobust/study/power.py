@@ -117,6 +117,8 @@ def plant(claim, table: MemberTable, s: float, size: float = 1.0) -> MemberTable
             out.set(rows, claim.rhs, rhs)
         away = 0.5 * (1.0 if claim.relation == ">=" else -1.0) * (1.0 if s >= 0 else -1.0)
         out.set(rows, claim.lhs, rhs + away * (s != 0))
+    elif hasattr(claim, "planted"):             # a rule that plants its own columns (e.g. ColumnsPaired)
+        claim.planted(out, s * size, stated_effect(claim) or 0.1)
     else:
         raise TypeError(f"no planted table for a {type(claim).__name__} claim")
     return out
