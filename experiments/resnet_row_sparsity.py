@@ -38,7 +38,10 @@ Expected results:
   (headlines 0.05 and 0.25), APGD-CE / APGD-T 20 iterations with 2 targets, Square 100 queries, ladder (20, 40).
   Expected (the paper's direction): ε_ν falls with α; ℓ∞ RA and RA/SA fall with α while clean accuracy stays within
   a few points; rank 2 lowers ℓ2 RA.
-  Observed: see the module's test-free run recorded in ``notes()``' last line (one run on the shared machine).
+  At 3 seeds the primary claims can reach the level (``--power``: smallest p 0.009, 0.027 after Holm); the low-rank
+  arm's claims cannot with one rank against dense (two settings × 3 seeds: smallest p 0.21): add a rank
+  (``--set lowrank.ranks=2,4``) to decide them. Training and robust accuracy of ``row`` measured on the skeleton
+  (idle machine): 69 s and 109 s (4 + 4 ε); ℓ∞ RA at 0.05: 0.867 (α 0) → 0.835 → 0.812 (α 0.1), clean ≈ 0.98.
 - ``paper`` (GPU): CIFAR-10 (local files or download), the reference recipe exactly (docs/reference-code.md §8):
   torchvision ResNet-18 (ImageNet stem: 7×7 stride-2 conv and max-pool; width 64, two blocks per stage), SGD 0.1,
   momentum 0.9, wd 5e-4, batch 100, 100,000 steps (200 epochs), lr × 0.1 at epochs 100 and 150, full augmentation,
