@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -163,10 +164,12 @@ def test_a_checkpoint_of_another_configuration_is_refused_before_any_file_change
 @pytest.mark.parametrize("setting, needle", [("train.lr=nan", "train.lr must be a finite number"),
                                              ("train.lr=inf", "train.lr must be a finite number"),
                                              ("eval.eps_linf=0,nan", "eval.eps_linf must be a finite number"),
-                                             ("train.val_ratio=0", "train.val_ratio must be > 0"),
+                                             ("train.val_ratio=0 train.patience=10",
+                                              "train.val_ratio must be > 0 with early "),
                                              ("train.batch_size=1000", "larger than the training split")])
 def test_a_bad_setting_is_refused_before_the_workdir_exists(setting, needle, tmp_path, capfd, monkeypatch):
-    code, err = _main(["--set", setting, "--workdir", str(tmp_path / "w")], capfd, monkeypatch)
+    sets = [arg for one in setting.split() for arg in ("--set", one)]         # settings apart by spaces
+    code, err = _main([*sets, "--workdir", str(tmp_path / "w")], capfd, monkeypatch)
     assert code == 2 and needle in _one_line(err, "error: ")
     assert not (tmp_path / "w").exists()
 
@@ -380,7 +383,29 @@ def test_with_one_seed_per_setting_claims_are_skipped_but_per_member_checks_stan
     assert "**skipped**: one seed per setting" in (tmp_path / "w" / "report.md").read_text()
 
 
-def test_resolve_refuses_val_ratio_zero_in_a_study():
+def test_resolve_refuses_val_ratio_zero_with_early_stopping_in_a_study():
     from experiments import spectral_fixed_scale as s
-    with pytest.raises(CrobustError, match="train.val_ratio must be > 0"):
-        resolve(s.PRESETS, "smoke", ["train.val_ratio=0"])
+    with pytest.raises(CrobustError, match="train.val_ratio must be > 0 with early stopping"):
+        resolve(s.PRESETS, "smoke", ["train.val_ratio=0", "train.patience=100"])
+    assert resolve(s.PRESETS, "smoke", ["train.val_ratio=0"]).train.val_ratio == 0.0     # no early stopping: fine
+
+
+def test_without_a_validation_split_every_member_is_measured_on_its_last_parameters(tmp_path):
+    """val_ratio 0, patience None (the reference ResNet recipe): no member is ever validated (best_step −1), and
+    what every measure reads — the population's parameters and model state — is bitwise the trainer's final
+    state, not the initial parameters its best-parameter slot was filled with; the report says so."""
+    seen = []
+    study = dataclasses.replace(STUDY, measures=lambda cfg: [M.clean_accuracy(),
+                                                             lambda ctx, pop: seen.append(pop) or {}])
+    cfg = derive(BASE, {"train.val_ratio": 0.0})
+    out = study.run(cfg, tmp_path / "w", preset="smoke", progress=False)
+    (pop,) = seen
+    assert np.all(np.asarray(pop.fit.state.best_step) == -1)
+    for measured, final, initial in zip(jax.tree.leaves(pop.params), jax.tree.leaves(pop.fit.state.params),
+                                        jax.tree.leaves(pop.fit.state.best_params)):
+        assert np.array_equal(np.asarray(measured), np.asarray(final))      # bitwise: the same arrays
+    assert not all(np.array_equal(np.asarray(f), np.asarray(i))              # and training did move them
+                   for f, i in zip(jax.tree.leaves(pop.fit.state.params), jax.tree.leaves(pop.fit.state.best_params)))
+    assert np.all(out["table"]["best_step"] == -1)
+    report = (tmp_path / "w" / "report.md").read_text()
+    assert "no validation split: each member's result (what is measured) is its last parameters" in report

@@ -243,6 +243,10 @@ class StudyConfig:
     """The blocks every study has; a study subclasses it to add its own fields or blocks.
 
     ``checkpoint_every``: optimiser steps between training checkpoints (``<workdir>/checkpoints/<population>``).
+
+    Each member's result, which every measure reads, is its best-validation parameters; with ``train.val_ratio`` 0
+    (no validation split, the reference ResNet recipe) it is its last parameters, and early stopping
+    (``train.patience``) is then refused.
     """
 
     data: DataConfig = DataConfig()
@@ -256,10 +260,10 @@ class StudyConfig:
     def validate(self) -> None:
         if self.checkpoint_every <= 0:
             raise CrobustError(f"checkpoint_every must be >= 1 (optimiser steps), got {self.checkpoint_every}")
-        if not self.train.val_ratio > 0:
-            raise CrobustError(f"train.val_ratio must be > 0 in a study, got {self.train.val_ratio}: every measure "
-                               f"reads each member's best parameters on its validation split (without one they "
-                               f"would be its untrained initial parameters)")
+        if not self.train.val_ratio > 0 and self.train.patience is not None:
+            raise CrobustError(f"train.val_ratio must be > 0 with early stopping (train.patience "
+                               f"{self.train.patience}), got {self.train.val_ratio}: early stopping reads the "
+                               f"validation loss; set train.patience=None to keep each member's last parameters")
         width = self.model.first_hidden_width
         if self.measure.top_k >= width:
             raise CrobustError(f"measure.top_k must be < the width of the model's first hidden layer "

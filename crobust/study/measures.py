@@ -42,7 +42,8 @@ EVAL_STREAM = 4          # training uses streams 0–3 of a member's key (init, 
 class TrainedPopulation:
     """One trained population: its name, model, members (dicts of hyper-parameters and seed), constant coordinates
     (e.g. ``{'rank': 8}``), the trainer's :class:`~crobust.training.FitResult`, the parameters measured (each
-    member's best-validation parameters) and the model state that goes with them (batch-norm running statistics,
+    member's best-validation parameters, ``fit.best_params``: its last parameters when training held out no
+    validation split, ``val_ratio`` 0, or never validated it) and the model state that goes with them (batch-norm running statistics,
     ``fit.best_model_state``; None for a model without any).
 
     Every measure that runs the model reads :attr:`apply_fn` and :attr:`variables` (eval mode: running

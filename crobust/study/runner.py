@@ -538,6 +538,11 @@ def _train_line(t: training.TrainConfig) -> str:
     if t.patience is not None:
         parts.append(f"early stopping on validation loss (patience {t.patience}, min {t.min_steps} steps, "
                      f"{t.val_ratio:.0%} held out per member)")
+    if t.val_ratio > 0:
+        parts.append(f"each member's result (what is measured): its best-validation parameters ({t.val_ratio:.0%} "
+                     f"held out, validation every {t.eval_every} steps)")
+    else:
+        parts.append("no validation split: each member's result (what is measured) is its last parameters")
     terms = [f"{name} × {'α' if axis == 'alpha' else axis}" for name, axis in t.penalty_terms() if name != "none"]
     if terms:
         parts.append(f"penalty {' + '.join(terms)}")
