@@ -30,24 +30,29 @@ Command::
 
 Expected results:
 
-- ``smoke`` (tests): 600 digits, source classes 0–4, target classes 5–9, width 4, α ∈ {0, 0.1}, rank 2, 2 seeds,
-  60 pretraining steps and 40 probe steps, APGD-CE alone. Runs end to end; no verdict is expected.
+- ``smoke`` (tests): 600 digits per task, source classes 0–4, target classes 5–9, width 4, α ∈ {0, 0.1}, rank 2,
+  2 seeds, 60 pretraining and 40 probe steps, APGD-CE alone (5 iterations) on 100 points. Runs end to end; no
+  verdict is expected (measured 8.5 min wall, 4 min 16 s CPU on the shared 2-core machine at load ≈ 8: a ResNet's
+  compilations — four populations, two norms — dominate; far above the ~30 s of the MLP studies).
 - ``small`` (any CPU): scikit-learn digits 8×8, **source = classes 0–4, target = classes 5–9** (the analogue of
   CIFAR-100 → CIFAR-10: one domain, disjoint classes), E4's ResNet (width 8, one block per stage, CIFAR stem),
-  E4's SGD recipe (lr 0.05, batch 64, 10 % validation) for pretraining, α ∈ {0, 0.03, 0.1} and rank 2, 3 seeds;
-  probe: AdamW lr 0.01, no weight decay, batch 64, 300 steps, best validation. Evaluation as E4 (200 points, ℓ∞ ε
-  ∈ {0, 0.02, 0.05, 0.1}, ℓ2 ε ∈ {0, 0.1, 0.25, 0.5}, headlines 0.05 and 0.25, reduced budget).
+  E4's SGD recipe (lr 0.05, batch 64, 10 % validation) for 800 pretraining steps, α ∈ {0, 0.03, 0.1} and rank 2
+  (+ the dense α = 0 encoder at rank 64), 3 seeds (24 members in 4 populations); probe: AdamW lr 0.01, no weight
+  decay, batch 64, 300 steps, best validation. Evaluation as E4 (200 points, ℓ∞ ε ∈ {0, 0.02, 0.05, 0.1}, ℓ2
+  ε ∈ {0, 0.1, 0.25, 0.5}, headlines 0.05 and 0.25, APGD-CE / APGD-T 20 iterations, 2 targets, Square 100
+  queries). ``--power``: the three primary claims can reach the level (smallest Holm-adjusted p 0.027); the
+  low-rank secondary claim cannot with one rank (two x values × 3 seeds: smallest p 0.21) — ``--set
+  transfer.ranks=2,8`` makes it decidable at the cost of two more populations.
   Expected (the paper's direction): the probe's ℓ∞ RA and RA/SA fall with the pretraining α; the low-rank probe's
   ℓ2 RA falls with the rank; the encoder's ε_ν falls with α.
-  Observed: see the module's last measured run below (MEASURED).
+  Observed: MEASURED_SMALL
 - ``paper`` (GPU): source CIFAR-100 (100 classes), target CIFAR-10; pretraining by the reference ResNet-18 recipe
-  (docs/reference-code.md §8: SGD 0.1, momentum 0.9, wd 5e-4, batch 100, milestones, full augmentation) on the
-  ImageNet-stem ResNet-18 (width 64) over E4's α grid {0, 0.01, 0.03, 0.1} and ranks {16, 64}, 3 seeds; our
-  linear-probe recipe (the paper gives none): SGD lr 0.1, momentum 0.9, no weight decay, batch 256, cosine decay
-  to 0 over 10,000 steps (≈ 57 epochs of 45,000 images), no augmentation, 10 % validation, best validation. E4's
-  evaluation (1000 points, ℓ∞ up to 8/255 with headline 2/255, ℓ2 up to 1 with headline 0.25, full budget).
-
-MEASURED: not yet.
+  (docs/reference-code.md §8: SGD 0.1, momentum 0.9, wd 5e-4, batch 100, milestones, full augmentation; 10 %
+  validation, since a study measures best-validation parameters) on the ImageNet-stem ResNet-18 (width 64) over
+  E4's α grid {0, 0.01, 0.03, 0.1} and ranks {16, 64}, 3 seeds; our linear-probe recipe (the paper gives none):
+  SGD lr 0.1, momentum 0.9, no weight decay, batch 256, cosine decay to 0 over 10,000 steps (≈ 57 epochs of 45,000
+  images), no augmentation, 10 % validation, best validation. E4's evaluation (1000 points, ℓ∞ up to 8/255 with
+  headline 2/255, ℓ2 up to 1 with headline 0.25, full budget). Not run end to end (tested on stand-in archives).
 """
 
 from __future__ import annotations
