@@ -45,7 +45,9 @@ Expected results:
   transfer.ranks=2,8`` makes it decidable at the cost of two more populations.
   Expected (the paper's direction): the probe's ℓ∞ RA and RA/SA fall with the pretraining α; the low-rank probe's
   ℓ2 RA falls with the rank; the encoder's ε_ν falls with α.
-  Observed: MEASURED_SMALL
+  Observed: not yet — the one run started (December 2026) on the shared 2-core machine at load ≈ 15 had not
+  finished by the deadline (probe robust accuracy alone took 1289 s wall there); its verdicts are still to be
+  recorded here. Cost estimate from E4's measured skeleton (idle): ≈ 2× E4's small, above the ≈ 150 s target.
 - ``paper`` (GPU): source CIFAR-100 (100 classes), target CIFAR-10; pretraining by the reference ResNet-18 recipe
   (docs/reference-code.md §8: SGD 0.1, momentum 0.9, wd 5e-4, batch 100, milestones, full augmentation; 10 %
   validation, since a study measures best-validation parameters) on the ImageNet-stem ResNet-18 (width 64) over
