@@ -115,6 +115,9 @@ class ViT(nn.Module):
     """Vision Transformer (see the module docstring); build one from a config with :func:`vit`.
 
     ``train`` is accepted for a uniform model interface and changes nothing (no dropout, no batch norm).
+    ``image_size`` (S, or None: the input's own size): the input (N, H, W, C) is first resized to (N, S, S, C) by
+    ``jax.image.resize`` (bilinear; antialiased when it shrinks), a differentiable part of the model, so a
+    pretrained checkpoint sees its own resolution while an attack perturbs the H × W image (ε in its pixel units).
     """
 
     num_classes: int
@@ -126,12 +129,15 @@ class ViT(nn.Module):
     representation_size: int | None = None
     mean: Sequence[float] = (0.5,)
     std: Sequence[float] = (0.5,)
+    image_size: int | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False, return_repr: bool = False):
         del train
         if self.hidden_size % self.num_heads:
             raise CrobustError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}")
+        if self.image_size is not None and tuple(x.shape[1:3]) != (self.image_size,) * 2:
+            x = jax.image.resize(x, (x.shape[0], self.image_size, self.image_size, x.shape[3]), "bilinear")
         x = normalise(x, self.mean, self.std)
         p = int(self.patch_size)
         if x.shape[1] % p or x.shape[2] % p:
