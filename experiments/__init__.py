@@ -12,4 +12,11 @@ STUDIES = {
     "bound_vs_gap": "experiments.bound_vs_gap",
     "universal_vs_scale": "experiments.universal_vs_scale",
     "source_invariance": "experiments.source_invariance",
+    # the convolutional half: resnet_row_sparsity first, so that the studies starting from its members restore them
+    "resnet_row_sparsity": "experiments.resnet_row_sparsity",
+    "adversarial_training": "experiments.adversarial_training",
+    "transfer": "experiments.transfer",
+    "filter_pruning": "experiments.filter_pruning",
+    "pruning_mitigations": "experiments.pruning_mitigations",
+    "finetuned_backbones": "experiments.finetuned_backbones",
 }

@@ -18,7 +18,7 @@ from experiments import STUDIES, reproduce
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # coordinates a record may carry, besides the study's grid axes and a measurement's qualifiers
 RECORD_KEYS = {"study", "population", "member", "seed", "measurement", "value"}
-QUALIFIERS = {"norm", "eps", "layer"}
+QUALIFIERS = {"norm", "eps", "layer", "criterion", "ratio"}   # the last two: pruning sweeps
 
 
 def _cli(*args, timeout=180, env=None):
