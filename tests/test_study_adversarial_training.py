@@ -21,6 +21,7 @@ from crobust.training import init_population, objective
 from experiments import adversarial_training as E7
 from experiments import resnet_row_sparsity as E4
 from tests._paper_data import run_paper_preset, write_cifar10
+from _study_runs import smoke_run
 
 NAN = np.nan
 
@@ -146,8 +147,7 @@ def test_bad_adversarial_settings_are_one_error_line_before_anything_is_written(
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("adversarial_training")
-    out = E7.STUDY.run(SMOKE, workdir, preset="smoke", progress=False)
+    _, _, workdir, out = smoke_run("adversarial_training", tmp_path_factory)   # shared with the contract tests
     with open(workdir / "members.csv") as f:
         rows = list(csv.DictReader(f))
     return workdir, out, rows

@@ -21,15 +21,14 @@ from crobust.study.measures import Context, TrainedPopulation
 from experiments import filter_pruning as E10
 from experiments import resnet_row_sparsity as E4
 from tests._paper_data import run_paper_preset, write_cifar10
+from _study_runs import smoke_run
 
 SMOKE = E10.PRESETS["smoke"]
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("e10") / "smoke"
-    workdir = out / E10.STUDY.name
-    result = E10.STUDY.run(SMOKE, workdir, preset="smoke", progress=False)
+    _, _, workdir, result = smoke_run("filter_pruning", tmp_path_factory)     # shared with the contract tests
     with open(workdir / "members.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     return workdir, result, rows

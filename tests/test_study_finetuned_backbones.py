@@ -20,14 +20,14 @@ import importlib
 from crobust.study import open_run, staging
 from experiments import finetuned_backbones as FB
 from tests._paper_data import run_paper_preset, write_cifar10
+from _study_runs import smoke_run
 
 vit_lib = importlib.import_module("crobust.models.vit")   # the module (crobust.models.vit is also a function)
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("fb") / "smoke"
-    FB.STUDY.run(FB.PRESETS["smoke"], workdir, preset="smoke", progress=False)
+    _, _, workdir, _ = smoke_run("finetuned_backbones", tmp_path_factory)     # shared with the contract tests
     return workdir
 
 

@@ -22,12 +22,12 @@ from crobust.study.claims import ColumnsPaired, judge
 from crobust.study.table import MemberTable, col
 from experiments import pruning_mitigations as PM
 from tests import _paper_data
+from _study_runs import smoke_run
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("pruning_mitigations") / "smoke"
-    out = PM.STUDY.run(PM.PRESETS["smoke"], workdir, preset="smoke", progress=False)
+    _, _, workdir, out = smoke_run("pruning_mitigations", tmp_path_factory)   # shared with the contract tests
     with open(workdir / "members.csv") as f:
         rows = list(csv.DictReader(f))
     return workdir, out, rows

@@ -16,12 +16,12 @@ from crobust.config import derive, resolve
 from crobust.models.resnet import ResNet18
 from experiments import resnet_row_sparsity as S
 from tests._paper_data import run_paper_preset, write_cifar10
+from _study_runs import smoke_run
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    w = tmp_path_factory.mktemp("smoke")
-    out = S.run(S.PRESETS["smoke"], w, preset="smoke", progress=False)
+    _, _, w, out = smoke_run("resnet_row_sparsity", tmp_path_factory)     # shared with the contract tests
     return w, out
 
 

@@ -18,6 +18,7 @@ from crobust.training import TrainConfig, fit, grid, init_population, update
 from crobust.training.stages import start_from
 from experiments import transfer as T
 from tests import _paper_data
+from _study_runs import smoke_run
 
 
 def _encoder_leaves(params, model_state):
@@ -28,8 +29,7 @@ def _encoder_leaves(params, model_state):
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("transfer") / "smoke" / "transfer"
-    result = T.STUDY.run(T.PRESETS["smoke"], workdir, preset="smoke", progress=False)
+    _, _, workdir, result = smoke_run("transfer", tmp_path_factory)           # shared with the contract tests
     return workdir, result
 
 
