@@ -160,7 +160,9 @@ BASE = Config(
     eval=E4.BASE.eval)
 
 PRESETS = {
-    "small": BASE,
+    # small evaluates each arm on 100 points at ε ∈ {0, headline} per norm: three architectures' attack programs are
+    # the cost of this study on a CPU
+    "small": derive(BASE, {"eval.n_points": 100, "eval.eps_linf": (0.0, 0.05), "eval.eps_l2": (0.0, 0.25)}),
     "smoke": derive(BASE, {**recipes.smoke(), **recipes.under("data", recipes.SMOKE_DIGITS),
                            "backbones.source.n_train": 600, "backbones.source.n_test": 200,
                            "backbones.pretrain.max_steps": 60, "backbones.pretrain.eval_every": 30,
