@@ -45,9 +45,13 @@ Expected results:
   transfer.ranks=2,8`` makes it decidable at the cost of two more populations.
   Expected (the paper's direction): the probe's ℓ∞ RA and RA/SA fall with the pretraining α; the low-rank probe's
   ℓ2 RA falls with the rank; the encoder's ε_ν falls with α.
-  Observed: not yet — the one run started (December 2026) on the shared 2-core machine at load ≈ 15 had not
-  finished by the deadline (probe robust accuracy alone took 1289 s wall there); its verdicts are still to be
-  recorded here. Cost estimate from E4's measured skeleton (idle): ≈ 2× E4's small, above the ≈ 150 s target.
+  Observed (one run, December 2026; 47 min 46 s wall, 667 s CPU on the shared 2-core machine at load ≈ 15): every
+  C8 claim inconclusive — ℓ∞ RA of the probe 0.378 at α = 0, change −0.063 ± 0.072 to α = 0.1 (ρ = −0.17, p 0.89),
+  at matched clean accuracy −0.16 ± 0.056 (Holm p 0.21); the low-rank probe's ℓ2 RA rises with rank by +0.28
+  (ρ = +1 in every seed) but one rank cannot reach the level (p ≥ 0.21); clean accuracy moves 0.03 (flat
+  inconclusive). Checks supported: the encoder bit-identical after probing (12 of 12), ε_ν falls with α
+  (−0.071, p 0.018), the α = 0 probes keep ≥ 10 % ℓ∞ RA. The cost is ≈ 4× the ≈ 300 s CPU target: small must be
+  cut (fewer probe steps, one norm per arm) before it joins the suite's 30 minutes.
 - ``paper`` (GPU): source CIFAR-100 (100 classes), target CIFAR-10; pretraining by the reference ResNet-18 recipe
   (docs/reference-code.md §8: SGD 0.1, momentum 0.9, wd 5e-4, batch 100, milestones, full augmentation; 10 %
   validation, since a study measures best-validation parameters) on the ImageNet-stem ResNet-18 (width 64) over
