@@ -138,7 +138,7 @@ PRESETS = {
     "small": derive(_from_e4("small"), {"grid.seeds": 7, "eval.n_points": 100, "eval.eps_linf": (0.0, 0.05)}),
     "smoke": derive(_from_e4("smoke", ratios=(0.5,), criteria=("ratio", "epsilon_ratio")), {"grid.seeds": 2}),
     # the reference recipe as E4 runs it: no validation split, each member's last parameters are its result
-    "paper": derive(_from_e4("paper", ratios=(0.1, 0.3, 0.5, 0.7, 0.9)), {"grid.seeds": 3}),
+    "paper": derive(_from_e4("paper", ratios=(0.1, 0.3, 0.5, 0.7, 0.9)), {"grid.seeds": 7}),   # the power check
 }
 
 
@@ -219,7 +219,7 @@ def measures(cfg):
 
 # Stated effects: retention averaged over the high ratios rises by at least EFFECT (a fraction of the unpruned
 # accuracy); clean accuracy across arms is judged flat within FLAT, ε_ν (hidden mean) within EPS_FLAT.
-EFFECT, FLAT, EPS_FLAT = 0.02, 0.02, 0.02
+EFFECT, FLAT, EPS_FLAT = 0.02, 0.015, 0.015     # a confound judged flat within less than the effect asserted
 PLAIN, BETA, ALIGN = (("arm", "plain"),), (("arm", "beta_control"),), (("arm", "alignment"),)
 
 

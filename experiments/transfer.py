@@ -152,10 +152,10 @@ def target_data(cfg) -> DataConfig:
     return dataclasses.replace(cfg.data, dataset=t.target_dataset or cfg.data.dataset, classes=t.target_classes)
 
 
-def probe_model(encoder_model, target):
+def probe_model(encoder_model, num_classes: int):
     """The probe's model: the encoder's module (its architecture, rank and the SOURCE's normalisation statistics,
-    which the frozen encoder was trained with) with a head for the target's classes."""
-    return encoder_model.clone(num_classes=int(target.num_classes))
+    which the frozen encoder was trained with) with a head for the target's ``num_classes`` classes."""
+    return encoder_model.clone(num_classes=int(num_classes))
 
 
 SMALL_PROBE = recipes.train_config(recipes.ADAMW_MLP, lr=0.01, weight_decay=0.0, batch_size=64, max_steps=300,
@@ -213,12 +213,13 @@ def populations(cfg, data):
     of the rank arm: member coordinate rank = 8·width."""
     seeds = cfg.grid.seed_list
     target_block = target_data(cfg)
-    target = target_block.load()
+    n_target = (data_lib.dataset_num_classes(target_block.dataset, target_block.classes)
+                or target_block.load().num_classes)               # synthetic data: its class count is an option
     encoder = cfg.model.build(data)
     full = 8 * cfg.model.width
     members = tuple(training.grid(alpha=cfg.grid.alpha, seeds=seeds))
     pops = [Population("pretrain", encoder, cfg.train, members, {"stage": "pretrain", "arm": "row"}),
-            Population("probe", probe_model(encoder, target), cfg.probe, members, {"stage": "probe", "arm": "row"},
+            Population("probe", probe_model(encoder, n_target), cfg.probe, members, {"stage": "probe", "arm": "row"},
                        start=Start("pretrain", keep=ENCODER), data=target_block,
                        member_coords=tuple({"rank": full} if m["alpha"] == 0 else {} for m in members))]
     plain = dataclasses.replace(cfg.train, regularizer="none")
@@ -227,7 +228,7 @@ def populations(cfg, data):
         low = cfg.model.build(data, rank=r)
         pops += [Population(pre, low, plain, tuple(training.grid(seeds=seeds)),
                             {"stage": "pretrain", "arm": "lowrank", "rank": r}),
-                 Population(probe, probe_model(low, target), cfg.probe, tuple(training.grid(seeds=seeds)),
+                 Population(probe, probe_model(low, n_target), cfg.probe, tuple(training.grid(seeds=seeds)),
                             {"stage": "probe", "arm": "lowrank", "rank": r}, start=Start(pre, keep=ENCODER),
                             data=target_block)]
     return pops

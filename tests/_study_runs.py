@@ -43,10 +43,19 @@ def _locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _source_studies(study, cfg) -> list[str]:
+    """The studies whose populations ``study`` starts from (``Start(pop, study=...)``)."""
+    pops = study.populations(cfg, cfg.data.load())
+    return sorted({p.start.study for p in pops if p.start is not None and p.start.study is not None})
+
+
 def smoke_run(name: str, tmp_path_factory):
-    """(study, cfg, workdir, out) of study ``name``'s smoke preset, run once per test session."""
+    """(study, cfg, workdir, out) of study ``name``'s smoke preset, run once per test session; the studies it
+    starts from run first, as ``reproduce`` orders them (their own run then owns the source's folder)."""
     study = importlib.import_module(STUDIES[name]).STUDY
     cfg = study.presets["smoke"]
+    for source in _source_studies(study, cfg):
+        smoke_run(source, tmp_path_factory)
     root = _shared_root(tmp_path_factory)
     workdir, result = root / "smoke" / name, root / f"{name}.smoke.pkl"
     with _locked(root / "runs.lock"):

@@ -361,6 +361,7 @@ def test_study_rerun_restores_training_and_redoes_only_evaluation(tmp_path):
     cfg = derive(study.PRESETS["smoke"], {"data.n_train": 400, "data.n_test": 60, "model.width": 16,
                                           "train.max_steps": 100, "eval.n_points": 40, "eval.n_iter": 3,
                                           "eval.attacks": ("apgd-ce",), "eval.convergence_iters": (),
+                                          "eval.convergence_queries": (),
                                           "checkpoint_every": 50})
     w = tmp_path / "w"
     study.run(cfg, w, preset="custom", progress=False)

@@ -64,6 +64,7 @@ from crobust.data._splits import member_splits, validation_sizes, validation_spl
 
 __all__ = [
     "DATASETS", "DataMissingError", "Dataset", "REFERENCE_STATS", "UnverifiedDataWarning", "channel_stats",
+    "dataset_num_classes",
     "load_dataset", "load_digits", "load_mnist5k", "load_synthetic_gaussian", "member_splits", "resolve_data_dir",
     "select_classes", "subsample", "to_float",
     "validation_sizes", "validation_split",
@@ -98,6 +99,17 @@ _SYNTHETIC_OPTIONS = tuple(p for p in inspect.signature(load_synthetic_gaussian)
 _OPTIONS: dict[str, tuple[str, ...]] = {"digits": (), "mnist5k": (), "synthetic_gaussian": _SYNTHETIC_OPTIONS,
                                         **{name: () for name in _REAL}}
 DATASETS: tuple[str, ...] = ("digits", "mnist5k", "synthetic_gaussian", "mnist", "cifar10", "cifar100", "svhn")
+
+
+def dataset_num_classes(name: str, classes=None) -> Optional[int]:
+    """The number of classes of dataset ``name`` (restricted to ``classes`` when given) without loading it; None for
+    ``synthetic_gaussian``, whose class count is an option of the generator."""
+    check_choice("dataset", name, DATASETS)
+    if classes:
+        return len(classes)
+    if name in ("digits", "mnist5k"):
+        return 10
+    return _REAL[name].num_classes if name in _REAL else None
 
 
 def resolve_data_dir(data_dir=None) -> str:

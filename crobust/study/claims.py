@@ -452,7 +452,7 @@ class ColumnsPaired(_Claim):
         rows = slice(0, len(table))
         level = 0.05 * np.arange(len(table)) / max(1, len(table))
         table.set(rows, self.b, 1.0 + level)
-        table.set(rows, self.a, 1.0 + level + self.sign * effect)
+        table.set(rows, self.a, 1.0 + level + s * self.sign * effect)
 
 
 @dataclasses.dataclass(frozen=True)

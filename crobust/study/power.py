@@ -47,7 +47,7 @@ def stand_in_data(cfg) -> data_lib.Dataset:
     if cfg.data.dataset in ("digits", "synthetic_gaussian"):
         return cfg.data.load()
     mean, std = data_lib.REFERENCE_STATS.get(cfg.data.dataset, ((0.5,), (0.25,)))
-    classes = len(cfg.data.classes) if cfg.data.classes else 10
+    classes = data_lib.dataset_num_classes(cfg.data.dataset, cfg.data.classes) or 10
     img = np.zeros((1, 1, 1, len(mean)), np.uint8)
     return data_lib.Dataset(cfg.data.dataset, img, np.zeros(1, np.int32), img, np.zeros(1, np.int32), classes, mean,
                             std, source="stand-in for the power check (no images)")
