@@ -39,7 +39,8 @@ Expected results:
   E4's SGD recipe (lr 0.05, batch 64, 10 % validation) for 800 pretraining steps, α ∈ {0, 0.03, 0.1} and rank 2
   (+ the dense α = 0 encoder at rank 64), 3 seeds (24 members in 4 populations); probe: AdamW lr 0.01, no weight
   decay, batch 64, 300 steps, best validation. Evaluation on 100 points at ε ∈ {0, 0.05} (ℓ∞) and {0, 0.25}
-  (ℓ2), APGD-CE / APGD-T 20 iterations, 2 targets, Square 100 queries. ``--power``: the three primary claims can reach the level (smallest Holm-adjusted p 0.027); the
+  (ℓ2), APGD-CE / APGD-T 20 iterations, 2 targets, Square 100 queries. ``--power``: the three primary claims
+  can reach the level (smallest Holm-adjusted p 0.027); the
   low-rank secondary claim cannot with one rank (two x values × 3 seeds: smallest p 0.21) — ``--set
   transfer.ranks=2,8`` makes it decidable at the cost of two more populations.
   Expected (the paper's direction): the probe's ℓ∞ RA and RA/SA fall with the pretraining α; the low-rank probe's
