@@ -117,7 +117,7 @@ def test_planted_probe_is_gradient_descent_on_logistic_regression_over_frozen_fe
     probe_cfg = TrainConfig(optimizer="sgd", lr=0.5, momentum=0.0, weight_decay=0.0, batch_size=120, max_steps=3,
                             eval_every=3, val_ratio=0.0, patience=None, regularizer="none",
                             trainable=T.HEAD)
-    probe = T.probe_model(encoder, data)
+    probe = T.probe_model(encoder, data.num_classes)
     fresh = init_population(probe, data, probe_cfg, members)
     start = start_from(fresh, probe_cfg, src.params, planted_stats, keep=T.ENCODER)
     result = fit(probe, data, probe_cfg, members, state=start, progress=False)
