@@ -89,7 +89,7 @@ class Config(StudyConfig):
 def _from_e4(preset: str, at: AdversarialTraining, delta: dict) -> Config:
     """E4's preset ``preset`` as this study's :class:`Config`, its training with ``at``, then ``delta`` applied."""
     base = E4.PRESETS[preset]
-    blocks = {f.name: getattr(base, f.name) for f in dataclasses.fields(StudyConfig)}   # not E4's own blocks
+    blocks = base.common_blocks()                                    # not E4's own blocks
     return derive(Config(**{**blocks, "train": dataclasses.replace(base.train, adversarial=at)}), delta)
 
 

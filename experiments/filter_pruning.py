@@ -132,8 +132,7 @@ def from_source(preset: str, **pruning_fields) -> Config:
     """This study's config on ``resnet_row_sparsity``'s preset ``preset`` (its data, model, training, grid and
     evaluation: the row members are that study's) with the pruning block ``pruning_fields``."""
     base = E4.PRESETS[preset]
-    return Config(**{f.name: getattr(base, f.name) for f in dataclasses.fields(StudyConfig)},
-                  pruning=PruningConfig(**pruning_fields))
+    return Config(**base.common_blocks(), pruning=PruningConfig(**pruning_fields))
 
 
 PRESETS = {
@@ -188,7 +187,7 @@ def finetune_config(cfg):
 def populations(cfg, data):
     """``posthoc``: the row members as trained (no step); ``finetuned``: each row member pruned at every
     fine-tuning ratio and fine-tuned (ratio-major; coordinate ``ratio``)."""
-    source_cfg = dataclasses.replace(E4.BASE, **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(StudyConfig)})
+    source_cfg = dataclasses.replace(E4.BASE, **cfg.common_blocks())
     row, = [p for p in E4.populations(source_cfg, data) if p.name == "row"]
     n = len(row.members)
     p = cfg.pruning

@@ -67,7 +67,7 @@ from __future__ import annotations
 import dataclasses
 
 from crobust import training
-from crobust._errors import CrobustError
+from crobust._errors import CrobustError, check_ranks
 from crobust.config import derive
 from crobust.study import (Curves, DataConfig, EvalConfig, Flat, GridConfig, Holds, Matched, ModelConfig, Panel,
                            Panels, Population, Study, StudyConfig, Trend, col, headline_ra)
@@ -97,8 +97,7 @@ class ArmsConfig:
             v = getattr(self, name)
             if len(v) < 2 or min(v) < 0:
                 raise CrobustError(f"arms.{name} needs at least two values >= 0, got {v}")
-        if not self.ranks or min(self.ranks) < 1 or len(set(self.ranks)) != len(self.ranks):
-            raise CrobustError(f"arms.ranks must be distinct integers >= 1, got {self.ranks}")
+        check_ranks("arms.ranks", self.ranks)
 
 
 @dataclasses.dataclass(frozen=True)

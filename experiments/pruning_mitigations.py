@@ -129,7 +129,7 @@ class Config(StudyConfig):
 def _from_e4(preset: str, **blocks) -> Config:
     """E4's preset ``preset`` as this study's Config at E4's strongest α (the compressible members)."""
     base = E4.PRESETS[preset]
-    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(StudyConfig)}
+    fields = base.common_blocks()
     fields["grid"] = dataclasses.replace(base.grid, alpha=(max(base.grid.alpha),))
     return Config(**fields, mitigations=MitigationsConfig(**blocks))
 

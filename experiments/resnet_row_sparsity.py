@@ -63,7 +63,7 @@ import dataclasses
 import numpy as np
 
 from crobust import training
-from crobust._errors import CrobustError
+from crobust._errors import CrobustError, check_ranks
 from crobust.config import derive
 from crobust.models.matrices import get_leaf, layer_specs, spec_matrix
 from crobust.study import (Curves, DataConfig, EvalConfig, Flat, GridConfig, Holds, Matched, ModelConfig, Panel,
@@ -85,8 +85,7 @@ class LowRankConfig:
     ranks: tuple[int, ...] = (2,)
 
     def validate(self) -> None:
-        if any(int(r) != r or r < 1 for r in self.ranks) or len(set(self.ranks)) != len(self.ranks):
-            raise CrobustError(f"lowrank.ranks must be distinct integers >= 1, got {self.ranks}")
+        check_ranks("lowrank.ranks", self.ranks, allow_empty=True)
 
 
 @dataclasses.dataclass(frozen=True)

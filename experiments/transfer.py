@@ -72,7 +72,7 @@ import numpy as np
 
 from crobust import data as data_lib
 from crobust import training
-from crobust._errors import CrobustError
+from crobust._errors import CrobustError, check_ranks
 from crobust.config import derive
 from crobust.study import (Curves, DataConfig, Flat, Holds, Matched, Panel, Panels, Population, Start, StudyConfig,
                            Study, Trend, col, headline_ra)
@@ -106,8 +106,7 @@ class TransferConfig:
                                f"{self.target_dataset!r}")
         if self.target_classes is not None and len(set(self.target_classes)) < 2:
             raise CrobustError(f"transfer.target_classes must name at least two classes, got {self.target_classes}")
-        if not self.ranks or min(self.ranks) < 1 or len(set(self.ranks)) != len(self.ranks):
-            raise CrobustError(f"transfer.ranks must be distinct integers >= 1, got {self.ranks}")
+        check_ranks("transfer.ranks", self.ranks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +172,7 @@ def _from_e4(preset: str, probe: TrainConfig, delta: dict) -> Config:
     """E4's ``preset`` (its data, model, pretraining recipe, α grid, evaluation) as this study's config with the
     probe recipe ``probe``, then ``delta`` (dotted keys)."""
     e4 = E4.PRESETS[preset]
-    cfg = Config(**{f.name: getattr(e4, f.name) for f in dataclasses.fields(StudyConfig)}, probe=probe)
+    cfg = Config(**e4.common_blocks(), probe=probe)
     return derive(cfg, delta)
 
 

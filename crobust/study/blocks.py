@@ -257,6 +257,11 @@ class StudyConfig:
     measure: MeasureConfig = MeasureConfig()
     checkpoint_every: int = 1000
 
+    def common_blocks(self) -> dict:
+        """The fields every study config has (this class's), by name, without a subclass's own blocks: what a study
+        takes from another study's preset to build its own config on the same data, model, recipe and grid."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(StudyConfig)}
+
     def validate(self) -> None:
         if self.checkpoint_every <= 0:
             raise CrobustError(f"checkpoint_every must be >= 1 (optimiser steps), got {self.checkpoint_every}")
