@@ -179,7 +179,7 @@ class RunDir:
         """Refuse (one :class:`CrobustError`) a folder that holds another run (:meth:`start`); writes nothing."""
         config = _jsonable(dict(config))
         old_config = self.path / "config.json"
-        if self._keeps_nothing():
+        if self._keeps_nothing() or self._holds_only_source_checkpoints():
             return
         if not old_config.exists():
             raise CrobustError(f"workdir {self.path} holds a run without its config.json, so its configuration "
@@ -195,6 +195,14 @@ class RunDir:
         if _without(previous, not_identity) != _without(config, not_identity):
             raise CrobustError(f"workdir {self.path} holds a run with a different configuration; "
                                f"choose another --workdir or delete it")
+
+    def _holds_only_source_checkpoints(self) -> bool:
+        """Whether the folder holds nothing but population checkpoints, as another study leaves it when it trains
+        a population of this folder's study as its own source (``Start(population, study=...)``): no config, run
+        record, report or records. Such a folder is this study's to run in; each checkpoint is restored only if its
+        fingerprint (model, config, members, data) matches the population that finds it, else refused."""
+        allowed = {"checkpoints", WorkdirLock.NAME, WorkdirLock.FALLBACK}
+        return (self.path / "checkpoints").is_dir() and all(p.name in allowed for p in self.path.iterdir())
 
     def _keeps_nothing(self) -> bool:
         """Whether the folder holds no result a run could lose: no checkpoint, report or records."""

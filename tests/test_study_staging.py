@@ -176,6 +176,43 @@ def test_a_source_of_another_study_is_restored_from_that_studys_folder(runs, mon
         staging.in_dependency_order([dataclasses.replace(pretrain, name="x", start=Start(pretrain))])
 
 
+def test_a_study_runs_in_the_folder_where_another_study_trained_its_source_first(runs, tmp_path, monkeypatch):
+    # The other order: "other" runs first in a fresh output folder and trains staged_test's pretrain into
+    # <out>/staged_test/checkpoints/pretrain; staged_test then runs in that folder (which holds only those
+    # checkpoints), restores pretrain without a step and gives what its run in a folder of its own gave, bit for bit.
+    import crobust.training as training_pkg
+    whole = runs[0]
+    pretrain = next(p for p in _populations(CFG, CFG.data.load()) if p.name == "pretrain")
+    other = dataclasses.replace(STUDY, name="other", populations=lambda cfg, data: _populations(
+        cfg, data, Start(pretrain, study=STUDY.name, keep="^hidden_"), "probe_here")[:1])
+    out = tmp_path / "tiny"
+    other.run(CFG, out / "other", preset="tiny", progress=False)
+    mine = out / STUDY.name
+    assert sorted(p.name for p in mine.iterdir() if not p.name.startswith(".")) == ["checkpoints"]
+    seen, real_fit = [], training_pkg.fit
+
+    def recording_fit(*args, checkpoint_dir=None, **kwargs):
+        result = real_fit(*args, checkpoint_dir=checkpoint_dir, **kwargs)
+        seen.append((os.path.basename(checkpoint_dir), result.steps_run))
+        return result
+
+    monkeypatch.setattr(training_pkg, "fit", recording_fit)
+    STUDY.run(CFG, mine, preset="tiny", progress=False)
+    assert dict(seen)["pretrain"] == 0 and dict(seen)["probe"] == 20
+    a, b = open_run(mine, study=STUDY), open_run(whole, study=STUDY)
+    for name in ("pretrain", "probe", "pruned"):
+        for x, y in zip(jax.tree.leaves(a[name].params), jax.tree.leaves(b[name].params)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # a folder holding anything else without its config.json is still refused, before any file changes
+    stray = tmp_path / "stray"
+    (stray / "checkpoints" / "pretrain").mkdir(parents=True)
+    (stray / "checkpoints" / "pretrain" / "x").write_text("x")
+    (stray / "notes.txt").write_text("x")
+    with pytest.raises(CrobustError, match="without its config.json"):
+        STUDY.run(CFG, stray, preset="tiny", progress=False)
+    assert sorted(p.name for p in stray.iterdir() if p.name != ".lock") == ["checkpoints", "notes.txt"]
+
+
 def test_open_run_refuses_a_folder_that_is_no_run_or_whose_study_cannot_be_found(runs, tmp_path):
     with pytest.raises(CrobustError, match="not a study run folder"):
         open_run(tmp_path)
