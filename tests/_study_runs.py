@@ -2,11 +2,12 @@
 
 The contract tests (tests/test_study_contract.py) and a study's own tests read the same smoke run; running it once
 for both halves the suite's most expensive fixtures. ``make test`` runs two pytest-xdist workers, each its own
-process, so the runs live on disk in a folder both workers share (the session's temporary root) and one file lock
-serialises them: a worker that needs a run another worker is making waits for it rather than making it twice.
-All runs sit side by side in ``<root>/smoke/<study>`` — the layout ``make reproduce`` writes — so a study that
-starts from another study's population (``Start(pop, study=...)``) restores it from there instead of training it
-again, and the lock keeps two studies from writing one population's checkpoints at once.
+process, so the runs live on disk in a folder both workers share (the session's temporary root) and a file lock
+serialises each study's run: a worker that needs a run another worker is making waits for it rather than making
+it twice, while runs of different studies proceed side by side (one lock per study). All runs sit side by side in
+``<root>/smoke/<study>`` — the layout ``make reproduce`` writes — so a study that starts from another study's
+population (``Start(pop, study=...)``) restores it from there instead of training it again; the source study's
+run is finished first (under its own lock), so no two runs ever write one population's checkpoints.
 
 :func:`smoke_run` returns ``(study, cfg, workdir, out)``; ``out`` is what ``Study.run`` returned (the member table
 and the verdicts), pickled beside the run for the worker that did not make it.
@@ -58,7 +59,7 @@ def smoke_run(name: str, tmp_path_factory):
         smoke_run(source, tmp_path_factory)
     root = _shared_root(tmp_path_factory)
     workdir, result = root / "smoke" / name, root / f"{name}.smoke.pkl"
-    with _locked(root / "runs.lock"):
+    with _locked(root / f"{name}.lock"):
         if not result.exists():
             out = study.run(cfg, workdir, preset="smoke", progress=False)
             status = json.loads((workdir / "run.json").read_text())["status"]

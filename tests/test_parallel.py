@@ -96,7 +96,9 @@ def _env(devices: int, **extra) -> dict:
     env = {k: v for k, v in os.environ.items()
            if k not in ("CROBUST_DISTRIBUTED", "XLA_FLAGS", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
                         "JAX_PROCESS_ID")}
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu", **extra)
+    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if f.startswith("--xla_backend_optimization_level")]
+    env.update(XLA_FLAGS=" ".join([f"--xla_force_host_platform_device_count={devices}", *kept]), JAX_PLATFORMS="cpu",
+               **extra)                                    # the suite's code-generation level (tests/conftest.py)
     return env
 
 

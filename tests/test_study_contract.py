@@ -26,57 +26,65 @@ def _cli(*args, timeout=180, env=None):
                           env={**os.environ, "CROBUST_CACHE_DIR": "off", **(env or {})})
 
 
-@pytest.fixture(scope="module", params=sorted(STUDIES))
+@pytest.fixture(scope="class")
 def smoke(request, tmp_path_factory):
-    """Each study's smoke run, shared with the study's own tests (tests/_study_runs.py)."""
-    return smoke_run(request.param, tmp_path_factory)
+    """The smoke run of the class's study, shared with the study's own tests (tests/_study_runs.py)."""
+    return smoke_run(request.cls.study, tmp_path_factory)
 
 
-def test_smoke_run_is_complete_and_every_claim_has_a_verdict(smoke):
-    study, cfg, workdir, out = smoke
-    status = json.loads((workdir / "run.json").read_text())
-    assert status["status"] == "complete" and status["study"] == study.name
-    declared = study.claims(cfg)
-    verdicts = json.loads((workdir / "verdicts.json").read_text())
-    assert [(v["paper"], v["text"]) for v in verdicts] == [(c.paper, c.text) for c in declared]
-    assert all(v["verdict"] in claims_lib.VERDICTS for v in verdicts)
-    assert {c.paper for c in declared} >= set(study.paper_claims)      # every paper claim it covers is declared
-    report = (workdir / "report.md").read_text()
-    for section in ("## Setup (as run)", "## Evaluation (as run)", "### Evaluation checks", "## Verdicts",
-                    "## Means per group", "## Figures", "## Choices made here"):
-        assert section in report, section
-    assert report.count("Rule: ") + report.count("— **skipped**") >= len(declared)
+class _SmokeContract:
+    """The smoke-run contract of one study (:attr:`study`); one subclass per registered study, below, so that
+    ``make test`` (``--dist loadscope``: a class is a scope of its own) spreads the studies' smoke runs over both
+    workers instead of making every run on the worker that holds this module."""
+
+    study: str
+
+    def test_smoke_run_is_complete_and_every_claim_has_a_verdict(self, smoke):
+        study, cfg, workdir, out = smoke
+        status = json.loads((workdir / "run.json").read_text())
+        assert status["status"] == "complete" and status["study"] == study.name
+        declared = study.claims(cfg)
+        verdicts = json.loads((workdir / "verdicts.json").read_text())
+        assert [(v["paper"], v["text"]) for v in verdicts] == [(c.paper, c.text) for c in declared]
+        assert all(v["verdict"] in claims_lib.VERDICTS for v in verdicts)
+        assert {c.paper for c in declared} >= set(study.paper_claims)      # every paper claim it covers is declared
+        report = (workdir / "report.md").read_text()
+        for section in ("## Setup (as run)", "## Evaluation (as run)", "### Evaluation checks", "## Verdicts",
+                        "## Means per group", "## Figures", "## Choices made here"):
+            assert section in report, section
+        assert report.count("Rule: ") + report.count("— **skipped**") >= len(declared)
+
+    def test_every_figure_has_its_csv(self, smoke):
+        study, cfg, workdir, out = smoke
+        pngs = sorted(workdir.glob("*.png"))
+        assert len(pngs) == len(study.figures(cfg))
+        for png in pngs:
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert png.with_suffix(".csv").stat().st_size > 0
+
+    def test_records_use_the_canonical_keys(self, smoke):
+        study, cfg, workdir, out = smoke
+        recs = read_jsonl(workdir / "metrics.jsonl")
+        table = out["table"]
+        assert len(recs) == len(table) * len(table.columns)                  # one line per member and measurement
+        axes = {k for c in table.coords for k in c} - RECORD_KEYS
+        for r in recs:
+            assert RECORD_KEYS <= set(r) <= RECORD_KEYS | QUALIFIERS | axes, r
+            assert r["value"] is None or np.isfinite(r["value"])
+        assert {(r["population"], r["member"]) for r in recs} == {(c["population"], c["member"]) for c in table.coords}
+
+    def test_robust_accuracy_never_exceeds_clean_accuracy_on_the_same_points(self, smoke):
+        study, cfg, workdir, out = smoke
+        t = out["table"]
+        ra = [k for k, c in t.meta.items() if c.measurement == "robust_acc"]
+        assert ra
+        for k in ra:
+            attacked = np.isfinite(t[k])       # a study may attack some populations only (e.g. probes, not encoders)
+            assert attacked.any() and np.all(t[k][attacked] <= t["clean_acc_points"][attacked] + 1e-12)
 
 
-def test_every_figure_has_its_csv(smoke):
-    study, cfg, workdir, out = smoke
-    pngs = sorted(workdir.glob("*.png"))
-    assert len(pngs) == len(study.figures(cfg))
-    for png in pngs:
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert png.with_suffix(".csv").stat().st_size > 0
-
-
-def test_records_use_the_canonical_keys(smoke):
-    study, cfg, workdir, out = smoke
-    recs = read_jsonl(workdir / "metrics.jsonl")
-    table = out["table"]
-    assert len(recs) == len(table) * len(table.columns)                  # one line per member and measurement
-    axes = {k for c in table.coords for k in c} - RECORD_KEYS
-    for r in recs:
-        assert RECORD_KEYS <= set(r) <= RECORD_KEYS | QUALIFIERS | axes, r
-        assert r["value"] is None or np.isfinite(r["value"])
-    assert {(r["population"], r["member"]) for r in recs} == {(c["population"], c["member"]) for c in table.coords}
-
-
-def test_robust_accuracy_never_exceeds_clean_accuracy_on_the_same_points(smoke):
-    study, cfg, workdir, out = smoke
-    t = out["table"]
-    ra = [k for k, c in t.meta.items() if c.measurement == "robust_acc"]
-    assert ra
-    for k in ra:
-        attacked = np.isfinite(t[k])           # a study may attack some populations only (e.g. probes, not encoders)
-        assert attacked.any() and np.all(t[k][attacked] <= t["clean_acc_points"][attacked] + 1e-12)
+for _name in sorted(STUDIES):
+    globals()[f"TestSmokeContract_{_name}"] = type(f"TestSmokeContract_{_name}", (_SmokeContract,), {"study": _name})
 
 
 def _in_process(main, argv, capfd, monkeypatch):
