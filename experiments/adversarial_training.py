@@ -33,9 +33,9 @@ Expected results:
   0.923 → 0.880 (relative 1 → 0.984 → 0.939); clean accuracy 0.986–0.988 at α ≤ 0.03, 0.963 (standard) and 0.981
   (AT) at α = 0.1; ε_ν (hidden mean) 0.93 → 0.82 in both arms. Verdicts: C7 primary (relative fall under AT
   ≥ 0.03) supported (change −0.061 ± 0.011, p = 0.044); the standard arm's relative fall (E4) supported; the AT
-  fall at equal clean accuracy inconclusive (β = −0.048 ± 0.018, Holm-adjusted p 0.094); the level rise (+0.083
-  ± 0.013) inconclusive by design (a 4-seed sign-flip test cannot reach p < 0.05); ε_ν falls: supported under AT,
-  inconclusive without (the change −0.099 is within 2 s.e.).
+  fall at equal clean accuracy inconclusive (β = −0.048 ± 0.018, Holm-adjusted p 0.094); the level rise at α = 0
+  (+0.083 ± 0.013) inconclusive (a 4-seed sign-flip test cannot reach p < 0.05: the rule now pairs every α and seed,
+  12 pairs); ε_ν falls: supported under AT, inconclusive without (the change −0.099 is within 2 s.e.).
 - ``paper`` (GPU/TPU; CIFAR-10, downloaded on first use): torchvision ResNet-18, the reference recipe, E4's α grid,
   AT ε = 8/255 with step 2/255 (the README's ``--at_eps 0.0314 --at_lr 0.00784 --at_iters 10 --at_ratio 0.5``),
   AutoAttack's standard budget on 1000 points.
@@ -135,9 +135,10 @@ def claims(cfg):
         Trend("C7", f"under adversarial training, relative robust accuracy RA(α)/RA(α = 0) (ℓ∞) falls by ≥ "
                     f"{EFFECT:g} as α grows", "primary", x="alpha", y=rel, direction="decreasing", where=arm("at"),
               min_change=EFFECT),
-        Compare("C7", f"adversarial training raises the unregularised (α = 0) ℓ∞ robust accuracy by ≥ {LEVEL_RISE:g}",
-                "secondary", y=ra, a=(("population", "at"), ("alpha", 0.0)),
-                b=(("population", "standard"), ("alpha", 0.0)), direction="greater", min_change=LEVEL_RISE),
+        Compare("C7", f"adversarial training raises ℓ∞ robust accuracy by ≥ {LEVEL_RISE:g} (each α against the "
+                      f"standard member of the same α and seed)", "secondary", y=ra, a=(("population", "at"),),
+                b=(("population", "standard"),), direction="greater", min_change=LEVEL_RISE,
+                pair_by=("alpha", "seed")),
         Trend("C1", f"without adversarial training, relative robust accuracy (ℓ∞) falls by ≥ {EFFECT:g} as α grows "
                     f"(repeats E4)", "secondary", x="alpha", y=rel, direction="decreasing", where=arm("standard"),
               min_change=EFFECT),
@@ -207,9 +208,10 @@ def notes(cfg):
         f"Families: the relative fall under AT is the primary claim; the level rise, the repeat of E4 in the "
         f"standard arm and the fall at equal clean accuracy (Matched: clean accuracy a covariate within seeds — AT "
         f"lowers clean accuracy, and so may α) are secondary; that the penalty lowered ε_ν in each arm is a check. "
-        f"The level rise compares two arms paired by seed, a sign-flip test whose smallest p with S seeds is "
-        f"2/2^S: with fewer than 6 seeds it cannot reach p < 0.05 and is at most inconclusive; the means table and the "
-        f"figure show the level.",
+        "The level rise compares the two arms member by member, each AT member against the standard member of the "
+        "same α and seed: a sign-flip test over the α × seed pairs, whose smallest p is 2/2^(pairs). At α = 0 alone "
+        "(S seeds paired) it could not reach p < 0.05 with fewer than 6 seeds; the paper states the rise for the "
+        "arm as a whole, and the means table and the figure show it at every α.",
         "Which parameters are measured follows E4's presets in both arms: at small the best-validation parameters "
         "(clean validation loss, 10 % held out), at paper the reference recipe's last parameters (no split).",
     ]

@@ -162,6 +162,25 @@ def test_pairing_by_seed_removes_seed_levels_larger_than_the_effect():
     assert "6 seeds paired" in cmp.detail
 
 
+def test_pairing_by_alpha_and_seed_pairs_each_member_with_its_twin_in_the_other_arm():
+    # two arms over 3 α × 2 seeds: arm b = arm a + 0.05 member by member, under α levels 0.5 apart. By seed alone
+    # there are 2 pairs (2² sign flips: never p < 0.05); by α and seed, 6 pairs (p = 2/64 at best).
+    t = MemberTable()
+    coords = [{"population": pop, "alpha": a, "seed": s} for pop in ("a", "b") for a in (0.0, 0.1, 1.0)
+              for s in range(2)]
+    rows = t.add_members(coords)
+    t.set(rows, "y", np.array([0.5 * c["alpha"] + 0.01 * c["seed"] + 0.05 * (c["population"] == "b")
+                               for c in coords]))
+    by_seed = C.Compare("C0", "b higher", y="y", a=(("population", "b"),), b=(("population", "a"),),
+                        direction="greater")
+    by_pair = dataclasses.replace(by_seed, pair_by=("alpha", "seed"))
+    (v_seed,), (v_pair,) = C.judge([by_seed], t), C.judge([by_pair], t)      # judged apart: no Holm between them
+    assert v_seed.verdict == "inconclusive" and v_seed.p_value > 0.2 and "2 seeds paired" in v_seed.detail
+    assert v_pair.verdict == "supported" and 0.02 < v_pair.p_value < 0.045
+    assert v_pair.stats["difference"] == pytest.approx(0.05) and v_pair.stats["se"] == pytest.approx(0, abs=1e-12)
+    assert "6 pairs by alpha and seed" in v_pair.detail and "paired by alpha and seed" in v_pair.rule
+
+
 def test_an_effect_below_the_stated_size_is_inconclusive_and_says_so():
     t = _planted(8, [0.0, 0.5, 1.0], -0.02)
     ok = C.Trend("C3", "falls by 0.01", x="alpha", y="y", min_change=0.01)

@@ -342,6 +342,7 @@ class Compare(_Claim):
     min_fraction: float = 0.0
     n_perm: int = 2000
     seed: int = 0
+    pair_by: tuple = (SEED,)  # the coordinates that make a pair: a unit is one value of each (e.g. seed and alpha)
 
     @property
     def sign(self) -> float:
@@ -349,9 +350,10 @@ class Compare(_Claim):
 
     @property
     def rule(self) -> str:
+        by = " and ".join(self.pair_by)
         return (f"`{self.y}` in {dict(self.a)} {'<' if self.direction == 'less' else '>'} in {dict(self.b)}, members "
-                f"paired by seed: mean per-seed difference beyond 2 s.e. and sign-flip permutation p < level (labels "
-                f"permuted within seeds; unpaired label permutation where the groups share fewer than two seeds)"
+                f"paired by {by}: mean per-pair difference beyond 2 s.e. and sign-flip permutation p < level (labels "
+                f"permuted within pairs; unpaired label permutation where the groups share fewer than two pairs)"
                 + _effect_text(self.min_change, self.min_fraction, str(dict(self.b))))
 
     def needs(self):
@@ -362,19 +364,22 @@ class Compare(_Claim):
 
     def test(self, table: MemberTable, level: float, p_adjusted=None):
         y = np.asarray(table[self.y], float)
-        seeds = (np.asarray(table.coord(SEED), dtype=object) if SEED in table
-                 else np.zeros(len(table), dtype=object))
+        paired = all(k in table for k in self.pair_by)
+        units = np.empty(len(table), dtype=object)
+        units[:] = (list(zip(*(table.coord(k) for k in self.pair_by))) if paired else [()] * len(table))
         in_a, in_b = table.where(**dict(self.a)) & np.isfinite(y), table.where(**dict(self.b)) & np.isfinite(y)
         if in_a.sum() < 2 or in_b.sum() < 2:
             return self._skip("fewer than two members with finite values in a group", TOO_FEW), None
-        common = [s for s in dict.fromkeys(seeds[in_a].tolist()) if s in set(seeds[in_b].tolist())]
+        common = [u for u in dict.fromkeys(units[in_a].tolist()) if u in set(units[in_b].tolist())]
         base = float(y[in_b].mean())
-        if SEED in table and len(common) >= 2:
-            d = np.array([y[in_a & (seeds == s)].mean() - y[in_b & (seeds == s)].mean() for s in common])
+        if paired and len(common) >= 2:
+            same = lambda u: np.array([v == u for v in units])
+            d = np.array([y[in_a & same(u)].mean() - y[in_b & same(u)].mean() for u in common])
             diff, se = float(d.mean()), _se_mean(d)
             flips = np.random.default_rng(self.seed).choice([-1.0, 1.0], size=(self.n_perm, len(d)))
             p = permutation_p(flips @ d / len(d), diff)
-            design = f"{len(d)} seeds paired"
+            design = (f"{len(d)} seeds paired" if tuple(self.pair_by) == (SEED,)
+                      else f"{len(d)} pairs by {' and '.join(self.pair_by)}")
         else:
             ga, gb = y[in_a], y[in_b]
             diff, se = float(ga.mean() - gb.mean()), _se(ga, gb)
