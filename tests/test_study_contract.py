@@ -165,9 +165,13 @@ def test_reproduce_rejects_unknown_preset_and_study(capfd, monkeypatch):
     assert code == 2 and "unknown study 'nothing'" in err
 
 
-def test_auto_preset_on_cpu_is_small_and_says_why():
+def test_auto_preset_is_small_on_a_cpu_and_paper_on_an_accelerator_and_says_why():
+    import jax
     preset, why = reproduce.choose_preset("auto")
-    assert preset == "small" and "no accelerator" in why
+    if jax.default_backend() == "cpu":
+        assert preset == "small" and "no accelerator" in why
+    else:
+        assert preset == "paper" and jax.default_backend() in why and jax.devices()[0].device_kind in why
     assert reproduce.choose_preset("smoke") == ("smoke", "forced with --preset")
 
 
