@@ -2,7 +2,7 @@
 
 Library functions raise :class:`CrobustError` (a ``ValueError``) with a message that names the offending
 argument and, where there is a finite set, the valid choices. Command-line entry points catch it, print the
-message on one line prefixed with ``error:`` and exit with status 2 (see ``experiments/_cli.py``).
+message on one line prefixed with ``error:`` and exit with status 2 (see ``crobust/study/cli.py``).
 """
 
 
