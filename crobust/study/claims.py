@@ -365,16 +365,16 @@ class Compare(_Claim):
     def test(self, table: MemberTable, level: float, p_adjusted=None):
         y = np.asarray(table[self.y], float)
         paired = all(k in table for k in self.pair_by)
-        units = np.empty(len(table), dtype=object)
-        units[:] = (list(zip(*(table.coord(k) for k in self.pair_by))) if paired else [()] * len(table))
+        keys = list(zip(*(table.coord(k) for k in self.pair_by))) if paired else [()] * len(table)
+        index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+        unit = np.array([index[k] for k in keys])                  # one integer per pair key (seed, α, …)
         in_a, in_b = table.where(**dict(self.a)) & np.isfinite(y), table.where(**dict(self.b)) & np.isfinite(y)
         if in_a.sum() < 2 or in_b.sum() < 2:
             return self._skip("fewer than two members with finite values in a group", TOO_FEW), None
-        common = [u for u in dict.fromkeys(units[in_a].tolist()) if u in set(units[in_b].tolist())]
+        common = [u for u in dict.fromkeys(unit[in_a].tolist()) if u in set(unit[in_b].tolist())]
         base = float(y[in_b].mean())
         if paired and len(common) >= 2:
-            same = lambda u: np.array([v == u for v in units])
-            d = np.array([y[in_a & same(u)].mean() - y[in_b & same(u)].mean() for u in common])
+            d = np.array([y[in_a & (unit == u)].mean() - y[in_b & (unit == u)].mean() for u in common])
             diff, se = float(d.mean()), _se_mean(d)
             flips = np.random.default_rng(self.seed).choice([-1.0, 1.0], size=(self.n_perm, len(d)))
             p = permutation_p(flips @ d / len(d), diff)
