@@ -40,8 +40,9 @@ Expected results:
   a few points; rank 2 lowers ℓ2 RA.
   At 3 seeds every claim with a p-value can reach the level (``--power``: smallest p 0.009; after Holm 0.036 in the
   primary family — C1's three and C2's ℓ2 trend over the ranks — and 0.045 in the secondary); a rank arm of one
-  rank against dense could not (two settings × 3 seeds: smallest p 0.21), hence two ranks. Training and robust accuracy of ``row`` measured on the skeleton
-  (idle machine): 69 s and 109 s (4 + 4 ε); ℓ∞ RA at 0.05: 0.867 (α 0) → 0.835 → 0.812 (α 0.1), clean ≈ 0.98.
+  rank against dense could not (two settings × 3 seeds: smallest p 0.21), hence two ranks. Training and robust
+  accuracy of ``row`` measured on the skeleton (idle machine): 69 s and 109 s (4 + 4 ε); ℓ∞ RA at 0.05: 0.867
+  (α 0) → 0.835 → 0.812 (α 0.1), clean ≈ 0.98.
 - ``paper`` (GPU): CIFAR-10 (local files or download), the reference recipe exactly (docs/reference-code.md §8):
   torchvision ResNet-18 (ImageNet stem: 7×7 stride-2 conv and max-pool; width 64, two blocks per stage), SGD 0.1,
   momentum 0.9, wd 5e-4, batch 100, 100,000 steps (200 epochs), lr × 0.1 at epochs 100 and 150, full augmentation,

@@ -20,8 +20,8 @@
   ~1.4 of 2 cores busy on average (tracing and compiling are single-threaded), two keep both busy. ``loadscope``
   sends each test module whole to one worker (a test class is a scope of its own: the smoke-run contract has one
   class per study, so the studies' runs spread over both workers), so a module-scoped fixture is built once per
-  worker that runs the module and the release below runs after it. (``loadgroup`` would split modules finer, but its grouping silently does nothing
-  with pytest 9.2: pytest-xdist issue 1386.) Each worker is its own process: on a GPU it allocates memory on
+  worker that runs the module and the release below runs after it. (``loadgroup`` would split modules finer, but
+  its grouping silently does nothing with pytest 9.2: pytest-xdist issue 1386.) Each worker is its own process: on a GPU it allocates memory on
   demand (``XLA_PYTHON_CLIENT_PREALLOCATE=false``) instead of taking 75 % of it at start, which would leave the
   second worker none.
 """
