@@ -37,13 +37,31 @@ def _eta_reference(s, transpose):
 
 @pytest.mark.parametrize("s", [1, 2, 3, 4, 5, 7, 8])
 def test_eta_pattern_matches_the_reference_loops(s):
+    """float64 on the host rounded once to float32: within 1e-6 of the reference's float64 (entries ≤ 1)."""
     h = w = 10
-    pattern = jax.jit(eta_pattern, static_argnums=(0, 1))
-    for vh, vw, transpose in [(0, 0, False), (2, 1, True), (h - s, w - s, False), (1, h - s, True)]:
-        got = np.asarray(pattern(h, w, s, vh, vw, transpose))
-        expected = np.zeros((h, w))
+    for vh, vw, transpose in [(0, 0, False), (2, 1, True), (h - s, w - s, False), (1, h - s, True), (h - 1, 0, False)]:
+        got = eta_pattern(h, w, s, vh, vw, transpose)
+        expected = np.zeros((h + s, w + s))
         expected[vh:vh + s, vw:vw + s] = _eta_reference(s, transpose)
-        np.testing.assert_allclose(got, expected, atol=1e-6)
+        np.testing.assert_allclose(got, expected[:h, :w], atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,p_init", [((32, 32), 0.8), ((28, 28), 0.3), ((10, 12), 0.8)])
+def test_the_attacks_pattern_table_is_the_reference_pattern_at_every_window_side_of_the_schedule(shape, p_init):
+    """The ℓ2 query reads its side and pattern from host tables indexed by the schedule position b; each entry
+    must be AutoAttack's side for p_init/2^b and its eta (plain and transposed)."""
+    from crobust.attacks.square import _eta_table, window_sides
+    h, w = shape
+    sides = window_sides(h, w, "l2", p_init)
+    table = _eta_table(h, w, sides)
+    assert table.shape == (10, 2, h, w)
+    for b, s in enumerate(sides):
+        want = max(int(round(np.sqrt(p_init / 2 ** b * h * w))), 3)
+        assert s == min(want + (want % 2 == 0), h, w)
+        for t in (False, True):
+            expected = np.zeros((h, w))
+            expected[:s, :s] = _eta_reference(int(s), t)
+            np.testing.assert_allclose(table[b, int(t)], expected, atol=1e-6)
 
 
 def test_p_schedule_and_window_sides_match_the_reference():
@@ -66,8 +84,8 @@ def test_p_schedule_and_window_sides_match_the_reference():
         linf = max(int(round(np.sqrt(p * n))), 1)
         l2 = max(int(round(np.sqrt(p * n))), 3)
         l2 += 1 if l2 % 2 == 0 else 0
-        assert int(window_side(jnp.float32(p), 32, 32, "linf")) == linf
-        assert int(window_side(jnp.float32(p), 32, 32, "l2")) == l2
+        assert window_side(p, 32, 32, "linf") == linf
+        assert window_side(p, 32, 32, "l2") == l2
 
 
 def test_square_stays_feasible_on_colour_images_and_needs_no_gradient():

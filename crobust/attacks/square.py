@@ -43,6 +43,7 @@ or the lowest-margin point found).
 
 from __future__ import annotations
 
+import math
 
 import jax
 import jax.numpy as jnp
@@ -58,59 +59,70 @@ _TINY = 1e-12
 _THRESHOLDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 
-def p_selection(i, n_queries: int, p_init: float, rescale_schedule: bool = False):
-    """Fraction p of pixels a window covers at query i (traced i allowed)."""
+def _halvings(i, n_queries: int, rescale_schedule: bool = False):
+    """Index b ∈ {0, …, 9} of the schedule at query i (traced i allowed): the number of thresholds
+    {10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000} that i exceeds (i rescaled to ⌊10000·i/n_queries⌋ when
+    ``rescale_schedule``)."""
     it = jnp.floor(i / n_queries * 10000).astype(jnp.int32) if rescale_schedule else i
-    halvings = sum((it > t).astype(jnp.int32) for t in _THRESHOLDS)
-    return p_init / (2.0 ** halvings)
+    return sum((it > t).astype(jnp.int32) for t in _THRESHOLDS)
 
 
-def window_side(p, h: int, w: int, norm: str):
-    """Side s of the square window for fraction p (traced), as AutoAttack computes it, capped at min(h, w)."""
-    s = jnp.round(jnp.sqrt(p * h * w)).astype(jnp.int32)
-    if norm == "linf":
-        s = jnp.maximum(s, 1)
-    else:
-        s = jnp.maximum(s, 3)
-        s = jnp.where(s % 2 == 0, s + 1, s)
-    return jnp.minimum(s, min(h, w))
+def p_selection(i, n_queries: int, p_init: float, rescale_schedule: bool = False):
+    """Fraction p = p_init / 2^b of pixels a window covers at query i (traced i allowed), b = :func:`_halvings`."""
+    return p_init / (2.0 ** _halvings(i, n_queries, rescale_schedule))
 
 
-def _inv_square_cumsum(length: int):
-    """T[n] = Σ_{k=1}^{n} 1/k² for n = 0 … length − 1."""
-    return jnp.asarray(np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, length) ** 2)]), jnp.float32)
+def window_side(p: float, h: int, w: int, norm: str) -> int:
+    """Side s of the square window for fraction p, as AutoAttack computes it (in Python floats: s = round(√(p·h·w)),
+    at least 1 for ℓ∞, at least 3 and odd for ℓ2), capped at min(h, w)."""
+    s = int(round(math.sqrt(p * h * w)))
+    s = max(s, 1) if norm == "linf" else max(s, 3) + (1 if max(s, 3) % 2 == 0 else 0)
+    return min(s, min(h, w))
 
 
-def eta_pattern(h: int, w: int, s, vh, vw, transpose):
+def window_sides(h: int, w: int, norm: str, p_init: float) -> np.ndarray:
+    """(10,) int32: the window side at schedule index b = 0 … 9 (p = p_init / 2^b), computed on the host."""
+    return np.asarray([window_side(p_init / 2.0 ** b, h, w, norm) for b in range(len(_THRESHOLDS) + 1)], np.int32)
+
+
+def _eta_rectangles(rows: int, cols: int) -> np.ndarray:
+    """(rows, cols): at (a, b), Σ_{k=c₀}^{M−1} 1/(k+1)² with c₀ = max(|a − ⌊rows/2⌋|, |b − ⌊cols/2⌋|) and
+    M = max(⌊rows/2⌋, ⌊cols/2⌋) + 1 (concentric rectangles around the centre), normalised to unit ℓ2 norm."""
+    a = np.arange(rows)[:, None]
+    b = np.arange(cols)[None, :]
+    c0 = np.maximum(np.abs(a - rows // 2), np.abs(b - cols // 2))
+    tail = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, max(rows, cols) + 3) ** 2)])    # T[n] = Σ_{k≤n} 1/k²
+    values = tail[max(rows // 2, cols // 2) + 1] - tail[c0]
+    norm = np.sqrt(np.sum(values ** 2))
+    return values / norm if norm > 0 else values
+
+
+def eta_pattern(h: int, w: int, s: int, vh: int, vw: int, transpose: bool) -> np.ndarray:
     """AutoAttack's ``eta(s)`` (an s × s pattern of unit ℓ2 norm) placed at rows vh…, columns vw…, zero elsewhere.
 
     eta(s): the top ⌊s/2⌋ rows hold ``eta_rectangles(⌊s/2⌋, s)``, the bottom s − ⌊s/2⌋ rows hold
-    −``eta_rectangles(s − ⌊s/2⌋, s)``, the whole is normalised to unit norm and transposed when ``transpose``.
-    ``eta_rectangles(X, Y)`` at (a, b) is Σ_{k=c₀}^{M−1} 1/(k+1)² with c₀ = max(|a − ⌊X/2⌋|, |b − ⌊Y/2⌋|) and
-    M = max(⌊X/2⌋, ⌊Y/2⌋) + 1 (concentric rectangles around the centre), normalised to unit norm. Cells of the
-    window outside the image are dropped. Shapes: s, vh, vw, transpose scalars (traced) → (h, w).
+    −``eta_rectangles(s − ⌊s/2⌋, s)`` (:func:`_eta_rectangles`), the whole is normalised to unit norm and
+    transposed when ``transpose``. Cells of the window outside the image are dropped. Computed on the host in
+    float64 and returned as float32 (h, w): an attack uses at most ten window sides (:func:`window_sides`), so
+    their patterns are constants of its program rather than integer arithmetic on a traced side.
     """
-    table = _inv_square_cumsum(max(h, w) + 3)
-    ii = jnp.arange(h)[:, None] - vh
-    jj = jnp.arange(w)[None, :] - vw
-    inside = (ii >= 0) & (ii < s) & (jj >= 0) & (jj < s)
-    a = jnp.where(transpose, jj, ii)
-    b = jnp.where(transpose, ii, jj)
-    half = s // 2
-    top = a < half
-    rows = jnp.where(top, half, s - half)
-    a_local = jnp.where(top, a, a - half)
-    c0 = jnp.maximum(jnp.abs(a_local - rows // 2), jnp.abs(b - s // 2))
-    m = jnp.maximum(rows // 2, s // 2) + 1
-    c0 = jnp.clip(c0, 0, table.shape[0] - 1)
-    m = jnp.clip(m, 0, table.shape[0] - 1)
-    value = jnp.where(inside, table[m] - table[c0], 0.0)
-    top_norm = jnp.sqrt(jnp.sum(jnp.where(top, value, 0.0) ** 2))
-    bottom_norm = jnp.sqrt(jnp.sum(jnp.where(top, 0.0, value) ** 2))
-    value = jnp.where(top, value / jnp.where(top_norm > 0, top_norm, 1.0),
-                      -value / jnp.where(bottom_norm > 0, bottom_norm, 1.0))
-    total = jnp.sqrt(jnp.sum(value ** 2))
-    return value / jnp.where(total > 0, total, 1.0)
+    s, vh, vw = int(s), int(vh), int(vw)
+    if s < 1 or vh < 0 or vw < 0:
+        raise CrobustError(f"eta_pattern needs s >= 1 and a corner inside the image, got s={s}, ({vh}, {vw})")
+    eta = np.zeros((s, s))
+    eta[:s // 2] = _eta_rectangles(s // 2, s)
+    eta[s // 2:] = -_eta_rectangles(s - s // 2, s)
+    eta /= np.sqrt(np.sum(eta ** 2))
+    eta = eta.T if transpose else eta
+    out = np.zeros((h + s, w + s))
+    out[vh:vh + s, vw:vw + s] = eta
+    return out[:h, :w].astype(np.float32)
+
+
+def _eta_table(h: int, w: int, sides: np.ndarray) -> np.ndarray:
+    """(len(sides), 2, h, w) float32: ``eta(s)`` at the origin, plain and transposed, for each side s."""
+    return np.stack([np.stack([eta_pattern(h, w, s, 0, 0, False), eta_pattern(h, w, s, 0, 0, True)])
+                     for s in sides])
 
 
 def _window_mask(h, w, s, vh, vw):
@@ -177,12 +189,11 @@ def _l2_init(key, x, eps, clip):
     side = max(h // 5, 1)
     start = (h - side * 5) // 2
     corners = [(start + i * side, start + j * side) for i in range(h // side) for j in range(w // side)]
-    vh = jnp.asarray([a for a, _ in corners], jnp.int32)
-    vw = jnp.asarray([b for _, b in corners], jnp.int32)
     k_t, k_s = jax.random.split(key)
     transpose = jax.random.uniform(k_t, (len(corners),)) > 0.5
     signs = _random_sign(k_s, (len(corners), 1, 1, c))
-    blocks = jax.vmap(lambda a, b, t: eta_pattern(h, w, side, a, b, t))(vh, vw, transpose)     # (B, H, W)
+    plain, transposed = (np.stack([eta_pattern(h, w, side, a, b, t) for a, b in corners]) for t in (False, True))
+    blocks = jnp.where(transpose[:, None, None], transposed, plain)                            # (B, H, W)
     delta = jnp.sum(blocks[..., None] * signs, axis=0)
     x0 = x + delta / (_l2_norm(delta) + _TINY) * eps
     return jnp.clip(x0, 0.0, 1.0) if clip else x0
@@ -238,6 +249,9 @@ def _square(logits_fn, x, y, key, *, eps, norm: str = "linf", n_queries: int = 5
     clean_correct = map_in_chunks(lambda xc, yc: predicts(logits_fn(xc), yc), chunk, x, y)
 
     k_init, k_loop = jax.random.split(key)
+    sides_host = window_sides(h, w, norm, p_init)
+    sides = jnp.asarray(sides_host)
+    eta_table = None if norm == "linf" else jnp.asarray(_eta_table(h, w, sides_host))        # (10, 2, H, W)
     if norm == "linf":
         stripes = _random_sign(k_init, (n, 1, w, x.shape[3]))
         x_start = x + eps * stripes
@@ -266,13 +280,12 @@ def _square(logits_fn, x, y, key, *, eps, norm: str = "linf", n_queries: int = 5
 
         def body(state):
             i, x_best, margin_min, loss_min = state
-            s = window_side(p_selection(i, n_queries, p_init, rescale_schedule), h, w, norm)
+            b = _halvings(i, n_queries, rescale_schedule)
+            s = sides[b]
             k_u, k_sign = jax.random.split(jax.random.fold_in(k_loop, i))
             uniforms = rows(jax.random.uniform(k_u, (n, 5)))                   # corners and transposition
             signs = rows(_random_sign(k_sign, (n, x.shape[3])))
-            etas = None
-            if norm == "l2":
-                etas = jnp.stack([eta_pattern(h, w, s, 0, 0, False), eta_pattern(h, w, s, 0, 0, True)])
+            etas = None if eta_table is None else eta_table[b]
             x_new = jax.vmap(lambda u, sg, xi, xb: candidate(u, sg, xi, xb, eps, s, clip, etas))(uniforms, signs,
                                                                                                  xc, x_best)
             margin, new_loss = margin_and_loss(x_new)
