@@ -7,7 +7,9 @@ What is timed, per setting (rows of :data:`SETTINGS`):
   cache cleared first: ``jax.clear_caches()`` and the trainer's block cache), every block, validation of each
   member's 10 % split after every ``eval_every`` steps, host syncs. SGD (momentum 0.9, weight decay 5e-4), no
   augmentation, no early stopping. One arm per strategy: ``host_loop`` member by member (``members_per_group=1``:
-  each call one step of one member), ``host_loop_vmapped`` (every member in each call, ``members_per_group=None``)
+  each call one step of one member; members side by side on one worker thread per core,
+  :func:`crobust.parallel.host_map`), ``host_loop_one_thread`` (the same, ``CROBUST_HOST_THREADS=1``: members one
+  after another), ``host_loop_vmapped`` (every member in each call, ``members_per_group=None``)
   and ``scan`` (the block in one ``lax.scan`` program, members ``lax.map``-ped one at a time on a CPU — the trainer
   before issue 20). images/s = members × steps × batch / wall seconds.
 * **PyTorch** (``make bench-extras``) — the same network written in ``torch.nn`` (:func:`_torch_model`), eager, SGD
@@ -26,6 +28,9 @@ target); the plain 8-layer CNN (:class:`PlainCNN`, no batch norm) on 32×32×3; 
 measured 0.01–0.15× they would take most of an hour); their images/s include their compilation over fewer steps.
 ``quick=True``: 2 members, 6 steps in blocks of 3, 512 training points, 6 PyTorch steps — a smoke run whose ratios
 are dominated by compilation, not the target.
+
+Where the JAX step stays below PyTorch's, :func:`layer_breakdown` times each distinct ResNet-18 layer's forward +
+backward (convolution, batch norm, ReLU) in both, so the gap is seen per layer.
 
 The evaluation's layouts (:func:`apgd_layouts`): APGD-CE on a small conv population in one program (``lax.map``
 or ``vmap`` over members) or one compiled call per member — the rule ``population_robust_accuracy`` follows.
@@ -49,7 +54,7 @@ import numpy as np
 
 from benchmarks import _machine as _machine_info
 from benchmarks.bench_training import _conv_model, _cpu_snapshot, _others_cpu, synthetic_dataset
-from crobust import training
+from crobust import parallel, training
 from crobust.training import execution
 from crobust.training import loop as _loop
 
@@ -61,8 +66,10 @@ SETTINGS = {
     "plain_cnn_w16_32x32x3": {"model": "plain_cnn", "width": 16, "image_shape": (32, 32, 3), "batch_size": 64},
     "resnet18_w16_28x28x1": {"model": "resnet18", "width": 16, "image_shape": (28, 28, 1), "batch_size": 64},
 }
-# arm -> (TrainConfig.execution, fit's members_per_group)
-ARMS = {"host_loop": ("host_loop", 1), "host_loop_vmapped": ("host_loop", None), "scan": ("scan", "auto")}
+# arm -> (TrainConfig.execution, fit's members_per_group, $CROBUST_HOST_THREADS or None for the default)
+ARMS = {"host_loop": ("host_loop", 1, None), "host_loop_one_thread": ("host_loop", 1, "1"),
+        "host_loop_vmapped": ("host_loop", None, None), "scan": ("scan", "auto", None)}
+FULL_STEP_ARMS = ("host_loop", "host_loop_one_thread")
 
 
 class PlainCNN(nn.Module):
@@ -150,20 +157,29 @@ def _torch_rate(spec, data, steps: int, torch) -> dict:
 
 def _crobust_run(spec, data, model, members: int, steps: int, eval_every: int, arm: str) -> dict:
     """One fit() end to end, compilation included (caches cleared first)."""
-    ex, group = ARMS[arm]
+    ex, group, threads = ARMS[arm]
     cfg = training.TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
                                batch_size=spec["batch_size"], max_steps=steps, eval_every=eval_every, patience=None,
                                val_ratio=0.1, eval_batch_size=512, execution=ex)
     jax.clear_caches()
     _loop._BLOCK_CACHE.clear()
-    a = _cpu_snapshot()
-    res = training.fit(model, data, cfg, training.grid(seeds=range(members)), progress=False,
-                       members_per_group=group)
-    jax.block_until_ready(res.state.params)
-    z = _cpu_snapshot()
+    saved = os.environ.pop(parallel.ENV_HOST_THREADS, None)
+    if threads is not None:
+        os.environ[parallel.ENV_HOST_THREADS] = threads
+    try:
+        a = _cpu_snapshot()
+        res = training.fit(model, data, cfg, training.grid(seeds=range(members)), progress=False,
+                           members_per_group=group)
+        jax.block_until_ready(res.state.params)
+        z = _cpu_snapshot()
+    finally:
+        os.environ.pop(parallel.ENV_HOST_THREADS, None)
+        if saved is not None:
+            os.environ[parallel.ENV_HOST_THREADS] = saved
     return {"images_per_s": members * steps * spec["batch_size"] / (z[0] - a[0]), "s": z[0] - a[0],
             "steps": steps, "members": members, "compiles": res.compiles, "execution": res.execution,
-            "members_per_group": group, "others_cpu": _others_cpu(a, z),
+            "members_per_group": group, "host_threads": int(threads) if threads else parallel.host_threads(),
+            "others_cpu": _others_cpu(a, z),
             "final_train_loss_mean": float(np.mean(res.history["train_loss"][-1]))}
 
 
@@ -179,7 +195,8 @@ def run_setting(name: str, quick: bool, torch) -> dict:
            "members": members, "eval_every": eval_every, "auto": execution.resolve("auto", stacked), "arms": {}}
     torch_before = _torch_rate(spec, data, torch_steps, torch) if torch is not None else None
     for arm in ARMS:
-        r = _crobust_run(spec, data, model, members, steps if arm == "host_loop" else other_steps, eval_every, arm)
+        r = _crobust_run(spec, data, model, members, steps if arm in FULL_STEP_ARMS else other_steps, eval_every,
+                         arm)
         if torch is not None:
             torch_after = _torch_rate(spec, data, torch_steps, torch)
             t_rate = (torch_before["images_per_s"] + torch_after["images_per_s"]) / 2
@@ -193,6 +210,82 @@ def run_setting(name: str, quick: bool, torch) -> dict:
     out["auto_arm"] = auto_arm
     out["auto_vs_sequential_torch"] = out["arms"][auto_arm].get("vs_sequential_torch")
     return out
+
+
+def resnet18_layers(width: int, size: int, c_in: int):
+    """The distinct convolution + batch-norm + ReLU layers of ResNet-18 (CIFAR stem) at ``width`` on size × size
+    × c_in images: ``[(name, h_in, c_in, c_out, kernel, stride, count)]``, count the times the network holds it."""
+    layers = [("stem 3x3", size, c_in, width, 3, 1, 1), ("stage1 3x3", size, width, width, 3, 1, 4)]
+    h, c = size, width
+    for stage in (2, 3, 4):
+        out = width * 2 ** (stage - 1)
+        layers += [(f"stage{stage} 3x3 stride 2", h, c, out, 3, 2, 1), (f"stage{stage} 1x1 shortcut", h, c, out, 1, 2, 1)]
+        h = -(-h // 2)
+        layers.append((f"stage{stage} 3x3", h, out, out, 3, 1, 3))
+        c = out
+    return layers
+
+
+def layer_breakdown(spec, torch, repeats: int) -> dict:
+    """Forward + backward of each distinct layer (convolution, batch norm in train mode, ReLU; gradients for the
+    input, kernel, scale and offset) at the setting's batch size: seconds per call for one jitted JAX call and for
+    PyTorch eager (``torch.set_num_threads(cores)``), each the median of ``repeats`` after 2 untimed calls, and
+    the layer's share of a step (seconds × count). Where the JAX total over PyTorch's is the whole step's ratio,
+    the layers with the largest JAX − PyTorch difference are where the time goes."""
+    b = spec["batch_size"]
+    size, c_in = spec["image_shape"][0], spec["image_shape"][-1]
+    rows, tot_j, tot_t = [], 0.0, 0.0
+    for name, h, ci, co, k, s, count in resnet18_layers(spec["width"], size, c_in):
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((b, h, h, ci)).astype(np.float32)
+        kern = (rng.standard_normal((k, k, ci, co)) / np.sqrt(k * k * ci)).astype(np.float32)
+        h_out = -(-h // s)
+        g = rng.standard_normal((b, h_out, h_out, co)).astype(np.float32)
+        pad = ((k // 2, k // 2),) * 2
+
+        def layer(x, kern, scale, offset, s=s, pad=pad):
+            y = jax.lax.conv_general_dilated(x, kern, (s, s), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            mean = jnp.mean(y, axis=(0, 1, 2))
+            var = jnp.mean((y - mean) ** 2, axis=(0, 1, 2))
+            return jax.nn.relu((y - mean) * jax.lax.rsqrt(var + 1e-5) * scale + offset)
+
+        f = jax.jit(lambda x, kern, sc, of, g: jax.vjp(layer, x, kern, sc, of)[1](g))
+        args = [jnp.asarray(a) for a in (x, kern, np.ones(co, np.float32), np.zeros(co, np.float32), g)]
+        t_j = _median_call(lambda: jax.block_until_ready(f(*args)), repeats)
+        row = {"layer": name, "input": [b, h, h, ci], "out_channels": co, "kernel": k, "stride": s, "count": count,
+               "jax_s": t_j}
+        if torch is not None:
+            conv = torch.nn.Conv2d(ci, co, k, s, k // 2, bias=False)
+            bn = torch.nn.BatchNorm2d(co).train()
+            xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
+            gt = torch.from_numpy(g.transpose(0, 3, 1, 2).copy())
+
+            def torch_call():
+                out = torch.relu(bn(conv(xt)))
+                out.backward(gt)
+
+            row["torch_s"] = _median_call(torch_call, repeats)
+            row["jax_over_torch"] = t_j / row["torch_s"]
+            tot_t += row["torch_s"] * count
+        tot_j += t_j * count
+        rows.append(row)
+    out = {"layers": rows, "jax_total_s": tot_j, "torch_total_s": tot_t or None}
+    if tot_t:
+        out["jax_over_torch_total"] = tot_j / tot_t
+        worst = max(rows, key=lambda r: (r["jax_s"] - r["torch_s"]) * r["count"])
+        out["largest_gap"] = worst["layer"]
+    return out
+
+
+def _median_call(call, repeats: int) -> float:
+    for _ in range(2):
+        call()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
 
 
 def apgd_layouts(quick: bool = False) -> dict:
@@ -250,6 +343,8 @@ def run(quick: bool = False) -> dict:
     except ImportError as e:
         torch, torch_note = None, f"not run: {e} (make bench-extras installs torch)"
     results = {name: run_setting(name, quick, torch) for name in SETTINGS}
+    results["layer_breakdown_resnet18_w8"] = layer_breakdown(SETTINGS["resnet18_w8_32x32x3"], torch,
+                                                             3 if quick else 20)
     results["apgd_layouts"] = apgd_layouts(quick)
     v = results["resnet18_w8_32x32x3"]["auto_vs_sequential_torch"]
     met = "not measured" if (v is None or quick or jax.default_backend() != "cpu") else bool(v >= TARGET_VS_TORCH)

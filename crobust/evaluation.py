@@ -613,10 +613,12 @@ def population_robust_accuracy(apply_fn, params, x, y, key=None, *, eps, norm: s
       return_adv_at: radii (on the grid) whose adversarial examples each report keeps
         (``report.adversarial(eps)`` (N, ...)), so that no caller has to attack twice.
       eps_loop, point_chunk: the memory layout, as :func:`robust_accuracy`; ``'auto'`` counts the members attacked
-        at once (1 where members are looped, on one CPU device; else the members per device).
+        at once (the worker threads where members run as their own calls, 1 where they are looped inside one
+        program on one CPU device, else the members per device).
       execution: ``'program'`` — every member in one compiled program (``lax.map`` on one CPU device, vmapped
         and sharded elsewhere); ``'host_loop'`` — one compiled call per member (the same program as
-        :func:`robust_accuracy`'s, compiled once, its weights traced), on one device; ``'auto'`` — host_loop where
+        :func:`robust_accuracy`'s, compiled once, its weights traced), on one device, members side by side on
+        the cores (:func:`crobust.parallel.host_map`); ``'auto'`` — host_loop where
         :func:`crobust.parallel.host_loops_members` (convolutional members on one CPU device: XLA:CPU runs a
         convolution inside a loop over members 10× slower, ``benchmarks/bench_execution.py``), else program.
         How, never what: the results agree to float round-off.
@@ -646,14 +648,15 @@ def population_robust_accuracy(apply_fn, params, x, y, key=None, *, eps, norm: s
     if execution == "host_loop" and layout.n_devices > 1:
         raise CrobustError("execution='host_loop' runs members one after another on one device; with several "
                            "devices use 'program' (the member axis is sharded)")
-    at_once = 1 if execution == "host_loop" or parallel.loops_over_members() else -(-layout.padded // layout.n_devices)
+    at_once = (min(parallel.host_threads(), members) if execution == "host_loop"
+               else 1 if parallel.loops_over_members() else -(-layout.padded // layout.n_devices))
     eps_loop, point_chunk = _layout.resolve_layout(eps_loop, point_chunk, Partial(apply_fn, first), x, specs,
                                                    len(eps_values), members=at_once)
     static = dict(norm=norm, frozen=_freeze(specs), adv_index=adv_index, eps_loop=eps_loop, point_chunk=point_chunk)
     eps_array = jnp.asarray(eps_values, jnp.float32)
     if execution == "host_loop":       # member m: robust_accuracy's program on Partial(apply_fn, params_m)
-        per = [_run_one(Partial(apply_fn, jax.tree.map(lambda leaf: leaf[m], params)), x, y, keys[m], eps_array,
-                        **static) for m in range(members)]
+        per = parallel.host_map(lambda m: _run_one(Partial(apply_fn, jax.tree.map(lambda leaf: leaf[m], params)), x,
+                                                   y, keys[m], eps_array, **static), members)
         arrays = {k: np.stack([np.asarray(p[k]) for p in per]) for k in per[0]}
     else:
         arrays = _run_population(layout.place_for_eval(params), layout.place_for_eval(keys),

@@ -289,6 +289,50 @@ def host_loops_members(params) -> bool:
     return loops_over_members() and is_convolutional(params)
 
 
+#: environment variable overriding :func:`host_threads` (a positive integer; 1 runs members one after another)
+ENV_HOST_THREADS = "CROBUST_HOST_THREADS"
+
+
+def host_threads() -> int:
+    """Worker threads :func:`host_map` uses: ``$CROBUST_HOST_THREADS`` where set, else the CPU cores this process
+    may run on (``os.sched_getaffinity``)."""
+    value = os.environ.get(ENV_HOST_THREADS, "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise CrobustError(f"{ENV_HOST_THREADS} must be a positive integer, got {value!r}")
+        return int(value)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:                                          # no affinity call on this platform
+        return max(1, os.cpu_count() or 1)
+
+
+def host_map(fn: Callable[[int], object], n: int, threads: int | None = None) -> list:
+    """``[fn(0), …, fn(n − 1)]`` with the calls run side by side on ``threads`` worker threads (default
+    :func:`host_threads`), each result blocked on before its worker takes the next index; order kept.
+
+    For members that run as their own compiled calls on one CPU device (:func:`host_loops_members`): XLA:CPU
+    keeps about one core busy with a small convolutional network's step, so two members' calls issued from two
+    threads run on the two cores together (``benchmarks/bench_execution.py``, arm ``host_loop`` against
+    ``host_loop_one_thread``). Each call is the same compiled program on the same inputs as in a plain loop, so
+    results are bitwise those of ``threads=1``; JAX traces and compiles a function once however many threads
+    call it first. JAX's thread-local settings reach the workers only for the default matmul precision, which is
+    carried over; the first exception raised by a call is raised here.
+    """
+    threads = host_threads() if threads is None else int(threads)
+    if threads <= 1 or n <= 1:
+        return [fn(i) for i in range(n)]
+    from concurrent.futures import ThreadPoolExecutor
+    matmul_precision = jax.config.jax_default_matmul_precision
+
+    def run(i):
+        with jax.default_matmul_precision(matmul_precision):
+            return jax.block_until_ready(fn(i))
+
+    with ThreadPoolExecutor(max_workers=min(threads, n), thread_name_prefix="crobust-member") as pool:
+        return list(pool.map(run, range(n)))
+
+
 #: share of a device's free memory a population's groups may plan to use (the rest: XLA's scratch, fragmentation)
 MEMORY_FRACTION = 0.8
 
@@ -433,7 +477,8 @@ def map_members(fn: Callable, *member_trees, group: int | None | str = "auto"):
 def population_map(fn: Callable, *member_trees, mesh: Mesh | None = None, replicated_args: Sequence = ()):
     """``jax.jit(jax.vmap(fn))(*member_trees, *replicated_args)`` with the member axis padded and sharded; where
     :func:`host_loops_members` (convolutional members on one CPU device), ``jax.jit(fn)`` called member after
-    member instead (one compilation, each call without a loop or vmap around the model), outputs stacked.
+    member instead (one compilation, each call without a loop or vmap around the model, members side by side on
+    the cores: :func:`host_map`), outputs stacked.
 
     ``fn(*member_slices, *replicated_args)`` works on one member. Returns the outputs of the real members only
     (leading axis M), readable on every host. Both forms agree to float round-off.
@@ -441,7 +486,7 @@ def population_map(fn: Callable, *member_trees, mesh: Mesh | None = None, replic
     m = leading_size(member_trees)
     if host_loops_members(member_trees):            # one device: no padding, no sharding
         one = jax.jit(fn)
-        outs = [one(*(jax.tree.map(lambda a: a[i], t) for t in member_trees), *replicated_args) for i in range(m)]
+        outs = host_map(lambda i: one(*(jax.tree.map(lambda a: a[i], t) for t in member_trees), *replicated_args), m)
         return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
     layout = MemberLayout(m, mesh)
     in_axes = (0,) * len(member_trees) + (None,) * len(replicated_args)
@@ -451,7 +496,8 @@ def population_map(fn: Callable, *member_trees, mesh: Mesh | None = None, replic
     return layout.get(out)
 
 
-__all__ = ["AXIS", "ENV_DISTRIBUTED", "distributed_requested", "maybe_initialize_distributed", "member_mesh",
+__all__ = ["AXIS", "ENV_DISTRIBUTED", "ENV_HOST_THREADS", "distributed_requested", "maybe_initialize_distributed", "member_mesh",
            "mesh_size", "padded_size", "pad_members", "real_members", "leading_size", "pad_tree", "unpad_tree",
            "member_sharding", "replicated", "shard_population", "replicate", "MemberLayout", "host",
-           "population_map", "loops_over_members", "map_members", "is_convolutional", "host_loops_members"]
+           "population_map", "loops_over_members", "map_members", "is_convolutional", "host_loops_members",
+           "host_threads", "host_map"]

@@ -34,7 +34,7 @@ import jax
 
 from crobust._errors import CrobustError, check_choice
 from crobust.data import DataMissingError
-from crobust.parallel import distributed_requested, maybe_initialize_distributed
+from crobust.parallel import distributed_requested, host_threads, maybe_initialize_distributed
 from crobust.records import atomic_write_text, is_writer, write_json
 from crobust.study import catalog
 from crobust.study.cli import enable_compilation_cache
@@ -175,6 +175,7 @@ def main(argv=None) -> int:
         for s in studies:
             check_choice("study", s, tuple(STUDIES))
         check_workdir(args.out)
+        host_threads()                    # a bad $CROBUST_HOST_THREADS is refused before anything is written
     except CrobustError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

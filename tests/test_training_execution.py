@@ -71,6 +71,42 @@ def test_every_strategy_gives_each_member_its_results_trained_alone(runs, layout
         np.testing.assert_array_equal(np.asarray(res.state.best_step)[i], np.asarray(alone.state.best_step)[0])
 
 
+@pytest.mark.parametrize("group", [1, 2])
+def test_members_side_by_side_on_threads_give_bitwise_the_results_of_one_thread(runs, group, monkeypatch):
+    """The host loop's worker threads (crobust.parallel.host_map) only change when each member's calls run: the
+    same compiled programs on the same inputs, so one thread and three give identical bits (members, or groups
+    of 2, each on its own thread; the diverged member and the cut last block included)."""
+    host = dataclasses.replace(CFG, execution="host_loop")
+    got = {}
+    for threads in ("1", "3"):
+        monkeypatch.setenv(parallel.ENV_HOST_THREADS, threads)
+        got[threads] = _fit(host, MEMBERS, members_per_group=group)
+    _assert_bitwise(_flat(got["1"]), _flat(got["3"]))
+    monkeypatch.setenv(parallel.ENV_HOST_THREADS, "two")
+    with pytest.raises(CrobustError, match="CROBUST_HOST_THREADS must be a positive integer"):
+        parallel.host_threads()
+
+
+def test_host_map_keeps_order_and_raises_the_first_error():
+    import threading
+    seen = set()
+
+    def fn(i):
+        seen.add(threading.current_thread().name)
+        return i * i
+
+    assert parallel.host_map(fn, 7, threads=3) == [i * i for i in range(7)]
+    assert any(name.startswith("crobust-member") for name in seen)        # the calls ran on the worker threads
+
+    def bad(i):
+        if i == 4:
+            raise ValueError("member 4")
+        return i
+
+    with pytest.raises(ValueError, match="member 4"):
+        parallel.host_map(bad, 6, threads=2)
+
+
 def test_the_planted_divergence_and_the_cut_last_block_happen(runs):
     # what the equality above covers: member 2 diverges in block 0 and never steps again (frozen); the others run
     # 3 + 3 + 2 steps (the last block is cut at max_steps) or stop early on patience

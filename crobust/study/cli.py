@@ -23,7 +23,7 @@ import sys
 from crobust._errors import CrobustError
 from crobust.checkpoint import TrainingInterrupted
 from crobust.config import resolve
-from crobust.parallel import maybe_initialize_distributed
+from crobust.parallel import host_threads, maybe_initialize_distributed
 from crobust.study.runner import RunFailed
 from crobust.study.signals import RunInterrupted
 
@@ -73,6 +73,7 @@ def run_cli(study, argv=None) -> int:
     workdir = args.workdir or os.path.join("runs", f"{study.name}-{args.preset}")
     try:
         maybe_initialize_distributed(args.distributed)
+        host_threads()                    # a bad $CROBUST_HOST_THREADS is refused before anything is written
         cfg = resolve(study.presets, args.preset, args.overrides)
         if args.power:
             from crobust.study import power

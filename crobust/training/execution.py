@@ -12,7 +12,8 @@ A block of E = ``eval_every`` steps of member m is ``finish(steps^E(block_start(
   then one compiled ``finish`` per member or group (validation with its chunks written out, no loop). On XLA:CPU
   a convolution inside a loop (``scan``, ``lax.map``) or under ``vmap`` is emitted as a naive loop fusion instead
   of the library convolution, 10–100× slower (``benchmarks/bench_execution.py``), so convolutional members run
-  one after another, each step one call.
+  each step as one call; and since one such call keeps about one core busy, members run side by side, one
+  worker thread per core (:func:`crobust.parallel.host_map`), each member's steps in order in its thread.
 
 ``'auto'`` (:func:`resolve`) is a fixed rule from those measurements, never timed at run time
 (:func:`crobust.parallel.host_loops_members`): ``'host_loop'`` for a convolutional model (a parameter with a kernel
@@ -68,15 +69,19 @@ def _host_group(members_per_group, n_members: int) -> int | None:
 
 
 def make_host_loop_block(model, config: TrainConfig, adversary: Callable | None = None, *,
-                         members_per_group: int | None | str = "auto", counter: list | None = None):
+                         members_per_group: int | None | str = "auto", counter: list | None = None,
+                         host_threads: int | None = None):
     """``block(state, hparams, images, labels) -> (state, metrics)`` as :func:`~crobust.training.make_block_fn`'s,
     run as a host loop of compiled steps (module docstring). Not itself jittable: call it directly.
 
     ``members_per_group``: 1 — per member, ``block_start``, then one compiled call per step (E calls, fewer in the
     block where it reaches ``max_steps``; none for a frozen member), then its ``finish``; G > 1 — groups of G
     members vmapped in each call (frozen members of a group keep their carry); None — every member in each call
-    (works on a sharded population); ``'auto'`` as :func:`_host_group`. ``counter[0]`` is incremented on every
-    trace of the step and finish programs (its compilations).
+    (works on a sharded population); ``'auto'`` as :func:`_host_group`. The members (or groups) run side by side
+    on ``host_threads`` worker threads (default :func:`crobust.parallel.host_threads`: one per core, or
+    ``$CROBUST_HOST_THREADS``), each member's
+    steps in order within its thread. ``counter[0]`` is incremented on every trace of the step and finish programs
+    (its compilations).
     """
     program = member_program(model, config, adversary)
     block, max_steps = config.eval_every, config.max_steps
@@ -121,17 +126,17 @@ def make_host_loop_block(model, config: TrainConfig, adversary: Callable | None 
         step0 = np.asarray(state.step)
         frozen = np.asarray(state.stopped) | np.asarray(state.diverged)
         todo = np.where(frozen, 0, np.clip(max_steps - step0, 0, block))    # steps each member still takes
-        parts = []
-        for lo in range(0, n, group):
-            idx = np.arange(lo, min(lo + group, n), dtype=np.int32)
+        def run_part(j):
+            idx = np.arange(j * group, min((j + 1) * group, n), dtype=np.int32)
             if group > 1:
-                parts.append(run_group(*take((state, hparams), idx), images, labels, int(todo[idx].max())))
-                continue
+                return run_group(*take((state, hparams), idx), images, labels, int(todo[idx].max()))
             st, hp = take((state, hparams), idx[0])
             carry = start_1(st)
-            for s in range(int(todo[lo])):
+            for s in range(int(todo[idx[0]])):
                 carry = step_1(st, hp, carry, np.int32(s), images, labels)
-            parts.append(finish_1(st, hp, carry, images, labels))
+            return finish_1(st, hp, carry, images, labels)
+
+        parts = parallel.host_map(run_part, -(-n // group), threads=host_threads)
         return (stack if group == 1 else concat)(parts)
 
     return host_block
