@@ -182,3 +182,29 @@ def test_lipschitz_bounds_are_in_pixel_units_from_the_model_or_an_explicit_scale
     jac_norm = float(np.linalg.norm(np.asarray(jac).reshape(8, 16), 2))
     assert jac_norm > float(normalised["network_metrics"]["lipschitz_naive_2"][0])       # normalised units: wrong
     assert jac_norm <= l_pix * (1 + 1e-5)
+
+
+def test_layer_by_layer_report_equals_the_one_program_report_and_compiles_once_per_layer_shape():
+    """Without network metrics each layer is its own program (crobust.metrics.report): the same per-layer
+    operations as the whole-network program, fused separately — float32 round-off (relative ~1e-6 on O(1) values;
+    1e-4 leaves room for the eigen-solver's iteration), integer counts and 0/1 flags equal. Two ResNets whose
+    layers repeat one shape (width 4, one block per stage) compile no more programs than they have shapes."""
+    from crobust.metrics import report as R
+    from crobust.models import ResNet18
+    model = ResNet18(4, stem="cifar", width=4, stage_sizes=(1, 1, 1, 1))
+    params = jax.vmap(lambda k: model.init(k, jnp.zeros((1, 8, 8, 3))))(jax.random.split(jax.random.key(3), 2))
+    before = R._single_layer_core._cache_size()
+    rep = M.layer_report(params, kappa=0.25, lipschitz=False)
+    shapes = {tuple(s) for s in rep["shapes"]}
+    assert R._single_layer_core._cache_size() - before <= len(shapes) < len(rep["shapes"])
+    st = R._static(0.25, "auto", False, False, False, False, 1.0, rep["settings"]["n_hidden"])
+    whole, net = R._report_from_params(params, population=True, **st)
+    assert net == {} and set(whole) == set(rep["layer_metrics"])
+    for name, value in whole.items():
+        exact = name.startswith(("k_", "thm31_", "sv_used"))
+        np.testing.assert_allclose(rep["layer_metrics"][name], value, rtol=0 if exact else 1e-4,
+                                   atol=0 if exact else 1e-6, err_msg=name)
+    again = M.layer_report(jax.tree.map(lambda a: 2.0 * a, params), kappa=0.25, lipschitz=False)
+    assert R._single_layer_core._cache_size() - before <= len(shapes)          # a second model: no new program
+    np.testing.assert_allclose(again["layer_metrics"]["norm_fro"], 2.0 * rep["layer_metrics"]["norm_fro"],
+                               rtol=1e-6)

@@ -1,4 +1,4 @@
-"""``layer_report``: every per-layer metric of every member of a population, in one jitted call.
+"""``layer_report``: every per-layer metric of every member of a population, in jitted calls.
 
 Usage::
 
@@ -45,6 +45,10 @@ encoder's Lipschitz constant in pixel units is the bound on the weights times �
 p = 2 and p = ∞ alike). There is no default: pass ``model=`` (``input_scale`` = 1/min(model.std), the pixel
 units every attack and ε uses) or ``input_scale=`` explicitly (1.0 for bounds in the normalised units);
 ``lipschitz=False`` needs neither.
+
+Compiled programs: with a network metric (the Lipschitz bounds, ``net_comp``) the whole report is one program;
+without one (``lipschitz=False``, the convolutional studies' case) each layer is its own program, compiled once
+per layer shape and shared by every layer and model of that shape (a ResNet-18 repeats its shapes).
 
 Population handling: every leaf has a leading member axis M (``population=True``); a single model's params
 (``population=False``) is reported as M = 1. ``None`` infers it from the first layer's kernel rank. On CPU members
@@ -268,7 +272,7 @@ def matrix_report(mats: Mapping, *, kappa=0.1, method="auto", n_hidden=None, lip
     input_scale, units = _resolve_scale(lipschitz, model, input_scale)
     st = _static(kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, with_net_comp, input_scale,
                  n_hidden)
-    layer, net = _report_core(tuple(arrs), **st)
+    layer, net = _report_layer_by_layer(arrs, st) if _per_layer_only(st) else _report_core(tuple(arrs), **st)
     return _package(names, shapes, M, layer, net, st, units)
 
 
@@ -282,9 +286,32 @@ def _report_from_params(params, *, population, **static):
     return _report_core(mats, **static)
 
 
+@functools.partial(jax.jit, static_argnames=("kappa", "method", "loop"))
+def _single_layer_core(mat, *, kappa, method, loop):
+    """:func:`_layer_metrics` of one layer for every member: mat (M, out, in) → {metric: (M,)}. One compiled
+    program per layer shape, shared by every layer and model of that shape."""
+    fn = functools.partial(_layer_metrics, kappa=kappa, method=method)
+    kt = jnp.swapaxes(mat, -1, -2)
+    with precision.full():
+        return lax.map(fn, kt) if loop == "map" else jax.vmap(fn)(kt)
+
+
+def _per_layer_only(static) -> bool:
+    """Whether the report has no network metric (no Lipschitz bounds, no ``net_comp``): then every layer can be
+    computed on its own."""
+    return not static["lipschitz"] and not static["with_net_comp"]
+
+
+def _report_layer_by_layer(mats, static):
+    """({metric: (M, L)}, {}) from the layer matrices (M, out, in), one :func:`_single_layer_core` call each."""
+    per = [_single_layer_core(m, kappa=static["kappa"], method=static["method"], loop=static["loop"]) for m in mats]
+    return {k: jnp.stack([p[k] for p in per], axis=1) for k in per[0]}, {}
+
+
 def layer_report(params, *, kappa=0.1, population=None, method="auto", lipschitz=True, spectral_alignment=False,
                  direct_pair_bounds=False, with_net_comp=False, input_scale=None, model=None):
-    """Every metric of every layer of every member of an MLP / LowRankMLP population, in one jitted call.
+    """Every metric of every layer of every member of a population of any crobust model, in jitted calls (one
+    program, or one per layer shape without network metrics: module docstring).
 
     Args:
       params: the flax variables (or their ``'params'``) of an :class:`~crobust.models.MLP` or
@@ -335,7 +362,13 @@ def layer_report(params, *, kappa=0.1, population=None, method="auto", lipschitz
     input_scale, units = _resolve_scale(lipschitz, model, input_scale)
     st = _static(kappa, method, lipschitz, spectral_alignment, direct_pair_bounds, with_net_comp, input_scale,
                  n_hidden)
-    layer, net = _report_from_params(params, population=bool(population), **st)
+    if _per_layer_only(st):
+        with precision.full():
+            mats = layer_matrices(params)
+        mats = [jnp.asarray(w if population else w[None], jnp.float32) for w in mats.values()]
+        layer, net = _report_layer_by_layer(mats, st)
+    else:
+        layer, net = _report_from_params(params, population=bool(population), **st)
     return _package(names, shapes, M, layer, net, st, units)
 
 
