@@ -57,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import _machine as _machine_info
+from benchmarks._timing import call_times
 from benchmarks.bench_training import _conv_model, _cpu_snapshot, _others_cpu, synthetic_dataset
 from crobust import parallel, training
 from crobust.training import execution
@@ -224,7 +225,8 @@ def resnet18_layers(width: int, size: int, c_in: int):
     h, c = size, width
     for stage in (2, 3, 4):
         out = width * 2 ** (stage - 1)
-        layers += [(f"stage{stage} 3x3 stride 2", h, c, out, 3, 2, 1), (f"stage{stage} 1x1 shortcut", h, c, out, 1, 2, 1)]
+        layers += [(f"stage{stage} 3x3 stride 2", h, c, out, 3, 2, 1),
+                   (f"stage{stage} 1x1 shortcut", h, c, out, 1, 2, 1)]
         h = -(-h // 2)
         layers.append((f"stage{stage} 3x3", h, out, out, 3, 1, 3))
         c = out
@@ -283,14 +285,10 @@ def layer_breakdown(spec, torch, repeats: int) -> dict:
 
 
 def _median_call(call, repeats: int) -> float:
-    for _ in range(2):
-        call()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    """Median wall seconds of ``repeats`` calls after two untimed ones (:func:`benchmarks._timing.call_times` takes
+    one: PyTorch builds its oneDNN primitives for a shape over its first calls)."""
+    call()
+    return float(np.median(call_times(call, repeats=repeats)))
 
 
 def apgd_vs_autoattack(torch, quick: bool = False) -> dict:

@@ -496,8 +496,8 @@ def population_map(fn: Callable, *member_trees, mesh: Mesh | None = None, replic
     return layout.get(out)
 
 
-__all__ = ["AXIS", "ENV_DISTRIBUTED", "ENV_HOST_THREADS", "distributed_requested", "maybe_initialize_distributed", "member_mesh",
-           "mesh_size", "padded_size", "pad_members", "real_members", "leading_size", "pad_tree", "unpad_tree",
-           "member_sharding", "replicated", "shard_population", "replicate", "MemberLayout", "host",
+__all__ = ["AXIS", "ENV_DISTRIBUTED", "ENV_HOST_THREADS", "distributed_requested", "maybe_initialize_distributed",
+           "member_mesh", "mesh_size", "padded_size", "pad_members", "real_members", "leading_size", "pad_tree",
+           "unpad_tree", "member_sharding", "replicated", "shard_population", "replicate", "MemberLayout", "host",
            "population_map", "loops_over_members", "map_members", "is_convolutional", "host_loops_members",
            "host_threads", "host_map"]

@@ -371,7 +371,8 @@ class Compare(_Claim):
         in_a, in_b = table.where(**dict(self.a)) & np.isfinite(y), table.where(**dict(self.b)) & np.isfinite(y)
         if in_a.sum() < 2 or in_b.sum() < 2:
             return self._skip("fewer than two members with finite values in a group", TOO_FEW), None
-        common = [u for u in dict.fromkeys(unit[in_a].tolist()) if u in set(unit[in_b].tolist())]
+        units_b = set(unit[in_b].tolist())
+        common = [u for u in dict.fromkeys(unit[in_a].tolist()) if u in units_b]
         base = float(y[in_b].mean())
         if paired and len(common) >= 2:
             d = np.array([y[in_a & (unit == u)].mean() - y[in_b & (unit == u)].mean() for u in common])

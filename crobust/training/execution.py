@@ -69,8 +69,7 @@ def _host_group(members_per_group, n_members: int) -> int | None:
 
 
 def make_host_loop_block(model, config: TrainConfig, adversary: Callable | None = None, *,
-                         members_per_group: int | None | str = "auto", counter: list | None = None,
-                         host_threads: int | None = None):
+                         members_per_group: int | None | str = "auto", counter: list | None = None):
     """``block(state, hparams, images, labels) -> (state, metrics)`` as :func:`~crobust.training.make_block_fn`'s,
     run as a host loop of compiled steps (module docstring). Not itself jittable: call it directly.
 
@@ -78,10 +77,9 @@ def make_host_loop_block(model, config: TrainConfig, adversary: Callable | None 
     block where it reaches ``max_steps``; none for a frozen member), then its ``finish``; G > 1 — groups of G
     members vmapped in each call (frozen members of a group keep their carry); None — every member in each call
     (works on a sharded population); ``'auto'`` as :func:`_host_group`. The members (or groups) run side by side
-    on ``host_threads`` worker threads (default :func:`crobust.parallel.host_threads`: one per core, or
-    ``$CROBUST_HOST_THREADS``), each member's
-    steps in order within its thread. ``counter[0]`` is incremented on every trace of the step and finish programs
-    (its compilations).
+    on :func:`crobust.parallel.host_threads` worker threads (one per core, or ``$CROBUST_HOST_THREADS``), each
+    member's steps in order within its thread. ``counter[0]`` is incremented on every trace of the step and finish
+    programs (its compilations).
     """
     program = member_program(model, config, adversary)
     block, max_steps = config.eval_every, config.max_steps
@@ -126,6 +124,7 @@ def make_host_loop_block(model, config: TrainConfig, adversary: Callable | None 
         step0 = np.asarray(state.step)
         frozen = np.asarray(state.stopped) | np.asarray(state.diverged)
         todo = np.where(frozen, 0, np.clip(max_steps - step0, 0, block))    # steps each member still takes
+
         def run_part(j):
             idx = np.arange(j * group, min((j + 1) * group, n), dtype=np.int32)
             if group > 1:
@@ -136,7 +135,7 @@ def make_host_loop_block(model, config: TrainConfig, adversary: Callable | None 
                 carry = step_1(st, hp, carry, np.int32(s), images, labels)
             return finish_1(st, hp, carry, images, labels)
 
-        parts = parallel.host_map(run_part, -(-n // group), threads=host_threads)
+        parts = parallel.host_map(run_part, -(-n // group))
         return (stack if group == 1 else concat)(parts)
 
     return host_block
