@@ -294,8 +294,8 @@ def _median_call(call, repeats: int) -> float:
 def apgd_vs_autoattack(torch, quick: bool = False) -> dict:
     """APGD-CE with AutoAttack's settings (100 iterations, 1 restart, ρ = 0.75, ℓ∞ ε = 8/255) on the training
     target's population (ResNet-18, CIFAR stem, width 8, 32×32×3, batch norm in eval mode): crobust's
-    :func:`crobust.evaluation.population_robust_accuracy` (``execution='auto'``: one compiled call per member,
-    members side by side) against ``pyautoattack``'s ``APGDAttack`` on the same architecture in PyTorch, run member
+    :func:`crobust.evaluation.population_robust_accuracy` (``execution='auto'``: ``'host_steps'``, every attack
+    iteration one compiled call driven from the host, members side by side) against ``pyautoattack``'s ``APGDAttack`` on the same architecture in PyTorch, run member
     after member (one member timed, × M, as the training comparison).
 
     Both sides attack every point: the members are copies of one randomly initialised network and the labels are
@@ -347,7 +347,8 @@ def apgd_layouts(quick: bool = False) -> dict:
     """APGD-CE (1 restart) on a small batch-norm conv population (:class:`~benchmarks.bench_training.BenchCNN`,
     32×32×3, random weights and points): the members in one compiled program — ``lax.map``-ped (the CPU layout
     before issue 20) or vmapped — against one call per member of :func:`crobust.evaluation.robust_accuracy`'s
-    compiled program (``population_robust_accuracy(execution='host_loop')``). Each arm is compiled once
+    compiled program (``population_robust_accuracy(execution='host_loop')``), and against one compiled call per
+    iteration (``execution='host_steps'``, :mod:`crobust.attacks._stepping`). Each arm is compiled once
     (``first_s``), then called ``repeats`` times interleaved with the others; seconds per population call."""
     from jax.tree_util import Partial
     from benchmarks.bench_training import BenchCNN
@@ -372,7 +373,12 @@ def apgd_layouts(quick: bool = False) -> dict:
         return [E._run_one(Partial(model.apply, jax.tree.map(lambda leaf: leaf[m], params)), x, y, keys[m], eps,
                            **static) for m in range(members)]
 
-    arms = {"program_lax_map": program(1), "program_vmap": program(None), "per_member_calls": per_member}
+    def host_steps(params, keys, x, y):
+        return [E._run_one_stepped(Partial(model.apply, jax.tree.map(lambda leaf: leaf[m], params)), x, y, keys[m],
+                                   eps, **static) for m in range(members)]
+
+    arms = {"program_lax_map": program(1), "program_vmap": program(None), "per_member_calls": per_member,
+            "per_member_host_steps": host_steps}
     out = {"model": f"BenchCNN(width={width})", "members": members, "points": n, "n_iter": n_iter, "arms": {}}
     for k, f in arms.items():
         t = time.perf_counter()
@@ -387,6 +393,8 @@ def apgd_layouts(quick: bool = False) -> dict:
         out["arms"][k]["median_s"] = float(np.median(out["arms"][k]["s"]))
     out["per_member_over_lax_map_speedup"] = (out["arms"]["program_lax_map"]["median_s"]
                                               / out["arms"]["per_member_calls"]["median_s"])
+    out["host_steps_over_per_member_speedup"] = (out["arms"]["per_member_calls"]["median_s"]
+                                                 / out["arms"]["per_member_host_steps"]["median_s"])
     return out
 
 

@@ -95,6 +95,7 @@ from crobust import evaluation_layout as _layout
 from crobust import parallel
 from crobust._errors import CrobustError, check_choice
 from crobust._format import format_eps
+from crobust.attacks import _stepping
 from crobust.attacks import losses as _losses
 from crobust.attacks import presets
 from crobust.attacks import projections as P
@@ -111,6 +112,7 @@ from crobust.attacks._common import predicts, value_and_input_grad
 from crobust.attacks._validate import check_images, check_labels, check_norm, logits_shape
 
 DEFAULT_ATTACKS = ("apgd-ce", "apgd-t", "square")
+EXECUTIONS = ("auto", "program", "host_loop", "host_steps")
 PERTURBATION_TOL = 1e-6
 SQUARE_TOL = 0.002
 LARGE_EPS_MAX_ACC = 0.05
@@ -188,6 +190,13 @@ def _core(logits_fn, x, y, key, eps, norm, frozen, adv_index, eps_loop, point_ch
 _STATIC = ("norm", "frozen", "adv_index", "eps_loop", "point_chunk")
 # logits_fn is a jax.tree_util.Partial: its function is part of the cache key, its parameters are traced data
 _run_one = jax.jit(_core, static_argnames=_STATIC)
+
+
+def _run_one_stepped(logits_fn, x, y, key, eps, **static):
+    """:func:`_run_one`'s arrays, each attack iteration its own compiled call (:mod:`crobust.attacks._stepping`):
+    XLA:CPU runs a convolution carried through a loop several times slower than the same convolution alone."""
+    with _stepping.host_stepped():
+        return _core(logits_fn, x, y, key, eps, **static)
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn",) + _STATIC)
@@ -274,7 +283,8 @@ def robust_flags(logits_fn, x, y, key, eps, *, norm: str = "linf", attacks=DEFAU
     norm = check_norm(norm)
     y = jnp.asarray(y, jnp.int32)
     chunk = None if point_chunk is None or point_chunk >= x.shape[0] else int(point_chunk)
-    chunked = lambda fn, *arrays: map_in_chunks(fn, chunk, *arrays)
+    # a loop-free piece is one compiled program when the attacks' loops are stepped from the host (else as it is)
+    chunked = lambda fn, *arrays: map_in_chunks(lambda *a: _stepping.call(fn, *a), chunk, *arrays)
     clean_logits = chunked(logits_fn, x)
     num_classes = clean_logits.shape[-1]
     specs = _attack_specs(attacks, num_classes)
@@ -324,7 +334,12 @@ def robust_flags(logits_fn, x, y, key, eps, *, norm: str = "linf", attacks=DEFAU
                     grey_reachable=reachable, grey_breaks=grey_wrong & reachable)
 
     keep = None if adv_index is None else tuple(int(i) for i in adv_index)
-    if not eps_loop:
+    if _stepping.active(x, eps):      # attacks stepped from the host: the grid is a Python loop over radii
+        per_eps = [at_eps(eps[i]) for i in range(eps.shape[0])]
+        out = {k: jnp.stack([o[k] for o in per_eps]) for k in per_eps[0]}
+        if keep is not None:
+            out["x_adv"] = out["x_adv"][jnp.asarray(keep, jnp.int32)] if keep else out["x_adv"][:0]
+    elif not eps_loop:
         out = jax.vmap(at_eps)(eps)
         if keep is not None:
             out["x_adv"] = out["x_adv"][jnp.asarray(keep, jnp.int32)] if keep else out["x_adv"][:0]
@@ -618,10 +633,12 @@ def population_robust_accuracy(apply_fn, params, x, y, key=None, *, eps, norm: s
       execution: ``'program'`` — every member in one compiled program (``lax.map`` on one CPU device, vmapped
         and sharded elsewhere); ``'host_loop'`` — one compiled call per member (the same program as
         :func:`robust_accuracy`'s, compiled once, its weights traced), on one device, members side by side on
-        the cores (:func:`crobust.parallel.host_map`); ``'auto'`` — host_loop where
+        the cores (:func:`crobust.parallel.host_map`); ``'host_steps'`` — as host_loop, but every attack
+        iteration is its own compiled call driven from the host (:mod:`crobust.attacks._stepping`; the ε grid a
+        Python loop), so no convolution runs inside a loop; ``'auto'`` — host_steps where
         :func:`crobust.parallel.host_loops_members` (convolutional members on one CPU device: XLA:CPU runs a
-        convolution inside a loop over members 10× slower, ``benchmarks/bench_execution.py``), else program.
-        How, never what: the results agree to float round-off.
+        convolution carried through a loop several times slower than alone, ``benchmarks/bench_execution.py``),
+        else program. How, never what: the results agree to float round-off.
 
     Returns:
       a list of M :class:`RobustAccuracyReport` (checks run per member; a failure names the member). Member m's
@@ -641,22 +658,26 @@ def population_robust_accuracy(apply_fn, params, x, y, key=None, *, eps, norm: s
     adv_index = _adv_index(eps_values, return_adv_at)
     keys = _member_keys(key, member_keys, members)
 
-    check_choice("execution", execution, ("auto", "program", "host_loop"))
+    check_choice("execution", execution, EXECUTIONS)
     if execution == "auto":
-        execution = "host_loop" if parallel.host_loops_members(params) else "program"
+        execution = "host_steps" if parallel.host_loops_members(params) else "program"
     layout = parallel.MemberLayout(members, mesh)
-    if execution == "host_loop" and layout.n_devices > 1:
-        raise CrobustError("execution='host_loop' runs members one after another on one device; with several "
+    per_member = execution in ("host_loop", "host_steps")
+    if per_member and layout.n_devices > 1:
+        raise CrobustError(f"execution={execution!r} runs members as their own calls on one device; with several "
                            "devices use 'program' (the member axis is sharded)")
-    at_once = (min(parallel.host_threads(), members) if execution == "host_loop"
+    at_once = (min(parallel.host_threads(), members) if per_member
                else 1 if parallel.loops_over_members() else -(-layout.padded // layout.n_devices))
+    if execution == "host_steps":      # the grid is a Python loop over radii there
+        eps_loop = True if eps_loop == "auto" else eps_loop
     eps_loop, point_chunk = _layout.resolve_layout(eps_loop, point_chunk, Partial(apply_fn, first), x, specs,
                                                    len(eps_values), members=at_once)
     static = dict(norm=norm, frozen=_freeze(specs), adv_index=adv_index, eps_loop=eps_loop, point_chunk=point_chunk)
     eps_array = jnp.asarray(eps_values, jnp.float32)
-    if execution == "host_loop":       # member m: robust_accuracy's program on Partial(apply_fn, params_m)
-        per = parallel.host_map(lambda m: _run_one(Partial(apply_fn, jax.tree.map(lambda leaf: leaf[m], params)), x,
-                                                   y, keys[m], eps_array, **static), members)
+    if per_member:       # member m: robust_accuracy's computation on Partial(apply_fn, params_m)
+        run = _run_one if execution == "host_loop" else _run_one_stepped
+        per = parallel.host_map(lambda m: run(Partial(apply_fn, jax.tree.map(lambda leaf: leaf[m], params)), x, y,
+                                              keys[m], eps_array, **static), members)
         arrays = {k: np.stack([np.asarray(p[k]) for p in per]) for k in per[0]}
     else:
         arrays = _run_population(layout.place_for_eval(params), layout.place_for_eval(keys),

@@ -221,3 +221,16 @@ def test_what_the_lifting_sees():
 class _HolderModel(_Holder):
     def logits(self, q):
         return _mlp(self.params, q)
+
+
+def test_a_flax_modules_apply_read_anew_lifts_to_the_same_program_and_its_new_weights():
+    # ``model.apply`` is a new bound-method object at every attribute access and forwards flax's ``__wrapped__``:
+    # it is seen as its function and module (equal templates), not keyed by the identity of one access
+    import flax.linen as nn
+    from crobust.attacks._closure import lift
+    model = nn.Dense(3)
+    x = jnp.ones((2, 4))
+    params = model.init(jax.random.key(0), x)
+    first, second = lift(Partial(model.apply, params)), lift(Partial(model.apply, jax.tree.map(jnp.negative, params)))
+    assert first.func == second.func and hash(first.func) == hash(second.func)
+    np.testing.assert_array_equal(second(x), -model.apply(params, x))      # Dense of negated weights and bias

@@ -22,6 +22,7 @@ from crobust import checkpoint, evaluation, parallel, records
 from crobust._errors import CrobustError
 from crobust.data import subsample
 from crobust.models import MLP
+from crobust.attacks import _stepping
 from crobust.training import TrainConfig, execution, fit
 from test_checkpoint import _assert_bitwise, _flat
 from test_training_cnn import DATA, TinyCNN
@@ -186,6 +187,16 @@ def test_population_evaluation_member_by_member_equals_one_program_and_robust_ac
                                                       execution="host_loop", **kw)
     program = evaluation.population_robust_accuracy(CNN.apply, variables, x, y, member_keys=keys,
                                                     execution="program", **kw)
+    stepped = evaluation.population_robust_accuracy(CNN.apply, variables, x, y, member_keys=keys,
+                                                    execution="host_steps", **kw)
+    compiled = _stepping._invoke._cache_size()
+    again = evaluation.population_robust_accuracy(CNN.apply, jax.tree.map(lambda a: a[::-1], variables), x, y,
+                                                  member_keys=keys, execution="host_steps", **kw)
+    assert _stepping._invoke._cache_size() == compiled        # other weights: every iteration's program reused
+    np.testing.assert_array_equal(again[0].robust_flags, stepped[-1].robust_flags if len(MEMBERS) == 1 else
+                                  evaluation.population_robust_accuracy(
+                                      CNN.apply, jax.tree.map(lambda a: a[-1:], variables), x, y,
+                                      member_keys=keys[:1], execution="host_steps", **kw)[0].robust_flags)
     for m in range(len(MEMBERS)):
         alone = evaluation.robust_accuracy(Partial(CNN.apply, member(variables, m)), x, y, keys[m], **kw)
         # member by member runs robust_accuracy's own program on that member: the same numbers, bit for bit
@@ -193,5 +204,9 @@ def test_population_evaluation_member_by_member_equals_one_program_and_robust_ac
         np.testing.assert_array_equal(by_member[m].clean_correct, program[m].clean_correct)
         # one program (lax.map over members) rounds differently: at most one borderline point per ε may flip
         assert np.sum(by_member[m].robust_flags != program[m].robust_flags) <= len(kw["eps"])
+        # every attack iteration its own program: the same operations fused differently, the same bound
+        assert np.sum(stepped[m].robust_flags != by_member[m].robust_flags) <= len(kw["eps"])
+        assert np.sum(stepped[m].clean_correct != by_member[m].clean_correct) <= 1
+        assert stepped[m].layout["eps_loop"] is True
     with pytest.raises(CrobustError, match="execution"):
         evaluation.population_robust_accuracy(CNN.apply, variables, x, y, member_keys=keys, execution="vmap", **kw)

@@ -110,13 +110,15 @@ class _Splitter:
             if via_global and value.__globals__ is not self.root_globals:
                 return (SAME, _Same(value))    # another module's function named as a global: library code
             return self.function(value)
+        # a bound method before the transform test: it forwards ``__wrapped__`` from a decorated function (flax's
+        # ``Module.apply``), and ``module.apply`` is a new bound-method object at every attribute access
+        if isinstance(value, types.MethodType):
+            return (METHOD, self.split(value.__func__), self.split(value.__self__))
         if isinstance(value, _BY_IDENTITY) or hasattr(value, "__wrapped__"):
             return (SAME, _Same(value))
         if isinstance(value, functools.partial):
             return (PARTIAL, type(value), self.split(value.func), self.split(value.args),
                     self.split(value.keywords))
-        if isinstance(value, types.MethodType):
-            return (METHOD, self.split(value.__func__), self.split(value.__self__))
         try:
             children, treedef = jax.tree_util.tree_flatten(value)
         except Exception as error:     # e.g. a dict whose keys cannot be sorted

@@ -8,6 +8,7 @@ import inspect
 import jax
 import jax.numpy as jnp
 
+from crobust.attacks import _stepping
 from crobust.attacks._closure import as_data
 
 
@@ -23,10 +24,10 @@ def value_and_input_grad(logits_fn, loss_fn):
         per_example = loss_fn(logits)
         return jnp.sum(per_example), (per_example, logits)
 
-    grad_fn = jax.value_and_grad(total, has_aux=True)
-
     def evaluate(x_adv):
-        (_, (per_example, logits)), grad = grad_fn(x_adv)
+        # the gradient transform is applied here, not captured: a captured jax transform would be keyed by identity
+        # when an iteration is lifted into a cached program (crobust.attacks._stepping), a new key per attack call
+        (_, (per_example, logits)), grad = jax.value_and_grad(total, has_aux=True)(x_adv)
         grad = jnp.where(jnp.isnan(grad), 0.0, grad)
         return per_example, logits, grad
 
@@ -75,8 +76,9 @@ def public_attack(impl, check=None):
     - any other callable, or a closure capturing something that cannot be passed as data: compiled afresh for this
       call only (``jax.jit`` of ``functools.partial(impl, logits_fn)``), so whatever it reads *now* is used, with a
       one-time :class:`~crobust.attacks._closure.RecompileWarning` per code object naming the Partial form.
-    - inside ``jit`` / ``vmap`` / ``grad`` (any argument or captured array is a tracer): ``impl`` is called
-      directly.
+    - inside ``jit`` / ``vmap`` / ``grad`` (any argument or captured array is a tracer), or under
+      :func:`crobust.attacks._stepping.host_stepped`: ``impl`` is called directly (traced into the caller's
+      program, or run eagerly with its loops stepped from the host).
 
     ``eps``, ``step_size``, ``eps_step`` and ``perturbations`` are traced; every other keyword is static. Value
     checks (x in [0, 1], ε ≥ 0, labels < C) run eagerly before compiling, as the check-then-trace order of ``impl``
@@ -90,8 +92,8 @@ def public_attack(impl, check=None):
 
     @functools.wraps(impl)
     def attack(logits_fn, x, y, key=None, **kwargs):
-        if _has_tracer((x, y, key, {k: kwargs.get(k) for k in DYNAMIC})):
-            return impl(logits_fn, x, y, key, **kwargs)
+        if _has_tracer((x, y, key, {k: kwargs.get(k) for k in DYNAMIC})) or _stepping.active():
+            return impl(logits_fn, x, y, key, **kwargs)     # traced into the caller, or its loops host-stepped
         model = logits_fn if isinstance(logits_fn, jax.tree_util.Partial) else as_data(logits_fn, caller)
         if model is not None and _has_tracer(model):
             return impl(logits_fn, x, y, key, **kwargs)

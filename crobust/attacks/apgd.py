@@ -58,6 +58,7 @@ import numpy as np
 from crobust._errors import CrobustError, check_choice
 from crobust.attacks import losses as _losses
 from crobust.attacks import projections as P
+from crobust.attacks import _stepping
 from crobust.attacks._common import predicts, public_attack, select_runs, value_and_input_grad
 from crobust.attacks._validate import check_call, check_positive_int, prepare
 
@@ -136,7 +137,7 @@ def apgd_single_run(logits_fn, loss_fn, x, y, key, eps, norm: str, n_iter: int, 
     n = x.shape[0]
 
     x_adv = _init_point(key, x, eps, norm, clip) if x_init is None else x_init.reshape(x.shape)
-    loss, logits, grad = evaluate(x_adv)
+    loss, logits, grad = _stepping.call(evaluate, x_adv)
     state = dict(
         x_adv=x_adv, x_prev=x_adv, grad=grad,
         step=jnp.full((n,), 2.0, x.dtype) * eps, x_best=x_adv, grad_best=grad, loss_best=loss, x_best_adv=x_adv,
@@ -187,11 +188,11 @@ def apgd_single_run(logits_fn, loss_fn, x, y, key, eps, norm: str, n_iter: int, 
         )
 
     def steps(s, count):
-        return jax.lax.fori_loop(0, count, lambda _, t: one_step(t, 0.75), s)
+        return _stepping.fori_loop(0, count, lambda _, t: one_step(t, 0.75), s)
 
     def segment(s, count_and_window):
         count, window = count_and_window
-        return checkpoint(steps(s, count), window), None
+        return _stepping.call(checkpoint, steps(s, count), window), None
 
     # The checkpoint schedule is static: iteration 0 (α = 1) is peeled off; segment j runs `counts[j]` plain steps
     # (`windows[j]`, less iteration 0 in the first) then checkpoint j; then the steps after the last checkpoint.
@@ -199,12 +200,12 @@ def apgd_single_run(logits_fn, loss_fn, x, y, key, eps, norm: str, n_iter: int, 
     windows = np.diff([-1] + marks)
     counts = windows.copy()
     counts[0] -= 1
-    s = one_step(state, 1.0)
+    s = _stepping.call(lambda t: one_step(t, 1.0), state)
     if counts[0] == 0:
-        s = checkpoint(s, jnp.int32(windows[0]))
+        s = _stepping.call(checkpoint, s, jnp.int32(windows[0]))
         counts, windows = counts[1:], windows[1:]
     if len(counts):
-        s, _ = jax.lax.scan(segment, s, (jnp.asarray(counts, jnp.int32), jnp.asarray(windows, jnp.int32)))
+        s, _ = _stepping.scan(segment, s, (jnp.asarray(counts, jnp.int32), jnp.asarray(windows, jnp.int32)))
     s = steps(s, n_iter - 1 - marks[-1])
     return s["x_best"].reshape(image_shape), s["robust"], s["loss_best"], s["x_best_adv"].reshape(image_shape)
 
@@ -243,7 +244,7 @@ def map_in_chunks(fn, chunk, *arrays):
             a = jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)])
         return a.reshape((n_chunks, chunk) + a.shape[1:])
 
-    out = jax.lax.map(lambda chunk_args: fn(*chunk_args), tuple(split(a) for a in arrays))
+    out = _stepping.map(lambda chunk_args: fn(*chunk_args), tuple(split(a) for a in arrays))
     return jax.tree.map(lambda o: o.reshape((n_chunks * chunk,) + o.shape[2:])[:n], out)
 
 
@@ -257,7 +258,7 @@ def _runs(logits_fn, loss_of, x, y, eps, norm, n_iter, rho, clip, starts, extra,
         def one_run(start, ex):
             return apgd_single_run(logits_fn, loss_of(ex, yc), xc, yc, None, eps, norm, n_iter, rho, clip,
                                    x_init=start)
-        res = jax.vmap(one_run, in_axes=(1, 1))(starts_c, extra_c)                    # (R, n, ...)
+        res = _stepping.vmap(one_run, in_axes=(1, 1))(starts_c, extra_c)              # (R, n, ...)
         return tuple(jnp.moveaxis(r, 0, 1) for r in res)                              # (n, R, ...)
 
     res = map_in_chunks(on_chunk, chunk, x, y, jnp.moveaxis(starts, 0, 1), jnp.moveaxis(extra, 0, 1))
@@ -307,7 +308,7 @@ def _apgd(logits_fn, x, y, key, *, eps, norm: str = "linf", loss: str = "ce", n_
     n_iter = check_positive_int(n_iter, "n_iter")
     n_restarts = check_positive_int(n_restarts, "n_restarts")
     chunk = chunk_size_for(x.shape[0], chunk_size)
-    clean_correct = predicts(logits_fn(x), y)
+    clean_correct = _stepping.call(lambda xs: predicts(logits_fn(xs), y), x)
     # start points drawn for the whole batch, so results do not depend on the chunking
     starts = jax.vmap(lambda k: _init_point(k, x, eps, norm, clip))(jax.random.split(key, n_restarts))
     unused = jnp.zeros((n_restarts, x.shape[0]), jnp.int32)
@@ -341,7 +342,7 @@ def _apgd_t(logits_fn, x, y, key, *, eps, norm: str = "linf", n_iter: int = 100,
         raise CrobustError(f"apgd_t needs at least 2 classes, the logits have C={num_classes}")
     if loss == "dlr-targeted" and num_classes < 4:
         raise CrobustError(f"loss 'dlr-targeted' needs at least 4 classes, the logits have C={num_classes}")
-    clean_logits = logits_fn(x)
+    clean_logits = _stepping.call(logits_fn, x)
     clean_correct = predicts(clean_logits, y)
     ranked = jax.lax.top_k(clean_logits, n_target_classes + 1)[1][:, 1:]         # (N, T)
     targets = jnp.repeat(ranked.T, n_restarts, axis=0)                           # (T·R, N), target-major order

@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crobust._errors import CrobustError, check_choice
+from crobust.attacks import _stepping
 from crobust.attacks import losses as _losses
 from crobust.attacks._common import predicts, public_attack
 from crobust.attacks.apgd import chunk_size_for, map_in_chunks
@@ -246,7 +247,8 @@ def _square(logits_fn, x, y, key, *, eps, norm: str = "linf", n_queries: int = 5
         raise CrobustError(f"p_init must be in (0, 1], got {p_init}")
     n, h, w, _ = x.shape
     chunk = chunk_size_for(n, chunk_size)
-    clean_correct = map_in_chunks(lambda xc, yc: predicts(logits_fn(xc), yc), chunk, x, y)
+    clean_correct = map_in_chunks(lambda xc, yc: _stepping.call(lambda a, b: predicts(logits_fn(a), b), xc, yc),
+                                  chunk, x, y)
 
     k_init, k_loop = jax.random.split(key)
     sides_host = window_sides(h, w, norm, p_init)
@@ -268,7 +270,7 @@ def _square(logits_fn, x, y, key, *, eps, norm: str = "linf", n_queries: int = 5
             margin = -_losses.margin(logits, yc)
             return margin, (margin if loss == "margin" else -_losses.cross_entropy(logits, yc))
 
-        margin_min, loss_min = margin_and_loss(x_best)
+        margin_min, loss_min = _stepping.call(margin_and_loss, x_best)
         rows = (lambda a: a) if chunk is None else (lambda a: jnp.take(a, index, axis=0))
 
         def active(margin_min):
@@ -297,7 +299,7 @@ def _square(logits_fn, x, y, key, *, eps, norm: str = "linf", n_queries: int = 5
             x_best = jnp.where(accept[:, None, None, None], x_new, x_best)
             return i + 1, x_best, margin_min, loss_min
 
-        _, x_best, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), x_best, margin_min, loss_min))
+        _, x_best, _, _ = _stepping.while_loop(cond, body, (jnp.int32(0), x_best, margin_min, loss_min))
         return jnp.where(correct_c[:, None, None, None], x_best, xc)
 
     return map_in_chunks(search, chunk, x, y, x_start, clean_correct, jnp.arange(n, dtype=jnp.int32))
