@@ -37,9 +37,11 @@ def test_a_test_run_cut_at_its_limit_still_reports_the_tests_that_ran(tmp_path):
                      "def test_hangs():\n    time.sleep(120)\n")
     junit = tmp_path / "junit.xml"
     r = gpu_check._run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
-                        str(tests)], timeout=8, interrupt_grace_s=60)
+                        str(tests)], timeout=20, interrupt_grace_s=60)
+    # the limit leaves pytest's start-up (seconds on a loaded 2-core machine) well inside it: an interrupt that
+    # lands while plugins are still being imported can be swallowed there, and then only the kill ends the run
     assert r["timed_out"] and r["rc"] is None
-    assert r["wall_s"] < 60                  # SIGINT ended it; the grace period was not used up
+    assert r["wall_s"] < 20 + 30             # SIGINT ended it; the grace period was not used up
     counts = gpu_check._junit_counts(str(junit))
     assert counts["parsed"] and counts["passed"] == 1 and counts["failed"] == 1
     # the class name is the file's dotted path from pytest's rootdir, which depends on where the clone lies
