@@ -41,6 +41,7 @@ the JSON (``dry_run: true``) — its figures are not accelerator figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -48,6 +49,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 
@@ -106,12 +108,29 @@ def _json_lines(stdout: str) -> dict | None:
     return {k: v for part in parts for k, v in part.items()} if parts else None
 
 
+@contextlib.contextmanager
+def _sigint_not_ignored():
+    """While a child is started: SIGINT handled, not ignored, in this process. A process a shell started in the
+    background (``cmd &``, ``nohup``) ignores SIGINT, an ignored signal stays ignored through ``exec``, and the
+    child would never see the interrupt; a handled one is reset to the default there."""
+    ignored = (signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+               and threading.current_thread() is threading.main_thread())
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _run(cmd, timeout: float, env=None, interrupt_grace_s: float | None = None) -> dict:
     """Run ``cmd`` for at most ``timeout`` s. At the limit it gets SIGINT and ``interrupt_grace_s`` more seconds to
     finish (pytest then writes its JUnit report of the tests that ran), then its whole process group is killed."""
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    with _sigint_not_ignored():
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
     timed_out = False
     try:
         out, err = proc.communicate(timeout=max(timeout, 1))

@@ -32,7 +32,8 @@ One run of N_iter iterations follows ``autopgd_base.py`` (``attack_single_run``)
 The schedule is static, so the loop is the first iteration (α = 1, peeled off so that every later step uses the
 constant α = 0.75), a ``lax.scan`` over checkpoints whose body is a ``lax.fori_loop`` of plain steps followed by the
 (masked, per-example) checkpoint update, then a ``fori_loop`` for the steps after the last checkpoint; no
-Python-level iteration. The previous iterate is carried (the reference's ``x_adv_old``), so the momentum term is
+Python-level iteration. (Under :func:`crobust.attacks._stepping.host_stepped`, as the evaluation runs convolutional
+models on XLA:CPU, the same loops are driven from the host, one compiled call per iteration and per checkpoint.) The previous iterate is carried (the reference's ``x_adv_old``), so the momentum term is
 the reference's ``x_adv − x_adv_old`` computed inside the one fused step, and a checkpoint only resets the
 iterate and its gradient, as the reference does.
 

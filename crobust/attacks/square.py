@@ -23,7 +23,8 @@ schedule, ``resc_schedule=False``). Images are (N, H, W, C); windows are square 
   first, adds a new ±``eta`` pattern there, renormalises to ‖δ‖₂ = ε and clips to [0, 1]. ``eta(s)`` is the
   difference of two normalised "pyramids" of concentric rectangles weighted 1/(k+1)² (see :func:`eta_pattern`).
 - A candidate replaces x_best when its loss is lower, or when it is misclassified. Points already misclassified
-  stop being updated; the loop (``lax.while_loop``) stops when every point is broken or after ``n_queries``.
+  stop being updated; the loop (``lax.while_loop``, or one compiled call per query driven from the host under
+  :func:`crobust.attacks._stepping.host_stepped`) stops when every point is broken or after ``n_queries``.
 
 Deliberate differences from the reference, all in the law of the random draws only:
 
