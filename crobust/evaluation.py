@@ -668,8 +668,9 @@ def population_robust_accuracy(apply_fn, params, x, y, key=None, *, eps, norm: s
                            "devices use 'program' (the member axis is sharded)")
     at_once = (min(parallel.host_threads(), members) if per_member
                else 1 if parallel.loops_over_members() else -(-layout.padded // layout.n_devices))
-    if execution == "host_steps":      # the grid is a Python loop over radii there
-        eps_loop = True if eps_loop == "auto" else eps_loop
+    if execution == "host_steps":      # the grid is a Python loop over radii there, whatever was asked
+        _layout.check_layout(eps_loop, point_chunk)
+        eps_loop = True
     eps_loop, point_chunk = _layout.resolve_layout(eps_loop, point_chunk, Partial(apply_fn, first), x, specs,
                                                    len(eps_values), members=at_once)
     static = dict(norm=norm, frozen=_freeze(specs), adv_index=adv_index, eps_loop=eps_loop, point_chunk=point_chunk)
@@ -691,7 +692,7 @@ def population_robust_accuracy(apply_fn, params, x, y, key=None, *, eps, norm: s
         x_adv = member_arrays.pop("x_adv", None)
         reports.append(_build_report(member_arrays, eps_values, norm, specs, grey_radius, x_adv, adv_index, on_fail,
                                      _key_data(keys[m]), num_classes, context=f" for member {m}",
-                                     layout=dict(eps_loop=eps_loop, point_chunk=point_chunk)))
+                                     layout=dict(eps_loop=eps_loop, point_chunk=point_chunk, execution=execution)))
     return reports
 
 
@@ -706,9 +707,13 @@ def budget_convergence(apply_fn, params, x, y, keys, *, eps, norm: str = "linf",
     ``n_restarts`` (APGD-T: restarts per target). Square's axis is ``queries`` (when ``attacks`` holds Square and
     ``queries`` is given): Square runs ``queries[0]`` queries in the rungs above, then the largest gradient budget is
     run with Square at each further entry (e.g. 5000 then 10000 queries); without ``queries`` Square keeps its
-    queries in every rung. A member's robust accuracy has **converged** when the last doubling on each axis moves it
-    by less than ``tolerance_pp`` percentage points at every ε: |RA(T_max, R_1) − RA(T_max/2, R_1)|,
-    |RA(T_max, R_max) − RA(T_max, R_max/2)| and |RA(…, Q_max) − RA(…, Q_max/2)|.
+    queries in every rung. The rungs form a path on which each budget is at least the one before on every axis.
+    A member's robust accuracy has **converged** when the last doubling on each axis finds new breaks on fewer than
+    ``tolerance_pp`` percent of the points at every ε: the points that the rung at the top of that axis breaks and
+    that no rung before it on the path broke. A point is broken when any attack at any budget breaks it (the ladder
+    is one more ensemble), so a point a weaker budget broke and a stronger one missed is attack noise, not a sign
+    that the budget is too small; counting it as movement (|RA(T_max) − RA(T_max/2)|) would let one such point on
+    a few hundred points, a fraction of a percent, block convergence forever.
 
     Args:
       apply_fn, params: the members to check (params with a leading member axis, e.g. the least and the most
@@ -724,9 +729,10 @@ def budget_convergence(apply_fn, params, x, y, keys, *, eps, norm: str = "linf",
         ``'auto'`` chooses per budget, the restarts being part of a point's bytes).
 
     Returns:
-      a list of M dicts: ``budgets`` [{n_iter, n_restarts, n_queries (None without Square), robust_acc (per ε)}],
-      ``eps``, ``last_doubling_pp`` {'iterations': pp, 'restarts': pp, 'queries': pp} (max over ε; None for an axis
-      with one entry), ``converged`` (bool),
+      a list of M dicts: ``budgets`` [{n_iter, n_restarts, n_queries (None without Square), robust_acc (per ε),
+      overstated_pp (the points robust at this budget that a stronger rung breaks, max over ε)}], ``eps``,
+      ``last_doubling_pp`` {'iterations': pp, 'restarts': pp, 'queries': pp} (new breaks of the axis' last doubling,
+      max over ε; None for an axis with one entry), ``converged`` (bool),
       ``robust_acc`` (per ε, at the largest budget), ``description`` (the ensemble at the largest budget).
     """
     iterations, restarts = tuple(int(t) for t in iterations), tuple(int(r) for r in restarts)
@@ -770,22 +776,35 @@ def budget_convergence(apply_fn, params, x, y, keys, *, eps, norm: str = "linf",
                                                         member_keys=member_keys, eps_loop=eps_loop,
                                                         point_chunk=point_chunk)
 
-    def moved(m, a, b):
-        return 100 * max(abs(p - q) for p, q in zip(results[a][m].robust_acc, results[b][m].robust_acc))
+    def new_breaks(m, weaker, budget):
+        """pp of the points robust under every budget in ``weaker`` but broken at ``budget`` (max over ε)."""
+        unbroken = np.logical_and.reduce([np.asarray(results[w][m].robust_flags, bool) for w in weaker])
+        return 100 * float(np.max(np.mean(unbroken & ~np.asarray(results[budget][m].robust_flags, bool), axis=-1)))
+
+    def overstated(m, k):
+        """pp of the points robust at budget k but broken at some stronger budget of the ladder (max over ε)."""
+        if k + 1 == len(budgets):
+            return 0.0
+        stronger = np.logical_and.reduce([np.asarray(results[b][m].robust_flags, bool) for b in budgets[k + 1:]])
+        return 100 * float(np.max(np.mean(np.asarray(results[budgets[k]][m].robust_flags, bool) & ~stronger,
+                                          axis=-1)))
+
+    def last_doubling(m, top):
+        return new_breaks(m, budgets[:budgets.index(top)], top)
 
     out = []
     t_top, r_top, q_top = iterations[-1], restarts[-1], (queries[-1] if queries else q_first)
     for m in range(members):
-        d_iter = moved(m, (t_top, restarts[0], q_first), (iterations[-2], restarts[0], q_first)) \
-            if len(iterations) > 1 else None
-        d_rest = moved(m, (t_top, r_top, q_first), (t_top, restarts[-2], q_first)) if len(restarts) > 1 else None
-        d_query = moved(m, (t_top, r_top, q_top), (t_top, r_top, queries[-2])) if len(queries) > 1 else None
+        d_iter = last_doubling(m, (t_top, restarts[0], q_first)) if len(iterations) > 1 else None
+        d_rest = last_doubling(m, (t_top, r_top, q_first)) if len(restarts) > 1 else None
+        d_query = last_doubling(m, (t_top, r_top, q_top)) if len(queries) > 1 else None
         steps = [d for d in (d_iter, d_rest, d_query) if d is not None]
         top = results[(t_top, r_top, q_top)][m]
         out.append(dict(
             eps=[float(e) for e in eps_values], eps_str=[format_eps(e) for e in eps_values],
-            budgets=[dict(n_iter=t, n_restarts=r, n_queries=q, robust_acc=list(results[(t, r, q)][m].robust_acc))
-                     for t, r, q in budgets],
+            budgets=[dict(n_iter=t, n_restarts=r, n_queries=q, robust_acc=list(results[(t, r, q)][m].robust_acc),
+                          overstated_pp=overstated(m, k))
+                     for k, (t, r, q) in enumerate(budgets)],
             last_doubling_pp={"iterations": d_iter, "restarts": d_rest, "queries": d_query},
             converged=bool(steps) and all(d < tolerance_pp for d in steps), tolerance_pp=tolerance_pp,
             robust_acc=list(top.robust_acc), description=top.description))

@@ -308,12 +308,25 @@ def test_budget_convergence_reports_each_doubling_and_the_verdict():
     out = E.budget_convergence(model.apply, selected, x, y, keys, eps=16 / 255, iterations=(1, 2, 4),
                                restarts=(1, 2), attacks=("apgd-ce",))
     assert len(out) == 2
-    for member in out:
+    for m, member in enumerate(out):
         assert [(b["n_iter"], b["n_restarts"]) for b in member["budgets"]] == [(1, 1), (2, 1), (4, 1), (4, 2)]
         ra = {(b["n_iter"], b["n_restarts"]): b["robust_acc"][0] for b in member["budgets"]}
-        assert member["last_doubling_pp"]["iterations"] == pytest.approx(100 * abs(ra[4, 1] - ra[2, 1]))
-        assert member["last_doubling_pp"]["restarts"] == pytest.approx(100 * abs(ra[4, 2] - ra[4, 1]))
+        # each rung recomputed alone: the per-point flags the ladder's statistics are made of
+        flags = {(t, r): E.population_robust_accuracy(
+            model.apply, jax.tree.map(lambda p: p[m:m + 1], selected), x, y, eps=16 / 255, member_keys=keys[m:m + 1],
+            attacks=(("apgd-ce", {"n_iter": t, "n_restarts": r}),), on_fail="ignore")[0].robust_flags[0]
+            for t, r in ra}
+        assert all(np.mean(flags[b]) == pytest.approx(ra[b]) for b in ra)
+        # new breaks: robust at every rung before on the path, broken at the axis' top rung
+        assert member["last_doubling_pp"]["iterations"] == pytest.approx(
+            100 * np.mean(flags[1, 1] & flags[2, 1] & ~flags[4, 1]))
+        assert member["last_doubling_pp"]["restarts"] == pytest.approx(
+            100 * np.mean(flags[1, 1] & flags[2, 1] & flags[4, 1] & ~flags[4, 2]))
         assert member["last_doubling_pp"]["queries"] is None           # no Square: no query axis
+        # the first rung overstates robust accuracy by the points a stronger rung breaks
+        assert member["budgets"][0]["overstated_pp"] == pytest.approx(
+            100 * np.mean(flags[1, 1] & ~(flags[2, 1] & flags[4, 1] & flags[4, 2])))
+        assert member["budgets"][-1]["overstated_pp"] == 0.0
         assert member["converged"] == (max(member["last_doubling_pp"]["iterations"],
                                            member["last_doubling_pp"]["restarts"]) < 0.5)
         assert member["robust_acc"] == [ra[4, 2]]
@@ -336,7 +349,13 @@ def test_budget_convergence_doubles_square_queries_on_an_axis_of_its_own():
     # Square at its first budget on the gradient rungs, then the largest gradient budget with Square's queries raised
     assert [(b["n_iter"], b["n_restarts"], b["n_queries"]) for b in out["budgets"]] == [(1, 1, 2), (2, 1, 2), (2, 1, 8)]
     ra = [b["robust_acc"][0] for b in out["budgets"]]
-    assert out["last_doubling_pp"]["queries"] == pytest.approx(100 * abs(ra[2] - ra[1]))
+    flags = [E.population_robust_accuracy(model.apply, selected, x, y, eps=16 / 255, member_keys=keys,
+                                          attacks=(("apgd-ce", {"n_iter": t, "n_restarts": 1}),
+                                                   ("square", {"n_queries": q})), on_fail="ignore")[0].robust_flags[0]
+             for t, q in ((1, 2), (2, 2), (2, 8))]
+    assert [np.mean(f) for f in flags] == pytest.approx(ra)
+    # the query axis' new breaks: robust at both earlier rungs, broken with Square's raised budget
+    assert out["last_doubling_pp"]["queries"] == pytest.approx(100 * np.mean(flags[0] & flags[1] & ~flags[2]))
     assert "Square" in out["description"] and "8 queries" in out["description"]
     with pytest.raises(CrobustError, match="must hold 'square'"):
         E.budget_convergence(model.apply, selected, x, y, keys, eps=16 / 255, iterations=(1,), attacks=("apgd-ce",),

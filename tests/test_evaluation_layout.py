@@ -162,7 +162,8 @@ def test_population_layouts_agree_on_a_tiny_cnn():
     for r, s in zip(ref, looped):
         np.testing.assert_array_equal(r.clean_correct, s.clean_correct)
         assert _agree(r.robust_flags, s.robust_flags) >= 1 - CHAOTIC
-        assert s.layout == {"eps_loop": True, "point_chunk": 8}
+        assert s.layout == {"eps_loop": True, "point_chunk": 8, "execution": r.layout["execution"]}
+        assert r.layout["execution"] in ("program", "host_steps")          # auto: by backend and model kind
 
 
 def test_art_apgd_is_never_chunked_and_fgsm_is():

@@ -227,18 +227,19 @@ def test_a_primary_claim_on_an_unconverged_headline_is_at_most_inconclusive():
 
 def test_the_headline_is_vouched_for_only_by_its_own_rung_of_a_converged_ladder():
     from crobust.study.measures import headline_converged
-    rung = lambda t, r, ra: {"n_iter": t, "n_restarts": r, "robust_acc": [ra]}
-    # the ladder 10, 20, 40 × 1 restart, then 40 × 2: converged at the top (last doublings 0.2 and 0.1 pp)
-    result = {"budgets": [rung(10, 1, 0.60), rung(20, 1, 0.55), rung(40, 1, 0.548), rung(40, 2, 0.547)],
-              "converged": True, "tolerance_pp": 0.5}
-    assert headline_converged(result, 40, 1)                  # 0.1 pp above the largest budget
-    assert headline_converged(result, 20, 1)                  # 0.3 pp above it
-    assert not headline_converged(result, 10, 1)
+    rung = lambda t, r, ra, over: {"n_iter": t, "n_restarts": r, "robust_acc": [ra], "overstated_pp": over}
+    # the ladder 10, 20, 40 × 1 restart, then 40 × 2, converged at the top; overstated_pp: the points robust at a
+    # rung that a stronger rung breaks
+    result = {"budgets": [rung(10, 1, 0.60, 5.3), rung(20, 1, 0.55, 0.3), rung(40, 1, 0.548, 0.1),
+                          rung(40, 2, 0.547, 0.0)], "converged": True, "tolerance_pp": 0.5}
+    assert headline_converged(result, 40, 1)                  # 0.1 pp of its points broken by a stronger rung
+    assert headline_converged(result, 20, 1)                  # 0.3 pp
+    assert not headline_converged(result, 10, 1)              # 5.3 pp: the headline overstates robust accuracy
     assert not headline_converged(result, 80, 1)              # not on the ladder: nothing vouches for it
     assert not headline_converged({**result, "converged": False}, 40, 1)
     # with Square on the ladder (its queries a third axis), the headline's query budget must be a rung too
-    square = {"budgets": [{**rung(20, 1, 0.55), "n_queries": 100}, {**rung(40, 1, 0.548), "n_queries": 100},
-                          {**rung(40, 1, 0.546), "n_queries": 200}], "converged": True, "tolerance_pp": 0.5}
+    square = {"budgets": [{**rung(20, 1, 0.55, 0.4), "n_queries": 100}, {**rung(40, 1, 0.548, 0.2), "n_queries": 100},
+                          {**rung(40, 1, 0.546, 0.0), "n_queries": 200}], "converged": True, "tolerance_pp": 0.5}
     assert headline_converged(square, 20, 1, 100) and headline_converged(square, 40, 1, 200)
     assert not headline_converged(square, 20, 1, 50) and not headline_converged(square, 20, 1)
 

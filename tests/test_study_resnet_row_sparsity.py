@@ -29,6 +29,8 @@ def test_smoke_runs_end_to_end_with_every_claim_and_measure(smoke):
     w, out = smoke
     report = (w / "report.md").read_text()
     assert "## Verdicts" in report and "row penalty: ℓ∞ robust accuracy falls" in report
+    one_cpu = jax.default_backend() == "cpu" and jax.device_count() == 1      # how its attacks ran, said
+    assert ("attacks `host_steps`" if one_cpu else "attacks `program`") in report
     verdicts = json.loads((w / "verdicts.json").read_text())
     assert {v["family"] for v in verdicts} == {"primary", "secondary", "check"}
     assert all(v["verdict"] in ("supported", "contradicted", "inconclusive", "skipped") for v in verdicts)

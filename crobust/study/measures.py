@@ -294,16 +294,15 @@ def relative_robust_accuracy(norms: Sequence[str] = ("linf", "l2"), x: str = "al
 def headline_converged(result: dict, n_iter: int, n_restarts: int, n_queries: int | None = None) -> bool:
     """Whether one member's convergence ``result`` (:func:`crobust.evaluation.budget_convergence`) vouches for the
     headline budget ``n_iter`` × ``n_restarts`` (× Square's ``n_queries`` where the ladder ran Square): that budget
-    is on the ladder, the ladder converged, and the largest budget lowers robust accuracy by less than the tolerance
-    below the headline's, at every ε."""
+    is on the ladder, the ladder converged, and the stronger rungs break fewer than the tolerance of the points the
+    headline budget calls robust (``overstated_pp``), at every ε."""
     with_queries = any(b.get("n_queries") is not None for b in result["budgets"])
-    rungs = {(b["n_iter"], b["n_restarts"], b.get("n_queries") if with_queries else None): b["robust_acc"]
+    rungs = {(b["n_iter"], b["n_restarts"], b.get("n_queries") if with_queries else None): b
              for b in result["budgets"]}
     wanted = (n_iter, n_restarts, n_queries if with_queries else None)
     if wanted not in rungs or not result["converged"]:
         return False
-    top = result["budgets"][-1]["robust_acc"]
-    return 100 * max(abs(h - t) for h, t in zip(rungs[wanted], top)) < result["tolerance_pp"]
+    return rungs[wanted]["overstated_pp"] < result["tolerance_pp"]
 
 
 def headline_ra(e: EvalConfig, norm: str) -> str:

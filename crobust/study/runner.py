@@ -422,9 +422,10 @@ def _convergence_lines(ctx: Context) -> list[str]:
     lines = ["Robust accuracy of every least and most compressed member at the headline ε as the attack budget "
              "doubles (iterations at one restart, then restarts at the most iterations, then Square's queries where "
              "`eval.convergence_queries` is set — otherwise the gradient attacks only, Square left out; the same "
-             "random streams at every budget). A ladder is **converged** when the last "
-             "doubling on each axis moves it by < 0.5 pp; the headline is vouched for when, besides, its own "
-             "budget is on the ladder and lies within 0.5 pp of the largest budget.",
+             "random streams at every budget). A point counts as broken when any rung breaks it. A ladder is "
+             "**converged** when the last doubling on each axis breaks < 0.5 % of the points that no rung before it "
+             "broke (its new breaks, 'last doubling'); the headline is vouched for when, besides, its own budget is "
+             "on the ladder and the stronger rungs break < 0.5 % of the points it calls robust.",
              "", "| population | member | norm | ε | " + " | ".join(
                  f"{b['n_iter']}×{b['n_restarts']}" + (f"×{b['n_queries']}q" if b.get("n_queries") else "")
                  for b in rows[0]["budgets"]) + " | last doubling (pp) | converged |",
@@ -436,9 +437,16 @@ def _convergence_lines(ctx: Context) -> list[str]:
     vouched = sum(bool(r.get("headline_converged")) for r in rows)
     lines += ["", f"Headline: **{'converged' if vouched == len(rows) else 'not converged'}** at this preset's budget: "
                   f"{vouched} of {len(rows)} member × norm checks vouch for it (the headline's own budget is on the "
-                  f"ladder, the ladder converged and the largest budget lies within the tolerance of the headline's). "
+                  f"ladder, the ladder converged and the stronger rungs break fewer than the tolerance of the points "
+                  f"it calls robust). "
                   f"A primary claim on an unconverged headline is at most *inconclusive (not converged)*."]
     return lines
+
+
+def _evaluation_execution(tp) -> str:
+    """How :func:`crobust.evaluation.population_robust_accuracy` (``execution='auto'``) runs this population's
+    attacks: ``host_steps`` (each attack iteration one compiled call) or ``program``."""
+    return "host_steps" if parallel.host_loops_members(tp.variables) else "program"
 
 
 def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_rows, figures, table: MemberTable,
@@ -453,7 +461,8 @@ def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_ro
         lines.append(f"- Population `{tp.name}`: {type(tp.model).__name__} "
                      f"({', '.join(f'{k}={v}' for k, v in tp.coords.items()) or 'no constant coordinates'}), "
                      f"{tp.size} members, trained in {t.wall_time:.1f} s ({t.compiles} compile(s) in this call; member "
-                     f"execution `{t.execution}`){_divergence_note(tp)}" + (f"; {tp.stage}." if tp.stage else "."))
+                     f"execution `{t.execution}`, attacks `{_evaluation_execution(tp)}`){_divergence_note(tp)}"
+                     + (f"; {tp.stage}." if tp.stage else "."))
     lines.append(f"- Training: {_train_line(cfg.train)}.")
     lines.append(f"- Code and platform: {provenance.line(origin)}.")
     if study.setup is not None:
