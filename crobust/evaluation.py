@@ -334,13 +334,8 @@ def robust_flags(logits_fn, x, y, key, eps, *, norm: str = "linf", attacks=DEFAU
                     grey_reachable=reachable, grey_breaks=grey_wrong & reachable)
 
     keep = None if adv_index is None else tuple(int(i) for i in adv_index)
-    if _stepping.active(x, eps):      # attacks stepped from the host: the grid is a Python loop over radii
-        per_eps = [at_eps(eps[i]) for i in range(eps.shape[0])]
-        out = {k: jnp.stack([o[k] for o in per_eps]) for k in per_eps[0]}
-        if keep is not None:
-            out["x_adv"] = out["x_adv"][jnp.asarray(keep, jnp.int32)] if keep else out["x_adv"][:0]
-    elif not eps_loop:
-        out = jax.vmap(at_eps)(eps)
+    if _stepping.active(x, eps) or not eps_loop:
+        out = _stepping.vmap(at_eps)(eps)     # attacks stepped from the host: a Python loop over the radii
         if keep is not None:
             out["x_adv"] = out["x_adv"][jnp.asarray(keep, jnp.int32)] if keep else out["x_adv"][:0]
     elif keep is None:

@@ -24,7 +24,6 @@ The mode is per thread (members attacked side by side on worker threads each set
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import threading
 
@@ -137,7 +136,7 @@ def vmap(f, in_axes=0):
         if not active(args):
             return jax.vmap(f, in_axes=in_axes)(*args)
         axes = in_axes if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
-        n = builtins.next(a.shape[ax] for a, ax in zip(args, axes) if ax is not None)
+        n = next(a.shape[ax] for a, ax in zip(args, axes) if ax is not None)
         take = lambda a, ax, i: a if ax is None else jax.tree.map(lambda leaf: jnp.take(leaf, i, axis=ax), a)
         outs = [f(*(take(a, ax, i) for a, ax in zip(args, axes))) for i in range(n)]
         return jax.tree.map(lambda *r: jnp.stack(r), *outs)
