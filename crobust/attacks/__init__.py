@@ -11,6 +11,7 @@ Usage::
     x_adv = A.apgd(logits_fn, x, y, key, eps=8/255, norm="linf", loss="ce", n_iter=100)
     x_adv = A.pgd(logits_fn, x, y, key, eps=8/255, **A.presets.PGD_EVAL)
     x_adv = A.square(logits_fn, x, y, key, eps=8/255, n_queries=1000)
+    x_adv = A.fab_t(logits_fn, x, y, key, eps=8/255, **A.presets.FAB_T)
 
 Every attack has the signature ``attack(logits_fn, x, y, key, *, eps, norm=..., ..., labels="true", clip=True)``
 and returns x_adv with ‖x_adv − x‖ ≤ ε (norm over all non-batch axes). ``logits_fn`` maps images in [0, 1] to
@@ -61,10 +62,11 @@ from crobust.attacks import losses, presets, projections
 from crobust.attacks._closure import RecompileWarning
 from crobust.attacks.apgd import apgd, apgd_t
 from crobust.attacks.apgd_art import apgd_art
+from crobust.attacks.fab import fab, fab_min_norm, fab_t
 from crobust.attacks.fgsm import fgm, fgsm
 from crobust.attacks.pgd import pgd
 from crobust.attacks.square import square
 from crobust.attacks.universal import universal_accuracy, universal_perturbation
 
-__all__ = ["fgsm", "fgm", "pgd", "apgd", "apgd_t", "apgd_art", "square", "universal_perturbation", "universal_accuracy",
+__all__ = ["fgsm", "fgm", "pgd", "apgd", "apgd_t", "apgd_art", "fab", "fab_t", "fab_min_norm", "square", "universal_perturbation", "universal_accuracy",
            "losses", "projections", "presets", "RecompileWarning"]
