@@ -55,9 +55,11 @@ Attacks (names → defaults; override with ``(name, {kwarg: value})`` pairs in `
 ``'fgsm'`` (ℓ∞ only) / ``'fgm'``; ``'pgd'`` (:data:`crobust.attacks.presets.PGD_EVAL`, 30 steps × 10 restarts,
 every iterate); ``'apgd-ce'``, ``'apgd-dlr'``, ``'apgd-t'`` (AutoAttack standard: 100 iterations, 1 restart,
 min(9, C − 1) targets; the targeted CE loss where C < 4, since targeted DLR needs 4 classes, so a binary model
-is evaluated too); ``'square'`` (5000 queries, p_init 0.8); ``'apgd-art'`` (ART's AutoProjectedGradientDescent
+is evaluated too); ``'fab'`` / ``'fab-t'`` (:func:`crobust.attacks.fab`, AutoAttack's FAB: 100 iterations, 1
+restart; FAB-T min(9, C − 1) targets); ``'square'`` (5000 queries, p_init 0.8); ``'apgd-art'`` (ART's AutoProjectedGradientDescent
 with ART's defaults, the weaker evaluation the reference code could have run). The default ensemble is
-AutoAttack's standard one without FAB-T: ``('apgd-ce', 'apgd-t', 'square')``.
+AutoAttack's standard one without FAB-T, ``('apgd-ce', 'apgd-t', 'square')``; the ``'standard'`` ensemble adds
+FAB-T (AutoAttack's ``version='standard'`` exactly).
 
 Checks. ``report.checks['ran']`` maps every check that ran to ``'passed'`` or its failure text;
 ``report.checks['not_run']`` maps every check that could not run to the reason; ``passed`` covers only what ran.
@@ -103,6 +105,8 @@ from crobust.attacks.apgd import apgd as _apgd
 from crobust.attacks.apgd import apgd_t as _apgd_t
 from crobust.attacks.apgd import chunk_size_for, map_in_chunks
 from crobust.attacks.apgd_art import apgd_art as _apgd_art
+from crobust.attacks.fab import fab as _fab
+from crobust.attacks.fab import fab_t as _fab_t
 from crobust.attacks.fgsm import fgm as _fgm
 from crobust.attacks.fgsm import fgsm as _fgsm
 from crobust.attacks.pgd import pgd as _pgd
@@ -126,9 +130,11 @@ _ATTACKS = {
     "apgd-dlr": (_apgd, dict(presets.APGD_DLR)),
     "apgd-t": (_apgd_t, dict(presets.APGD_T)),
     "square": (_square, dict(presets.SQUARE)),
+    "fab": (_fab, dict(presets.FAB)),
+    "fab-t": (_fab_t, dict(presets.FAB_T)),
     "apgd-art": (_apgd_art, dict(presets.APGD_ART)),
 }
-WHITE_BOX = ("fgsm", "fgm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "apgd-art")
+WHITE_BOX = ("fgsm", "fgm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "apgd-art")
 BLACK_BOX = ("square",)
 
 
@@ -138,8 +144,8 @@ class RobustnessCheckWarning(UserWarning):
 
 def _attack_specs(attacks, num_classes: int | None = None):
     """Validate ``attacks`` (an ensemble name, attack names, or (name, {kwarg: value}) pairs) into
-    ((name, fn, kwargs), ...); with ``num_classes`` the settings are made effective for C classes (APGD-T:
-    min(T, C − 1) targets, and the targeted CE loss where C < 4 leaves DLR undefined)."""
+    ((name, fn, kwargs), ...); with ``num_classes`` the settings are made effective for C classes (APGD-T and
+    FAB-T: min(T, C − 1) targets; APGD-T: the targeted CE loss where C < 4 leaves DLR undefined)."""
     if isinstance(attacks, str):
         attacks = presets.ensemble(attacks) if attacks in presets.ENSEMBLES else (attacks,)
     specs = []
@@ -156,6 +162,8 @@ def _attack_specs(attacks, num_classes: int | None = None):
         for banned in ("eps", "norm", "labels"):
             if banned in kwargs:
                 raise CrobustError(f"attacks: {banned!r} of attack {name!r} is set by robust_accuracy itself")
+        if name == "fab-t" and num_classes is not None:
+            kwargs["n_target_classes"] = min(int(kwargs.get("n_target_classes", 9)), max(num_classes - 1, 1))
         if name == "apgd-t" and num_classes is not None:
             kwargs["n_target_classes"] = min(int(kwargs.get("n_target_classes", 9)), max(num_classes - 1, 1))
             if num_classes < 4 and kwargs.get("loss", "dlr-targeted") == "dlr-targeted":
@@ -234,7 +242,7 @@ def _adv_index(eps_values, return_adv_at) -> tuple:
 
 # attacks that take ``chunk_size`` and draw their randomness for the whole batch before chunking (APGD's and PGD's
 # starts; Square's start and per-query draws), so point n's random numbers do not depend on the chunking
-_CHUNKED_INSIDE = ("apgd-ce", "apgd-dlr", "apgd-t", "pgd", "square")
+_CHUNKED_INSIDE = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "pgd", "square")
 _DETERMINISTIC = ("fgsm", "fgm")
 
 

@@ -15,7 +15,8 @@ budget; else the ε loop; else the ε loop and chunks of C = ⌊budget / (member
 (:func:`crobust.parallel.device_free_bytes`: GPUs, TPUs), else :data:`EVAL_MEMORY_BUDGET_BYTES` (CPU).
 
 Bytes per point, b = R × (2·a + 8·d·4): R the runs an attack keeps in flight at once on one point (APGD and PGD:
-their restarts; APGD-T: targets × restarts; Square, FGM, ART's APGD: 1 — ART's restarts run one after another),
+their restarts; APGD-T and FAB-T: targets × restarts; FAB: 10 × restarts, its per-class
+backward passes batched; Square, FGM, ART's APGD: 1 — ART's restarts run one after another),
 a the bytes of the model's intermediate values for one point (a forward pass kept for the backward one, and the
 backward pass's own, ≈ 2·a), d the input size (an attack holds ~8 copies of its point in float32: the iterate, the
 previous one, the gradient, the best point and its gradient, the adversarial point, the start, the projection
@@ -77,7 +78,10 @@ def runs_in_flight(name: str, kwargs) -> int:
     """Runs attack ``name`` keeps in flight on one point at once (module docstring)."""
     if name in ("apgd-ce", "apgd-dlr", "pgd"):
         return int(kwargs.get("n_restarts", 1))
-    if name == "apgd-t":
+    if name == "fab":
+        # its C cotangents' backward passes are batched in one step (C taken as 10, this repo's datasets)
+        return 10 * int(kwargs.get("n_restarts", 1))
+    if name in ("apgd-t", "fab-t"):
         return int(kwargs.get("n_target_classes", 9)) * int(kwargs.get("n_restarts", 1))
     return 1
 

@@ -137,7 +137,7 @@ def test_bad_input_names_the_argument():
     x, y = jnp.full((4, 8, 8, 1), 0.5), jnp.array([0, 1, 2, 3])
     key = jax.random.key(0)
     with pytest.raises(CrobustError, match="attack"):
-        E.robust_accuracy(f, x, y, key, eps=[0.1], attacks=("apgd-ce", "fab-t"))
+        E.robust_accuracy(f, x, y, key, eps=[0.1], attacks=("apgd-ce", "deepfool"))
     with pytest.raises(CrobustError, match="eps"):
         E.robust_accuracy(f, x, y, key, eps=[0.1, -0.1])
     with pytest.raises(CrobustError, match="norm"):
@@ -210,11 +210,13 @@ def test_default_ensemble_runs_on_binary_and_three_class_models():
 
 def test_named_ensembles_and_their_description():
     from crobust.attacks import presets
-    assert [a for a, _ in presets.ensemble("standard")] == ["apgd-ce", "apgd-t", "square"]
+    assert [a for a, _ in presets.ensemble("standard")] == ["apgd-ce", "apgd-t", "fab-t", "square"]
     text = presets.describe("standard", num_classes=10)
     assert "APGD-CE (100 iterations" in text and "9 targets" in text and "5000 queries" in text
+    assert "FAB-T (100 iterations, 9 targets)" in text
+    assert "FAB-T (100 iterations, 2 targets)" in presets.describe("standard", num_classes=3)
     cheap = presets.describe("cheap", num_classes=10)
-    assert "50 iterations" in cheap and "1000 queries" in cheap
+    assert "50 iterations" in cheap and "1000 queries" in cheap and "FAB-T left out" in cheap
     assert "ART-APGD" in presets.describe("art")
 
 

@@ -64,7 +64,7 @@ def test_every_block_validates_itself_once(monkeypatch):
     assert sorted(calls) == sorted(["DataConfig", "GridConfig", "EvalConfig", "TrainConfig", "StudyConfig"])
     for bad, needle in [("grid.alpha=0,-1", "grid.alpha must be"), ("eval.headline_l2=0.3", "must be one of eval.eps_l2"),
                         ("train.lr=-1", "lr must be > 0"), ("data.dataset=imagenet", "unknown dataset"),
-                        ("eval.attacks=apgd-ce,fab", "unknown eval.attacks entry 'fab'")]:
+                        ("eval.attacks=apgd-ce,deepfool", "unknown eval.attacks entry 'deepfool'")]:
         with pytest.raises(CrobustError, match=needle):
             config_lib.resolve({"p": BASE}, "p", [bad])
 

@@ -23,7 +23,7 @@ from crobust._errors import CrobustError, check_choice
 from crobust._format import format_eps
 
 NORMS = ("linf", "l2")
-ENSEMBLE_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "square", "pgd", "fgsm", "fgm", "apgd-art")
+ENSEMBLE_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square", "pgd", "fgsm", "fgm", "apgd-art")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +144,7 @@ class EvalConfig:
     each grid, the attack ensemble and its budget.
 
     ``attacks`` is the ensemble (per point the worst case over all of them); ``n_iter`` / ``n_restarts`` set the
-    APGD (and PGD) iterations and restarts, ``n_targets`` APGD-T's target classes (capped at C − 1), ``n_queries``
+    APGD (and PGD, FAB) iterations and restarts, ``n_targets`` APGD-T's (and FAB-T's) target classes (capped at C − 1), ``n_queries``
     Square's queries. ``art_n_iter`` / ``art_n_restarts``: the budget of ART's APGD where a study reports it beside
     the ensemble (ART's defaults, 100 × 5, are what the reference code would have run). ``convergence_iters`` ×
     ``convergence_restarts`` (× ``convergence_queries``, Square's query budgets, whose first entry is ``n_queries``;

@@ -148,12 +148,12 @@ def margins_and_head():
 # Robust accuracy
 
 def attack_list(e: EvalConfig, num_classes: int) -> tuple:
-    """The ensemble of ``e`` as ``crobust.evaluation`` attack specs (budget applied, APGD-T targets ≤ C − 1)."""
+    """The ensemble of ``e`` as ``crobust.evaluation`` attack specs (budget applied, APGD-T/FAB-T targets ≤ C − 1)."""
     out = []
     for name in e.attacks:
-        if name in ("apgd-ce", "apgd-dlr", "pgd", "apgd-art"):
+        if name in ("apgd-ce", "apgd-dlr", "pgd", "apgd-art", "fab"):
             out.append((name, dict(n_iter=e.n_iter, n_restarts=e.n_restarts)))
-        elif name == "apgd-t":
+        elif name in ("apgd-t", "fab-t"):
             out.append((name, dict(n_iter=e.n_iter, n_restarts=e.n_restarts,
                                    n_target_classes=max(1, min(e.n_targets, num_classes - 1)))))
         elif name == "square":
