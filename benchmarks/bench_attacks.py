@@ -53,6 +53,15 @@ What is measured:
   AutoAttack's total time for the same attack (``comparison.*_first_call``; ``autoattack_total_s`` is null when
   the optional extra is not installed).
 
+* **FAB-T** — ``crobust.attacks.fab_t`` (AutoAttack's standard FAB-T: 100 iterations, 9 targets, 1 restart, no
+  random start) called directly with ``Partial(model.apply, params)`` on the 1000 points, steady state (the second
+  and later calls; the first compiles), against ``pyautoattack``'s ``FABAttack_PT(targeted=True,
+  n_target_classes=9, n_restarts=1, n_iter=100)`` on the same weights in a separate process with 1 torch thread
+  (batch = all 1000 points; it attacks only the correctly classified ones, crobust all of them). Both norms at the
+  radii above; robust accuracies and per-point agreement are recorded. Target: ≥ 3× AutoAttack
+  (``targets.fab_t_*_speedup_vs_autoattack``). ``python -m benchmarks.bench_attacks --fab-only`` runs this part
+  alone.
+
 Targets (issue 4): crobust ≥ 3× faster than AutoAttack's APGD-CE on this CPU, robust accuracy within 0.5
 percentage points (both norms). ``quick=True``: fewer repeats, one round, 1 torch thread only (2 threads collapse
 under oversubscription on a shared machine), 4 members for the population; same sizes otherwise.
@@ -173,6 +182,85 @@ def _torch_worker(npz_path: str, threads: int, repeats: int) -> dict:
                     accs.append(float((net(x_adv).argmax(1) == y).float().mean()))
         out[norm] = {"time_min_s": min(times), "time_median_s": float(np.median(times)),
                      "cpu_time_min_s": min(cpu_times), "robust_acc": accs}
+    return out
+
+
+def _fab_worker(npz_path: str, threads: int, repeats: int) -> dict:
+    """Separate process: AutoAttack's FAB-T on the exported weights (times, robust flags per norm)."""
+    import torch
+    from pyautoattack.fab_pt import FABAttack_PT
+
+    torch.set_num_threads(threads)
+    data = np.load(npz_path)
+    kernels = [torch.tensor(data[f"kernel_{i}"]) for i in range(3)]
+    mean, std = float(data["mean"]), float(data["std"])
+
+    class Net(torch.nn.Module):
+        def forward(self, q):
+            z = ((q.permute(0, 2, 3, 1) - mean) / std).reshape(q.shape[0], -1)
+            for i, k in enumerate(kernels):
+                z = z @ k
+                z = torch.relu(z) if i < len(kernels) - 1 else z
+            return z
+
+    net = Net().eval()
+    x = torch.tensor(data["x"]).permute(0, 3, 1, 2).contiguous()
+    y = torch.tensor(data["y"]).long()
+    out = {"threads": threads, "torch": torch.__version__}
+    for norm, eps in SETTINGS:
+        times, cpu_times = [], []
+        for _ in range(repeats):
+            attack = FABAttack_PT(net, norm={"linf": "Linf", "l2": "L2"}[norm], n_restarts=1, n_iter=100, eps=eps,
+                                  seed=0, targeted=True, n_target_classes=9, device="cpu")
+            t, c = time.perf_counter(), time.process_time()
+            x_adv = attack.perturb(x, y)
+            times.append(time.perf_counter() - t)
+            cpu_times.append(time.process_time() - c)
+        with torch.no_grad():
+            robust = (net(x_adv).argmax(1) == y).numpy()
+        out[norm] = {"time_min_s": min(times), "time_median_s": float(np.median(times)),
+                     "cpu_time_min_s": min(cpu_times), "robust": robust.astype(int).tolist()}
+    return out
+
+
+def _run_fab_t(model, params, x, y, repeats) -> dict:
+    """FAB-T: crobust's direct call (steady state) against AutoAttack's in a subprocess (module docstring)."""
+    f = jax.tree_util.Partial(model.apply, params)
+    out = {}
+    for norm, eps in SETTINGS:
+        call = lambda: A.fab_t(f, x, y, jax.random.key(0), eps=eps, norm=norm, **A.presets.FAB_T)
+        t = time.perf_counter()
+        x_adv = jax.block_until_ready(call())
+        first = time.perf_counter() - t
+        best, median = _timed(call, repeats)
+        robust = np.asarray(jnp.argmax(f(x_adv), -1) == y)
+        out[norm] = {"eps": eps, "first_call_s": first, "time_min_s": best, "time_median_s": median,
+                     "robust_acc": float(robust.mean()), "robust": robust}
+    if any(importlib.util.find_spec(m) is None for m in ("torch", "pyautoattack")):
+        for norm, _ in SETTINGS:
+            out[norm].pop("robust")
+        out["autoattack"] = {"skipped": "skipped (extra not installed): pip install torch==2.13.0 pyautoattack"}
+        return out
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "weights.npz")
+        kernels = [np.asarray(params["params"][k]["kernel"]) for k in ("hidden_0", "hidden_1", "head")]
+        np.savez(path, x=np.asarray(x), y=np.asarray(y), mean=model.mean[0], std=model.std[0],
+                 **{f"kernel_{i}": k for i, k in enumerate(kernels)})
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_attacks", "--fab-worker", path, "1",
+                               str(max(1, repeats // 2))], cwd=root, capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        out["autoattack"] = {"skipped": f"reference failed: {proc.stderr.strip().splitlines()[-1:]}"}
+        return out
+    ref = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["autoattack"] = {"torch": ref["torch"], "threads": 1}
+    for norm, _ in SETTINGS:
+        ref_robust = np.asarray(ref[norm]["robust"], bool)
+        mine = out[norm]
+        out["autoattack"][norm] = {k: ref[norm][k] for k in ("time_min_s", "time_median_s", "cpu_time_min_s")}
+        out["autoattack"][norm]["robust_acc"] = float(ref_robust.mean())
+        mine["agreement"] = float(np.mean(ref_robust == mine.pop("robust")))
+        mine["speedup"] = ref[norm]["time_min_s"] / mine["time_min_s"]
     return out
 
 
@@ -351,6 +439,33 @@ def _run_ensemble_cost(model, x_train, y_train, x, y, members, n_points, repeats
     return out
 
 
+def _fab_targets(fab: dict) -> dict:
+    targets = {}
+    for norm, _ in SETTINGS:
+        speedup = fab[norm].get("speedup")
+        targets[f"fab_t_{norm}_speedup_vs_autoattack"] = {
+            "value": None if speedup is None else round(speedup, 2), "target": TARGET_SPEEDUP,
+            "met": bool(speedup is not None and speedup >= TARGET_SPEEDUP),
+            "note": fab["autoattack"].get("skipped", "second and later direct calls A.fab_t(Partial(...), ...) on "
+                                                     "all 1000 points vs FABAttack_PT (1 thread)")}
+    return targets
+
+
+def run_fab_only(quick: bool = False) -> dict:
+    """The FAB-T comparison alone (``--fab-only``)."""
+    x_train, y_train, x, y = _data()
+    model = MLP(num_classes=10, width=64, depth=3, mean=(float(x_train.mean()),), std=(float(x_train.std()),))
+    params = jax.tree.map(lambda p: p[0], _train(jax.random.key(0)[None], x_train, y_train, model))
+    loadavg_start = os.getloadavg()
+    fab = _run_fab_t(model, params, jnp.asarray(x), jnp.asarray(y), 2 if quick else 3)
+    return {"name": "attacks_fab_t", "setting": {"attack": "FAB-T, 100 iterations, 9 targets, 1 restart",
+                                                 "eps": dict(SETTINGS), "points": int(x.shape[0])},
+            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "jax": jax.__version__,
+                        "backend": jax.default_backend(), "loadavg_start": loadavg_start,
+                        "loadavg_end": os.getloadavg()},
+            "fab_t": fab, "targets": _fab_targets(fab)}
+
+
 def run(quick: bool = False) -> dict:
     repeats = 3 if quick else 7
     members = 4 if quick else 16
@@ -378,8 +493,9 @@ def run(quick: bool = False) -> dict:
     direct = _run_direct_call(model, params, x, y, repeats)
     ensemble = _run_ensemble_cost(model, x_train, y_train, x, y, 2 if quick else 4, 200 if quick else 500,
                                   1 if quick else 2)
+    fab = _run_fab_t(model, params, x, y, 2 if quick else 3)
 
-    targets, comparison = {}, {}
+    targets, comparison = _fab_targets(fab), {}
     for norm, eps in SETTINGS:
         ratio = direct[norm]["closure_over_partial_second_call"]
         targets[f"apgd_ce_{norm}_closure_second_call_over_partial"] = {
@@ -436,12 +552,16 @@ def run(quick: bool = False) -> dict:
                     "backend": jax.default_backend(), "loadavg_start": loadavg_start,
                     "loadavg_end": os.getloadavg()},
         "crobust": ours, "autoattack": reference, "comparison": comparison, "population": population,
-        "direct_call": direct, "ensemble_cost": ensemble, "targets": targets,
+        "direct_call": direct, "ensemble_cost": ensemble, "fab_t": fab, "targets": targets,
     }
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--torch-worker":
         print(json.dumps(_torch_worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--fab-worker":
+        print(json.dumps(_fab_worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+    elif "--fab-only" in sys.argv:
+        print(json.dumps(run_fab_only(quick="--quick" in sys.argv), indent=2))
     else:
         print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
