@@ -62,6 +62,7 @@ from crobust.attacks._closure import RecompileWarning
 from crobust.attacks.apgd import apgd, apgd_t
 from crobust.attacks.apgd_art import apgd_art
 from crobust.attacks.fgsm import fgm, fgsm
+from crobust.attacks.fmn import fmn, robust_accuracy_curve
 from crobust.attacks.pgd import pgd
 from crobust.attacks.square import square
 from crobust.attacks.universal import universal_accuracy, universal_perturbation

@@ -21,8 +21,8 @@ margin loss ℓ(x') = max_{j≠y} z_j(x') − z_y(x') (> 0 ⇔ misclassified), q
 ℓ2) and K = ``n_iter`` iterations k = 0 … K−1:
 
 - cosine annealing: c_k = (1 + cos(πk/K))/2, α_k = α_f + (α_0 − α_f)·c_k, γ_k = γ_f + (γ_0 − γ_f)·c_k;
-- evaluate x_k = x + δᵏ: ℓ, g = ∇ₓℓ(x_k), and whether x_k is misclassified; if it is and ‖δᵏ‖ is below the
-  best norm so far, x_k becomes the point's best adversarial example (its norm the best norm);
+- evaluate x_k = x + δᵏ: ℓ, g = ∇ₓℓ(x_k) (with ``clip``, entries g_i < 0 where x_k,i = 0 and g_i > 0 where
+  x_k,i = 1 set to 0), and whether x_k is misclassified; if it is and ‖δᵏ‖ is below the best norm so far, x_k becomes the point's best adversarial example (its norm the best norm);
 - ε update: misclassified → εᵏ⁺¹ = min(εᵏ(1 − γ_k), best norm); not misclassified and an adversarial example
   already found → εᵏ⁺¹ = εᵏ(1 + γ_k); not misclassified and none found yet →
   εᵏ⁺¹ = (‖δᵏ‖ + |ℓ|/max(‖g‖_q, 1e-12))·(1 + γ_k), the distance to the boundary of the margin linearised at x_k,
@@ -32,12 +32,17 @@ margin loss ℓ(x') = max_{j≠y} z_j(x') − z_y(x') (> 0 ⇔ misclassified), q
   implementations do), then onto the ε-ball (ℓ∞: clip each coordinate to [−ε, ε]; ℓ2: δ·min(1, ε/‖δ‖₂)), then
   into the box: δᵏ⁺¹ = clip(x + δ, 0, 1) − x (``clip=True``).
 
-The factor 1 + γ_k on the boundary estimate is our one change to the reference rule (``overshoot=False``
-restores it): on a piece where the model is linear (a linear model, or a ReLU network inside one activation
-region) the estimate is exact, so the reference rule puts the iterate on the boundary itself, where rounding
+Two changes to the reference rules, each with a switch that restores it. (1) ``overshoot``: the factor 1 + γ_k
+on the boundary estimate. On a piece where the model is linear (a linear model, or a ReLU network inside one
+activation region) the estimate is exact, so the reference rule puts the iterate on the boundary itself, where rounding
 decides the label, and a point left on the correct side gets ε = ‖δ‖ + (a rounding-sized distance) at every
 later iteration and is never broken. With the factor the first adversarial iterate overshoots by at most γ_k
-relative, which the ε ← ε(1 − γ) updates then shrink.
+relative, which the ε ← ε(1 − γ) updates then shrink. (2) ``box_aware``: the gradient entries that
+point out of the box at coordinates already on its faces are dropped. The reference rule spends part of the ε
+budget on them, which the box clip then removes; the next estimate ε = ‖δ‖ + |ℓ|/‖g‖_q starts from the clipped,
+shorter δ and counts those entries in ‖g‖_q, so on images with many pixels at 0 or 1 (digits) ε settles at a
+fixed point below the boundary and the point is never broken. (2) changes nothing while the iterates stay in
+the interior of the box.
 
 Only the K evaluated iterates are candidates (the last step's result is not evaluated), so K iterations cost K
 forward and backward passes. A point misclassified at x itself has radius 0 (x_adv = x); a point for which no
@@ -117,7 +122,8 @@ def _boundary_start(logits_fn, x, y, start, norm, steps):
 
 
 def fmn_run(logits_fn, x, y, norm: str, n_iter: int, alpha_init: float, alpha_final: float, gamma_init: float,
-            gamma_final: float, clip: bool = True, delta_init=None, overshoot: bool = True):
+            gamma_final: float, clip: bool = True, delta_init=None, overshoot: bool = True,
+            box_aware: bool = True):
     """The FMN loop of the module docstring on validated inputs (no checks).
 
     Returns (x_adv (N, ...), radius (N,), found (N,) bool): the smallest-norm misclassified iterate per point
@@ -146,6 +152,8 @@ def fmn_run(logits_fn, x, y, norm: str, n_iter: int, alpha_init: float, alpha_fi
         delta_norm = P.lp_norm(delta, norm)
         loss, logits, grad = evaluate(x_k)
         adv = ~predicts(logits, y)
+        if clip and box_aware:
+            grad = jnp.where(((x_k <= 0.0) & (grad < 0.0)) | ((x_k >= 1.0) & (grad > 0.0)), 0.0, grad)
         better = adv & (delta_norm < s["best_norm"])
         found = s["found"] | adv
         best_norm = jnp.where(better, delta_norm, s["best_norm"])
@@ -168,8 +176,8 @@ def fmn_run(logits_fn, x, y, norm: str, n_iter: int, alpha_init: float, alpha_fi
 
 def _fmn(logits_fn, x, y, key=None, *, norm: str = "linf", n_iter: int = 100, alpha_init: float = 1.0,
          alpha_final: float | None = None, gamma_init: float = 0.05, gamma_final: float = 0.001,
-         starting_points=None, binary_search_steps: int = 10, overshoot: bool = True, labels: str = "true",
-         clip: bool = True):
+         starting_points=None, binary_search_steps: int = 10, overshoot: bool = True, box_aware: bool = True,
+         labels: str = "true", clip: bool = True):
     """FMN: per point, the smallest-norm misclassified point found and its norm (module docstring).
 
     Args:
@@ -188,6 +196,8 @@ def _fmn(logits_fn, x, y, key=None, *, norm: str = "linf", n_iter: int = 100, al
       binary_search_steps: halvings of the bisection towards ``starting_points``.
       overshoot: scale the linearised boundary estimate by (1 + γ_k) (module docstring); ``False`` is the
         reference rule.
+      box_aware: with ``clip``, drop the gradient entries that point out of [0, 1] at coordinates already on the
+        box's faces, before the boundary estimate and the step (module docstring); ``False`` is the reference rule.
       labels: ``'true'`` or ``'predicted'``.
       clip: keep every iterate in [0, 1].
 
@@ -212,7 +222,8 @@ def _fmn(logits_fn, x, y, key=None, *, norm: str = "linf", n_iter: int = 100, al
             raise CrobustError(f"starting_points must have the shape of x {x.shape}, got {start.shape}")
         delta_init = _boundary_start(logits_fn, x, y, start, norm, binary_search_steps)
     x_adv, radius, _ = fmn_run(logits_fn, x, y, norm, n_iter, float(alpha_init), float(alpha_final),
-                               float(gamma_init), float(gamma_final), clip, delta_init, bool(overshoot))
+                               float(gamma_init), float(gamma_final), clip, delta_init, bool(overshoot),
+                               bool(box_aware))
     return x_adv, radius
 
 
