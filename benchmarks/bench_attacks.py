@@ -52,6 +52,12 @@ What is measured:
   (``targets.apgd_ce_*_closure_second_call_over_partial``); the first-call times of both forms are reported beside
   AutoAttack's total time for the same attack (``comparison.*_first_call``; ``autoattack_total_s`` is null when
   the optional extra is not installed).
+* **FMN** — ``crobust.attacks.fmn`` (100 iterations, defaults) on the same model and the 1000 points, ℓ∞ and ℓ2:
+  first call (compiles) and steady-state seconds, the fraction of points with a finite radius, the median radius
+  over the clean-correct points, robust accuracy read off the radii at the APGD radii above (one FMN run for
+  every ε, beside APGD-CE's robust accuracy), and the median certified radius of
+  :func:`crobust.metrics.certified_radius` with the naive MLP constants (a lower bound, for scale). A reference FMN
+  (Foolbox, adv-lib) is compared when importable; ``fmn.reference`` says when none is installed.
 
 Targets (issue 4): crobust ≥ 3× faster than AutoAttack's APGD-CE on this CPU, robust accuracy within 0.5
 percentage points (both norms). ``quick=True``: fewer repeats, one round, 1 torch thread only (2 threads collapse
@@ -351,6 +357,38 @@ def _run_ensemble_cost(model, x_train, y_train, x, y, members, n_points, repeats
     return out
 
 
+def _run_fmn(model, params, x, y, ours, repeats) -> dict:
+    """FMN on all points per norm: times, found fraction, median radius, robust accuracy from the radii."""
+    from crobust.attacks import fmn, robust_accuracy_curve
+    from crobust.metrics import certified_radius, mlp_pair_constants
+    from crobust.metrics.report import input_scale_of
+    from crobust.models.matrices import layer_matrices
+
+    f = jax.tree_util.Partial(model.apply, params)
+    logits = f(x)
+    correct = np.asarray(jnp.argmax(logits, -1) == y)
+    mats = list(layer_matrices(params).values())
+    out = {}
+    for norm, eps in SETTINGS:
+        t = time.perf_counter()
+        _, radius = jax.block_until_ready(fmn(f, x, y, None, norm=norm, n_iter=100))
+        first = time.perf_counter() - t
+        tmin, tmed = _timed(lambda: fmn(f, x, y, None, norm=norm, n_iter=100), repeats)
+        radius = np.asarray(radius)
+        lip = mlp_pair_constants(mats, "inf" if norm == "linf" else 2, input_scale=input_scale_of(model))
+        cert = np.asarray(certified_radius(logits, y, lip))
+        out[norm] = {"first_call_s": first, "time_min_s": tmin, "time_median_s": tmed,
+                     "found_fraction": float(np.mean(np.isfinite(radius))),
+                     "median_radius_clean_correct": float(np.median(radius[correct])),
+                     "robust_acc_at_eps": float(robust_accuracy_curve(radius, eps)), "eps": eps,
+                     "apgd_ce_robust_acc_at_eps": float(np.mean(ours[norm]["robust_acc"])),
+                     "median_certified_radius_naive": float(np.median(cert[correct]))}
+    found = [m for m in ("foolbox", "adv_lib") if importlib.util.find_spec(m) is not None]
+    out["reference"] = ("reference FMN importable but not compared: " + ", ".join(found) if found
+                        else "no reference FMN installed (neither foolbox nor adv_lib importable)")
+    return out
+
+
 def run(quick: bool = False) -> dict:
     repeats = 3 if quick else 7
     members = 4 if quick else 16
@@ -378,6 +416,7 @@ def run(quick: bool = False) -> dict:
     direct = _run_direct_call(model, params, x, y, repeats)
     ensemble = _run_ensemble_cost(model, x_train, y_train, x, y, 2 if quick else 4, 200 if quick else 500,
                                   1 if quick else 2)
+    fmn_record = _run_fmn(model, params, x, y, ours, repeats)
 
     targets, comparison = {}, {}
     for norm, eps in SETTINGS:
@@ -436,7 +475,7 @@ def run(quick: bool = False) -> dict:
                     "backend": jax.default_backend(), "loadavg_start": loadavg_start,
                     "loadavg_end": os.getloadavg()},
         "crobust": ours, "autoattack": reference, "comparison": comparison, "population": population,
-        "direct_call": direct, "ensemble_cost": ensemble, "targets": targets,
+        "direct_call": direct, "ensemble_cost": ensemble, "fmn": fmn_record, "targets": targets,
     }
 
 
