@@ -156,3 +156,18 @@ def test_reference_rules_leave_digits_points_unbroken_and_ours_do_not():
     _, ref = A.fmn(f, x, y, None, norm="l2", n_iter=100, overshoot=False, box_aware=False)
     assert np.all(np.isfinite(np.asarray(ours)))
     assert np.mean(~np.isfinite(np.asarray(ref))) > 0.3
+
+
+def test_closure_form_and_predicted_labels_reuse_one_program():
+    w, b, f, x, y = _linear_model()
+    _, r_partial = A.fmn(f, x, y, None, norm="l2", n_iter=20)
+    before = A.fmn.compiled._cache_size()
+    for scale in (1.0, 2.0):
+        w_now = w * scale
+        _, r = A.fmn(lambda q: q.reshape(q.shape[0], -1) @ w_now + b, x, None, None, norm="l2", n_iter=20,
+                     labels="predicted")
+        if scale == 1.0:
+            np.testing.assert_allclose(np.asarray(r), np.asarray(r_partial), rtol=1e-6)
+        else:                                                    # the new weights were used
+            assert not np.allclose(np.asarray(r), np.asarray(r_partial), rtol=1e-3)
+    assert A.fmn.compiled._cache_size() == before + 1
