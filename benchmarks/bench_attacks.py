@@ -52,6 +52,12 @@ What is measured:
   (``targets.apgd_ce_*_closure_second_call_over_partial``); the first-call times of both forms are reported beside
   AutoAttack's total time for the same attack (``comparison.*_first_call``; ``autoattack_total_s`` is null when
   the optional extra is not installed).
+* **FMN** — ``crobust.attacks.fmn`` (100 iterations, defaults) on the same model and the 1000 points, ℓ∞ and ℓ2:
+  first call (compiles) and steady-state seconds, the fraction of points with a finite radius, the median radius
+  over the clean-correct points, robust accuracy read off the radii at the APGD radii above (one FMN run for
+  every ε, beside APGD-CE's robust accuracy), and the median certified radius of
+  :func:`crobust.metrics.certified_radius` with the naive MLP constants (a lower bound, for scale). A reference FMN
+  (Foolbox, adv-lib) is compared when importable; ``fmn.reference`` says when none is installed.
 
 * **FAB-T** — ``crobust.attacks.fab_t`` (AutoAttack's standard FAB-T: 100 iterations, 9 targets, 1 restart, no
   random start) called directly with ``Partial(model.apply, params)`` on the 1000 points, steady state (the second
@@ -494,6 +500,7 @@ def run(quick: bool = False) -> dict:
     ensemble = _run_ensemble_cost(model, x_train, y_train, x, y, 2 if quick else 4, 200 if quick else 500,
                                   1 if quick else 2)
     fab = _run_fab_t(model, params, x, y, 2 if quick else 3)
+    fmn_record = _run_fmn(model, params, x, y, ours, repeats)
 
     targets, comparison = _fab_targets(fab), {}
     for norm, eps in SETTINGS:
@@ -552,7 +559,7 @@ def run(quick: bool = False) -> dict:
                     "backend": jax.default_backend(), "loadavg_start": loadavg_start,
                     "loadavg_end": os.getloadavg()},
         "crobust": ours, "autoattack": reference, "comparison": comparison, "population": population,
-        "direct_call": direct, "ensemble_cost": ensemble, "fab_t": fab, "targets": targets,
+        "direct_call": direct, "ensemble_cost": ensemble, "fab_t": fab, "fmn": fmn_record, "targets": targets,
     }
 
 

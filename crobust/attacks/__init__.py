@@ -64,6 +64,7 @@ from crobust.attacks.apgd import apgd, apgd_t
 from crobust.attacks.apgd_art import apgd_art
 from crobust.attacks.fab import fab, fab_min_norm, fab_t
 from crobust.attacks.fgsm import fgm, fgsm
+from crobust.attacks.fmn import fmn, robust_accuracy_curve
 from crobust.attacks.pgd import pgd
 from crobust.attacks.square import square
 from crobust.attacks.universal import universal_accuracy, universal_perturbation

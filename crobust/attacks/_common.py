@@ -55,13 +55,13 @@ def _has_tracer(tree) -> bool:
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
 
 
-def _static_names(impl) -> tuple[str, ...]:
+def _static_names(impl, dynamic=DYNAMIC) -> tuple[str, ...]:
     sig = inspect.signature(impl)
     return tuple(name for name, p in sig.parameters.items()
-                 if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in DYNAMIC)
+                 if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in dynamic)
 
 
-def public_attack(impl, check=None):
+def public_attack(impl, check=None, dynamic=()):
     """Wrap ``impl(logits_fn, x, y, key, **kwargs)`` as a public attack that compiles once per model and shapes.
 
     Call forms of the wrapped attack:
@@ -80,11 +80,13 @@ def public_attack(impl, check=None):
       :func:`crobust.attacks._stepping.host_stepped`: ``impl`` is called directly (traced into the caller's
       program, or run eagerly with its loops stepped from the host).
 
-    ``eps``, ``step_size``, ``eps_step`` and ``perturbations`` are traced; every other keyword is static. Value
+    ``eps``, ``step_size``, ``eps_step`` and ``perturbations`` are traced, and so are the keywords named in
+    ``dynamic`` (array arguments of one attack, e.g. FMN's ``starting_points``); every other keyword is static. Value
     checks (x in [0, 1], ε ≥ 0, labels < C) run eagerly before compiling, as the check-then-trace order of ``impl``
     would skip them.
     """
-    static = _static_names(impl)
+    traced = DYNAMIC + tuple(dynamic)
+    static = _static_names(impl, traced)
     defaults = {name: p.default for name, p in inspect.signature(impl).parameters.items()
                 if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty}
     cached = jax.jit(impl, static_argnames=static)
@@ -92,7 +94,7 @@ def public_attack(impl, check=None):
 
     @functools.wraps(impl)
     def attack(logits_fn, x, y, key=None, **kwargs):
-        if _has_tracer((x, y, key, {k: kwargs.get(k) for k in DYNAMIC})) or _stepping.active():
+        if _has_tracer((x, y, key, {k: kwargs.get(k) for k in traced})) or _stepping.active():
             return impl(logits_fn, x, y, key, **kwargs)     # traced into the caller, or its loops host-stepped
         model = logits_fn if isinstance(logits_fn, jax.tree_util.Partial) else as_data(logits_fn, caller)
         if model is not None and _has_tracer(model):

@@ -10,6 +10,8 @@ per-layer metrics of a whole population in one jitted call.
   :func:`effective_rank`, :func:`effective_rank_log_reference`;
 - bounds: Theorem 3.1 (:func:`theorem31_spectral`, :func:`theorem31_neuron`), Theorem 3.2
   (:func:`alignment_term`, :func:`encoder_lipschitz`), Corollary 3.3 (:func:`robustness_gap_bound`);
+- certified radii: :func:`certified_radius` from pairwise Lipschitz constants (:func:`linear_pair_constants`,
+  :func:`mlp_pair_constants`), a per-point lower bound on the adversarial radius;
 - representation: :func:`representation_shift`, :func:`singular_direction_alignment`,
   :func:`empirical_lipschitz_ratio`.
 """
@@ -19,6 +21,7 @@ from crobust.metrics.alignment import (activation_patterns, alignment_term, max_
 from crobust.metrics.bounds import (adversarial_risk_bound, binary_head_vector, empirical_gap, encoder_lipschitz,
                                     lipschitz_aligned, lipschitz_naive, mean_logistic_loss, robustness_gap_bound,
                                     theorem31_check, theorem31_neuron, theorem31_spectral)
+from crobust.metrics.certified import certified_radius, linear_pair_constants, mlp_pair_constants
 from crobust.metrics.compressibility import (best_k_error, best_k_error_curve, reference_compressibility,
                                              compressibility_stats, dispersion, is_compressible, kept_count,
                                              net_comp, neuron_compressibility, neuron_smallest_k, par_comp,
@@ -43,6 +46,8 @@ __all__ = [
     "theorem31_spectral", "theorem31_neuron", "theorem31_check", "top_k_substructure", "max_pattern_norm",
     "alignment_term", "op_norm", "activation_patterns", "lipschitz_naive", "lipschitz_aligned", "encoder_lipschitz",
     "robustness_gap_bound", "adversarial_risk_bound", "binary_head_vector", "mean_logistic_loss", "empirical_gap",
+    # certified radii
+    "certified_radius", "linear_pair_constants", "mlp_pair_constants",
     # representation
     "representation_shift", "singular_direction_alignment", "empirical_lipschitz_ratio",
     # report
