@@ -12,12 +12,16 @@ Usage::
     x_adv = A.pgd(logits_fn, x, y, key, eps=8/255, **A.presets.PGD_EVAL)
     x_adv = A.square(logits_fn, x, y, key, eps=8/255, n_queries=1000)
     x_adv = A.fab_t(logits_fn, x, y, key, eps=8/255, **A.presets.FAB_T)
+    x_adv, radius = A.fmn(logits_fn, x, y, key, norm="l2")              # per-point smallest adversarial radius
+    robust_at = A.robust_accuracy_curve(radius, [0.1, 0.25, 0.5])           # robust accuracy at every ε from one run
 
-Every attack has the signature ``attack(logits_fn, x, y, key, *, eps, norm=..., ..., labels="true", clip=True)``
+Every fixed-budget attack has the signature ``attack(logits_fn, x, y, key, *, eps, norm=..., ..., labels="true", clip=True)``
 and returns x_adv with ‖x_adv − x‖ ≤ ε (norm over all non-batch axes). ``logits_fn`` maps images in [0, 1] to
 logits and never exposes a normalisation: ε is always in pixel units. Bad arguments raise
 :class:`crobust._errors.CrobustError` naming the argument; value checks (ε ≥ 0, x in [0, 1], labels < C) run
-when the values are concrete and are skipped under tracing.
+when the values are concrete and are skipped under tracing. The minimum-norm attacks (``fmn``, ``fab_min_norm``)
+return ``(x_adv, radius)`` instead: each point's smallest adversarial perturbation found (0 for a point already
+misclassified, ∞ where none was found).
 
 Call forms (parameters travel as data). Each public attack is one cached ``jax.jit`` whose model argument is a
 ``jax.tree_util.Partial`` with the parameters as traced leaves, so a second call with the same function, shapes
@@ -69,5 +73,6 @@ from crobust.attacks.pgd import pgd
 from crobust.attacks.square import square
 from crobust.attacks.universal import universal_accuracy, universal_perturbation
 
-__all__ = ["fgsm", "fgm", "pgd", "apgd", "apgd_t", "apgd_art", "fab", "fab_t", "fab_min_norm", "square", "universal_perturbation", "universal_accuracy",
-           "losses", "projections", "presets", "RecompileWarning"]
+__all__ = ["fgsm", "fgm", "pgd", "apgd", "apgd_t", "apgd_art", "fab", "fab_t", "fab_min_norm", "fmn",
+           "robust_accuracy_curve", "square", "universal_perturbation", "universal_accuracy", "losses", "projections",
+           "presets", "RecompileWarning"]
