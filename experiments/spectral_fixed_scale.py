@@ -41,8 +41,8 @@ BASE = StudyConfig(
                                min_steps=600, regularizer="nuclear", projection="frobenius"),
     grid=GridConfig(alpha=(0.0, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1), seeds=4),
     eval=EvalConfig(n_points=360, eps_linf=(0.0, 0.02, 0.05, 0.1, 0.15, 0.2), eps_l2=(0.0, 0.1, 0.25, 0.5, 0.75, 1.0),
-                    headline_linf=0.1, headline_l2=0.5, n_iter=20, n_targets=3, n_queries=300,
-                    convergence_iters=(10, 20, 40, 80), convergence_restarts=(1, 2)))
+                    headline_linf=0.1, headline_l2=0.5, n_iter=40, n_restarts=4, n_targets=3, n_queries=300,
+                    convergence_iters=(40, 80), convergence_restarts=(4, 8)))
 
 LAYER = BASE.model.first_hidden_layer     # W¹, the first hidden layer of every preset's model
 
@@ -60,8 +60,8 @@ PRESETS = {
                            "grid.alpha": (0.0, 1e-4, 1e-3, 5e-3, 1e-2, 5e-2, 1e-1), "grid.seeds": 5,
                            "checkpoint_every": 2110,
                            "eval.eps_linf": (0.0, 0.02, 0.05, 0.1, 0.2, 0.3), "eval.eps_l2": (0.0, 0.25, 0.5, 1.0, 1.5, 2.0),
-                           "eval.headline_l2": 1.0, "eval.n_points": 2000, "eval.n_iter": 100, "eval.n_targets": 9,
-                           "eval.n_queries": 5000, "eval.convergence_queries": (5000, 10000),
+                           "eval.headline_l2": 1.0, "eval.n_points": 2000, "eval.n_iter": 100, "eval.n_restarts": 1,
+                           "eval.n_targets": 9, "eval.n_queries": 5000, "eval.convergence_queries": (5000, 10000),
                            "eval.convergence_iters": (25, 50, 100, 200),
                            "eval.convergence_restarts": (1, 2, 4)}),
 }

@@ -69,7 +69,8 @@ RECIPES = MappingProxyType({"adamw_mlp": ADAMW_MLP, "cifar10_mlp": CIFAR10_MLP, 
 """Every recipe by name."""
 
 SMOKE_TRAIN = MappingProxyType({"max_steps": 150, "eval_every": 50, "patience": None, "min_steps": 0})
-SMOKE_EVAL = MappingProxyType({"n_points": 100, "n_iter": 5, "attacks": ("apgd-ce",), "convergence_iters": ()})
+SMOKE_EVAL = MappingProxyType({"n_points": 100, "n_iter": 5, "n_restarts": 1, "attacks": ("apgd-ce",),
+                               "convergence_iters": ()})
 SMOKE_GRID = MappingProxyType({"seeds": 2})
 SMOKE_DIGITS = MappingProxyType({"n_train": 600, "n_test": 200})
 
