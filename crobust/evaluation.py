@@ -83,6 +83,7 @@ Each failure is also listed in ``checks['failures']`` and raised as a :class:`Ro
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import warnings
@@ -117,6 +118,32 @@ from crobust.attacks._validate import check_images, check_labels, check_norm, lo
 
 DEFAULT_ATTACKS = ("apgd-ce", "apgd-t", "square")
 EXECUTIONS = ("auto", "program", "host_loop", "host_steps")
+_auto_execution = "auto"
+
+
+@contextlib.contextmanager
+def execution_default(execution: str = "auto"):
+    """Within the block, ``execution='auto'`` of :func:`population_robust_accuracy` (and of everything built on
+    it: :func:`budget_convergence`, the studies' measures) means ``execution``; ``'auto'`` restores the rule.
+    A study's ``eval.execution`` setting is applied this way around its measures."""
+    global _auto_execution
+    check_choice("execution", execution, EXECUTIONS)
+    previous, _auto_execution = _auto_execution, execution
+    try:
+        yield
+    finally:
+        _auto_execution = previous
+
+
+def resolve_execution(execution: str, params) -> str:
+    """The execution ``'auto'`` stands for: the one set by :func:`execution_default`, else ``'host_steps'`` where
+    :func:`crobust.parallel.host_loops_members` (convolutional members on one CPU device), else ``'program'``."""
+    check_choice("execution", execution, EXECUTIONS)
+    if execution == "auto":
+        execution = _auto_execution
+    if execution == "auto":
+        execution = "host_steps" if parallel.host_loops_members(params) else "program"
+    return execution
 PERTURBATION_TOL = 1e-6
 SQUARE_TOL = 0.002
 LARGE_EPS_MAX_ACC = 0.05
@@ -641,7 +668,8 @@ def population_robust_accuracy(apply_fn, params, x, y, key=None, *, eps, norm: s
         Python loop), so no convolution runs inside a loop; ``'auto'`` — host_steps where
         :func:`crobust.parallel.host_loops_members` (convolutional members on one CPU device: XLA:CPU runs a
         convolution carried through a loop several times slower than alone, ``benchmarks/bench_execution.py``),
-        else program. How, never what: the results agree to float round-off.
+        else program, unless :func:`execution_default` sets what ``'auto'`` means. How, never what: the results
+        agree to float round-off.
 
     Returns:
       a list of M :class:`RobustAccuracyReport` (checks run per member; a failure names the member). Member m's
@@ -661,9 +689,7 @@ def population_robust_accuracy(apply_fn, params, x, y, key=None, *, eps, norm: s
     adv_index = _adv_index(eps_values, return_adv_at)
     keys = _member_keys(key, member_keys, members)
 
-    check_choice("execution", execution, EXECUTIONS)
-    if execution == "auto":
-        execution = "host_steps" if parallel.host_loops_members(params) else "program"
+    execution = resolve_execution(execution, params)
     layout = parallel.MemberLayout(members, mesh)
     per_member = execution in ("host_loop", "host_steps")
     if per_member and layout.n_devices > 1:
@@ -822,4 +848,5 @@ def _key_data(key):
 
 
 __all__ = ["robust_accuracy", "population_robust_accuracy", "budget_convergence", "robust_flags",
-           "RobustAccuracyReport", "RobustnessCheckWarning", "format_eps", "DEFAULT_ATTACKS"]
+           "RobustAccuracyReport", "RobustnessCheckWarning", "format_eps", "DEFAULT_ATTACKS", "EXECUTIONS",
+           "execution_default", "resolve_execution"]

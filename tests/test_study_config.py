@@ -90,3 +90,23 @@ def test_penalty_terms_are_set_from_the_command_line_and_named_in_the_report():
     assert "penalty group_lasso × α + beta_control × beta_control" in _train_line(cfg.train)
     assert "penalty nuclear × α;" in _train_line(TrainConfig(regularizer="nuclear")) + ";"
     assert "penalty" not in _train_line(TrainConfig())
+
+
+def test_eval_execution_is_validated_recorded_and_not_part_of_the_identity():
+    """``eval.execution`` chooses how the attacks run, never what they compute: a bad value is refused naming the
+    key, the runner leaves it out of a run's identity, and within the runner's ``execution_default`` block every
+    ``execution='auto'`` resolves to it (else the backend rule)."""
+    import jax.numpy as jnp
+    from crobust import evaluation
+    from crobust.study import runner
+
+    with pytest.raises(CrobustError, match="eval.execution"):
+        dataclasses.replace(BASE.eval, execution="threads").validate()
+    assert set(evaluation.EXECUTIONS) == {"auto", "program", "host_loop", "host_steps"}
+    assert "eval.execution" in runner.NOT_IDENTITY and "train.execution" in runner.NOT_IDENTITY
+    dense = {"params": {"Dense_0": {"kernel": jnp.zeros((2, 4, 3))}}}          # members of an MLP: no conv kernel
+    assert evaluation.resolve_execution("auto", dense) == "program"
+    with evaluation.execution_default("host_loop"):
+        assert evaluation.resolve_execution("auto", dense) == "host_loop"
+        assert evaluation.resolve_execution("program", dense) == "program"      # an explicit choice wins
+    assert evaluation.resolve_execution("auto", dense) == "program"            # restored after the block

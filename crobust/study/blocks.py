@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
+from typing import ClassVar, Optional
 
 from crobust import data as data_lib
 from crobust.models.kinds import checkpoint_prepare, get_kind
@@ -23,6 +23,7 @@ from crobust._errors import CrobustError, check_choice
 from crobust._format import format_eps
 
 NORMS = ("linf", "l2")
+EVAL_EXECUTIONS = ("auto", "program", "host_loop", "host_steps")     # crobust.evaluation.EXECUTIONS
 ENSEMBLE_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square", "pgd", "fgsm", "fgm", "apgd-art")
 
 
@@ -149,7 +150,10 @@ class EvalConfig:
     the ensemble (ART's defaults, 100 × 5, are what the reference code would have run). ``convergence_iters`` ×
     ``convergence_restarts`` (× ``convergence_queries``, Square's query budgets, whose first entry is ``n_queries``;
     empty: Square is left out of the ladder): the attack-budget convergence check on the least and most compressed
-    members at each headline (empty ``convergence_iters``: not run).
+    members at each headline (empty ``convergence_iters``: not run). ``execution``: how the attacks run
+    (:func:`crobust.evaluation.population_robust_accuracy`: ``'auto'``, ``'program'``, ``'host_loop'``,
+    ``'host_steps'``); recorded in ``config.json`` and the report but not part of the run's identity (how, never
+    what: the results agree to float round-off).
     """
 
     n_points: int = 360
@@ -167,6 +171,9 @@ class EvalConfig:
     convergence_queries: tuple[int, ...] = ()
     art_n_iter: int = 100
     art_n_restarts: int = 5
+    execution: str = "auto"
+
+    NOT_IDENTITY: ClassVar[tuple[str, ...]] = ("execution",)
 
     def validate(self) -> None:
         if self.n_points <= 0:
@@ -184,6 +191,7 @@ class EvalConfig:
             raise CrobustError("eval.attacks must name at least one attack")
         for a in self.attacks:
             check_choice("eval.attacks entry", a, ENSEMBLE_ATTACKS)
+        check_choice("eval.execution", self.execution, EVAL_EXECUTIONS)
         for name in ("n_iter", "n_restarts", "n_targets", "n_queries", "art_n_iter", "art_n_restarts"):
             if getattr(self, name) <= 0:
                 raise CrobustError(f"eval.{name} must be >= 1, got {getattr(self, name)}")

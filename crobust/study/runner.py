@@ -38,19 +38,21 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from crobust import report as report_lib
-from crobust import checkpoint, parallel, precision, provenance, training
+from crobust import checkpoint, evaluation, parallel, precision, provenance, training
 from crobust._errors import CrobustError
 from crobust._format import format_eps
 from crobust.config import to_dict, validate
 from crobust.records import RunDir, WorkdirLock
 from crobust.study import claims as claims_lib
 from crobust.study import dependencies, staging
+from crobust.study.blocks import EvalConfig
 from crobust.study.measures import Context, TrainedPopulation
 from crobust.study.signals import RunSignals
 from crobust.study.table import MemberTable
 
 
-NOT_IDENTITY = tuple(f"train.{f}" for f in training.TrainConfig.NOT_IDENTITY)
+NOT_IDENTITY = tuple(f"train.{f}" for f in training.TrainConfig.NOT_IDENTITY) + \
+    tuple(f"eval.{f}" for f in EvalConfig.NOT_IDENTITY)
 """Settings recorded in ``config.json`` but not part of a run's identity (how members execute, not what they compute)."""
 
 
@@ -292,7 +294,7 @@ def _run(study: Study, cfg, data, populations, out: RunDir, log, progress, signa
         else:
             for measure in measures:
                 t0 = time.perf_counter()
-                with precision.full():              # every measured number at full float32 on every backend
+                with precision.full(), evaluation.execution_default(cfg.eval.execution):   # full float32 everywhere
                     for column, values in measure(pctx, tp).items():
                         table.set(rows, column, values)
                 signals.check()
@@ -443,10 +445,10 @@ def _convergence_lines(ctx: Context) -> list[str]:
     return lines
 
 
-def _evaluation_execution(tp) -> str:
-    """How :func:`crobust.evaluation.population_robust_accuracy` (``execution='auto'``) runs this population's
-    attacks: ``host_steps`` (each attack iteration one compiled call) or ``program``."""
-    return "host_steps" if parallel.host_loops_members(tp.variables) else "program"
+def _evaluation_execution(tp, execution: str = "auto") -> str:
+    """How :func:`crobust.evaluation.population_robust_accuracy` runs this population's attacks under
+    ``eval.execution``: e.g. ``host_steps`` (each attack iteration one compiled call) or ``program``."""
+    return evaluation.resolve_execution(execution, tp.variables)
 
 
 def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_rows, figures, table: MemberTable,
@@ -461,7 +463,8 @@ def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_ro
         lines.append(f"- Population `{tp.name}`: {type(tp.model).__name__} "
                      f"({', '.join(f'{k}={v}' for k, v in tp.coords.items()) or 'no constant coordinates'}), "
                      f"{tp.size} members, trained in {t.wall_time:.1f} s ({t.compiles} compile(s) in this call; member "
-                     f"execution `{t.execution}`, attacks `{_evaluation_execution(tp)}`){_divergence_note(tp)}"
+                     f"execution `{t.execution}`, attacks `{_evaluation_execution(tp, cfg.eval.execution)}`)"
+                     f"{_divergence_note(tp)}"
                      + (f"; {tp.stage}." if tp.stage else "."))
     lines.append(f"- Training: {_train_line(cfg.train)}.")
     lines.append(f"- Code and platform: {provenance.line(origin)}.")
