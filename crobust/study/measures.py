@@ -163,6 +163,22 @@ def attack_list(e: EvalConfig, num_classes: int) -> tuple:
     return tuple(out)
 
 
+AUTOATTACK_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
+_NAMES = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square"}
+
+
+def ensemble_note(attacks: Sequence[str]) -> str:
+    """Words for how the ensemble ``attacks`` (names) stands to AutoAttack's standard ensemble (APGD-CE, APGD-T,
+    FAB-T, Square): "AutoAttack's standard ensemble" when it holds all four, else "reduced ensemble: FAB-T left out"
+    (naming every one of the four it lacks), plus any attack it adds."""
+    names = [a if isinstance(a, str) else a[0] for a in attacks]
+    missing = [_NAMES[a] for a in AUTOATTACK_STANDARD if a not in names]
+    extra = [a for a in names if a not in AUTOATTACK_STANDARD]
+    text = ("AutoAttack's standard ensemble (APGD-CE, APGD-T, FAB-T, Square)" if not missing else
+            f"reduced ensemble: {', '.join(missing)} left out of AutoAttack's standard four")
+    return text + (f", with {', '.join(extra)} added" if extra else "")
+
+
 def _evaluate(ctx: Context, pop: TrainedPopulation, norm: str, attacks, stream: str, grid, keep=()):
     keys = member_eval_keys(pop.seeds, stream)
     return evaluation.population_robust_accuracy(pop.apply_fn, pop.variables, ctx.x, ctx.y, eps=list(grid),
@@ -472,5 +488,5 @@ MEASURES: dict[str, Callable] = {
     "training_record": training_record,
 }
 
-__all__ = ["Context", "TrainedPopulation", "MEASURES", "member_eval_keys", "attack_list",
+__all__ = ["Context", "TrainedPopulation", "MEASURES", "member_eval_keys", "attack_list", "ensemble_note",
            "headline_ra", "prunable_fraction", "layer_or_first_hidden", "relative_to_baseline"] + list(MEASURES)

@@ -45,7 +45,7 @@ from crobust.config import to_dict, validate
 from crobust.records import RunDir, WorkdirLock
 from crobust.study import claims as claims_lib
 from crobust.study import dependencies, staging
-from crobust.study.measures import Context, TrainedPopulation
+from crobust.study.measures import Context, TrainedPopulation, ensemble_note
 from crobust.study.signals import RunSignals
 from crobust.study.table import MemberTable
 
@@ -470,7 +470,7 @@ def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_ro
     lines += ["", "## Evaluation (as run)", ""]
     e = ctx.eval
     for norm, attacks in ctx.log["attacks"].items():
-        lines.append(f"- {norm}: {attacks}; ε grid {', '.join(format_eps(v) for v in e.grid(norm))} (pixel units), "
+        lines.append(f"- {norm}: {attacks} ({ensemble_note(e.attacks)}); ε grid {', '.join(format_eps(v) for v in e.grid(norm))} (pixel units), "
                      f"headline ε = {format_eps(e.headline(norm))}.")
     lines.append("- Precision: every measurement (attacks included) at full float32 matmul precision on every backend "
                  "(`crobust.precision.full`).")
