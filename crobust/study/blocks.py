@@ -149,7 +149,8 @@ class EvalConfig:
     the ensemble (ART's defaults, 100 × 5, are what the reference code would have run). ``convergence_iters`` ×
     ``convergence_restarts`` (× ``convergence_queries``, Square's query budgets, whose first entry is ``n_queries``;
     empty: Square is left out of the ladder): the attack-budget convergence check on the least and most compressed
-    members at each headline (empty ``convergence_iters``: not run).
+    members at each headline (empty ``convergence_iters``: not run). ``radii_iters``: the iterations of the
+    Fast Minimum-Norm attack where a study measures per-point radii (:mod:`crobust.study.measures_radii`).
     """
 
     n_points: int = 360
@@ -167,6 +168,7 @@ class EvalConfig:
     convergence_queries: tuple[int, ...] = ()
     art_n_iter: int = 100
     art_n_restarts: int = 5
+    radii_iters: int = 100
 
     def validate(self) -> None:
         if self.n_points <= 0:
@@ -184,7 +186,7 @@ class EvalConfig:
             raise CrobustError("eval.attacks must name at least one attack")
         for a in self.attacks:
             check_choice("eval.attacks entry", a, ENSEMBLE_ATTACKS)
-        for name in ("n_iter", "n_restarts", "n_targets", "n_queries", "art_n_iter", "art_n_restarts"):
+        for name in ("n_iter", "n_restarts", "n_targets", "n_queries", "art_n_iter", "art_n_restarts", "radii_iters"):
             if getattr(self, name) <= 0:
                 raise CrobustError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
         if any(i <= 0 for i in self.convergence_iters) or any(r <= 0 for r in self.convergence_restarts):

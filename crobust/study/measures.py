@@ -191,7 +191,8 @@ def robust_accuracy(norms: Sequence[str] = ("linf", "l2")):
     attack, restart and iterate (:func:`crobust.evaluation.population_robust_accuracy`): ``robust_acc[norm, eps]``
     for every ε of the grid, ``clean_acc_points`` (accuracy on the attacked points), ``ra_over_sa[norm]`` =
     RA(headline ε)/clean accuracy on those points and ``check_failures[norm]``. Keeps each member's worst-case
-    x_adv at the headline ε in ``ctx.cache`` (nothing is attacked twice) and the checks in ``ctx.log``."""
+    x_adv at the headline ε and its per-point robust flags over the grid (M, E, N) in ``ctx.cache`` (nothing is
+    attacked twice) and the checks in ``ctx.log``."""
     def measure(ctx: Context, pop: TrainedPopulation):
         e = ctx.eval
         attacks = attack_list(e, ctx.data.num_classes)
@@ -210,10 +211,12 @@ def robust_accuracy(norms: Sequence[str] = ("linf", "l2")):
                 out[column("robust_acc", norm=norm, eps=format_eps(eps))] = ra[:, i]
             out[column("ra_over_sa", norm=norm)] = ra[:, hi] / np.maximum(sa, 1e-12)
             ctx.cache[(pop.name, "ra_headline", norm)] = ra[:, hi]
+            ctx.cache[(pop.name, "robust_flags", norm)] = np.stack([r.robust_flags for r in reports])  # (M, E, N)
             out[column("check_failures", norm=norm)] = np.array([len(r.checks["failures"]) for r in reports])
             out[column("clean_acc_points")] = sa
         return out
-    return declare(measure, provides=[f"{item}/{norm}" for norm in norms for item in ("x_adv", "ra_headline")])
+    return declare(measure, provides=[f"{item}/{norm}" for norm in norms
+                                      for item in ("x_adv", "ra_headline", "robust_flags")])
 
 
 def weaker_evaluation(norms: Sequence[str] = ("linf", "l2")):

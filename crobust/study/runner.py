@@ -46,6 +46,7 @@ from crobust.records import RunDir, WorkdirLock
 from crobust.study import claims as claims_lib
 from crobust.study import dependencies, staging
 from crobust.study.measures import Context, TrainedPopulation, ensemble_note
+from crobust.study.measures_radii import report_lines as radii_report_lines
 from crobust.study.signals import RunSignals
 from crobust.study.table import MemberTable
 
@@ -481,6 +482,7 @@ def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_ro
                  "position in the population.")
     lines += ["", "### Evaluation checks", "", *_check_lines(ctx), ""]
     lines += ["### Attack-budget convergence", "", *_convergence_lines(ctx), ""]
+    lines += radii_report_lines(ctx.log.get("radii", []))
     if ctx.log["weaker"]:
         lines += ["### What a weaker evaluation would report", "",
                   "The reference code's only attack library is ART; its AutoProjectedGradientDescent differs from "
