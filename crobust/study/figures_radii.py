@@ -39,7 +39,8 @@ class RadiiFigure:
         return f"{self.group_by}={g:g}" if isinstance(g, float) else f"{self.group_by}={g}"
 
     def draw(self, table: MemberTable, folder: Path) -> Path:
-        entries = [(pop, v[self.norm]) for pop, v in self.store.items() if self.norm in v]
+        present = set(table.coord("population").tolist())
+        entries = [(pop, v[self.norm]) for pop, v in self.store.items() if self.norm in v and pop in present]
         if not entries:
             raise CrobustError(f"figure {self.name}: no {self.norm} radii measured (list the radii measure)")
         plt = report._pyplot()
