@@ -95,7 +95,8 @@ class RadiiFigure:
             left.set_ylabel("fraction of clean-correct points")
             left.set_title("attack radii (no certified radius for these models)", fontsize=9)
         left.grid(alpha=0.3)
-        left.legend(fontsize=7)
+        if left.get_legend_handles_labels()[0]:
+            left.legend(fontsize=7)
         eps = entries[0][1]["eps"]
         for g in levels:
             sel = groups == g
@@ -104,7 +105,10 @@ class RadiiFigure:
                 if not all(k in table for k in keys):
                     continue
                 values = np.stack([table[k][sel] for k in keys], axis=1)
-                mean = np.nanmean(values, axis=0)
+                values = values[np.isfinite(values).all(axis=1)]       # members this measure did not measure: out
+                if not len(values):
+                    continue
+                mean = values.mean(axis=0)
                 right.plot(eps, mean, ls=ls, marker="o", ms=3, color=colour[g], label=f"{self._label(g)} ({what})")
                 for e, v in zip(eps, mean):
                     rows.append({"panel": "curve", "setting": self._label(g), "source": what, "eps": float(e),
