@@ -11,8 +11,11 @@ s = 2y − 1, so the Corollary's binary logistic model has head C = c₁ − c�
 the ℓ2 headline δ (:mod:`crobust.study.measures_bounds`): F (clean mean loss), F^adv (per point the largest loss
 found by a loss-maximising APGD-CE run and the ensemble's headline example), the gap F^adv − F, the bound
 δ·L̂²_Φ·‖C‖₂ with the naive and the aligned Lipschitz bound of the encoder, their ratio to the gap; robust accuracy
-over an ℓ2 ε grid (APGD-CE + Square; APGD-T has no second target with two classes); Theorem 3.1's printed and
-sound right-hand sides on both hidden layers (W¹ is rectangular, width × 64; W² square).
+over an ℓ2 ε grid (``small``: APGD-CE + Square; ``paper``: AutoAttack's standard four, the targeted attacks with the
+one other class as their target); Theorem 3.1's printed and
+sound right-hand sides on both hidden layers (W¹ is rectangular, width × 64; W² square); per point, the certified
+radius below and the Fast Minimum-Norm attack's radius above the true ℓ2 radius (:mod:`crobust.study.measures_radii`,
+figure ``radii_l2``).
 
 Command::
 
@@ -58,9 +61,13 @@ from crobust.study import (Correlation, Curves, DataConfig, EvalConfig, GridConf
 from crobust.study import measures as M
 from crobust.study import recipes
 from crobust.study import measures_bounds as MB
+from crobust.study import measures_radii as R
+from crobust.study.figures_radii import RadiiFigure
 from crobust.study.figures_scatter import Scatter
 
 LAYERS = ("hidden_0", "hidden_1")
+# per-point radii, written by the radii measure and read by the radii figure (one run at a time per process)
+RADII = R.RadiiStore()
 PAPER_RHO = 0.947
 
 
@@ -96,9 +103,9 @@ PRESETS = {
     "small": BASE,
     # the digit pair has 72 test images
     "smoke": derive(BASE, {**recipes.smoke(), "model.width": 8, "ranks": (1, 8), "eval.n_points": 72,
-                           "eval.eps_l2": (0.0, 0.5)}),
+                           "eval.eps_l2": (0.0, 0.5), "eval.radii_iters": 20}),
     # the MNIST recipe's optimiser and batch with this study's budget (the digit pair is a fifth of MNIST)
-    "paper": derive(BASE, {**recipes.under("train", recipes.MNIST_MLP), "data.dataset": "mnist",
+    "paper": derive(BASE, {**recipes.under("eval", recipes.AUTOATTACK_EVAL), **recipes.under("train", recipes.MNIST_MLP), "data.dataset": "mnist",
                            "data.download": True, "model.width": 400, "ranks": (1, 2, 5, 10, 20, 50, 100, 400),
                            "grid.seeds": 5, "train.max_steps": 10000, "train.eval_every": 100,
                            "train.patience": 1000, "train.min_steps": 1000, "checkpoint_every": 1000,
@@ -118,7 +125,7 @@ def populations(cfg, data):
 
 def measures(cfg):
     return [M.clean_accuracy(), M.margins_and_head(), M.robust_accuracy(("l2",)), MB.gap_and_bound(("l2",)),
-            MB.theorem31_forms(LAYERS), M.spectrum("hidden_0"),
+            MB.theorem31_forms(LAYERS), M.spectrum("hidden_0"), R.radii(RADII, ("l2",)),
             M.budget_convergence(("l2",), populations=(f"rank_{min(cfg.ranks)}", f"rank_{max(cfg.ranks)}")),
             M.training_record()]
 
@@ -189,6 +196,7 @@ def figures(cfg):
                           "printed q=2": f"t31_neuron_printed_q2_over_lhs[layer={layer}]"}, "rhs / ‖W‖_∞",
                          f"neuron, {layer}") for layer in LAYERS)),
         Curves("robust_acc_vs_eps_l2", norm="l2", group_by="rank", title="robust accuracy (ensemble) against ε, ℓ2"),
+        RadiiFigure("radii_l2", RADII, "l2", group_by="rank", title="per-point radii, ℓ2: certified ≤ true ≤ FMN"),
     ]
 
 
@@ -197,7 +205,8 @@ def summary(cfg):
     keys = ["clean_acc", headline_ra(e, "l2"), "clean_loss", col("gap", norm="l2"),
             col("gap_bound_naive", norm="l2"), col("gap_bound_aligned", norm="l2"),
             col("bound_over_gap_naive", norm="l2"), col("bound_over_gap_aligned", norm="l2"), "median_margin",
-            "head_fro"]
+            "head_fro", col("radius_certified", norm="l2"), col("radius_attack", norm="l2"),
+            col("radius_ratio", norm="l2")]
     for layer in LAYERS:
         keys += [col("t31_spectral_sound_over_lhs", layer=layer), col("t31_spectral_printed_q2_over_lhs", layer=layer),
                  col("t31_neuron_sound_over_lhs", layer=layer), col("t31_neuron_printed_q1_over_lhs", layer=layer)]

@@ -15,7 +15,8 @@ Models: two populations of bias-free one-hidden-layer ReLU MLPs g(x) = C φ(W x)
 docs/paper.md §2 item 5) trained identically without a penalty — ``dense`` (W full, 64 × width) and ``lowrank`` (W = A·B
 of rank ``rank``, factors initialised at the dense layer's expected Frobenius norm,
 ``factor_init='frobenius_matched'``). Measured per member: clean accuracy, robust accuracy over ℓ2 and ℓ∞ ε grids
-(APGD-CE + Square: APGD-T has no second target with two classes), σ₁/‖W‖_F of W, margins and head norms, and along
+(``small``: APGD-CE + Square; ``paper``: AutoAttack's standard four, APGD-T and FAB-T with the one other class as
+their target), σ₁/‖W‖_F of W, margins and head norms, and along
 the attack direction u (−∇ of the logit margin, normalised for the norm) the distance t* to the decision boundary
 (:mod:`crobust.study.measures_boundary`): ``cross_frac`` = the share of correctly classified points with t* ≤ ε.
 Figure 1: the PCA view (PC1–PC2 of the evaluation inputs) of the pair of members with the closest clean accuracies:
@@ -131,7 +132,7 @@ PRESETS = {
     "small": BASE,
     "smoke": derive(BASE, {**recipes.smoke(), "data.generate_train": 600, "data.generate_test": 200,
                            "model.width": 16, "eval.eps_l2": (0.0, 0.3), "eval.eps_linf": (0.0, 0.03)}),
-    "paper": derive(BASE, {"data.generate_train": 10000, "data.generate_test": 2000, "model.width": 256,
+    "paper": derive(BASE, {**recipes.under("eval", recipes.AUTOATTACK_EVAL), "data.generate_train": 10000, "data.generate_test": 2000, "model.width": 256,
                            "grid.seeds": 8, "train.max_steps": 10000, "train.patience": 2000, "train.min_steps": 2000,
                            "eval.n_points": 2000, "eval.convergence_iters": (25, 50, 100, 200),
                            "eval.convergence_restarts": (1, 2, 4), "eval.n_iter": 100, "eval.n_queries": 5000,

@@ -132,7 +132,7 @@ PRESETS = {
                            "arms.include": ("nuclear", "lowrank"), "arms.alpha_nuclear": (0.0, 0.03),
                            "arms.ranks": (2,), "train.max_steps": 120, "train.eval_every": 40,
                            "eval.eps_linf": (0.0, 0.05), "eval.eps_l2": (0.0, 0.25)}),
-    "paper": derive(BASE, {**recipes.under("train", recipes.CIFAR10_MLP), "data.dataset": "cifar10",
+    "paper": derive(BASE, {**recipes.under("eval", recipes.AUTOATTACK_EVAL), **recipes.under("train", recipes.CIFAR10_MLP), "data.dataset": "cifar10",
                            "data.download": True, "model.width": 2000, "model.depth": 5,
                            "arms.alpha_group_lasso": (0.0, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3),
                            "arms.alpha_nuclear": (0.0, 1e-5, 3e-5, 1e-4, 3e-4),
@@ -140,7 +140,7 @@ PRESETS = {
                            "eval.eps_linf": (0.0, 0.5 / 255, 1 / 255, 2 / 255, 4 / 255, 8 / 255),
                            "eval.eps_l2": (0.0, 0.1, 0.25, 0.5, 1.0), "eval.headline_linf": 1 / 255,
                            "eval.headline_l2": 0.25, "eval.n_points": 1000, "eval.convergence_iters": (25, 50, 100, 200),
-                           "eval.convergence_restarts": (1, 2, 4), "eval.n_iter": 100, "eval.n_targets": 9,
+                           "eval.convergence_restarts": (1, 2, 4), "eval.n_iter": 100,
                            "eval.n_queries": 5000, "eval.convergence_queries": (5000, 10000)}),
 }
 

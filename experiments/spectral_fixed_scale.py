@@ -4,8 +4,10 @@ norm is enough to lower adversarial robustness.
 A bias-free ReLU MLP with one hidden layer is trained with a nuclear-norm penalty α‖W¹‖_* on its hidden layer, and
 after every optimiser step W¹ is rescaled to its initial Frobenius norm, so α changes only how W¹'s energy is spread
 over its singular values, never its scale. Each α × seed member's best-validation parameters are measured: clean
-accuracy, robust accuracy (ℓ∞ and ℓ2 ε grids, the APGD-CE + APGD-T + Square ensemble, its attack-budget
-convergence, and ART's APGD beside it — what the paper's code probably ran), prunability and spectral
+accuracy, robust accuracy (ℓ∞ and ℓ2 ε grids, the APGD-CE + APGD-T + Square ensemble — AutoAttack's standard four
+at ``paper`` —, its attack-budget convergence, and ART's APGD beside it — what the paper's code probably ran), each
+point's radius bracketed by the certified radius below and the Fast Minimum-Norm attack's above
+(:mod:`crobust.study.measures_radii`; figures ``radii_linf``, ``radii_l2``), prunability and spectral
 concentration of W¹, the representation shift and the alignment of the headline perturbation with W¹'s top right
 singular vectors; and the confounds: median logit margin, the head's norms, clean accuracy across α.
 
@@ -33,6 +35,8 @@ from crobust.study import (Curves, DataConfig, EvalConfig, Flat, GridConfig, Hol
                            Panels, Population, Study, StudyConfig, Trend, col, headline_ra)
 from crobust.study import measures as M
 from crobust.study import recipes
+from crobust.study import measures_radii as R
+from crobust.study.figures_radii import RadiiFigure
 
 
 BASE = StudyConfig(
@@ -46,6 +50,9 @@ BASE = StudyConfig(
 
 LAYER = BASE.model.first_hidden_layer     # W¹, the first hidden layer of every preset's model
 
+# per-point radii, written by the radii measure and read by the radii figures (one run at a time per process)
+RADII = R.RadiiStore()
+
 PRESETS = {
     "small": BASE,
     # the shared smoke delta, but this study's smoke run keeps the attack ensemble and a short convergence sweep
@@ -54,14 +61,14 @@ PRESETS = {
                            "eval.attacks": BASE.eval.attacks, "eval.n_targets": 1, "eval.n_queries": 50,
                            "eval.convergence_iters": (5, 10), "eval.convergence_restarts": (1,),
                            "eval.convergence_queries": (50, 100),
-                           "eval.art_n_iter": 10, "eval.art_n_restarts": 1}),
-    "paper": derive(BASE, {**recipes.under("train", recipes.MNIST_MLP), "data.dataset": "mnist",
+                           "eval.art_n_iter": 10, "eval.art_n_restarts": 1, "eval.radii_iters": 20}),
+    "paper": derive(BASE, {**recipes.under("eval", recipes.AUTOATTACK_EVAL), **recipes.under("train", recipes.MNIST_MLP), "data.dataset": "mnist",
                            "data.download": True, "model.width": 400,
                            "grid.alpha": (0.0, 1e-4, 1e-3, 5e-3, 1e-2, 5e-2, 1e-1), "grid.seeds": 5,
                            "checkpoint_every": 2110,
                            "eval.eps_linf": (0.0, 0.02, 0.05, 0.1, 0.2, 0.3), "eval.eps_l2": (0.0, 0.25, 0.5, 1.0, 1.5, 2.0),
                            "eval.headline_l2": 1.0, "eval.n_points": 2000, "eval.n_iter": 100, "eval.n_restarts": 1,
-                           "eval.n_targets": 9, "eval.n_queries": 5000, "eval.convergence_queries": (5000, 10000),
+                           "eval.n_queries": 5000, "eval.convergence_queries": (5000, 10000),
                            "eval.convergence_iters": (25, 50, 100, 200),
                            "eval.convergence_restarts": (1, 2, 4)}),
 }
@@ -75,7 +82,7 @@ def populations(cfg, data):
 def measures(cfg):
     return [M.clean_accuracy(), M.margins_and_head(), M.robust_accuracy(("linf", "l2")), M.weaker_evaluation(),
             M.budget_convergence(), M.spectrum(LAYER), M.representation_shift(("linf", "l2")),
-            M.singular_alignment(("l2",), LAYER), M.training_record()]
+            M.singular_alignment(("l2",), LAYER), R.radii(RADII, ("linf", "l2")), M.training_record()]
 
 
 # The effect the primary claims assert: robust accuracy (or RA/SA) falls by at least EFFECT from the smallest to the
@@ -136,13 +143,16 @@ def figures(cfg):
                    Panel({"median logit margin": "median_margin", "‖W_head‖_F": "head_fro"}, "value", "confounds"))),
         Curves("robust_acc_vs_eps_linf", norm="linf", title="robust accuracy (ensemble) against ε, ℓ∞"),
         Curves("robust_acc_vs_eps_l2", norm="l2", title="robust accuracy (ensemble) against ε, ℓ2"),
+        RadiiFigure("radii_linf", RADII, "linf", group_by="alpha", title="per-point radii, ℓ∞"),
+        RadiiFigure("radii_l2", RADII, "l2", group_by="alpha", title="per-point radii, ℓ2"),
     ]
 
 
 def summary(cfg):
     return ["clean_acc", headline_ra(cfg.eval, "linf"), headline_ra(cfg.eval, "l2"), col("prunability", layer=LAYER),
             col("op_over_fro", layer=LAYER), col("shift", norm="l2"), col("top_energy", norm="l2"), "median_margin",
-            "head_fro", col("art_overstatement", norm="linf"), col("art_overstatement", norm="l2")]
+            "head_fro", col("art_overstatement", norm="linf"), col("art_overstatement", norm="l2"),
+            col("radius_certified", norm="l2"), col("radius_attack", norm="l2"), col("fmn_weaker", norm="l2")]
 
 
 def notes(cfg):

@@ -59,7 +59,7 @@ def write_cifar100(data_dir: Path, n_train: int = 200, n_test: int = 100, seed: 
 TINY = {"train.max_steps": 2, "train.eval_every": 1, "train.batch_size": 8, "train.min_steps": 0,
         "train.patience": None, "checkpoint_every": 2, "eval.n_points": 2, "eval.n_iter": 2, "eval.n_targets": 1,
         "eval.n_queries": 2, "eval.convergence_iters": (2,), "eval.convergence_restarts": (1,),
-        "eval.convergence_queries": ()}
+        "eval.convergence_queries": (), "eval.radii_iters": 2}
 """The sizes a test shrinks (two steps, a two-point evaluation, a one-step ladder); a study adds its own member-grid
 and width reductions."""
 

@@ -364,6 +364,18 @@ def test_budget_convergence_doubles_square_queries_on_an_axis_of_its_own():
                              queries=(2, 4))
 
 
+def test_budget_convergence_moves_fab_t_with_the_gradient_attacks():
+    """FAB-T gets each rung's iterations and restarts, as APGD-T does (the paper presets' ladder)."""
+    model, params, x, y = _population()
+    x, y = x[:20], y[:20]
+    selected = jax.tree.map(lambda p: p[:1], params)
+    keys = jax.random.split(jax.random.key(7), 1)
+    attacks = (("apgd-ce", {"n_iter": 1}), ("fab-t", {"n_iter": 1, "n_target_classes": 2}))
+    out = E.budget_convergence(model.apply, selected, x, y, keys, eps=16 / 255, iterations=(1, 3), restarts=(1, 2),
+                               attacks=attacks)[0]
+    assert "FAB-T (3 iterations, 2 targets × 2 restarts)" in out["description"]
+
+
 def test_art_variant_runs_as_a_named_attack_and_ensemble():
     model, params, x, y = _population()
     x, y = x[:60], y[:60]

@@ -52,6 +52,7 @@ class _SmokeContract:
         for section in ("## Setup (as run)", "## Evaluation (as run)", "### Evaluation checks", "## Verdicts",
                         "## Means per group", "## Figures", "## Choices made here"):
             assert section in report, section
+        assert "reduced ensemble: " in report or "AutoAttack's standard ensemble" in report
         assert report.count("Rule: ") + report.count("— **skipped**") >= len(declared)
 
     def test_every_figure_has_its_csv(self, smoke):
@@ -117,6 +118,29 @@ def _assert_one_error_line(code, err, needle, workdir):
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
     assert not (workdir / "report.md").exists()
+
+
+def test_every_paper_preset_runs_autoattacks_standard_four_and_the_reduced_ones_say_so():
+    """paper: APGD-CE, APGD-T, FAB-T, Square at AutoAttack's settings (FAB-T reads n_iter and n_targets as APGD-T,
+    and shrinks with the suite's TINY sizes); smoke and small: a reduced ensemble, named as such in words."""
+    from _paper_data import TINY
+    from crobust.config import derive
+    from crobust.study.measures import AUTOATTACK_STANDARD, attack_list, ensemble_note
+    for name in sorted(STUDIES):
+        study = importlib.import_module(STUDIES[name]).STUDY
+        e = study.presets["paper"].eval
+        assert e.attacks == AUTOATTACK_STANDARD and (e.n_iter, e.n_restarts, e.n_targets) == (100, 1, 9), name
+        specs = dict(attack_list(e, 10))
+        assert specs["fab-t"] == dict(n_iter=100, n_restarts=1, n_target_classes=9)
+        assert dict(attack_list(e, 2))["fab-t"]["n_target_classes"] == 1              # min(9, C − 1)
+        assert dict(attack_list(derive(study.presets["paper"], TINY).eval, 10))["fab-t"]["n_iter"] == 2
+        assert ensemble_note(e.attacks).startswith("AutoAttack's standard ensemble")
+        for preset in ("smoke", "small"):
+            attacks = study.presets[preset].eval.attacks
+            if set(AUTOATTACK_STANDARD) - set(attacks):
+                assert ensemble_note(attacks).startswith("reduced ensemble: "), (name, preset)
+    assert ensemble_note(("apgd-ce", "apgd-t", "square")) == \
+        "reduced ensemble: FAB-T left out of AutoAttack's standard four"
 
 
 @pytest.mark.parametrize("args, needle", BAD_INPUT)

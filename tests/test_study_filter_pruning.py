@@ -17,6 +17,7 @@ from crobust._errors import CrobustError
 from crobust.config import derive
 from crobust.study import MemberTable, NoGain, col, open_run, power, staging
 from crobust.study import measures_pruning as MP
+from crobust.study import measures_radii as R
 from crobust.study.measures import Context, TrainedPopulation
 from experiments import filter_pruning as E10
 from experiments import resnet_row_sparsity as E4
@@ -50,7 +51,13 @@ def test_smoke_runs_end_to_end_on_the_row_members_of_resnet_row_sparsity(smoke):
     assert all(v["verdict"] == "supported" for v in verdicts if v["family"] == "check"), verdicts
     report = (workdir / "report.md").read_text()
     assert "Stand-ins: digits for CIFAR-10" in report and "## Checks" in report
-    assert len(list(workdir.glob("retention_*.png"))) == len(E10.figures(SMOKE))
+    assert len(list(workdir.glob("retention_*.png"))) == len(E10.figures(SMOKE)) - 1     # and radii_linf
+    # the radii section: FMN on the conv members, no certificate, and the report says why
+    assert "| posthoc | linf | no: " + R.NO_CERTIFICATE in report and (workdir / "radii_linf.png").exists()
+    posthoc = [r for r in rows if r["population"] == "posthoc"]
+    value = lambda s: float(s) if s not in ("", None) else math.nan
+    assert all(np.isnan(value(r["radius_certified[norm=linf]"])) for r in posthoc)
+    assert all(value(r["radius_attack[norm=linf]"]) >= 0 for r in posthoc)
 
 
 @pytest.fixture(scope="module")

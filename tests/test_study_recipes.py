@@ -79,7 +79,7 @@ def test_study_fields_override_the_recipe_and_unknown_fields_fail():
 def test_under_and_smoke_name_the_blocks():
     assert recipes.under("sgd", {"lr": 0.1, "patience": None}) == {"sgd.lr": 0.1, "sgd.patience": None}
     assert recipes.smoke() == {"train.max_steps": 150, "train.eval_every": 50, "train.patience": None,
-                               "train.min_steps": 0, "eval.n_points": 100, "eval.n_iter": 5,
+                               "train.min_steps": 0, "eval.n_points": 100, "eval.n_iter": 5, "eval.n_restarts": 1,
                                "eval.attacks": ("apgd-ce",), "eval.convergence_iters": (), "grid.seeds": 2}
 
 

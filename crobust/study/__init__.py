@@ -9,13 +9,14 @@ figures, verdicts with a multiple-claims correction, ``report.md``).
   :class:`crobust.training.TrainConfig`) and :class:`StudyConfig`;
 - :mod:`~crobust.study.measures` and its siblings ``measures_*`` — the measures (clean and robust accuracy,
   margins, layer metrics, spectra, representation shift, singular-direction alignment, bounds, decision boundary,
-  universal perturbations, pruning sweeps, …); :data:`MEASURES` is every one of them by name;
+  universal perturbations, pruning sweeps, per-point robustness radii, …); :data:`MEASURES` is every one of them by name;
   :mod:`~crobust.study.dependencies` — what a measure needs from another, and the order they run in;
 - :mod:`~crobust.study.table` — the member table and its records;
 - :mod:`~crobust.study.claims` — claim rules (trend, comparison, correlation, matched, inequality for every member,
   flat) in primary / secondary / check families, each Holm-corrected; :mod:`~crobust.study.power` — the power
   check of a preset's claims before any training (``--power``);
-- :mod:`~crobust.study.figures` — declared figures;
+- :mod:`~crobust.study.figures` — declared figures (``figures_*``: the decision-boundary, scatter and radii
+  figures);
 - :mod:`~crobust.study.runner` — the runner and ``report.md``; :mod:`~crobust.study.cli` — the command line;
 - :mod:`~crobust.study.staging` — staged populations (start from another population's trained members);
 - :mod:`~crobust.study.finished` — :func:`open_run`: a finished run's config, member table and trained members;
@@ -29,7 +30,7 @@ from crobust.study.blocks import DataConfig, EvalConfig, GridConfig, MeasureConf
 from crobust.study.claims import Compare, Correlation, Flat, Holds, Matched, NoGain, Trend, Verdict, judge
 from crobust.study.figures import Curves, Panel, Panels
 from crobust.study import (dependencies, measures_boundary, measures_bounds, measures_compressibility,
-                           measures_pruning, measures_universal)
+                           measures_pruning, measures_radii, measures_universal)
 from crobust.study.measures import headline_ra
 from crobust.study.finished import FinishedRun, open_run
 from crobust.study.runner import Population, Study, run
@@ -39,7 +40,7 @@ from crobust.study.table import Column, MemberTable, col
 def _catalogue() -> dict:
     out = {}
     for module in (measures, measures_bounds, measures_boundary, measures_compressibility, measures_pruning,
-                   measures_universal):
+                   measures_radii, measures_universal):
         for name, factory in module.MEASURES.items():
             if name in out:
                 raise ImportError(f"two measures named {name!r}")

@@ -150,10 +150,11 @@ class EvalConfig:
     the ensemble (ART's defaults, 100 × 5, are what the reference code would have run). ``convergence_iters`` ×
     ``convergence_restarts`` (× ``convergence_queries``, Square's query budgets, whose first entry is ``n_queries``;
     empty: Square is left out of the ladder): the attack-budget convergence check on the least and most compressed
-    members at each headline (empty ``convergence_iters``: not run). ``execution``: how the attacks run
-    (:func:`crobust.evaluation.population_robust_accuracy`: ``'auto'``, ``'program'``, ``'host_loop'``,
-    ``'host_steps'``); recorded in ``config.json`` and the report but not part of the run's identity (how, never
-    what: the results agree to float round-off).
+    members at each headline (empty ``convergence_iters``: not run). ``radii_iters``: the iterations of the
+    Fast Minimum-Norm attack where a study measures per-point radii (:mod:`crobust.study.measures_radii`).
+    ``execution``: how the attacks run (:func:`crobust.evaluation.population_robust_accuracy`: ``'auto'``,
+    ``'program'``, ``'host_loop'``, ``'host_steps'``); recorded in ``config.json`` and the report but not part of
+    the run's identity (how, never what: the results agree to float round-off).
     """
 
     n_points: int = 360
@@ -171,6 +172,7 @@ class EvalConfig:
     convergence_queries: tuple[int, ...] = ()
     art_n_iter: int = 100
     art_n_restarts: int = 5
+    radii_iters: int = 100
     execution: str = "auto"
 
     NOT_IDENTITY: ClassVar[tuple[str, ...]] = ("execution",)
@@ -192,7 +194,7 @@ class EvalConfig:
         for a in self.attacks:
             check_choice("eval.attacks entry", a, ENSEMBLE_ATTACKS)
         check_choice("eval.execution", self.execution, EVAL_EXECUTIONS)
-        for name in ("n_iter", "n_restarts", "n_targets", "n_queries", "art_n_iter", "art_n_restarts"):
+        for name in ("n_iter", "n_restarts", "n_targets", "n_queries", "art_n_iter", "art_n_restarts", "radii_iters"):
             if getattr(self, name) <= 0:
                 raise CrobustError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
         if any(i <= 0 for i in self.convergence_iters) or any(r <= 0 for r in self.convergence_restarts):

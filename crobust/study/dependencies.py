@@ -1,9 +1,10 @@
 """What a measure needs from another, declared rather than implied by the order a study lists its measures in.
 
 Some measures read what another measure left in the population's shared cache (``Context.cache``): the
-robust-accuracy measure keeps each member's worst-case adversarial examples at the headline ε (``x_adv/<norm>``)
-and its headline robust accuracy (``ra_headline/<norm>``); the representation-shift, alignment, gap-and-bound and
-weaker-evaluation measures read them. A measure states this with :func:`declare`::
+robust-accuracy measure keeps each member's worst-case adversarial examples at the headline ε (``x_adv/<norm>``),
+its headline robust accuracy (``ra_headline/<norm>``) and its per-point robust flags over the ε grid
+(``robust_flags/<norm>``); the representation-shift, alignment, gap-and-bound, weaker-evaluation and radii
+measures read them. A measure states this with :func:`declare`::
 
     declare(measure, provides=("x_adv/linf", "ra_headline/linf"))
     declare(measure, requires=("x_adv/l2",))

@@ -163,6 +163,22 @@ def attack_list(e: EvalConfig, num_classes: int) -> tuple:
     return tuple(out)
 
 
+AUTOATTACK_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
+_NAMES = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square"}
+
+
+def ensemble_note(attacks: Sequence[str]) -> str:
+    """Words for how the ensemble ``attacks`` (names) stands to AutoAttack's standard ensemble (APGD-CE, APGD-T,
+    FAB-T, Square): "AutoAttack's standard ensemble" when it holds all four, else "reduced ensemble: FAB-T left out"
+    (naming every one of the four it lacks), plus any attack it adds."""
+    names = [a if isinstance(a, str) else a[0] for a in attacks]
+    missing = [_NAMES[a] for a in AUTOATTACK_STANDARD if a not in names]
+    extra = [a for a in names if a not in AUTOATTACK_STANDARD]
+    text = ("AutoAttack's standard ensemble (APGD-CE, APGD-T, FAB-T, Square)" if not missing else
+            f"reduced ensemble: {', '.join(missing)} left out of AutoAttack's standard four")
+    return text + (f", with {', '.join(extra)} added" if extra else "")
+
+
 def _evaluate(ctx: Context, pop: TrainedPopulation, norm: str, attacks, stream: str, grid, keep=()):
     keys = member_eval_keys(pop.seeds, stream)
     return evaluation.population_robust_accuracy(pop.apply_fn, pop.variables, ctx.x, ctx.y, eps=list(grid),
@@ -175,7 +191,8 @@ def robust_accuracy(norms: Sequence[str] = ("linf", "l2")):
     attack, restart and iterate (:func:`crobust.evaluation.population_robust_accuracy`): ``robust_acc[norm, eps]``
     for every ε of the grid, ``clean_acc_points`` (accuracy on the attacked points), ``ra_over_sa[norm]`` =
     RA(headline ε)/clean accuracy on those points and ``check_failures[norm]``. Keeps each member's worst-case
-    x_adv at the headline ε in ``ctx.cache`` (nothing is attacked twice) and the checks in ``ctx.log``."""
+    x_adv at the headline ε and its per-point robust flags over the grid (M, E, N) in ``ctx.cache`` (nothing is
+    attacked twice) and the checks in ``ctx.log``."""
     def measure(ctx: Context, pop: TrainedPopulation):
         e = ctx.eval
         attacks = attack_list(e, ctx.data.num_classes)
@@ -194,10 +211,12 @@ def robust_accuracy(norms: Sequence[str] = ("linf", "l2")):
                 out[column("robust_acc", norm=norm, eps=format_eps(eps))] = ra[:, i]
             out[column("ra_over_sa", norm=norm)] = ra[:, hi] / np.maximum(sa, 1e-12)
             ctx.cache[(pop.name, "ra_headline", norm)] = ra[:, hi]
+            ctx.cache[(pop.name, "robust_flags", norm)] = np.stack([r.robust_flags for r in reports])  # (M, E, N)
             out[column("check_failures", norm=norm)] = np.array([len(r.checks["failures"]) for r in reports])
             out[column("clean_acc_points")] = sa
         return out
-    return declare(measure, provides=[f"{item}/{norm}" for norm in norms for item in ("x_adv", "ra_headline")])
+    return declare(measure, provides=[f"{item}/{norm}" for norm in norms
+                                      for item in ("x_adv", "ra_headline", "robust_flags")])
 
 
 def weaker_evaluation(norms: Sequence[str] = ("linf", "l2")):
@@ -472,5 +491,5 @@ MEASURES: dict[str, Callable] = {
     "training_record": training_record,
 }
 
-__all__ = ["Context", "TrainedPopulation", "MEASURES", "member_eval_keys", "attack_list",
+__all__ = ["Context", "TrainedPopulation", "MEASURES", "member_eval_keys", "attack_list", "ensemble_note",
            "headline_ra", "prunable_fraction", "layer_or_first_hidden", "relative_to_baseline"] + list(MEASURES)

@@ -36,6 +36,13 @@ iterations, on 100 points, no budget-convergence sweep), :data:`SMOKE_GRID` (2 s
 digits, :data:`SMOKE_DIGITS` (600 training and 200 test images). :func:`smoke` joins the first three under the
 study's block names; a study overrides what its smoke run needs differently (e.g. the motivating study keeps the
 attack ensemble, which no other smoke run exercises).
+
+Evaluation: :data:`AUTOATTACK_EVAL` is AutoAttack's standard ensemble — APGD-CE, APGD-T, FAB-T and Square, the
+targeted attacks at min(9, C − 1) target classes — as a delta on the ``eval`` block; every study's ``paper`` preset
+applies it (``recipes.under("eval", recipes.AUTOATTACK_EVAL)``) with its own ``n_iter`` (100, AutoAttack's),
+``n_restarts`` (1) and ``n_queries`` (5000), which FAB-T reads as APGD-T does
+(:func:`crobust.study.measures.attack_list`). The ``smoke`` and ``small`` presets run a reduced ensemble, and each
+report says which of the four it leaves out.
 """
 
 from __future__ import annotations
@@ -72,6 +79,7 @@ SMOKE_TRAIN = MappingProxyType({"max_steps": 150, "eval_every": 50, "patience": 
 SMOKE_EVAL = MappingProxyType({"n_points": 100, "n_iter": 5, "n_restarts": 1, "attacks": ("apgd-ce",),
                                "convergence_iters": ()})
 SMOKE_GRID = MappingProxyType({"seeds": 2})
+AUTOATTACK_EVAL = MappingProxyType({"attacks": ("apgd-ce", "apgd-t", "fab-t", "square"), "n_targets": 9})
 SMOKE_DIGITS = MappingProxyType({"n_train": 600, "n_test": 200})
 
 

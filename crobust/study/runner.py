@@ -46,7 +46,8 @@ from crobust.records import RunDir, WorkdirLock
 from crobust.study import claims as claims_lib
 from crobust.study import dependencies, staging
 from crobust.study.blocks import EvalConfig
-from crobust.study.measures import Context, TrainedPopulation
+from crobust.study.measures import Context, TrainedPopulation, ensemble_note
+from crobust.study.measures_radii import report_lines as radii_report_lines
 from crobust.study.signals import RunSignals
 from crobust.study.table import MemberTable
 
@@ -473,7 +474,7 @@ def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_ro
     lines += ["", "## Evaluation (as run)", ""]
     e = ctx.eval
     for norm, attacks in ctx.log["attacks"].items():
-        lines.append(f"- {norm}: {attacks}; ε grid {', '.join(format_eps(v) for v in e.grid(norm))} (pixel units), "
+        lines.append(f"- {norm}: {attacks} ({ensemble_note(e.attacks)}); ε grid {', '.join(format_eps(v) for v in e.grid(norm))} (pixel units), "
                      f"headline ε = {format_eps(e.headline(norm))}.")
     lines.append("- Precision: every measurement (attacks included) at full float32 matmul precision on every backend "
                  "(`crobust.precision.full`).")
@@ -484,6 +485,7 @@ def _report(study: Study, cfg, data, trained, ctx: Context, verdicts, summary_ro
                  "position in the population.")
     lines += ["", "### Evaluation checks", "", *_check_lines(ctx), ""]
     lines += ["### Attack-budget convergence", "", *_convergence_lines(ctx), ""]
+    lines += radii_report_lines(ctx.log.get("radii", []))
     if ctx.log["weaker"]:
         lines += ["### What a weaker evaluation would report", "",
                   "The reference code's only attack library is ART; its AutoProjectedGradientDescent differs from "
