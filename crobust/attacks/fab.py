@@ -52,13 +52,13 @@ runs and its norm (0 for points misclassified at x, ∞ where none was found).
 
 Differences from AutoAttack: the gradients of z_j − z_y are computed as one vjp per cotangent rather than as the
 differences of the C logit gradients (equal up to float rounding); all restarts/targets run for every point (the
-result is the cascade's); sorting ties in the projections are broken by a stable sort. With ``clip=False`` the box
+result is the cascade's); the projections solve for their multiplier by bisection on its value rather than by
+sorting the breakpoints. With ``clip=False`` the box
 is dropped: the projections are onto the hyperplane alone (closed form) and iterates are not clipped.
 """
 
 from __future__ import annotations
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -77,104 +77,75 @@ def _take(a, idx):
     return jnp.take_along_axis(a, idx[:, None], axis=1)[:, 0]
 
 
-def _bisect(n_cols: int, go_right, n_rows: int):
-    """AutoAttack's bisection over sorted positions: lb = 0, ub = D − 1, ⌈log2 D⌉ halvings, lb ← mid where
-    ``go_right(mid)`` (int32 (N,) → bool (N,)), else ub ← mid. Returns lb (N,) int32."""
-    n_halvings = math.ceil(math.log2(n_cols)) if n_cols > 1 else 0
+def _capped_root(weight, cap, c):
+    """Per row, the smallest v ≥ 0 with h(v) = Σ_i weight_i·min(v, cap_i) ≥ c (weight, cap ≥ 0), at most max cap.
+
+    h is continuous, nondecreasing and piecewise linear with kinks at the caps. Bisection on the bit patterns of
+    v ∈ [0, max{cap_i: weight_i > 0}] (for non-negative float32, the int32 order of the bits is the order of the
+    values) narrows the root to (v_lo, v_hi], two adjacent floats, in 31 halvings of elementwise work and row sums.
+    No cap lies strictly between them, so the coordinates with cap_i ≤ v_lo are exactly those at their cap at the
+    root and on that segment h is linear: v = (c − Σ_{cap_i ≤ v_lo} weight_i·cap_i) / Σ_{cap_i > v_lo} weight_i,
+    clamped to [v_lo, v_hi]. When c > h(∞) (c out of reach) the result is max cap.
+    """
+    top = jnp.max(jnp.where(weight > 0, cap, 0.0), axis=1)
+    as_int = lambda v: jax.lax.bitcast_convert_type(v, jnp.int32)
+    as_float = lambda i: jax.lax.bitcast_convert_type(i, cap.dtype)
 
     def body(_, bounds):
-        lb, ub = bounds
-        mid = (lb + ub) // 2
-        right = go_right(mid)
-        return jnp.where(right, mid, lb), jnp.where(right, ub, mid)
+        lo, hi = bounds
+        mid = lo + (hi - lo) // 2
+        below = jnp.sum(weight * jnp.minimum(as_float(mid)[:, None], cap), axis=1) < c
+        return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
 
-    lb = jnp.zeros((n_rows,), jnp.int32)
-    ub = jnp.full((n_rows,), n_cols - 1, jnp.int32)
-    return jax.lax.fori_loop(0, n_halvings, body, (lb, ub))[0]
+    lo, hi = jax.lax.fori_loop(0, 31, body, (jnp.zeros(c.shape, jnp.int32), as_int(top)))
+    v_lo, v_hi = as_float(lo), as_float(hi)
+    under = cap <= v_lo[:, None]
+    den = jnp.sum(jnp.where(under, 0.0, weight), axis=1)
+    v = (c - jnp.sum(jnp.where(under, weight * cap, 0.0), axis=1)) / jnp.where(den > 0, den, 1.0)
+    return jnp.clip(jnp.where(den > 0, v, v_hi), v_lo, v_hi)
+
+
+def _oriented(t, w, b):
+    """(w, c) with the sign of the hyperplane flipped so that c = ⟨w, t⟩ − b ≥ 0: δ must lower ⟨w, ·⟩ by c."""
+    c = jnp.sum(w * t, axis=1) - b
+    sign = jnp.where(c >= 0, 1.0, -1.0).astype(t.dtype)
+    return w * sign[:, None], c * sign
 
 
 def projection_linf(t, w, b):
     """argmin_δ ‖δ‖_∞ s.t. ⟨w, t + δ⟩ = b and t + δ ∈ [0, 1]^D, per row (AutoAttack's ``projection_linf``).
 
-    Args: t (N, D) points in [0, 1], w (N, D) normals, b (N,) offsets. Returns δ (N, D). When the hyperplane does
-    not meet the box, δ moves t to the box corner nearest the hyperplane (δ_i = (1[w_i < 0] − t_i), on w_i ≠ 0).
+    With the sign chosen so that c = ⟨w, t⟩ − b ≥ 0, coordinate i moves towards 1 where w_i < 0 and towards 0
+    where w_i > 0, by at most its room p_i (1 − t_i or t_i); at radius ρ the largest decrease of ⟨w, ·⟩ is
+    h(ρ) = Σ_i |w_i|·min(ρ, p_i), so the solution is δ_i = −sign(w_i)·min(ρ*, p_i) with ρ* the smallest root of
+    h(ρ) = c (:func:`_capped_root`; float32-exact up to the rounding of the row sums). Coordinates with w_i = 0 do
+    not move. When the hyperplane does not meet the box (c > h(∞)), δ moves t to the box corner nearest the
+    hyperplane (δ_i = 1[w_i < 0] − t_i on w_i ≠ 0).
+
+    Args: t (N, D) points in [0, 1], w (N, D) normals, b (N,) offsets. Returns δ (N, D).
     """
-    n, dim = t.shape
-    sign = jnp.where(jnp.sum(w * t, axis=1) - b >= 0, 1.0, -1.0).astype(t.dtype)
-    w = w * sign[:, None]
-    b = b * sign
-    a = (w < 0).astype(t.dtype)
-    nonzero = (w != 0).astype(t.dtype)
-    d = (a - t) * nonzero
-    p = a - t * (2 * a - 1)                 # how far each coordinate can move towards the hyperplane
-    indp = jnp.argsort(p, axis=1)
-    b = b - jnp.sum(w * t, axis=1)
-    b0 = jnp.sum(w * d, axis=1)
-    indp2 = indp[:, ::-1]
-    ws = jnp.take_along_axis(w, indp2, axis=1)
-    bs2 = -ws * jnp.take_along_axis(d, indp2, axis=1)
-    s = jnp.cumsum(jnp.abs(ws), axis=1)
-    sb = jnp.cumsum(bs2, axis=1) + b0[:, None]
-    b2 = sb[:, -1] - s[:, -1] * _take(p, indp[:, 0])
-    c_l = b - b2 > 0
-    c2 = (b - b0 > 0) & ~c_l
-
-    def go_right(mid):
-        indcurr = _take(indp, dim - 1 - mid)
-        return b - (_take(sb, mid) - _take(s, mid) * _take(p, indcurr)) > 0
-
-    lb = _bisect(dim, go_right, n)
-    lmbd_l = jnp.maximum((b - sb[:, -1]) / (-s[:, -1]), 0.0)[:, None]
-    d_l = (2 * a - 1) * lmbd_l
-    lmbd_2 = jnp.maximum((b - _take(sb, lb)) / (-_take(s, lb)), 0.0)[:, None]
-    d_2 = jnp.minimum(lmbd_2, d) * a + jnp.maximum(-lmbd_2, d) * (1 - a)
-    d = jnp.where(c_l[:, None], d_l, jnp.where(c2[:, None], d_2, d))
-    return d * nonzero
+    w, c = _oriented(t, w, b)
+    up = w < 0
+    room = jnp.where(up, 1 - t, t)
+    step = jnp.minimum(_capped_root(jnp.abs(w), room, c)[:, None], room)
+    return jnp.where(w == 0, 0.0, jnp.where(up, step, -step))
 
 
 def projection_l2(t, w, b):
     """argmin_δ ‖δ‖_2 s.t. ⟨w, t + δ⟩ = b and t + δ ∈ [0, 1]^D, per row (AutoAttack's ``projection_l2``).
 
-    The solution is δ_i = clip(−λ w_i, −t_i, 1 − t_i) for the multiplier λ ≥ 0 that meets the hyperplane; the
-    breakpoints r_i where coordinate i reaches its bound are sorted and the segment holding λ found by bisection
-    over the cumulative sums. Coordinates with |w_i| < 1e-8 do not move. Args and returns as
-    :func:`projection_linf`.
+    With c = ⟨w, t⟩ − b ≥ 0 (sign flipped as for ℓ∞) the KKT solution is δ_i = clip(−λ w_i, −t_i, 1 − t_i) =
+    −w_i·min(λ, r_i) for a multiplier λ ≥ 0, r_i = max(t_i/w_i, (t_i − 1)/w_i) the value at which coordinate i
+    reaches its bound; ⟨w, δ⟩ = −Σ_i w_i²·min(λ, r_i), so λ is the smallest root of Σ_i w_i²·min(λ, r_i) = c
+    (:func:`_capped_root`). Coordinates with |w_i| < 1e-8 do not move; when the hyperplane misses the box every
+    coordinate goes to its bound (the nearest corner). Args and returns as :func:`projection_linf`.
     """
-    n, dim = t.shape
-    big = 1e12
-    c = jnp.sum(w * t, axis=1) - b
-    sign = jnp.where(c >= 0, 1.0, -1.0).astype(t.dtype)
-    w = w * sign[:, None]
-    c = c * sign
-    small = jnp.abs(w) < 1e-8
-    w_safe = jnp.where(small, 1.0, w)
-    r = jnp.clip(jnp.maximum(t / w_safe, (t - 1) / w_safe), -big, big)
-    r = jnp.where(small, big, r)
-    r = jnp.where(r == -big, big, r)
-    indr = jnp.argsort(r, axis=1)
-    rs = jnp.take_along_axis(r, indr, axis=1)
-    rs2 = jnp.concatenate([rs[:, 1:], jnp.zeros((n, 1), rs.dtype)], axis=1)
-    rs = jnp.where(rs == big, 0.0, rs)
-    rs2 = jnp.where(rs2 == big, 0.0, rs2)
-    w3s = jnp.take_along_axis(w ** 2, indr, axis=1)
-    w5 = jnp.sum(w3s, axis=1, keepdims=True)
-    ws = w5 - jnp.cumsum(w3s, axis=1)
-    moves = (~small).astype(t.dtype)
-    d = -(r * w) * moves
-    s = jnp.concatenate([-w5 * rs[:, :1], jnp.cumsum((-rs2 + rs) * ws, axis=1) - w5 * rs[:, :1]], axis=1)
-    c4 = s[:, 0] + c < 0
-    c3 = jnp.sum(d * w, axis=1) + c > 0
-    c2 = ~(c4 | c3)
-
-    lb = _bisect(dim, lambda mid: _take(s, mid) + c > 0, n)
-    d_4 = -(c / w5[:, 0])[:, None] * w
-    ws_lb = _take(ws, lb)
-    alpha = (_take(s, lb) + c) / ws_lb + _take(rs, lb)
-    alpha = jnp.where(ws_lb == 0, 0.0, alpha)[:, None]
-    c5 = (alpha > r).astype(t.dtype)
-    d_2 = d * c5 - alpha * w * (1 - c5)
-    d = jnp.where(c4[:, None], d_4, jnp.where(c2[:, None], d_2, d))
-    return d * moves
+    w, c = _oriented(t, w, b)
+    moves = jnp.abs(w) >= 1e-8
+    w_safe = jnp.where(moves, w, 1.0)
+    r = jnp.where(moves, jnp.clip(jnp.maximum(t / w_safe, (t - 1) / w_safe), 0.0, 1e12), 0.0)
+    lam = _capped_root(jnp.where(moves, w * w, 0.0), r, c)
+    return jnp.where(moves, -w * jnp.minimum(lam[:, None], r), 0.0)
 
 
 def projection_hyperplane(t, w, b, norm: str):
