@@ -59,12 +59,16 @@ is dropped: the projections are onto the hyperplane alone (closed form) and iter
 
 from __future__ import annotations
 
+import functools
+import inspect
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from crobust._errors import CrobustError
 from crobust.attacks import _stepping
+from crobust.attacks._closure import as_data
 from crobust.attacks._common import predicts, public_attack, select_runs
 from crobust.attacks._validate import check_call, check_positive_int, prepare
 from crobust.attacks.apgd import chunk_size_for, map_in_chunks
@@ -258,6 +262,55 @@ def _runs(logits_fn, x, y, eps, norm, n_iter, alpha_max, eta, beta, clip, target
     return adv, jnp.moveaxis(radius, 1, 0)
 
 
+def _stage(logits_fn, flat, y, target, start, *, image_shape, norm, n_iter, alpha_max, eta, beta, clip, targeted,
+           chunk):
+    """One run on flat points (n, D): (adv (n, D), radius (n,)), chunked over points."""
+    f = lambda q: logits_fn(q.reshape((q.shape[0],) + image_shape[1:]))
+
+    def on_chunk(xc, yc, tc, sc):
+        return fab_single_run(f, xc, yc, tc, sc, norm, n_iter, alpha_max, eta, beta, clip, targeted)
+
+    return map_in_chunks(on_chunk, chunk, flat, y, target, start)
+
+
+_STAGE_STATIC = ("image_shape", "norm", "n_iter", "alpha_max", "eta", "beta", "clip", "targeted", "chunk")
+_compiled_stage = jax.jit(_stage, static_argnames=_STAGE_STATIC)
+
+
+def _bucket(m: int, n: int) -> int:
+    """Rows a stage of the cascade runs on for m points still to attack out of n: the next power of two (at least
+    8), or n when that is larger; so at most ⌈log2 n⌉ − 1 shapes compile."""
+    return min(n, max(8, 1 << (m - 1).bit_length()))
+
+
+def _cascade(logits_fn, x, y, eps, norm, n_iter, alpha_max, eta, beta, clip, targeted, keys, targets,
+             clean_correct, chunk_size, compiled):
+    """AutoAttack's cascade on concrete arrays: run r attacks only the points no earlier run broke within ε (padded
+    to :func:`_bucket` rows with copies of the first), and a point takes the first run's point that is within ε."""
+    image_shape = x.shape
+    n = image_shape[0]
+    flat = x.reshape(n, -1)
+    random, run_keys = keys
+    eps_value = float(eps)
+    todo = np.asarray(clean_correct).copy()
+    out = np.array(flat)
+    for r in range(targets.shape[0]):
+        idx = np.flatnonzero(todo)
+        if idx.size == 0:
+            break
+        rows = _bucket(idx.size, n)
+        idx_padded = jnp.asarray(np.concatenate([idx, np.full(rows - idx.size, idx[0])]).astype(np.int32))
+        start = flat if not bool(random[r]) else _random_start(run_keys[r], flat, eps, norm, clip)
+        settings = dict(image_shape=image_shape, norm=norm, n_iter=n_iter, alpha_max=alpha_max, eta=eta, beta=beta,
+                        clip=clip, targeted=targeted, chunk=chunk_size_for(rows, chunk_size))
+        args = (flat[idx_padded], y[idx_padded], targets[r][idx_padded], start[idx_padded])
+        adv, radius = (_compiled_stage if compiled else _stage)(logits_fn, *args, **settings)
+        won = np.asarray(radius[:idx.size] <= eps_value)
+        out[idx[won]] = np.asarray(adv[:idx.size])[won]
+        todo[idx[won]] = False
+    return jnp.asarray(out).reshape(image_shape)
+
+
 def _schedule(key, x, y, logits_fn, targeted, n_target_classes, n_restarts, num_classes):
     """(random-start flags (R,), keys (R,), targets (R, N), clean_correct (N,)) for the R runs in cascade order."""
     clean_logits = _stepping.call(logits_fn, x)
@@ -287,6 +340,28 @@ def _all_runs(logits_fn, x, y, key, eps, norm, n_iter, n_restarts, alpha_max, et
     adv, radius = _runs(logits_fn, x, y, eps, norm, n_iter, alpha_max, eta, beta, clip, targeted, keys, targets,
                         chunk)
     return x, eps, clean_correct, adv, radius
+
+
+def _concrete(*trees) -> bool:
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(trees))
+
+
+def _at_radius(logits_fn, x, y, key, eps, norm, n_iter, n_restarts, alpha_max, eta, beta, labels, clip, targeted,
+               n_target_classes, chunk_size, compiled=False):
+    """FAB / FAB-T's result at ε: the host cascade when the schedule and ε are concrete, else all runs at once
+    (``compiled``: the cascade's stages run as one cached program each, ``logits_fn`` then a Partial)."""
+    x, y, eps, norm, num_classes = prepare(logits_fn, x, y, eps, norm, labels)
+    n_iter = check_positive_int(n_iter, "n_iter")
+    n_restarts = check_positive_int(n_restarts, "n_restarts")
+    keys, targets, clean_correct = _schedule(key, x, y, logits_fn, targeted, n_target_classes, n_restarts,
+                                             num_classes)
+    if _concrete(x, y, eps, keys, targets, clean_correct):
+        return _cascade(logits_fn, x, y, eps, norm, n_iter, alpha_max, eta, beta, clip, targeted, keys, targets,
+                        clean_correct, chunk_size, compiled)
+    chunk = chunk_size_for(x.shape[0], chunk_size)
+    adv, radius = _runs(logits_fn, x, y, eps, norm, n_iter, alpha_max, eta, beta, clip, targeted, keys, targets,
+                        chunk)
+    return _at_eps(x, eps, clean_correct, adv, radius)
 
 
 def _expand(v, x):
@@ -323,9 +398,8 @@ def _fab(logits_fn, x, y, key, *, eps, norm: str = "linf", n_iter: int = 100, n_
       x_adv (N, ...) with ‖x_adv − x‖ ≤ ε: the smallest adversarial point of the first run that found one within
       ε, else x.
     """
-    x, eps, clean_correct, adv, radius = _all_runs(logits_fn, x, y, key, eps, norm, n_iter, n_restarts, alpha_max,
-                                                   eta, beta, labels, clip, False, 1, chunk_size)
-    return _at_eps(x, eps, clean_correct, adv, radius)
+    return _at_radius(logits_fn, x, y, key, eps, norm, n_iter, n_restarts, alpha_max, eta, beta, labels, clip, False,
+                      1, chunk_size)
 
 
 def _fab_t(logits_fn, x, y, key, *, eps, norm: str = "linf", n_iter: int = 100, n_target_classes: int = 9,
@@ -338,9 +412,8 @@ def _fab_t(logits_fn, x, y, key, *, eps, norm: str = "linf", n_iter: int = 100, 
     start), keys ``split(key, T·n_restarts)`` in target-major order. Success is misclassification. Other args and
     the return value as :func:`fab`.
     """
-    x, eps, clean_correct, adv, radius = _all_runs(logits_fn, x, y, key, eps, norm, n_iter, n_restarts, alpha_max,
-                                                   eta, beta, labels, clip, True, n_target_classes, chunk_size)
-    return _at_eps(x, eps, clean_correct, adv, radius)
+    return _at_radius(logits_fn, x, y, key, eps, norm, n_iter, n_restarts, alpha_max, eta, beta, labels, clip, True,
+                      n_target_classes, chunk_size)
 
 
 def _fab_min_norm(logits_fn, x, y, key, *, eps, norm: str = "linf", n_iter: int = 100, n_restarts: int = 1,
@@ -362,6 +435,33 @@ def _fab_min_norm(logits_fn, x, y, key, *, eps, norm: str = "linf", n_iter: int 
     return x_min, r
 
 
-fab = public_attack(_fab, check_call)
-fab_t = public_attack(_fab_t, check_call)
+def _cascading(impl, targeted: bool):
+    """The public form of :func:`_fab` / :func:`_fab_t`: as :func:`crobust.attacks._common.public_attack`, except
+    that a call with concrete arrays and a model that can be passed as data runs the cascade from the host, each
+    stage one cached program (per bucket size), instead of compiling all runs into one program."""
+    traced = public_attack(impl, check_call)
+    signature = inspect.signature(impl)
+    caller = "crobust.attacks." + impl.__name__.lstrip("_")
+
+    @functools.wraps(impl)
+    def attack(logits_fn, x, y, key=None, **kwargs):
+        if _concrete(x, y, key, kwargs.get("eps")) and not _stepping.active():
+            model = logits_fn if isinstance(logits_fn, jax.tree_util.Partial) else as_data(logits_fn, caller)
+            if model is not None and _concrete(model):
+                bound = signature.bind(model, x, y, key, **kwargs)
+                bound.apply_defaults()
+                a = bound.arguments
+                check_call(logits_fn, x, y, **{k: v for k, v in a.items() if k not in ("logits_fn", "x", "y", "key")})
+                return _at_radius(model, x, y, key, a["eps"], a["norm"], a["n_iter"], a["n_restarts"],
+                                  a["alpha_max"], a["eta"], a["beta"], a["labels"], a["clip"], targeted,
+                                  a.get("n_target_classes", 1), a["chunk_size"], compiled=True)
+        return traced(logits_fn, x, y, key, **kwargs)
+
+    attack.impl = impl
+    attack.compiled = traced.compiled
+    return attack
+
+
+fab = _cascading(_fab, targeted=False)
+fab_t = _cascading(_fab_t, targeted=True)
 fab_min_norm = public_attack(_fab_min_norm, check_call)
