@@ -264,7 +264,8 @@ def _runs(logits_fn, x, y, eps, norm, n_iter, alpha_max, eta, beta, clip, target
 
 def _stage(logits_fn, flat, y, target, start, *, image_shape, norm, n_iter, alpha_max, eta, beta, clip, targeted,
            chunk):
-    """One run on flat points (n, D): (adv (n, D), radius (n,)), chunked over points."""
+    """One run on flat points (n, D) (``image_shape`` their shape as images): (adv (n, D), radius (n,)), chunked
+    over points."""
     f = lambda q: logits_fn(q.reshape((q.shape[0],) + image_shape[1:]))
 
     def on_chunk(xc, yc, tc, sc):
@@ -277,16 +278,31 @@ _STAGE_STATIC = ("image_shape", "norm", "n_iter", "alpha_max", "eta", "beta", "c
 _compiled_stage = jax.jit(_stage, static_argnames=_STAGE_STATIC)
 
 
-def _bucket(m: int, n: int) -> int:
-    """Rows a stage of the cascade runs on for m points still to attack out of n: the next power of two (at least
-    8), or n when that is larger; so at most ⌈log2 n⌉ − 1 shapes compile."""
-    return min(n, max(8, 1 << (m - 1).bit_length()))
+_CASCADE_CHUNK = 256       # points per stage call on CPU: a cache-sized batch, one program for every stage
+
+
+def _pieces(m: int, n: int, chunk_size) -> list[tuple[int, int, int]]:
+    """How a stage of the cascade covers its m points (of n): (first, count, rows) per compiled call, rows ≥ count
+    padded with copies. With chunks of c points (``chunk_size`` an int, or 256 for ``'auto'`` on CPU): full chunks,
+    then the rest in c/2 or c rows, so at most two shapes compile; without chunks: one call padded to the next power
+    of two (at least 8, at most n), at most ⌈log2 n⌉ − 2 shapes."""
+    if chunk_size == "auto":
+        chunk = _CASCADE_CHUNK if jax.default_backend() == "cpu" else None
+    else:
+        chunk = None if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
+    if chunk is None:
+        return [(0, m, min(n, max(8, 1 << (m - 1).bit_length())))]
+    out = []
+    for first in range(0, m, chunk):
+        count = min(chunk, m - first)
+        out.append((first, count, chunk if count > chunk // 2 or chunk < 2 else chunk // 2))
+    return out
 
 
 def _cascade(logits_fn, x, y, eps, norm, n_iter, alpha_max, eta, beta, clip, targeted, keys, targets,
              clean_correct, chunk_size, compiled):
-    """AutoAttack's cascade on concrete arrays: run r attacks only the points no earlier run broke within ε (padded
-    to :func:`_bucket` rows with copies of the first), and a point takes the first run's point that is within ε."""
+    """AutoAttack's cascade on concrete arrays: run r attacks only the points no earlier run broke within ε
+    (compacted, in the calls of :func:`_pieces`), and a point takes the first run's point that is within ε."""
     image_shape = x.shape
     n = image_shape[0]
     flat = x.reshape(n, -1)
@@ -294,20 +310,21 @@ def _cascade(logits_fn, x, y, eps, norm, n_iter, alpha_max, eta, beta, clip, tar
     eps_value = float(eps)
     todo = np.asarray(clean_correct).copy()
     out = np.array(flat)
+    stage = _compiled_stage if compiled else _stage
     for r in range(targets.shape[0]):
         idx = np.flatnonzero(todo)
         if idx.size == 0:
             break
-        rows = _bucket(idx.size, n)
-        idx_padded = jnp.asarray(np.concatenate([idx, np.full(rows - idx.size, idx[0])]).astype(np.int32))
         start = flat if not bool(random[r]) else _random_start(run_keys[r], flat, eps, norm, clip)
-        settings = dict(image_shape=image_shape, norm=norm, n_iter=n_iter, alpha_max=alpha_max, eta=eta, beta=beta,
-                        clip=clip, targeted=targeted, chunk=chunk_size_for(rows, chunk_size))
-        args = (flat[idx_padded], y[idx_padded], targets[r][idx_padded], start[idx_padded])
-        adv, radius = (_compiled_stage if compiled else _stage)(logits_fn, *args, **settings)
-        won = np.asarray(radius[:idx.size] <= eps_value)
-        out[idx[won]] = np.asarray(adv[:idx.size])[won]
-        todo[idx[won]] = False
+        for first, count, rows in _pieces(idx.size, n, chunk_size):
+            part = idx[first:first + count]
+            take = jnp.asarray(np.concatenate([part, np.full(rows - count, part[0])]).astype(np.int32))
+            adv, radius = stage(logits_fn, flat[take], y[take], targets[r][take], start[take],
+                                image_shape=(rows,) + image_shape[1:], norm=norm, n_iter=n_iter,
+                                alpha_max=alpha_max, eta=eta, beta=beta, clip=clip, targeted=targeted, chunk=None)
+            won = np.asarray(radius[:count] <= eps_value)
+            out[part[won]] = np.asarray(adv[:count])[won]
+            todo[part[won]] = False
     return jnp.asarray(out).reshape(image_shape)
 
 
