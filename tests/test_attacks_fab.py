@@ -181,8 +181,8 @@ def _aa_projection_l2(t, w, b):
 def test_projections_match_autoattacks_sorting_form(norm):
     """The sort-free projections against AutoAttack's sorting-and-bisection form on D = 64 (the digits), with zero
     and tiny normal components, points on the box's faces and hyperplanes that miss the box: δ agrees to 2e-6
-    absolute and ‖δ‖_p to 1e-5 relative + 5e-7 absolute: the multiplier is found to adjacent floats, and what is
-    left is float32 rounding of c = ⟨w, t⟩ − b and of the row sums (against a float64 solution of the same inputs
+    absolute and ‖δ‖_p to 1e-5 relative + 5e-7 absolute: Newton's method stops within an ulp or so of the
+    multiplier, and what is left is float32 rounding of c = ⟨w, t⟩ − b and of the row sums (against a float64 solution of the same inputs
     the sort-free form is the closer of the two)."""
     rng = np.random.default_rng(1)
     n, dim = 4000, 64

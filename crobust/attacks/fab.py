@@ -24,9 +24,12 @@ x₀ + ½ε·u/‖u‖_p clipped to [0, 1], u ~ U(−1, 1)^D for ℓ∞ and N(0,
   whose distance from x¹ is |f_j|/‖g_j‖_q (q the dual norm: ℓ1 for ℓ∞, ℓ2 for ℓ2; 1e-12 added to the
   denominator); the closest one, j*, gives w = g_{j*}, b = ⟨w, x¹⟩ − f_{j*};
 - project x¹ and x₀ onto the intersection of that hyperplane and the box [0, 1]^D:
-  δ(v) = argmin ‖δ‖_p s.t. ⟨w, v + δ⟩ = b, v + δ ∈ [0, 1]^D (:func:`projection_linf`, :func:`projection_l2`;
-  AutoAttack's sorting-and-bisection solutions; if the hyperplane misses the box the nearest box corner in the
-  direction of the hyperplane is returned);
+  δ(v) = argmin ‖δ‖_p s.t. ⟨w, v + δ⟩ = b, v + δ ∈ [0, 1]^D (:func:`projection_linf`, :func:`projection_l2`).
+  Both solutions have the form δ_i = s_i·min(μ, m_i) (a sign, a scalar multiplier μ ≥ 0 and a cap m_i per
+  coordinate), μ the root of the nondecreasing concave piecewise-linear equation Σ_i ω_i·min(μ, m_i) = c, found
+  by Newton's method from the left (AutoAttack sorts the m_i and bisects over the sorted positions instead; the
+  solution is the same up to float rounding); if the hyperplane misses the box the nearest box corner in the
+  direction of the hyperplane is returned;
 - convex combination with the bias towards x₀: with a₁ = max(‖δ(x¹)‖_p, 1e-8), a₂ = max(‖δ(x₀)‖_p, 1e-8),
   α = min(max(a₁/(a₁ + a₂), 0), α_max), x¹ ← clip((1 − α)(x¹ + η·δ(x¹)) + α(x₀ + η·δ(x₀)), 0, 1), η > 1 the
   overshoot (AutoAttack: α_max = 0.1, η = 1.05);
@@ -52,7 +55,7 @@ runs and its norm (0 for points misclassified at x, ∞ where none was found).
 
 Differences from AutoAttack: the gradients of z_j − z_y are computed as one vjp per cotangent rather than as the
 differences of the C logit gradients (equal up to float rounding); all restarts/targets run for every point (the
-result is the cascade's); the projections solve for their multiplier by bisection on its value rather than by
+result is the cascade's); the projections solve for their multiplier by Newton's method rather than by
 sorting the breakpoints. With ``clip=False`` the box
 is dropped: the projections are onto the hyperplane alone (closed form) and iterates are not clipped.
 """
@@ -84,29 +87,29 @@ def _take(a, idx):
 def _capped_root(weight, cap, c):
     """Per row, the smallest v ≥ 0 with h(v) = Σ_i weight_i·min(v, cap_i) ≥ c (weight, cap ≥ 0), at most max cap.
 
-    h is continuous, nondecreasing and piecewise linear with kinks at the caps. Bisection on the bit patterns of
-    v ∈ [0, max{cap_i: weight_i > 0}] (for non-negative float32, the int32 order of the bits is the order of the
-    values) narrows the root to (v_lo, v_hi], two adjacent floats, in 31 halvings of elementwise work and row sums.
-    No cap lies strictly between them, so the coordinates with cap_i ≤ v_lo are exactly those at their cap at the
-    root and on that segment h is linear: v = (c − Σ_{cap_i ≤ v_lo} weight_i·cap_i) / Σ_{cap_i > v_lo} weight_i,
-    clamped to [v_lo, v_hi]. When c > h(∞) (c out of reach) the result is max cap.
+    h is continuous, nondecreasing, concave and piecewise linear with kinks at the caps; on a segment it is
+    linear with slope Σ_{cap_i > v} weight_i. Newton's method from v₀ = c / Σ_i weight_i (h(v₀) ≤ c) stays left of
+    the root (a tangent of a concave function lies above it) and lands on it exactly once it starts from the
+    root's segment, so it ends after at most D + 1 steps (one segment or more per step; in practice a handful).
+    The steps stop when no row moves (in float32: within an ulp or so of the root, up to the rounding of the row
+    sums); at v = max cap the slope is 0 and v stays there, which is the answer when c > h(∞) (c out of reach).
     """
     top = jnp.max(jnp.where(weight > 0, cap, 0.0), axis=1)
-    as_int = lambda v: jax.lax.bitcast_convert_type(v, jnp.int32)
-    as_float = lambda i: jax.lax.bitcast_convert_type(i, cap.dtype)
+    total = jnp.sum(weight, axis=1)
+    v0 = jnp.minimum(c / jnp.where(total > 0, total, 1.0), top)
 
-    def body(_, bounds):
-        lo, hi = bounds
-        mid = lo + (hi - lo) // 2
-        below = jnp.sum(weight * jnp.minimum(as_float(mid)[:, None], cap), axis=1) < c
-        return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
+    def body(state):
+        v, _, k = state
+        h = jnp.sum(weight * jnp.minimum(v[:, None], cap), axis=1)
+        slope = jnp.sum(jnp.where(cap > v[:, None], weight, 0.0), axis=1)
+        step = jnp.where(slope > 0, v + (c - h) / jnp.where(slope > 0, slope, 1.0), top)
+        v_next = jnp.clip(step, v, top)
+        return v_next, jnp.any(v_next != v), k + 1
 
-    lo, hi = jax.lax.fori_loop(0, 31, body, (jnp.zeros(c.shape, jnp.int32), as_int(top)))
-    v_lo, v_hi = as_float(lo), as_float(hi)
-    under = cap <= v_lo[:, None]
-    den = jnp.sum(jnp.where(under, 0.0, weight), axis=1)
-    v = (c - jnp.sum(jnp.where(under, weight * cap, 0.0), axis=1)) / jnp.where(den > 0, den, 1.0)
-    return jnp.clip(jnp.where(den > 0, v, v_hi), v_lo, v_hi)
+    max_steps = cap.shape[1] + 2
+    v, _, _ = jax.lax.while_loop(lambda state: state[1] & (state[2] < max_steps), body,
+                                 (v0, jnp.array(True), jnp.int32(0)))
+    return v
 
 
 def _oriented(t, w, b):
@@ -122,7 +125,7 @@ def projection_linf(t, w, b):
     With the sign chosen so that c = ⟨w, t⟩ − b ≥ 0, coordinate i moves towards 1 where w_i < 0 and towards 0
     where w_i > 0, by at most its room p_i (1 − t_i or t_i); at radius ρ the largest decrease of ⟨w, ·⟩ is
     h(ρ) = Σ_i |w_i|·min(ρ, p_i), so the solution is δ_i = −sign(w_i)·min(ρ*, p_i) with ρ* the smallest root of
-    h(ρ) = c (:func:`_capped_root`; float32-exact up to the rounding of the row sums). Coordinates with w_i = 0 do
+    h(ρ) = c (:func:`_capped_root`; exact up to float32 rounding of the row sums). Coordinates with w_i = 0 do
     not move. When the hyperplane does not meet the box (c > h(∞)), δ moves t to the box corner nearest the
     hyperplane (δ_i = 1[w_i < 0] − t_i on w_i ≠ 0).
 
