@@ -359,3 +359,24 @@ def test_fab_t_host_stepped_matches_the_compiled_loop():
     with _stepping.host_stepped():
         stepped = A.fab_t(f, x, y, jax.random.key(0), **kw)
     np.testing.assert_allclose(np.asarray(stepped), np.asarray(plain), atol=1e-5)
+
+
+@pytest.mark.parametrize("targeted", [True, False])
+def test_the_host_cascade_matches_all_runs_at_once(targeted):
+    """A direct call runs the cascade (each run on the points earlier runs left, in calls of chunk_size points with
+    padded remainders); inside jit every run attacks every point and the first run within ε is picked afterwards.
+    Same points per example (float round-off only), at an ε where later runs still break points."""
+    f, x, y, *_ = _linear_problem(seed=2, n=30, dim=10, classes=4)
+    kw = dict(n_iter=12, chunk_size=4)
+    kw.update(n_target_classes=3, n_restarts=2) if targeted else kw.update(n_restarts=4)
+    _, r = fab_min_norm(f, x, y, jax.random.key(5), eps=0.05, targeted=targeted, **kw)
+    kw["eps"] = float(np.median(np.asarray(r)))
+    attack = A.fab_t if targeted else A.fab
+    cascade = attack(f, x, y, jax.random.key(5), **kw)
+    at_once = attack.compiled(f, x, y, jax.random.key(5), **kw)
+    np.testing.assert_allclose(np.asarray(cascade), np.asarray(at_once), atol=1e-5)
+    broken = np.asarray(jnp.argmax(f(cascade), -1) != y)
+    assert 0 < broken.sum() < len(broken)
+    # ε traced: the all-at-once form, same result
+    traced = jax.jit(lambda e: attack(f, x, y, jax.random.key(5), **{**kw, "eps": e}))(jnp.float32(kw["eps"]))
+    np.testing.assert_allclose(np.asarray(traced), np.asarray(cascade), atol=1e-5)

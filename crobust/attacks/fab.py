@@ -42,9 +42,13 @@ start's scale. One iteration costs one forward pass with C (FAB-T: 1) backward p
 C cotangents e_j − e_y, plus one forward pass for the misclassification check.
 
 Restarts and targets: AutoAttack runs restarts (FAB-T: targets, each with its restarts; standard: 9 targets × 1
-restart, no random start) one after another on the points not yet broken. Here all runs execute at once (``vmap``
-over runs, chunked over points as APGD is); for each example the first run (in that order) with r ≤ ε supplies the
-result, which is what the sequential cascade returns. FAB-T's targets are the classes ranked 2, 3, …,
+restart, no random start) one after another on the points not yet broken; for each example the first run (in
+that order) with r ≤ ε supplies the result. :func:`fab` and :func:`fab_t` do the same when their arrays are
+concrete: run r attacks only the points that runs 1 … r − 1 left unbroken, gathered into calls of 256 points (on
+CPU; the last call padded to 128 or 256 rows) that compile once per shape. Traced (inside ``jit``, ``vmap`` or
+``grad``, where which points remain is not known), all runs execute at once on every point (``vmap`` over runs,
+chunked over points as APGD is) and the first qualifying run is selected per example afterwards, which is the
+same result; :func:`fab_min_norm` always runs them all. FAB-T's targets are the classes ranked 2, 3, …,
 n_target_classes + 1 by the clean logits; its success criterion is still misclassification (argmax ≠ y), as in
 AutoAttack.
 
@@ -54,10 +58,10 @@ point; AutoAttack also returns x). :func:`fab_min_norm` returns, per point, the 
 runs and its norm (0 for points misclassified at x, ∞ where none was found).
 
 Differences from AutoAttack: the gradients of z_j − z_y are computed as one vjp per cotangent rather than as the
-differences of the C logit gradients (equal up to float rounding); all restarts/targets run for every point (the
-result is the cascade's); the projections solve for their multiplier by Newton's method rather than by
-sorting the breakpoints. With ``clip=False`` the box
-is dropped: the projections are onto the hyperplane alone (closed form) and iterates are not clipped.
+differences of the C logit gradients (equal up to float rounding); traced calls run all restarts/targets on every
+point (the result is the cascade's); the projections solve for their multiplier by Newton's method rather than by
+sorting the breakpoints. With ``clip=False`` the box is dropped: the projections are onto the hyperplane alone
+(closed form) and iterates are not clipped.
 """
 
 from __future__ import annotations
@@ -408,7 +412,8 @@ def _fab(logits_fn, x, y, key, *, eps, norm: str = "linf", n_iter: int = 100, n_
       eps: radius ε ≥ 0 (pixel units; scalar, may be traced): the success criterion and the random-start scale.
       norm: ``'linf'`` or ``'l2'``.
       n_iter: iterations per run (AutoAttack: 100).
-      n_restarts: runs (AutoAttack standard for untargeted FAB: 5; ``version='plus'``), executed in parallel.
+      n_restarts: runs (AutoAttack standard for untargeted FAB: 5; ``version='plus'``), in the cascade of the module
+        docstring.
       alpha_max, eta, beta: the step's bias bound α_max, overshoot η and backward step β (0.1, 1.05, 0.9).
       labels: ``'true'`` or ``'predicted'``.
       clip: keep iterates in [0, 1] (the box enters the projection); ``False`` drops the box.
