@@ -380,3 +380,25 @@ def test_the_host_cascade_matches_all_runs_at_once(targeted):
     # ε traced: the all-at-once form, same result
     traced = jax.jit(lambda e: attack(f, x, y, jax.random.key(5), **{**kw, "eps": e}))(jnp.float32(kw["eps"]))
     np.testing.assert_allclose(np.asarray(traced), np.asarray(cascade), atol=1e-5)
+
+
+def test_the_host_cascade_reuses_its_programs_and_reads_a_closures_current_weights():
+    """A closure over arrays runs the cascade with its arrays as data: a second call with other weights compiles
+    nothing new and attacks the new model (its result equals the Partial form's with those weights)."""
+    import sys
+    stage = sys.modules["crobust.attacks.fab"]._compiled_stage
+    f, x, y, W, *_ = _linear_problem(seed=3, n=12, dim=10, classes=3)
+    holder = {"W": jnp.asarray(W)}
+    closure = lambda q: q.reshape(q.shape[0], -1) @ holder["W"]
+    kw = dict(eps=0.5, n_iter=8, n_target_classes=2)
+    first = A.fab_t(closure, x, y, jax.random.key(0), **kw)
+    size = stage._cache_size()
+    holder["W"] = jnp.asarray(W[::-1] * 1.5)
+    y2 = jnp.argmax(closure(x), -1)
+    second = A.fab_t(closure, x, y2, jax.random.key(0), **kw)
+    assert stage._cache_size() == size
+    partial = jax.tree_util.Partial(lambda w, q: q.reshape(q.shape[0], -1) @ w, holder["W"])
+    np.testing.assert_allclose(np.asarray(second), np.asarray(A.fab_t(partial, x, y2, jax.random.key(0), **kw)),
+                               atol=1e-6)
+    assert np.any(np.asarray(jnp.argmax(closure(second), -1)) != np.asarray(y2))
+    assert not np.allclose(np.asarray(first), np.asarray(second))
