@@ -63,8 +63,8 @@ What is measured:
   random start) called directly with ``Partial(model.apply, params)`` on the 1000 points, steady state (the second
   and later calls; the first compiles), against ``pyautoattack``'s ``FABAttack_PT(targeted=True,
   n_target_classes=9, n_restarts=1, n_iter=100)`` on the same weights in a separate process with 1 torch thread
-  (batch = all 1000 points; it attacks only the correctly classified ones, crobust all of them). Both norms at the
-  radii above; robust accuracies and per-point agreement are recorded. Target: ≥ 3× AutoAttack
+  (batch = all 1000 points; both attack only the correctly classified ones, target after target on the points
+  still unbroken: crobust's direct call runs that cascade from the host). Both norms at the radii above; robust accuracies and per-point agreement are recorded. Target: ≥ 3× AutoAttack
   (``targets.fab_t_*_speedup_vs_autoattack``). ``python -m benchmarks.bench_attacks --fab-only`` runs this part
   alone.
 

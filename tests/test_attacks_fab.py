@@ -2,6 +2,7 @@
 a linear model, jit/vmap over weights, and (when torch + pyautoattack are installed) AutoAttack's FAB itself."""
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -73,6 +74,134 @@ def test_projections_solve_the_box_constrained_problem(norm):
         d = np.asarray(project(jnp.asarray(t), jnp.asarray(w), jnp.asarray(b_far, np.float32)))
         corner = np.where(w > 0, 1.0, np.where(w < 0, 0.0, t))
         np.testing.assert_allclose(t + d, corner, atol=1e-6)
+
+
+def _take(a, idx):
+    return jnp.take_along_axis(a, idx[:, None], axis=1)[:, 0]
+
+
+def _aa_bisect(n_cols: int, go_right, n_rows: int):
+    """AutoAttack's bisection over sorted positions: lb = 0, ub = D − 1, ⌈log2 D⌉ halvings, lb ← mid where
+    ``go_right(mid)`` (int32 (N,) → bool (N,)), else ub ← mid. Returns lb (N,) int32."""
+    n_halvings = math.ceil(math.log2(n_cols)) if n_cols > 1 else 0
+
+    def body(_, bounds):
+        lb, ub = bounds
+        mid = (lb + ub) // 2
+        right = go_right(mid)
+        return jnp.where(right, mid, lb), jnp.where(right, ub, mid)
+
+    lb = jnp.zeros((n_rows,), jnp.int32)
+    ub = jnp.full((n_rows,), n_cols - 1, jnp.int32)
+    return jax.lax.fori_loop(0, n_halvings, body, (lb, ub))[0]
+
+
+def _aa_projection_linf(t, w, b):
+    """AutoAttack's sorting-and-bisection ``projection_linf``, ported as is (the reference for the sort-free one).
+
+    """
+    n, dim = t.shape
+    sign = jnp.where(jnp.sum(w * t, axis=1) - b >= 0, 1.0, -1.0).astype(t.dtype)
+    w = w * sign[:, None]
+    b = b * sign
+    a = (w < 0).astype(t.dtype)
+    nonzero = (w != 0).astype(t.dtype)
+    d = (a - t) * nonzero
+    p = a - t * (2 * a - 1)                 # how far each coordinate can move towards the hyperplane
+    indp = jnp.argsort(p, axis=1)
+    b = b - jnp.sum(w * t, axis=1)
+    b0 = jnp.sum(w * d, axis=1)
+    indp2 = indp[:, ::-1]
+    ws = jnp.take_along_axis(w, indp2, axis=1)
+    bs2 = -ws * jnp.take_along_axis(d, indp2, axis=1)
+    s = jnp.cumsum(jnp.abs(ws), axis=1)
+    sb = jnp.cumsum(bs2, axis=1) + b0[:, None]
+    b2 = sb[:, -1] - s[:, -1] * _take(p, indp[:, 0])
+    c_l = b - b2 > 0
+    c2 = (b - b0 > 0) & ~c_l
+
+    def go_right(mid):
+        indcurr = _take(indp, dim - 1 - mid)
+        return b - (_take(sb, mid) - _take(s, mid) * _take(p, indcurr)) > 0
+
+    lb = _aa_bisect(dim, go_right, n)
+    lmbd_l = jnp.maximum((b - sb[:, -1]) / (-s[:, -1]), 0.0)[:, None]
+    d_l = (2 * a - 1) * lmbd_l
+    lmbd_2 = jnp.maximum((b - _take(sb, lb)) / (-_take(s, lb)), 0.0)[:, None]
+    d_2 = jnp.minimum(lmbd_2, d) * a + jnp.maximum(-lmbd_2, d) * (1 - a)
+    d = jnp.where(c_l[:, None], d_l, jnp.where(c2[:, None], d_2, d))
+    return d * nonzero
+
+
+def _aa_projection_l2(t, w, b):
+    """AutoAttack's sorting-and-bisection ``projection_l2``, ported as is (the reference for the sort-free one).
+
+    The solution is δ_i = clip(−λ w_i, −t_i, 1 − t_i) for the multiplier λ ≥ 0 that meets the hyperplane; the
+    breakpoints r_i where coordinate i reaches its bound are sorted and the segment holding λ found by bisection
+    over the cumulative sums. Coordinates with |w_i| < 1e-8 do not move.
+    """
+    n, dim = t.shape
+    big = 1e12
+    c = jnp.sum(w * t, axis=1) - b
+    sign = jnp.where(c >= 0, 1.0, -1.0).astype(t.dtype)
+    w = w * sign[:, None]
+    c = c * sign
+    small = jnp.abs(w) < 1e-8
+    w_safe = jnp.where(small, 1.0, w)
+    r = jnp.clip(jnp.maximum(t / w_safe, (t - 1) / w_safe), -big, big)
+    r = jnp.where(small, big, r)
+    r = jnp.where(r == -big, big, r)
+    indr = jnp.argsort(r, axis=1)
+    rs = jnp.take_along_axis(r, indr, axis=1)
+    rs2 = jnp.concatenate([rs[:, 1:], jnp.zeros((n, 1), rs.dtype)], axis=1)
+    rs = jnp.where(rs == big, 0.0, rs)
+    rs2 = jnp.where(rs2 == big, 0.0, rs2)
+    w3s = jnp.take_along_axis(w ** 2, indr, axis=1)
+    w5 = jnp.sum(w3s, axis=1, keepdims=True)
+    ws = w5 - jnp.cumsum(w3s, axis=1)
+    moves = (~small).astype(t.dtype)
+    d = -(r * w) * moves
+    s = jnp.concatenate([-w5 * rs[:, :1], jnp.cumsum((-rs2 + rs) * ws, axis=1) - w5 * rs[:, :1]], axis=1)
+    c4 = s[:, 0] + c < 0
+    c3 = jnp.sum(d * w, axis=1) + c > 0
+    c2 = ~(c4 | c3)
+
+    lb = _aa_bisect(dim, lambda mid: _take(s, mid) + c > 0, n)
+    d_4 = -(c / w5[:, 0])[:, None] * w
+    ws_lb = _take(ws, lb)
+    alpha = (_take(s, lb) + c) / ws_lb + _take(rs, lb)
+    alpha = jnp.where(ws_lb == 0, 0.0, alpha)[:, None]
+    c5 = (alpha > r).astype(t.dtype)
+    d_2 = d * c5 - alpha * w * (1 - c5)
+    d = jnp.where(c4[:, None], d_4, jnp.where(c2[:, None], d_2, d))
+    return d * moves
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_projections_match_autoattacks_sorting_form(norm):
+    """The sort-free projections against AutoAttack's sorting-and-bisection form on D = 64 (the digits), with zero
+    and tiny normal components, points on the box's faces and hyperplanes that miss the box: δ agrees to 2e-6
+    absolute and ‖δ‖_p to 1e-5 relative + 5e-7 absolute: Newton's method stops within an ulp or so of the
+    multiplier, and what is left is float32 rounding of c = ⟨w, t⟩ − b and of the row sums (against a float64 solution of the same inputs
+    the sort-free form is the closer of the two)."""
+    rng = np.random.default_rng(1)
+    n, dim = 4000, 64
+    t = rng.uniform(0, 1, (n, dim)).astype(np.float32)
+    t[rng.uniform(size=(n, dim)) < 0.2] = 0.0
+    t[rng.uniform(size=(n, dim)) < 0.1] = 1.0
+    w = rng.normal(size=(n, dim)).astype(np.float32) * rng.choice([1e-3, 1.0, 30.0], size=(n, 1)).astype(np.float32)
+    w[rng.uniform(size=(n, dim)) < 0.15] = 0.0
+    w[rng.uniform(size=(n, dim)) < 0.02] = 1e-9
+    z = np.clip(t + rng.normal(size=(n, dim)) * rng.choice([1e-3, 0.03, 0.3], size=(n, 1)), 0, 1)
+    b = np.sum(w * z, axis=1).astype(np.float32)
+    b[:200] = np.sum(np.abs(w[:200]), axis=1) * 2 + 1.0                # beyond the box
+    b[200:300] = np.sum(w[200:300] * t[200:300], axis=1)                # t on the hyperplane
+    new, ref = (projection_linf, _aa_projection_linf) if norm == "linf" else (projection_l2, _aa_projection_l2)
+    args = tuple(jnp.asarray(a) for a in (t, w, b))
+    got, want = np.asarray(jax.jit(new)(*args)), np.asarray(jax.jit(ref)(*args))
+    np.testing.assert_allclose(got, want, atol=2e-6)
+    size = (lambda d: np.abs(d).max(1)) if norm == "linf" else (lambda d: np.linalg.norm(d, axis=1))
+    np.testing.assert_allclose(size(got), size(want), rtol=1e-5, atol=5e-7)
 
 
 # ------------------------------------------------------------------------------- a linear model: exact distances
@@ -230,3 +359,46 @@ def test_fab_t_host_stepped_matches_the_compiled_loop():
     with _stepping.host_stepped():
         stepped = A.fab_t(f, x, y, jax.random.key(0), **kw)
     np.testing.assert_allclose(np.asarray(stepped), np.asarray(plain), atol=1e-5)
+
+
+@pytest.mark.parametrize("targeted", [True, False])
+def test_the_host_cascade_matches_all_runs_at_once(targeted):
+    """A direct call runs the cascade (each run on the points earlier runs left, in calls of chunk_size points with
+    padded remainders); inside jit every run attacks every point and the first run within ε is picked afterwards.
+    Same points per example (float round-off only), at an ε where later runs still break points."""
+    f, x, y, *_ = _linear_problem(seed=2, n=30, dim=10, classes=4)
+    kw = dict(n_iter=12, chunk_size=4)
+    kw.update(n_target_classes=3, n_restarts=2) if targeted else kw.update(n_restarts=4)
+    _, r = fab_min_norm(f, x, y, jax.random.key(5), eps=0.05, targeted=targeted, **kw)
+    kw["eps"] = float(np.median(np.asarray(r)))
+    attack = A.fab_t if targeted else A.fab
+    cascade = attack(f, x, y, jax.random.key(5), **kw)
+    at_once = attack.compiled(f, x, y, jax.random.key(5), **kw)
+    np.testing.assert_allclose(np.asarray(cascade), np.asarray(at_once), atol=1e-5)
+    broken = np.asarray(jnp.argmax(f(cascade), -1) != y)
+    assert 0 < broken.sum() < len(broken)
+    # ε traced: the all-at-once form, same result
+    traced = jax.jit(lambda e: attack(f, x, y, jax.random.key(5), **{**kw, "eps": e}))(jnp.float32(kw["eps"]))
+    np.testing.assert_allclose(np.asarray(traced), np.asarray(cascade), atol=1e-5)
+
+
+def test_the_host_cascade_reuses_its_programs_and_reads_a_closures_current_weights():
+    """A closure over arrays runs the cascade with its arrays as data: a second call with other weights compiles
+    nothing new and attacks the new model (its result equals the Partial form's with those weights)."""
+    import sys
+    stage = sys.modules["crobust.attacks.fab"]._compiled_stage
+    f, x, y, W, *_ = _linear_problem(seed=3, n=12, dim=10, classes=3)
+    holder = {"W": jnp.asarray(W)}
+    closure = lambda q: q.reshape(q.shape[0], -1) @ holder["W"]
+    kw = dict(eps=0.5, n_iter=8, n_target_classes=2)
+    first = A.fab_t(closure, x, y, jax.random.key(0), **kw)
+    size = stage._cache_size()
+    holder["W"] = jnp.asarray(W[::-1] * 1.5)
+    y2 = jnp.argmax(closure(x), -1)
+    second = A.fab_t(closure, x, y2, jax.random.key(0), **kw)
+    assert stage._cache_size() == size
+    partial = jax.tree_util.Partial(lambda w, q: q.reshape(q.shape[0], -1) @ w, holder["W"])
+    np.testing.assert_allclose(np.asarray(second), np.asarray(A.fab_t(partial, x, y2, jax.random.key(0), **kw)),
+                               atol=1e-6)
+    assert np.any(np.asarray(jnp.argmax(closure(second), -1)) != np.asarray(y2))
+    assert not np.allclose(np.asarray(first), np.asarray(second))

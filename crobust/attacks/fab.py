@@ -24,9 +24,12 @@ x₀ + ½ε·u/‖u‖_p clipped to [0, 1], u ~ U(−1, 1)^D for ℓ∞ and N(0,
   whose distance from x¹ is |f_j|/‖g_j‖_q (q the dual norm: ℓ1 for ℓ∞, ℓ2 for ℓ2; 1e-12 added to the
   denominator); the closest one, j*, gives w = g_{j*}, b = ⟨w, x¹⟩ − f_{j*};
 - project x¹ and x₀ onto the intersection of that hyperplane and the box [0, 1]^D:
-  δ(v) = argmin ‖δ‖_p s.t. ⟨w, v + δ⟩ = b, v + δ ∈ [0, 1]^D (:func:`projection_linf`, :func:`projection_l2`;
-  AutoAttack's sorting-and-bisection solutions; if the hyperplane misses the box the nearest box corner in the
-  direction of the hyperplane is returned);
+  δ(v) = argmin ‖δ‖_p s.t. ⟨w, v + δ⟩ = b, v + δ ∈ [0, 1]^D (:func:`projection_linf`, :func:`projection_l2`).
+  Both solutions have the form δ_i = s_i·min(μ, m_i) (a sign, a scalar multiplier μ ≥ 0 and a cap m_i per
+  coordinate), μ the root of the nondecreasing concave piecewise-linear equation Σ_i ω_i·min(μ, m_i) = c, found
+  by Newton's method from the left (AutoAttack sorts the m_i and bisects over the sorted positions instead; the
+  solution is the same up to float rounding); if the hyperplane misses the box the nearest box corner in the
+  direction of the hyperplane is returned;
 - convex combination with the bias towards x₀: with a₁ = max(‖δ(x¹)‖_p, 1e-8), a₂ = max(‖δ(x₀)‖_p, 1e-8),
   α = min(max(a₁/(a₁ + a₂), 0), α_max), x¹ ← clip((1 − α)(x¹ + η·δ(x¹)) + α(x₀ + η·δ(x₀)), 0, 1), η > 1 the
   overshoot (AutoAttack: α_max = 0.1, η = 1.05);
@@ -39,9 +42,13 @@ start's scale. One iteration costs one forward pass with C (FAB-T: 1) backward p
 C cotangents e_j − e_y, plus one forward pass for the misclassification check.
 
 Restarts and targets: AutoAttack runs restarts (FAB-T: targets, each with its restarts; standard: 9 targets × 1
-restart, no random start) one after another on the points not yet broken. Here all runs execute at once (``vmap``
-over runs, chunked over points as APGD is); for each example the first run (in that order) with r ≤ ε supplies the
-result, which is what the sequential cascade returns. FAB-T's targets are the classes ranked 2, 3, …,
+restart, no random start) one after another on the points not yet broken; for each example the first run (in
+that order) with r ≤ ε supplies the result. :func:`fab` and :func:`fab_t` do the same when their arrays are
+concrete: run r attacks only the points that runs 1 … r − 1 left unbroken, gathered into calls of 256 points (on
+CPU; the last call padded to 128 or 256 rows) that compile once per shape. Traced (inside ``jit``, ``vmap`` or
+``grad``, where which points remain is not known), all runs execute at once on every point (``vmap`` over runs,
+chunked over points as APGD is) and the first qualifying run is selected per example afterwards, which is the
+same result; :func:`fab_min_norm` always runs them all. FAB-T's targets are the classes ranked 2, 3, …,
 n_target_classes + 1 by the clean logits; its success criterion is still misclassification (argmax ≠ y), as in
 AutoAttack.
 
@@ -51,20 +58,24 @@ point; AutoAttack also returns x). :func:`fab_min_norm` returns, per point, the 
 runs and its norm (0 for points misclassified at x, ∞ where none was found).
 
 Differences from AutoAttack: the gradients of z_j − z_y are computed as one vjp per cotangent rather than as the
-differences of the C logit gradients (equal up to float rounding); all restarts/targets run for every point (the
-result is the cascade's); sorting ties in the projections are broken by a stable sort. With ``clip=False`` the box
-is dropped: the projections are onto the hyperplane alone (closed form) and iterates are not clipped.
+differences of the C logit gradients (equal up to float rounding); traced calls run all restarts/targets on every
+point (the result is the cascade's); the projections solve for their multiplier by Newton's method rather than by
+sorting the breakpoints. With ``clip=False`` the box is dropped: the projections are onto the hyperplane alone
+(closed form) and iterates are not clipped.
 """
 
 from __future__ import annotations
 
-import math
+import functools
+import inspect
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from crobust._errors import CrobustError
 from crobust.attacks import _stepping
+from crobust.attacks._closure import as_data
 from crobust.attacks._common import predicts, public_attack, select_runs
 from crobust.attacks._validate import check_call, check_positive_int, prepare
 from crobust.attacks.apgd import chunk_size_for, map_in_chunks
@@ -77,104 +88,75 @@ def _take(a, idx):
     return jnp.take_along_axis(a, idx[:, None], axis=1)[:, 0]
 
 
-def _bisect(n_cols: int, go_right, n_rows: int):
-    """AutoAttack's bisection over sorted positions: lb = 0, ub = D − 1, ⌈log2 D⌉ halvings, lb ← mid where
-    ``go_right(mid)`` (int32 (N,) → bool (N,)), else ub ← mid. Returns lb (N,) int32."""
-    n_halvings = math.ceil(math.log2(n_cols)) if n_cols > 1 else 0
+def _capped_root(weight, cap, c):
+    """Per row, the smallest v ≥ 0 with h(v) = Σ_i weight_i·min(v, cap_i) ≥ c (weight, cap ≥ 0), at most max cap.
 
-    def body(_, bounds):
-        lb, ub = bounds
-        mid = (lb + ub) // 2
-        right = go_right(mid)
-        return jnp.where(right, mid, lb), jnp.where(right, ub, mid)
+    h is continuous, nondecreasing, concave and piecewise linear with kinks at the caps; on a segment it is
+    linear with slope Σ_{cap_i > v} weight_i. Newton's method from v₀ = c / Σ_i weight_i (h(v₀) ≤ c) stays left of
+    the root (a tangent of a concave function lies above it) and lands on it exactly once it starts from the
+    root's segment, so it ends after at most D + 1 steps (one segment or more per step; in practice a handful).
+    The steps stop when no row moves (in float32: within an ulp or so of the root, up to the rounding of the row
+    sums); at v = max cap the slope is 0 and v stays there, which is the answer when c > h(∞) (c out of reach).
+    """
+    top = jnp.max(jnp.where(weight > 0, cap, 0.0), axis=1)
+    total = jnp.sum(weight, axis=1)
+    v0 = jnp.minimum(c / jnp.where(total > 0, total, 1.0), top)
 
-    lb = jnp.zeros((n_rows,), jnp.int32)
-    ub = jnp.full((n_rows,), n_cols - 1, jnp.int32)
-    return jax.lax.fori_loop(0, n_halvings, body, (lb, ub))[0]
+    def body(state):
+        v, _, k = state
+        h = jnp.sum(weight * jnp.minimum(v[:, None], cap), axis=1)
+        slope = jnp.sum(jnp.where(cap > v[:, None], weight, 0.0), axis=1)
+        step = jnp.where(slope > 0, v + (c - h) / jnp.where(slope > 0, slope, 1.0), top)
+        v_next = jnp.clip(step, v, top)
+        return v_next, jnp.any(v_next != v), k + 1
+
+    max_steps = cap.shape[1] + 2
+    v, _, _ = jax.lax.while_loop(lambda state: state[1] & (state[2] < max_steps), body,
+                                 (v0, jnp.array(True), jnp.int32(0)))
+    return v
+
+
+def _oriented(t, w, b):
+    """(w, c) with the sign of the hyperplane flipped so that c = ⟨w, t⟩ − b ≥ 0: δ must lower ⟨w, ·⟩ by c."""
+    c = jnp.sum(w * t, axis=1) - b
+    sign = jnp.where(c >= 0, 1.0, -1.0).astype(t.dtype)
+    return w * sign[:, None], c * sign
 
 
 def projection_linf(t, w, b):
     """argmin_δ ‖δ‖_∞ s.t. ⟨w, t + δ⟩ = b and t + δ ∈ [0, 1]^D, per row (AutoAttack's ``projection_linf``).
 
-    Args: t (N, D) points in [0, 1], w (N, D) normals, b (N,) offsets. Returns δ (N, D). When the hyperplane does
-    not meet the box, δ moves t to the box corner nearest the hyperplane (δ_i = (1[w_i < 0] − t_i), on w_i ≠ 0).
+    With the sign chosen so that c = ⟨w, t⟩ − b ≥ 0, coordinate i moves towards 1 where w_i < 0 and towards 0
+    where w_i > 0, by at most its room p_i (1 − t_i or t_i); at radius ρ the largest decrease of ⟨w, ·⟩ is
+    h(ρ) = Σ_i |w_i|·min(ρ, p_i), so the solution is δ_i = −sign(w_i)·min(ρ*, p_i) with ρ* the smallest root of
+    h(ρ) = c (:func:`_capped_root`; exact up to float32 rounding of the row sums). Coordinates with w_i = 0 do
+    not move. When the hyperplane does not meet the box (c > h(∞)), δ moves t to the box corner nearest the
+    hyperplane (δ_i = 1[w_i < 0] − t_i on w_i ≠ 0).
+
+    Args: t (N, D) points in [0, 1], w (N, D) normals, b (N,) offsets. Returns δ (N, D).
     """
-    n, dim = t.shape
-    sign = jnp.where(jnp.sum(w * t, axis=1) - b >= 0, 1.0, -1.0).astype(t.dtype)
-    w = w * sign[:, None]
-    b = b * sign
-    a = (w < 0).astype(t.dtype)
-    nonzero = (w != 0).astype(t.dtype)
-    d = (a - t) * nonzero
-    p = a - t * (2 * a - 1)                 # how far each coordinate can move towards the hyperplane
-    indp = jnp.argsort(p, axis=1)
-    b = b - jnp.sum(w * t, axis=1)
-    b0 = jnp.sum(w * d, axis=1)
-    indp2 = indp[:, ::-1]
-    ws = jnp.take_along_axis(w, indp2, axis=1)
-    bs2 = -ws * jnp.take_along_axis(d, indp2, axis=1)
-    s = jnp.cumsum(jnp.abs(ws), axis=1)
-    sb = jnp.cumsum(bs2, axis=1) + b0[:, None]
-    b2 = sb[:, -1] - s[:, -1] * _take(p, indp[:, 0])
-    c_l = b - b2 > 0
-    c2 = (b - b0 > 0) & ~c_l
-
-    def go_right(mid):
-        indcurr = _take(indp, dim - 1 - mid)
-        return b - (_take(sb, mid) - _take(s, mid) * _take(p, indcurr)) > 0
-
-    lb = _bisect(dim, go_right, n)
-    lmbd_l = jnp.maximum((b - sb[:, -1]) / (-s[:, -1]), 0.0)[:, None]
-    d_l = (2 * a - 1) * lmbd_l
-    lmbd_2 = jnp.maximum((b - _take(sb, lb)) / (-_take(s, lb)), 0.0)[:, None]
-    d_2 = jnp.minimum(lmbd_2, d) * a + jnp.maximum(-lmbd_2, d) * (1 - a)
-    d = jnp.where(c_l[:, None], d_l, jnp.where(c2[:, None], d_2, d))
-    return d * nonzero
+    w, c = _oriented(t, w, b)
+    up = w < 0
+    room = jnp.where(up, 1 - t, t)
+    step = jnp.minimum(_capped_root(jnp.abs(w), room, c)[:, None], room)
+    return jnp.where(w == 0, 0.0, jnp.where(up, step, -step))
 
 
 def projection_l2(t, w, b):
     """argmin_δ ‖δ‖_2 s.t. ⟨w, t + δ⟩ = b and t + δ ∈ [0, 1]^D, per row (AutoAttack's ``projection_l2``).
 
-    The solution is δ_i = clip(−λ w_i, −t_i, 1 − t_i) for the multiplier λ ≥ 0 that meets the hyperplane; the
-    breakpoints r_i where coordinate i reaches its bound are sorted and the segment holding λ found by bisection
-    over the cumulative sums. Coordinates with |w_i| < 1e-8 do not move. Args and returns as
-    :func:`projection_linf`.
+    With c = ⟨w, t⟩ − b ≥ 0 (sign flipped as for ℓ∞) the KKT solution is δ_i = clip(−λ w_i, −t_i, 1 − t_i) =
+    −w_i·min(λ, r_i) for a multiplier λ ≥ 0, r_i = max(t_i/w_i, (t_i − 1)/w_i) the value at which coordinate i
+    reaches its bound; ⟨w, δ⟩ = −Σ_i w_i²·min(λ, r_i), so λ is the smallest root of Σ_i w_i²·min(λ, r_i) = c
+    (:func:`_capped_root`). Coordinates with |w_i| < 1e-8 do not move; when the hyperplane misses the box every
+    coordinate goes to its bound (the nearest corner). Args and returns as :func:`projection_linf`.
     """
-    n, dim = t.shape
-    big = 1e12
-    c = jnp.sum(w * t, axis=1) - b
-    sign = jnp.where(c >= 0, 1.0, -1.0).astype(t.dtype)
-    w = w * sign[:, None]
-    c = c * sign
-    small = jnp.abs(w) < 1e-8
-    w_safe = jnp.where(small, 1.0, w)
-    r = jnp.clip(jnp.maximum(t / w_safe, (t - 1) / w_safe), -big, big)
-    r = jnp.where(small, big, r)
-    r = jnp.where(r == -big, big, r)
-    indr = jnp.argsort(r, axis=1)
-    rs = jnp.take_along_axis(r, indr, axis=1)
-    rs2 = jnp.concatenate([rs[:, 1:], jnp.zeros((n, 1), rs.dtype)], axis=1)
-    rs = jnp.where(rs == big, 0.0, rs)
-    rs2 = jnp.where(rs2 == big, 0.0, rs2)
-    w3s = jnp.take_along_axis(w ** 2, indr, axis=1)
-    w5 = jnp.sum(w3s, axis=1, keepdims=True)
-    ws = w5 - jnp.cumsum(w3s, axis=1)
-    moves = (~small).astype(t.dtype)
-    d = -(r * w) * moves
-    s = jnp.concatenate([-w5 * rs[:, :1], jnp.cumsum((-rs2 + rs) * ws, axis=1) - w5 * rs[:, :1]], axis=1)
-    c4 = s[:, 0] + c < 0
-    c3 = jnp.sum(d * w, axis=1) + c > 0
-    c2 = ~(c4 | c3)
-
-    lb = _bisect(dim, lambda mid: _take(s, mid) + c > 0, n)
-    d_4 = -(c / w5[:, 0])[:, None] * w
-    ws_lb = _take(ws, lb)
-    alpha = (_take(s, lb) + c) / ws_lb + _take(rs, lb)
-    alpha = jnp.where(ws_lb == 0, 0.0, alpha)[:, None]
-    c5 = (alpha > r).astype(t.dtype)
-    d_2 = d * c5 - alpha * w * (1 - c5)
-    d = jnp.where(c4[:, None], d_4, jnp.where(c2[:, None], d_2, d))
-    return d * moves
+    w, c = _oriented(t, w, b)
+    moves = jnp.abs(w) >= 1e-8
+    w_safe = jnp.where(moves, w, 1.0)
+    r = jnp.where(moves, jnp.clip(jnp.maximum(t / w_safe, (t - 1) / w_safe), 0.0, 1e12), 0.0)
+    lam = _capped_root(jnp.where(moves, w * w, 0.0), r, c)
+    return jnp.where(moves, -w * jnp.minimum(lam[:, None], r), 0.0)
 
 
 def projection_hyperplane(t, w, b, norm: str):
@@ -287,6 +269,72 @@ def _runs(logits_fn, x, y, eps, norm, n_iter, alpha_max, eta, beta, clip, target
     return adv, jnp.moveaxis(radius, 1, 0)
 
 
+def _stage(logits_fn, flat, y, target, start, *, image_shape, norm, n_iter, alpha_max, eta, beta, clip, targeted,
+           chunk):
+    """One run on flat points (n, D) (``image_shape`` their shape as images): (adv (n, D), radius (n,)), chunked
+    over points."""
+    f = lambda q: logits_fn(q.reshape((q.shape[0],) + image_shape[1:]))
+
+    def on_chunk(xc, yc, tc, sc):
+        return fab_single_run(f, xc, yc, tc, sc, norm, n_iter, alpha_max, eta, beta, clip, targeted)
+
+    return map_in_chunks(on_chunk, chunk, flat, y, target, start)
+
+
+_STAGE_STATIC = ("image_shape", "norm", "n_iter", "alpha_max", "eta", "beta", "clip", "targeted", "chunk")
+_compiled_stage = jax.jit(_stage, static_argnames=_STAGE_STATIC)
+
+
+_CASCADE_CHUNK = 256       # points per stage call on CPU: a cache-sized batch, one program for every stage
+
+
+def _pieces(m: int, n: int, chunk_size) -> list[tuple[int, int, int]]:
+    """How a stage of the cascade covers its m points (of n): (first, count, rows) per compiled call, rows ≥ count
+    padded with copies. With chunks of c points (``chunk_size`` an int, or 256 for ``'auto'`` on CPU): full chunks,
+    then the rest in c/2 or c rows, so at most two shapes compile; without chunks: one call padded to the next power
+    of two (at least 8, at most n), at most ⌈log2 n⌉ − 2 shapes."""
+    if chunk_size == "auto":
+        chunk = _CASCADE_CHUNK if jax.default_backend() == "cpu" else None
+    else:
+        chunk = None if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
+    if chunk is None:
+        return [(0, m, min(n, max(8, 1 << (m - 1).bit_length())))]
+    out = []
+    for first in range(0, m, chunk):
+        count = min(chunk, m - first)
+        out.append((first, count, chunk if count > chunk // 2 or chunk < 2 else chunk // 2))
+    return out
+
+
+def _cascade(logits_fn, x, y, eps, norm, n_iter, alpha_max, eta, beta, clip, targeted, keys, targets,
+             clean_correct, chunk_size, compiled):
+    """AutoAttack's cascade on concrete arrays: run r attacks only the points no earlier run broke within ε
+    (compacted, in the calls of :func:`_pieces`), and a point takes the first run's point that is within ε."""
+    image_shape = x.shape
+    n = image_shape[0]
+    flat = x.reshape(n, -1)
+    random, run_keys = keys
+    eps_value = float(eps)
+    todo = np.asarray(clean_correct).copy()
+    out = np.array(flat)
+    stage = _compiled_stage if compiled else _stage
+    for r in range(targets.shape[0]):
+        idx = np.flatnonzero(todo)
+        if idx.size == 0:
+            break
+        start = flat if not bool(random[r]) else _random_start(run_keys[r], flat, eps, norm, clip)
+        for first, count, rows in _pieces(idx.size, n, chunk_size):
+            part = idx[first:first + count]
+            take = jnp.asarray(np.concatenate([part, np.full(rows - count, part[0])]).astype(np.int32))
+            adv, radius = stage(logits_fn, flat[take], y[take], targets[r][take], start[take],
+                                image_shape=(rows,) + image_shape[1:], norm=norm, n_iter=n_iter,
+                                alpha_max=alpha_max, eta=eta, beta=beta, clip=clip, targeted=targeted, chunk=None)
+            won = np.asarray(radius[:count] <= eps_value)
+            out[part[won]] = np.asarray(adv[:count])[won]
+            todo[part[won]] = False
+    return jnp.asarray(out).reshape(image_shape)
+
+
 def _schedule(key, x, y, logits_fn, targeted, n_target_classes, n_restarts, num_classes):
     """(random-start flags (R,), keys (R,), targets (R, N), clean_correct (N,)) for the R runs in cascade order."""
     clean_logits = _stepping.call(logits_fn, x)
@@ -318,6 +366,28 @@ def _all_runs(logits_fn, x, y, key, eps, norm, n_iter, n_restarts, alpha_max, et
     return x, eps, clean_correct, adv, radius
 
 
+def _concrete(*trees) -> bool:
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(trees))
+
+
+def _at_radius(logits_fn, x, y, key, eps, norm, n_iter, n_restarts, alpha_max, eta, beta, labels, clip, targeted,
+               n_target_classes, chunk_size, compiled=False):
+    """FAB / FAB-T's result at ε: the host cascade when the schedule and ε are concrete, else all runs at once
+    (``compiled``: the cascade's stages run as one cached program each, ``logits_fn`` then a Partial)."""
+    x, y, eps, norm, num_classes = prepare(logits_fn, x, y, eps, norm, labels)
+    n_iter = check_positive_int(n_iter, "n_iter")
+    n_restarts = check_positive_int(n_restarts, "n_restarts")
+    keys, targets, clean_correct = _schedule(key, x, y, logits_fn, targeted, n_target_classes, n_restarts,
+                                             num_classes)
+    if _concrete(x, y, eps, keys, targets, clean_correct):
+        return _cascade(logits_fn, x, y, eps, norm, n_iter, alpha_max, eta, beta, clip, targeted, keys, targets,
+                        clean_correct, chunk_size, compiled)
+    chunk = chunk_size_for(x.shape[0], chunk_size)
+    adv, radius = _runs(logits_fn, x, y, eps, norm, n_iter, alpha_max, eta, beta, clip, targeted, keys, targets,
+                        chunk)
+    return _at_eps(x, eps, clean_correct, adv, radius)
+
+
 def _expand(v, x):
     return jnp.reshape(v, v.shape + (1,) * (x.ndim - v.ndim))
 
@@ -342,7 +412,8 @@ def _fab(logits_fn, x, y, key, *, eps, norm: str = "linf", n_iter: int = 100, n_
       eps: radius ε ≥ 0 (pixel units; scalar, may be traced): the success criterion and the random-start scale.
       norm: ``'linf'`` or ``'l2'``.
       n_iter: iterations per run (AutoAttack: 100).
-      n_restarts: runs (AutoAttack standard for untargeted FAB: 5; ``version='plus'``), executed in parallel.
+      n_restarts: runs (AutoAttack standard for untargeted FAB: 5; ``version='plus'``), in the cascade of the module
+        docstring.
       alpha_max, eta, beta: the step's bias bound α_max, overshoot η and backward step β (0.1, 1.05, 0.9).
       labels: ``'true'`` or ``'predicted'``.
       clip: keep iterates in [0, 1] (the box enters the projection); ``False`` drops the box.
@@ -352,9 +423,8 @@ def _fab(logits_fn, x, y, key, *, eps, norm: str = "linf", n_iter: int = 100, n_
       x_adv (N, ...) with ‖x_adv − x‖ ≤ ε: the smallest adversarial point of the first run that found one within
       ε, else x.
     """
-    x, eps, clean_correct, adv, radius = _all_runs(logits_fn, x, y, key, eps, norm, n_iter, n_restarts, alpha_max,
-                                                   eta, beta, labels, clip, False, 1, chunk_size)
-    return _at_eps(x, eps, clean_correct, adv, radius)
+    return _at_radius(logits_fn, x, y, key, eps, norm, n_iter, n_restarts, alpha_max, eta, beta, labels, clip, False,
+                      1, chunk_size)
 
 
 def _fab_t(logits_fn, x, y, key, *, eps, norm: str = "linf", n_iter: int = 100, n_target_classes: int = 9,
@@ -367,9 +437,8 @@ def _fab_t(logits_fn, x, y, key, *, eps, norm: str = "linf", n_iter: int = 100, 
     start), keys ``split(key, T·n_restarts)`` in target-major order. Success is misclassification. Other args and
     the return value as :func:`fab`.
     """
-    x, eps, clean_correct, adv, radius = _all_runs(logits_fn, x, y, key, eps, norm, n_iter, n_restarts, alpha_max,
-                                                   eta, beta, labels, clip, True, n_target_classes, chunk_size)
-    return _at_eps(x, eps, clean_correct, adv, radius)
+    return _at_radius(logits_fn, x, y, key, eps, norm, n_iter, n_restarts, alpha_max, eta, beta, labels, clip, True,
+                      n_target_classes, chunk_size)
 
 
 def _fab_min_norm(logits_fn, x, y, key, *, eps, norm: str = "linf", n_iter: int = 100, n_restarts: int = 1,
@@ -391,6 +460,33 @@ def _fab_min_norm(logits_fn, x, y, key, *, eps, norm: str = "linf", n_iter: int 
     return x_min, r
 
 
-fab = public_attack(_fab, check_call)
-fab_t = public_attack(_fab_t, check_call)
+def _cascading(impl, targeted: bool):
+    """The public form of :func:`_fab` / :func:`_fab_t`: as :func:`crobust.attacks._common.public_attack`, except
+    that a call with concrete arrays and a model that can be passed as data runs the cascade from the host, each
+    stage one cached program (per bucket size), instead of compiling all runs into one program."""
+    traced = public_attack(impl, check_call)
+    signature = inspect.signature(impl)
+    caller = "crobust.attacks." + impl.__name__.lstrip("_")
+
+    @functools.wraps(impl)
+    def attack(logits_fn, x, y, key=None, **kwargs):
+        if _concrete(x, y, key, kwargs.get("eps")) and not _stepping.active():
+            model = logits_fn if isinstance(logits_fn, jax.tree_util.Partial) else as_data(logits_fn, caller)
+            if model is not None and _concrete(model):
+                bound = signature.bind(model, x, y, key, **kwargs)
+                bound.apply_defaults()
+                a = bound.arguments
+                check_call(logits_fn, x, y, **{k: v for k, v in a.items() if k not in ("logits_fn", "x", "y", "key")})
+                return _at_radius(model, x, y, key, a["eps"], a["norm"], a["n_iter"], a["n_restarts"],
+                                  a["alpha_max"], a["eta"], a["beta"], a["labels"], a["clip"], targeted,
+                                  a.get("n_target_classes", 1), a["chunk_size"], compiled=True)
+        return traced(logits_fn, x, y, key, **kwargs)
+
+    attack.impl = impl
+    attack.compiled = traced.compiled
+    return attack
+
+
+fab = _cascading(_fab, targeted=False)
+fab_t = _cascading(_fab_t, targeted=True)
 fab_min_norm = public_attack(_fab_min_norm, check_call)
