@@ -148,7 +148,7 @@ def test_measures_run_in_dependency_order_whatever_the_listed_order():
     assert [m.__qualname__ for m in dependencies.order([c, b, a])] == ["c", "b", "a"]    # already fine: unchanged
     real = dependencies.order([M.weaker_evaluation(("l2",)), M.representation_shift(("l2",)),
                                M.robust_accuracy(("l2",))])
-    assert dependencies.provides(real[0]) == ("x_adv/l2", "ra_headline/l2")
+    assert dependencies.provides(real[0]) == ("x_adv/l2", "ra_headline/l2", "robust_flags/l2")
 
 
 def test_measure_dependencies_are_checked_before_any_work():
