@@ -276,7 +276,7 @@ def _run(study: Study, cfg, data, populations, out: RunDir, log, progress, signa
         if pop.start is not None:
             source_fit = fits[pop.start.source_name]
         pdata = staging.population_data(pop, data)
-        log(f"population {pop.name}: training {len(pop.members)} members in one program"
+        log(f"population {pop.name}: training {len(pop.members)} members together"
             + (f", starting from {pop.start.source_name}" if pop.start is not None else ""))
         fit = fits[pop.name] = train(pop, pdata, source_fit, staging.checkpoint_dir(out.path, pop))
         signals.check()
