@@ -150,6 +150,23 @@ def _accuracy(logits_fn, x, y):
 
 # ------------------------------------------------------------------------------------------- reference (subprocess)
 
+def _torch_mlp(torch, data):
+    """The exported MLP (``kernel_0..2``, ``mean``, ``std`` in ``data``) as a torch module: NCHW in [0, 1] →
+    logits, the MLP's maths in the JAX layout (x @ kernel, ReLU between layers), in eval mode."""
+    kernels = [torch.tensor(data[f"kernel_{i}"]) for i in range(3)]
+    mean, std = float(data["mean"]), float(data["std"])
+
+    class Net(torch.nn.Module):
+        def forward(self, q):
+            z = ((q.permute(0, 2, 3, 1) - mean) / std).reshape(q.shape[0], -1)
+            for i, k in enumerate(kernels):
+                z = z @ k
+                z = torch.relu(z) if i < len(kernels) - 1 else z
+            return z
+
+    return Net().eval()
+
+
 def _torch_worker(npz_path: str, threads: int, repeats: int) -> dict:
     """Runs in a separate process: AutoAttack's APGD-CE on the exported weights; prints nothing, returns a dict."""
     import torch
@@ -157,18 +174,7 @@ def _torch_worker(npz_path: str, threads: int, repeats: int) -> dict:
 
     torch.set_num_threads(threads)
     data = np.load(npz_path)
-    kernels = [torch.tensor(data[f"kernel_{i}"]) for i in range(3)]
-    mean, std = float(data["mean"]), float(data["std"])
-
-    class Net(torch.nn.Module):
-        def forward(self, q):                        # NCHW in [0, 1] → logits; the MLP's maths in the JAX layout
-            z = ((q.permute(0, 2, 3, 1) - mean) / std).reshape(q.shape[0], -1)
-            for i, k in enumerate(kernels):
-                z = z @ k
-                z = torch.relu(z) if i < len(kernels) - 1 else z
-            return z
-
-    net = Net().eval()
+    net = _torch_mlp(torch, data)
     x = torch.tensor(data["x"]).permute(0, 3, 1, 2).contiguous()
     y = torch.tensor(data["y"]).long()
     out = {"threads": threads, "torch": torch.__version__}
@@ -198,18 +204,7 @@ def _fab_worker(npz_path: str, threads: int, repeats: int) -> dict:
 
     torch.set_num_threads(threads)
     data = np.load(npz_path)
-    kernels = [torch.tensor(data[f"kernel_{i}"]) for i in range(3)]
-    mean, std = float(data["mean"]), float(data["std"])
-
-    class Net(torch.nn.Module):
-        def forward(self, q):
-            z = ((q.permute(0, 2, 3, 1) - mean) / std).reshape(q.shape[0], -1)
-            for i, k in enumerate(kernels):
-                z = z @ k
-                z = torch.relu(z) if i < len(kernels) - 1 else z
-            return z
-
-    net = Net().eval()
+    net = _torch_mlp(torch, data)
     x = torch.tensor(data["x"]).permute(0, 3, 1, 2).contiguous()
     y = torch.tensor(data["y"]).long()
     out = {"threads": threads, "torch": torch.__version__}

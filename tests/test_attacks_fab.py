@@ -316,21 +316,12 @@ def test_fab_agrees_with_autoattack_when_installed(targeted, norm, eps):
     targets) and ours give robust accuracies within 1 percentage point and the same per-point outcome on ≥ 95 %."""
     torch = pytest.importorskip("torch")
     fab_pt = pytest.importorskip("pyautoattack.fab_pt")
-    from tests.test_attacks_mlp import trained_mlp
+    from tests.test_attacks_mlp import torch_twin, trained_mlp
 
     model, params, x, y = trained_mlp()
     x, y = x[:300], y[:300]
     f = jax.tree_util.Partial(model.apply, params)
-    mean, std = model.mean[0], model.std[0]
-    kernels = [torch.tensor(np.array(params["params"][k]["kernel"])) for k in ("hidden_0", "hidden_1", "head")]
-
-    class Net(torch.nn.Module):
-        def forward(self, q):
-            z = ((q.permute(0, 2, 3, 1) - mean) / std).reshape(q.shape[0], -1)
-            for i, k in enumerate(kernels):
-                z = z @ k
-                z = torch.relu(z) if i < len(kernels) - 1 else z
-            return z
+    Net = torch_twin(torch, model, params)
 
     xt = torch.tensor(np.array(x)).permute(0, 3, 1, 2).contiguous()
     yt = torch.tensor(np.array(y)).long()

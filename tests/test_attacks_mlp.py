@@ -283,19 +283,27 @@ def test_apgd_ce_agrees_with_autoattack_when_installed():
         torch.set_num_threads(threads)
 
 
-def _compare_with_autoattack(torch, autopgd):
-    model, params, x, y = trained_mlp()
-    f = functools.partial(model.apply, params)
+def torch_twin(torch, model, params):
+    """The trained MLP as a torch module class: NCHW in [0, 1] → logits, the same maths (normalise, x @ kernel, ReLU
+    between layers) on the same weights, for AutoAttack's PyTorch attacks."""
     mean, std = model.mean[0], model.std[0]
     kernels = [torch.tensor(np.array(params["params"][k]["kernel"])) for k in ("hidden_0", "hidden_1", "head")]
 
     class Net(torch.nn.Module):
-        def forward(self, q):                                   # NCHW in [0, 1] → logits, same maths as the MLP
+        def forward(self, q):
             z = ((q.permute(0, 2, 3, 1) - mean) / std).reshape(q.shape[0], -1)
             for i, k in enumerate(kernels):
                 z = z @ k
                 z = torch.relu(z) if i < len(kernels) - 1 else z
             return z
+
+    return Net
+
+
+def _compare_with_autoattack(torch, autopgd):
+    model, params, x, y = trained_mlp()
+    f = functools.partial(model.apply, params)
+    Net = torch_twin(torch, model, params)
 
     xt = torch.tensor(np.array(x)).permute(0, 3, 1, 2).contiguous()
     yt = torch.tensor(np.array(y)).long()
