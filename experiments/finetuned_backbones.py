@@ -14,8 +14,9 @@ Three arms, each a population per penalty strength α × seeds (α = 0 the unreg
   ``ViT.image_size``), so the attacks perturb the 32 × 32 image. When that file is absent the ViT arm is skipped
   and the report says so in one line; the other arms run.
 - ``vgg`` (C1): VGG-16-BN trained from scratch with the same penalty (every conv but the first). Its five max-pools
-  need 32 × 32 inputs: the 8 × 8 digits are zero-padded to 32 × 32 (centred; the digit's pixels unchanged, so ε
-  keeps its pixel units), CIFAR-10 is already 32 × 32.
+  need 32 × 32 inputs: the 8 × 8 digits are zero-padded to 32 × 32 inside the model (centred, ``VGG16.pad_to``), so
+  the attacks perturb the digit's 64 pixels only, as they do for the WRN and ViT (padding the data instead would
+  let an ℓ∞ attack paint the 960 padding pixels too); CIFAR-10 is already 32 × 32.
 - ``wrn`` (C1): a wide ResNet trained from scratch with the penalty (every block conv; no pooling constraint, so
   on the native images): WRN-10-1 with base width 8 in ``small``, WRN-28-10 in ``paper``.
 
@@ -75,7 +76,7 @@ class BackbonesConfig:
       the report), it is not an error: the checkpoint is the one input no machine here can fetch;
     - ``image_size``: the ViT's input is resized to this inside the model (None: the images' own size);
     - ``vgg``, ``wrn``: the two from-scratch models; ``conv_train`` their recipe; ``conv_alpha`` their α grid;
-      ``pad_to``: the VGG's images are zero-padded (centred) to this square size."""
+      ``pad_to``: the VGG zero-pads its input (centred) to this square size inside the model."""
 
     include: tuple[str, ...] = ARMS
     checkpoint: Optional[str] = None
@@ -219,10 +220,9 @@ def populations(cfg, data):
             pops.append(Population("vit_finetune", model.build(data).clone(image_size=b.image_size), cfg.train,
                                    members, {"arm": "vit"}, prepare=checkpoint_prepare(b.checkpoint)))
     conv_members = tuple(training.grid(alpha=b.conv_alpha, seeds=seeds))
-    if "vgg" in b.include:
-        padded = pad_images(data, b.pad_to)
-        pops.append(Population("vgg", b.vgg.build(padded), b.conv_train, conv_members, {"arm": "vgg"},
-                               data=lambda d: pad_images(d, b.pad_to)))
+    if "vgg" in b.include:      # normalised with the padded images' statistics, padded inside the model
+        model = b.vgg.build(pad_images(data, b.pad_to)).clone(pad_to=b.pad_to)
+        pops.append(Population("vgg", model, b.conv_train, conv_members, {"arm": "vgg"}))
     if "wrn" in b.include:
         pops.append(Population("wrn", b.wrn.build(data), b.conv_train, conv_members, {"arm": "wrn"}))
     return pops
@@ -305,7 +305,8 @@ def notes(cfg):
         f"invariant to W → cW) in every arm; in the ViT on every encoder matrix (query/key/value/out projections "
         f"as D × D, both MLP layers), not the patch embedding or head. ViT α ∈ {tuple(cfg.grid.alpha)}, VGG/WRN "
         f"α ∈ {tuple(b.conv_alpha)}.",
-        f"VGG-16-BN (width {b.vgg.width}) on images zero-padded to {b.pad_to}×{b.pad_to} (five max-pools); WRN-"
+        f"VGG-16-BN (width {b.vgg.width}) zero-pads the images to {b.pad_to}×{b.pad_to} inside the model (five "
+        f"max-pools; the attacks perturb only the images' own pixels, as for the other arms); WRN-"
         f"{b.wrn.depth}-{b.wrn.widen} (base width {b.wrn.base_width}) on the native images. Both from scratch with "
         f"the SGD recipe of the ResNet study (docs/paper.md §E4). Arms run: {', '.join(arms_run(cfg))}.",
         "Not covered, and why: CLIP fine-tuned on image–text pairs and evaluated zero-shot on ImageNet-1k, Swin, and "

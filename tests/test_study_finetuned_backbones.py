@@ -101,6 +101,25 @@ def test_pad_images_centres_the_digits_in_zeros_against_a_loop():
         FB.pad_images(padded, 16)
 
 
+def test_the_vgg_pads_inside_the_model_so_attacks_perturb_only_the_digit():
+    """The study's VGG takes the 8×8 digits and pads them itself: its logits on a digit equal the unpadded model's
+    on the data-padded image (the same operations after the pad: equal to float32 round-off), and its input
+    gradient — what an attack follows — lives on the 64 pixels of the digit alone."""
+    data = load_dataset("digits", classes=(5, 6, 7, 8, 9))
+    cfg = FB.PRESETS["smoke"]
+    vgg = next(p for p in FB.populations(cfg, data) if p.name == "vgg")
+    assert vgg.data is None and vgg.model.pad_to == 32                   # the study's own 8×8 data, padded inside
+    padded = FB.pad_images(data, 32)
+    plain = vgg.model.clone(pad_to=None)
+    x = jnp.asarray(data.test_images[:4], jnp.float32) / 255
+    xp = jnp.asarray(padded.test_images[:4], jnp.float32) / 255
+    variables = plain.init(jax.random.key(0), xp)
+    np.testing.assert_allclose(np.asarray(vgg.model.apply(variables, x)), np.asarray(plain.apply(variables, xp)),
+                               rtol=1e-5, atol=1e-6)
+    grad = jax.grad(lambda v: vgg.model.apply(variables, v).sum())(x)
+    assert grad.shape == (4, 8, 8, 1) and float(jnp.abs(grad).max()) > 0
+
+
 def test_the_vits_in_model_resize_is_the_model_applied_to_the_resized_image():
     # an upsampled image of a piecewise-constant input seen by patch 8 at 16×16 equals patch 4 on the 8×8 image when
     # the patch kernel is the 2×2 nearest upsampling of the smaller one; here we check the exact identity the

@@ -1,6 +1,10 @@
 """VGG-16 with batch norm, CIFAR variant (Simonyan & Zisserman 2015, configuration D, with BN after every conv).
 
-Input: pixel-space images in [0, 1], (N, H, W, C) with H, W multiples of 32, normalised inside by ``mean``/``std``.
+Input: pixel-space images in [0, 1], (N, H, W, C) with H, W multiples of 32, normalised inside by ``mean``/``std``;
+with ``pad_to=S`` any smaller image is first zero-padded, centred, to S × S inside the model (top/left pad
+⌊(S − H)/2⌋, pixel value 0), so the model's input — and what an attack may perturb — stays the H × W image while the
+body sees S × S (e.g. 8 × 8 digits for VGG's five max-pools: an ε-ball around the padded image would also let the
+attack paint the 960 padding pixels, a 16× larger ℓ∞ ball in ℓ2 terms than the digit's own).
 Output: logits (N, num_classes); with ``return_repr=True`` also z (N, 8·width), the features the head acts on.
 
 Body: 13 3×3 convs (padding 1, with bias, as torchvision's ``vgg16_bn``), each followed by BN and ReLU, in five
@@ -43,6 +47,7 @@ class VGG16(nn.Module):
       width: channels of the first block (64 = VGG-16).
       rank: None (dense) or the rank of every conv but the first.
       mean, std: per-channel normalisation statistics.
+      pad_to: None, or the square size S the input is zero-padded (centred) to inside the model.
     """
 
     num_classes: int
@@ -50,11 +55,14 @@ class VGG16(nn.Module):
     rank: int | None = None
     mean: Sequence[float] = (0.0,)
     std: Sequence[float] = (1.0,)
+    pad_to: int | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False, return_repr: bool = False):
         if self.width < 1:
             raise CrobustError(f"width must be >= 1, got {self.width}")
+        if self.pad_to is not None:
+            x = pad_centred(x, self.pad_to)
         if x.ndim != 4 or x.shape[1] % 32 or x.shape[2] % 32:
             raise CrobustError(f"VGG16 needs (N, H, W, C) images with H, W multiples of 32 (five 2×2 max-pools), "
                                f"got shape {tuple(x.shape)}")
@@ -71,3 +79,13 @@ class VGG16(nn.Module):
         logits = nn.Dense(self.num_classes, kernel_init=torch_default_init, bias_init=torch_bias_init(z.shape[-1]),
                           name="head")(z)
         return (logits, z) if return_repr else logits
+
+
+def pad_centred(x, size: int):
+    """(N, H, W, C) → (N, size, size, C): zeros around, the image at rows ⌊(size − H)/2⌋ …, columns ⌊(size − W)/2⌋ …
+    (the identity when H = W = size)."""
+    h, w = x.shape[1], x.shape[2]
+    if h > size or w > size:
+        raise CrobustError(f"cannot pad {h}×{w} images to {size}×{size}")
+    top, left = (size - h) // 2, (size - w) // 2
+    return jnp.pad(x, ((0, 0), (top, size - h - top), (left, size - w - left), (0, 0)))
