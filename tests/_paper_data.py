@@ -63,6 +63,12 @@ TINY = {"train.max_steps": 2, "train.eval_every": 1, "train.batch_size": 8, "tra
 """The sizes a test shrinks (two steps, a two-point evaluation, a one-step ladder); a study adds its own member-grid
 and width reductions."""
 
+ONE_ATTACK = {"eval.attacks": ("apgd-ce",)}
+"""For the paper tests whose model is the ImageNet-stem ResNet-18 of another paper test: the preset's whole ensemble
+(APGD-CE, APGD-T, FAB-T, Square) on that network at the paper's settings is run by resnet_row_sparsity's paper test,
+so the others (transfer, adversarial training, the pruning studies) check their own wiring with APGD-CE alone —
+compiling the three other attacks on ResNet-18 for each would add about a minute of CPU per test."""
+
 
 def paper_preset(study, data_dir: Path, **overrides):
     """``study``'s ``paper`` preset reading its data from ``data_dir`` (no download), shrunk by :data:`TINY` and

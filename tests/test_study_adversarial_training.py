@@ -20,7 +20,7 @@ from crobust.study import measures as M
 from crobust.training import init_population, objective
 from experiments import adversarial_training as E7
 from experiments import resnet_row_sparsity as E4
-from tests._paper_data import run_paper_preset, write_cifar10
+from tests._paper_data import ONE_ATTACK, run_paper_preset, write_cifar10
 from _study_runs import smoke_run
 
 NAN = np.nan
@@ -206,7 +206,7 @@ def test_paper_preset_runs_on_cifar10_archives(tmp_path):
     data_dir = write_cifar10(tmp_path / "data")
     # two members per arm, two steps; width 8 (the layer metrics' SVDs and the attacks of width 64 cost minutes)
     out = run_paper_preset(E7.STUDY, tmp_path / "run", data_dir, **{"grid.alpha": (0.0, 0.1), "grid.seeds": 1,
-                                                                    "model.width": 8})
+                                                                    "model.width": 8, **ONE_ATTACK})
     table = out["table"]
     assert sorted(set(table.coord("population").tolist())) == ["at", "standard"] and len(table) == 4
     config = json.loads((tmp_path / "run" / "config.json").read_text())

@@ -21,7 +21,7 @@ from crobust.study import measures_radii as R
 from crobust.study.measures import Context, TrainedPopulation
 from experiments import filter_pruning as E10
 from experiments import resnet_row_sparsity as E4
-from tests._paper_data import run_paper_preset, write_cifar10
+from tests._paper_data import ONE_ATTACK, run_paper_preset, write_cifar10
 from _study_runs import smoke_run
 
 SMOKE = E10.PRESETS["smoke"]
@@ -232,7 +232,7 @@ def test_paper_preset_runs_on_stand_in_cifar10(tmp_path):
         "train.val_ratio": 0.2,
         "pruning.ratios": (0.0, 0.5), "pruning.criteria": ("ratio",), "pruning.robust_criteria": ("ratio",),
         "pruning.finetune_ratios": (0.0, 0.5), "pruning.finetune_steps": 2, "pruning.finetune_eval_every": 1,
-        "pruning.recalibrate": False, "eval.attacks": ("apgd-ce",)})
+        "pruning.recalibrate": False, **ONE_ATTACK})
     assert json.loads((workdir / "run.json").read_text())["status"] == "complete"
     t = result["table"]
     assert len(t) == 2 + 4 and t.where(population="finetuned").sum() == 4

@@ -201,7 +201,7 @@ def test_paper_preset_on_stand_in_archives(tmp_path):
     assert (cfg.data.dataset, cfg.model.stem, cfg.model.width, cfg.grid.alpha) == ("cifar10", "imagenet", 64, (0.1,))
     out = _paper_data.run_paper_preset(PM.STUDY, tmp_path / "paper", data_dir, **{
         "model.width": 4, "grid.seeds": 1, "mitigations.ratios": (0.5,),
-        "mitigations.criteria": ("ratio", "epsilon_ratio")})
+        "mitigations.criteria": ("ratio", "epsilon_ratio"), **_paper_data.ONE_ATTACK})
     table = out["table"]
     assert len(table) == 3
     assert (tmp_path / "paper" / "report.md").exists()

@@ -156,3 +156,6 @@ def test_paper_preset_on_stand_in_cifar10_measures_the_last_parameters(tmp_path)
     assert "no validation split: each member's result (what is measured) is its last parameters" in report
     assert "cifar10" in report and (w / "low_rank_vs_rank.png").exists()
     assert {v.paper for v in out["verdicts"]} >= {"C1", "C2"}
+    # the preset's whole ensemble runs here on the ImageNet-stem ResNet-18 (the other paper tests use APGD-CE alone)
+    evaluation = report.split("## Evaluation")[1].split("###")[0]
+    assert all(f"{name} (" in evaluation for name in ("APGD-CE", "APGD-T", "FAB-T", "Square"))

@@ -170,7 +170,7 @@ def test_paper_preset_on_stand_in_archives(tmp_path):
     workdir = tmp_path / "paper" / "transfer"
     _paper_data.run_paper_preset(T.STUDY, workdir, data_dir, **{
         "grid.alpha": (0.0, 0.1), "grid.seeds": 1, "model.width": 8, "transfer.ranks": (16,),
-        "probe.max_steps": 2, "probe.eval_every": 1, "probe.batch_size": 8})
+        "probe.max_steps": 2, "probe.eval_every": 1, "probe.batch_size": 8, **_paper_data.ONE_ATTACK})
     run = open_run(workdir, study=T.STUDY)
     assert run.datasets["pretrain"].num_classes == 100 and run.datasets["probe"].num_classes == 10
     assert run["probe"].model.num_classes == 10 and tuple(run["probe"].model.mean) == tuple(
