@@ -64,10 +64,13 @@ TINY = {"train.max_steps": 2, "train.eval_every": 1, "train.batch_size": 8, "tra
 and width reductions."""
 
 ONE_ATTACK = {"eval.attacks": ("apgd-ce",)}
-"""For the paper tests whose model is the ImageNet-stem ResNet-18 of another paper test: the preset's whole ensemble
-(APGD-CE, APGD-T, FAB-T, Square) on that network at the paper's settings is run by resnet_row_sparsity's paper test,
-so the others (transfer, adversarial training, the pruning studies) check their own wiring with APGD-CE alone —
-compiling the three other attacks on ResNet-18 for each would add about a minute of CPU per test."""
+SHALLOW = {"model.stage_sizes": (1, 1, 1, 1)}
+"""For the paper tests whose model is the ImageNet-stem ResNet-18 of another paper test. The preset's whole ensemble
+(APGD-CE, APGD-T, FAB-T, Square) on the full-depth network at the paper's settings is run by resnet_row_sparsity's
+paper test, so the others (transfer, adversarial training, the pruning studies) check their own wiring with APGD-CE
+alone (:data:`ONE_ATTACK`) on one block per stage (:data:`SHALLOW`: every distinct layer shape of ResNet-18 — stem,
+strided and shortcut convs, each stage's width — is still there): compiling the other three attacks and twice the
+layers for each of them would add one to two minutes of CPU per test."""
 
 
 def paper_preset(study, data_dir: Path, **overrides):

@@ -20,7 +20,7 @@ from crobust.study import measures as M
 from crobust.training import init_population, objective
 from experiments import adversarial_training as E7
 from experiments import resnet_row_sparsity as E4
-from tests._paper_data import ONE_ATTACK, run_paper_preset, write_cifar10
+from tests._paper_data import ONE_ATTACK, SHALLOW, run_paper_preset, write_cifar10
 from _study_runs import smoke_run
 
 NAN = np.nan
@@ -204,9 +204,10 @@ def test_paper_preset_runs_on_cifar10_archives(tmp_path):
     paper = E7.PRESETS["paper"].model
     assert (paper.width, tuple(paper.stage_sizes), paper.stem) == (64, (2, 2, 2, 2), "imagenet")
     data_dir = write_cifar10(tmp_path / "data")
-    # two members per arm, two steps; width 8 (the layer metrics' SVDs and the attacks of width 64 cost minutes)
+    # two members per arm, two steps; width 8 and one block per stage (the layer metrics' SVDs and the attacks of
+    # width 64 cost minutes; the full depth runs in resnet_row_sparsity's paper test)
     out = run_paper_preset(E7.STUDY, tmp_path / "run", data_dir, **{"grid.alpha": (0.0, 0.1), "grid.seeds": 1,
-                                                                    "model.width": 8, **ONE_ATTACK})
+                                                                    "model.width": 8, **ONE_ATTACK, **SHALLOW})
     table = out["table"]
     assert sorted(set(table.coord("population").tolist())) == ["at", "standard"] and len(table) == 4
     config = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -214,7 +215,7 @@ def test_paper_preset_runs_on_cifar10_archives(tmp_path):
     assert (at["eps"], at["step_size"], at["n_iter"], at["ratio"], at["labels"], at["clip"]) == (
         8 / 255, 2 / 255, 10, 0.5, "predicted", False)
     assert config["data"]["dataset"] == "cifar10" and config["model"]["stem"] == "imagenet"
-    assert list(config["model"]["stage_sizes"]) == [2, 2, 2, 2] and config["train"]["optimizer"] == "sgd"
+    assert list(config["model"]["stage_sizes"]) == [1, 1, 1, 1] and config["train"]["optimizer"] == "sgd"
     rel = table["ra_relative[norm=linf]"]
     alpha0 = table.coord("alpha") == 0.0
     assert np.all((rel[alpha0] == 1.0) | np.isnan(rel[alpha0]))      # the baselines read 1 (NaN where RA = 0)

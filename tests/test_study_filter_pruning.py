@@ -21,7 +21,7 @@ from crobust.study import measures_radii as R
 from crobust.study.measures import Context, TrainedPopulation
 from experiments import filter_pruning as E10
 from experiments import resnet_row_sparsity as E4
-from tests._paper_data import ONE_ATTACK, run_paper_preset, write_cifar10
+from tests._paper_data import ONE_ATTACK, SHALLOW, run_paper_preset, write_cifar10
 from _study_runs import smoke_run
 
 SMOKE = E10.PRESETS["smoke"]
@@ -228,7 +228,7 @@ def test_paper_preset_runs_on_stand_in_cifar10(tmp_path):
     data_dir = write_cifar10(tmp_path / "data", n_train=100, n_test=20)
     workdir = tmp_path / "paper" / E10.STUDY.name
     result = run_paper_preset(E10.STUDY, workdir, data_dir, **{
-        "grid.alpha": (0.0, 0.1), "grid.seeds": 1, "model.width": 8, "model.stage_sizes": (1, 1, 1, 1),
+        "grid.alpha": (0.0, 0.1), "grid.seeds": 1, "model.width": 8, **SHALLOW,
         "train.val_ratio": 0.2,
         "pruning.ratios": (0.0, 0.5), "pruning.criteria": ("ratio",), "pruning.robust_criteria": ("ratio",),
         "pruning.finetune_ratios": (0.0, 0.5), "pruning.finetune_steps": 2, "pruning.finetune_eval_every": 1,

@@ -194,14 +194,14 @@ def test_bad_config_is_one_clear_error_before_anything_is_written(tmp_path, chan
 
 
 def test_paper_preset_on_stand_in_archives(tmp_path):
-    """The paper preset (CIFAR-10 binary layout, ImageNet-stem ResNet-18) runs end to end, shrunk: width 4, one seed
-    per arm, one ratio, two criteria, two steps, two points."""
+    """The paper preset (CIFAR-10 binary layout, ImageNet-stem ResNet-18) runs end to end, shrunk: width 4, one
+    block per stage, one seed per arm, one ratio, two criteria, two steps, two points."""
     data_dir = _paper_data.write_cifar10(tmp_path / "data")
     cfg = PM.PRESETS["paper"]
     assert (cfg.data.dataset, cfg.model.stem, cfg.model.width, cfg.grid.alpha) == ("cifar10", "imagenet", 64, (0.1,))
     out = _paper_data.run_paper_preset(PM.STUDY, tmp_path / "paper", data_dir, **{
         "model.width": 4, "grid.seeds": 1, "mitigations.ratios": (0.5,),
-        "mitigations.criteria": ("ratio", "epsilon_ratio"), **_paper_data.ONE_ATTACK})
+        "mitigations.criteria": ("ratio", "epsilon_ratio"), **_paper_data.ONE_ATTACK, **_paper_data.SHALLOW})
     table = out["table"]
     assert len(table) == 3
     assert (tmp_path / "paper" / "report.md").exists()

@@ -163,14 +163,15 @@ def test_bad_configs_are_one_error_before_anything_runs(tmp_path):
 
 def test_paper_preset_on_stand_in_archives(tmp_path):
     """CIFAR-100 → CIFAR-10 from the genuine binary layouts: two members per population, two steps each (pretrain
-    and probe), width 8 on the ImageNet stem."""
+    and probe), width 8 and one block per stage on the ImageNet stem."""
     data_dir = tmp_path / "data"
     _paper_data.write_cifar10(data_dir)
     _paper_data.write_cifar100(data_dir)
     workdir = tmp_path / "paper" / "transfer"
     _paper_data.run_paper_preset(T.STUDY, workdir, data_dir, **{
         "grid.alpha": (0.0, 0.1), "grid.seeds": 1, "model.width": 8, "transfer.ranks": (16,),
-        "probe.max_steps": 2, "probe.eval_every": 1, "probe.batch_size": 8, **_paper_data.ONE_ATTACK})
+        "probe.max_steps": 2, "probe.eval_every": 1, "probe.batch_size": 8, **_paper_data.ONE_ATTACK,
+        **_paper_data.SHALLOW})
     run = open_run(workdir, study=T.STUDY)
     assert run.datasets["pretrain"].num_classes == 100 and run.datasets["probe"].num_classes == 10
     assert run["probe"].model.num_classes == 10 and tuple(run["probe"].model.mean) == tuple(
