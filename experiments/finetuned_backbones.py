@@ -179,7 +179,7 @@ PRESETS = {
                            "backbones.pretrain.max_steps": 60, "backbones.pretrain.eval_every": 30,
                            "backbones.conv_train.max_steps": 20, "backbones.conv_train.eval_every": 10,
                            "backbones.vgg.width": 2, "backbones.include": ("vit", "vgg"), "grid.alpha": (0.0, 0.1),
-                           "train.max_steps": 60, "train.eval_every": 30, "eval.n_points": 50,
+                           "backbones.conv_alpha": (0.0, 0.1), "train.max_steps": 60, "train.eval_every": 30, "eval.n_points": 50,
                            "eval.eps_linf": (0.0, 0.05), "eval.eps_l2": (0.0, 0.25)}),
     "paper": derive(BASE, {**recipes.under("train", recipes.VIT_FINETUNE), "train.regularizer": "scale_invariant",
                            "data.dataset": "cifar10", "data.classes": None, "data.download": True,
