@@ -38,11 +38,12 @@ points); at equal clean accuracy the fall is 0.09 ± 0.03 (p 0.035 before Holm's
 inconclusive at 3 seeds. VGG and WRN take α ∈ {0, 0.1, 0.3}: with two values × 3 seeds a rule's smallest p was
 0.21, and at α = 0.1 alone their RA moved less than the stated effect (VGG ℓ∞ 0.79 → 0.74, WRN 0.88 → 0.86); with
 three it is 0.009, though still 0.054 as the best case of the six-claim secondary family (``--power``: a fourth
-seed would reach the level, at about 2 more minutes). With the three, ℓ∞ RA falls to 0.52 (VGG) and 0.72 (WRN) at α = 0.3 (WRN: ρ = −1 in every seed,
-p 0.009, Holm 0.054), but clean accuracy falls with it (VGG by 9 points: the flat-accuracy confound contradicted)
-and at equal clean accuracy the fall is 0.03–0.08 and not significant: C1 beyond ResNet-18 inconclusive here, and
-the confound is the reason. Two of 36 ladder checks find one more point of 100 at 40 iterations. ``make reproduce
-PRESET=small`` ran this study in 290 s with the earlier grids; the two wider grids add about 2 minutes. ``paper``: not run here (a GPU and the checkpoint file).
+seed would reach the level, at about 2 more minutes). With the three, ℓ∞ RA falls to 0.52 (VGG) and 0.72 (WRN)
+at α = 0.3 (WRN: ρ = −1 in every seed, p 0.009, Holm 0.054), but clean accuracy falls with it (VGG by 9 points:
+the flat-accuracy confound contradicted) and at equal clean accuracy the fall is 0.03–0.08 and not significant:
+C1 beyond ResNet-18 inconclusive here, and the confound is the reason. Two of 36 ladder checks find one more point
+of 100 at 40 iterations. ``make reproduce PRESET=small`` ran this study in 290 s with the earlier grids; the two
+wider grids add about 2 minutes. ``paper``: not run here (a GPU and the checkpoint file).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from crobust.config import derive
 from crobust.data import Dataset
 from crobust.data._dataset import channel_stats
 from crobust.models.kinds import checkpoint_prepare
+from crobust.models.vgg import centred_pad_widths
 from crobust.study import (DataConfig, EvalConfig, Flat, GridConfig, Holds, Matched, ModelConfig, Population,
                            Start, Study, StudyConfig, Trend, col, headline_ra)
 from crobust.study import measures as M
@@ -147,10 +149,7 @@ def pad_images(data: Dataset, size: int) -> Dataset:
     h, w = data.image_shape[:2]
     if (h, w) == (size, size):
         return data
-    if h > size or w > size:
-        raise CrobustError(f"cannot pad {h}×{w} images to {size}×{size}")
-    top, left = (size - h) // 2, (size - w) // 2
-    pad = ((0, 0), (top, size - h - top), (left, size - w - left), (0, 0))
+    pad = centred_pad_widths(h, w, size)                 # the same placement as VGG16(pad_to=size) inside the model
     train, test = np.pad(data.train_images, pad), np.pad(data.test_images, pad)
     mean, std = channel_stats(train)
     return dataclasses.replace(data, train_images=train, test_images=test, mean=mean, std=std,
@@ -179,7 +178,8 @@ PRESETS = {
                            "backbones.pretrain.max_steps": 60, "backbones.pretrain.eval_every": 30,
                            "backbones.conv_train.max_steps": 20, "backbones.conv_train.eval_every": 10,
                            "backbones.vgg.width": 2, "backbones.include": ("vit", "vgg"), "grid.alpha": (0.0, 0.1),
-                           "backbones.conv_alpha": (0.0, 0.1), "train.max_steps": 60, "train.eval_every": 30, "eval.n_points": 50,
+                           "backbones.conv_alpha": (0.0, 0.1), "train.max_steps": 60, "train.eval_every": 30,
+                           "eval.n_points": 50,
                            "eval.eps_linf": (0.0, 0.05), "eval.eps_l2": (0.0, 0.25)}),
     "paper": derive(BASE, {**recipes.under("train", recipes.VIT_FINETUNE), "train.regularizer": "scale_invariant",
                            "data.dataset": "cifar10", "data.classes": None, "data.download": True,

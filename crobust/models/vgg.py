@@ -81,11 +81,16 @@ class VGG16(nn.Module):
         return (logits, z) if return_repr else logits
 
 
-def pad_centred(x, size: int):
-    """(N, H, W, C) → (N, size, size, C): zeros around, the image at rows ⌊(size − H)/2⌋ …, columns ⌊(size − W)/2⌋ …
-    (the identity when H = W = size)."""
-    h, w = x.shape[1], x.shape[2]
+def centred_pad_widths(h: int, w: int, size: int):
+    """The ``pad`` widths of an (N, H, W, C) batch centred in size × size zeros: top/left ⌊(size − H)/2⌋,
+    ⌊(size − W)/2⌋, the rest bottom/right (one clear error when the image is larger than ``size``)."""
     if h > size or w > size:
         raise CrobustError(f"cannot pad {h}×{w} images to {size}×{size}")
     top, left = (size - h) // 2, (size - w) // 2
-    return jnp.pad(x, ((0, 0), (top, size - h - top), (left, size - w - left), (0, 0)))
+    return (0, 0), (top, size - h - top), (left, size - w - left), (0, 0)
+
+
+def pad_centred(x, size: int):
+    """(N, H, W, C) → (N, size, size, C): zeros around, the image centred (:func:`centred_pad_widths`; the identity
+    when H = W = size)."""
+    return jnp.pad(x, centred_pad_widths(x.shape[1], x.shape[2], size))
