@@ -302,6 +302,21 @@ def test_population_member_keys_mesh_and_adversarial_examples_at_named_eps():
         E.population_robust_accuracy(model.apply, params, x, y, eps=eps, attacks=attacks, member_keys=keys[:2])
 
 
+def test_the_convergence_tolerance_is_half_a_percent_with_a_floor_of_one_new_break():
+    # below 400 points 0.5 % is under 2 points: the floor allows one new break (strictly fewer than 2 points)
+    assert E.convergence_tolerance_pp(100) == pytest.approx(2.0)        # 1 of 100 passes, 2 of 100 fail
+    assert E.convergence_tolerance_pp(200) == pytest.approx(1.0)
+    assert E.convergence_tolerance_pp(400) == pytest.approx(0.5)        # from here the percentage alone decides
+    assert E.convergence_tolerance_pp(10_000) == pytest.approx(0.5)     # 49 of 10,000 pass, 50 fail
+    assert E.convergence_tolerance_pp(100, min_points=1) == pytest.approx(1.0)   # no floor: zero new breaks at N=100
+    assert E.convergence_tolerance_pp(1000, tolerance_pp=1.0) == pytest.approx(1.0)
+    with pytest.raises(CrobustError, match="tolerance_min_points"):
+        model, params, x, y = _population()
+        E.budget_convergence(model.apply, jax.tree.map(lambda p: p[:1], params), x[:4], y[:4],
+                             jax.random.split(jax.random.key(0), 1), eps=0.0, iterations=(1,), restarts=(1,),
+                             attacks=("apgd-ce",), tolerance_min_points=0)
+
+
 def test_budget_convergence_reports_each_doubling_and_the_verdict():
     model, params, x, y = _population()
     x, y = x[:60], y[:60]
@@ -329,11 +344,16 @@ def test_budget_convergence_reports_each_doubling_and_the_verdict():
         assert member["budgets"][0]["overstated_pp"] == pytest.approx(
             100 * np.mean(flags[1, 1] & ~(flags[2, 1] & flags[4, 1] & flags[4, 2])))
         assert member["budgets"][-1]["overstated_pp"] == 0.0
+        # 60 points: 0.5 % is under two points, so the tolerance is the floor, fewer than 2 of 60 points
+        assert member["tolerance_pp"] == pytest.approx(100 * 2 / 60)
         assert member["converged"] == (max(member["last_doubling_pp"]["iterations"],
-                                           member["last_doubling_pp"]["restarts"]) < 0.5)
+                                           member["last_doubling_pp"]["restarts"]) < 100 * 2 / 60)
         assert member["robust_acc"] == [ra[4, 2]]
-    # 1 → 4 iterations of APGD on this MLP moves robust accuracy by far more than 0.5 pp: not converged
-    assert not all(m["converged"] for m in out)
+    # 2 → 4 iterations of APGD on this MLP still finds a new break, one of the 60 points: within the floor of 2
+    # points, so converged; without the floor (min_points=1: zero new breaks) it would not be
+    moved = [max(m["last_doubling_pp"]["iterations"], m["last_doubling_pp"]["restarts"]) for m in out]
+    assert max(moved) == pytest.approx(100 / 60) and all(m["converged"] for m in out)
+    assert not all(d < E.convergence_tolerance_pp(60, min_points=1) for d in moved)
     # an attack that is exact from the first iteration (ε = 0: nothing to search) has converged
     zero = E.budget_convergence(model.apply, selected, x, y, keys, eps=0.0, iterations=(1, 2), restarts=(1, 2),
                                 attacks=("apgd-ce",))

@@ -237,6 +237,10 @@ def test_the_headline_is_vouched_for_only_by_its_own_rung_of_a_converged_ladder(
     assert not headline_converged(result, 10, 1)              # 5.3 pp: the headline overstates robust accuracy
     assert not headline_converged(result, 80, 1)              # not on the ladder: nothing vouches for it
     assert not headline_converged({**result, "converged": False}, 40, 1)
+    # on 100 points the tolerance is its floor, 2 points (2 pp): one point overstated is within it, two are not
+    floor = {"budgets": [rung(40, 1, 0.34, 1.0), rung(80, 1, 0.33, 0.0)], "converged": True, "tolerance_pp": 2.0}
+    assert headline_converged(floor, 40, 1)
+    assert not headline_converged({**floor, "budgets": [rung(40, 1, 0.34, 2.0), rung(80, 1, 0.32, 0.0)]}, 40, 1)
     # with Square on the ladder (its queries a third axis), the headline's query budget must be a rung too
     square = {"budgets": [{**rung(20, 1, 0.55, 0.4), "n_queries": 100}, {**rung(40, 1, 0.548, 0.2), "n_queries": 100},
                           {**rung(40, 1, 0.546, 0.0), "n_queries": 200}], "converged": True, "tolerance_pp": 0.5}

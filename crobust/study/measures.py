@@ -243,11 +243,12 @@ def budget_convergence(norms: Sequence[str] = ("linf", "l2"), x: str = "alpha", 
     """Attack-budget convergence (:func:`crobust.evaluation.budget_convergence`) of the least and the most
     compressed members (every member at the smallest and at the largest ``x``, all seeds) at each headline ε, as
     ``eval.convergence_iters`` × ``eval.convergence_restarts`` double: ``budget_converged[norm]`` (1 when the last
-    doubling on each axis breaks < 0.5 % of the points that no rung before it broke, 0 when not, NaN for members
-    not checked), ``budget_last_doubling_pp[norm]`` (those new breaks, the largest axis) and
-    ``headline_converged[norm]``: 1 when the headline's own budget (``eval.n_iter`` × ``eval.n_restarts``) is on
-    the ladder, the ladder converged and the stronger rungs break < 0.5 % of the points the headline budget calls
-    robust (:func:`headline_converged`); 0 otherwise (the headline budget cannot be vouched for). The budgets and
+    doubling on each axis breaks < 0.5 % of the points that no rung before it broke — at most one point where 0.5 %
+    is under two points, the estimate's resolution —, 0 when not, NaN for members not checked),
+    ``budget_last_doubling_pp[norm]`` (those new breaks, the largest axis) and ``headline_converged[norm]``: 1 when
+    the headline's own budget (``eval.n_iter`` × ``eval.n_restarts``) is on the ladder, the ladder converged and the
+    stronger rungs break fewer than that tolerance of the points the headline budget calls robust
+    (:func:`headline_converged`); 0 otherwise (the headline budget cannot be vouched for). The budgets and
     robust accuracies are logged for the report. ``populations`` (names) restricts the check to those populations
     (default: every one). With ``eval.convergence_queries`` the ladder runs the whole ensemble and doubles Square's
     queries too (its first entry is the headline's ``n_queries``); without, it runs the gradient attacks only."""
@@ -338,7 +339,7 @@ def layer_metrics(select: Sequence[str] = ("eps_nu_q2", "eps_sigma_q2", "beta_nu
     """The :func:`crobust.metrics.layer_report` metrics named in ``select``, per layer: ``<metric>[layer=…]``
     (the same names as ``layer_report``'s records), at the configured κ."""
     def measure(ctx: Context, pop: TrainedPopulation):
-        rep = metrics.layer_report(pop.params, kappa=ctx.measure.kappa, lipschitz=False)
+        rep = metrics.layer_report(pop.params, kappa=ctx.measure.kappa, lipschitz=False, metrics=tuple(select))
         out = {}
         for name in select:
             values = np.asarray(rep["layer_metrics"][name])                     # (M, L)
