@@ -208,3 +208,18 @@ def test_layer_by_layer_report_equals_the_one_program_report_and_compiles_once_p
     assert R._single_layer_core._cache_size() - before <= len(shapes)          # a second model: no new program
     np.testing.assert_allclose(again["layer_metrics"]["norm_fro"], 2.0 * rep["layer_metrics"]["norm_fro"],
                                rtol=1e-6)
+    # metrics=: those alone, from a program that computes nothing else; the same per-layer operations, so the same
+    # values to float32 round-off (the tolerances above), counts exact
+    chosen = ("eps_sigma_q2", "beta_nu", "k_nu", "ratio_inf_fro")
+    few = M.layer_report(params, kappa=0.25, lipschitz=False, metrics=chosen)
+    assert set(few["layer_metrics"]) == set(chosen)
+    for name in chosen:
+        exact = name.startswith("k_")
+        np.testing.assert_allclose(few["layer_metrics"][name], rep["layer_metrics"][name], rtol=0 if exact else 1e-4,
+                                   atol=0 if exact else 1e-6, err_msg=name)
+    with pytest.raises(CrobustError, match="unknown per-layer metric"):
+        M.layer_report(params, kappa=0.25, lipschitz=False, metrics=("eps_sigma_q2", "eps_sgima_q1"))
+    with pytest.raises(CrobustError, match="lipschitz=False"):
+        M.layer_report(params, kappa=0.25, input_scale=1.0, metrics=("eps_sigma_q2",))
+    with pytest.raises(CrobustError, match="non-empty"):
+        M.layer_report(params, kappa=0.25, lipschitz=False, metrics="eps_sigma_q2")
