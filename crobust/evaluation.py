@@ -750,12 +750,13 @@ def budget_convergence(apply_fn, params, x, y, keys, *, eps, norm: str = "linf",
     The floor is the estimate's resolution. Robust accuracy on N points moves in steps of 1/N, so below 400 points
     a percentage tolerance of 0.5 demands zero new breaks, which a randomised attack fails at any budget: on 100
     points about one member check in ten finds exactly one new break at every doubling from 40 to 160 APGD
-    iterations. One point changes robust accuracy by 1/N, at most a third of the binomial standard
-    deviation √(p(1 − p)/N) of its estimate for 0.1 ≤ p ≤ 0.9 at N = 100, so the test set, not the attack, dominates the
-    headline's uncertainty. From 400 points on, the percentage alone decides. A point is broken when any attack at any budget breaks it (the ladder
-    is one more ensemble), so a point a weaker budget broke and a stronger one missed is attack noise, not a sign
-    that the budget is too small; counting it as movement (|RA(T_max) − RA(T_max/2)|) would let one such point on
-    a few hundred points, a fraction of a percent, block convergence forever.
+    iterations. One point changes robust accuracy by 1/N, at most a third of the binomial standard deviation
+    √(p(1 − p)/N) of its estimate for 0.1 ≤ p ≤ 0.9 at N = 100, so the test set, not the attack, dominates the
+    headline's uncertainty. From 400 points on, the percentage alone decides. A point is broken when any attack at
+    any budget breaks it (the ladder is one more ensemble), so a point a weaker budget broke and a stronger one
+    missed is attack noise, not a sign that the budget is too small; counting it as movement
+    (|RA(T_max) − RA(T_max/2)|) would let one such point on a few hundred points, a fraction of a percent, block
+    convergence forever.
 
     Args:
       apply_fn, params: the members to check (params with a leading member axis, e.g. the least and the most

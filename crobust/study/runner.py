@@ -429,8 +429,8 @@ def _convergence_lines(ctx: Context) -> list[str]:
              "**converged** when the last doubling on each axis breaks < 0.5 % of the points that no rung before it "
              "broke (its new breaks, 'last doubling'), or at most one point where 0.5 % is under two points (fewer "
              "than 400 points: one point is the estimate's resolution, 1/N, at most a third of its binomial "
-             "standard deviation at 100 points); the headline is vouched for when, besides, its own budget is on the ladder "
-             "and the stronger rungs break fewer than that tolerance of the points it calls robust.",
+             "standard deviation at 100 points); the headline is vouched for when, besides, its own budget is on "
+             "the ladder and the stronger rungs break fewer than that tolerance of the points it calls robust.",
              "", "| population | member | norm | ε | " + " | ".join(
                  f"{b['n_iter']}×{b['n_restarts']}" + (f"×{b['n_queries']}q" if b.get("n_queries") else "")
                  for b in rows[0]["budgets"]) + " | last doubling (pp) | converged |",

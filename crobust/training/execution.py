@@ -31,7 +31,6 @@ leaves it out): a checkpoint resumes under another.
 
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 import jax
@@ -42,7 +41,7 @@ from crobust import parallel, precision
 from crobust._errors import CrobustError, check_choice
 from crobust.training.block import block_start, member_program
 from crobust.training.config import EXECUTIONS, TrainConfig
-from crobust.training.population import RUN_ONCE_OPTIONS, PopulationState, select
+from crobust.training.population import PopulationState, jit_once, select
 
 
 def resolve(execution: str, params) -> str:
@@ -103,14 +102,13 @@ def make_host_loop_block(model, config: TrainConfig, adversary: Callable | None 
         new = one_step(st, hp, carry, s, images, labels)
         return select(st.stopped | st.diverged, carry, new)
 
-    once = functools.partial(jax.jit, compiler_options=RUN_ONCE_OPTIONS if jax.default_backend() == "cpu" else None)
     step_1, finish_1 = jax.jit(traced(one_step)), jax.jit(traced(finish))
     step_g = jax.jit(traced(jax.vmap(group_step, in_axes=(0, 0, 0, None, None, None))))
-    finish_g = once(traced(jax.vmap(finish, in_axes=(0, 0, 0, None, None))))
-    start_1, start_g = once(block_start), once(jax.vmap(block_start))
-    take = once(lambda tree, i: jax.tree.map(lambda a: a[i], tree))
-    stack = once(lambda parts: jax.tree.map(lambda *xs: jnp.stack(xs), *parts))
-    concat = once(lambda parts: jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts))
+    finish_g = jit_once(traced(jax.vmap(finish, in_axes=(0, 0, 0, None, None))))
+    start_1, start_g = jit_once(block_start), jit_once(jax.vmap(block_start))
+    take = jit_once(lambda tree, i: jax.tree.map(lambda a: a[i], tree))
+    stack = jit_once(lambda parts: jax.tree.map(lambda *xs: jnp.stack(xs), *parts))
+    concat = jit_once(lambda parts: jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts))
 
     def run_group(st, hp, images, labels, n_steps):
         carry = start_g(st)

@@ -245,12 +245,10 @@ def init_population(model, data, config: TrainConfig, members: Sequence[Mapping]
     except TypeError:                                   # an unhashable model: a fresh program
         program = _init_program.__wrapped__(model, config.optimizer, config.trainable, n_total,
                                             float(config.val_ratio), image_shape)
-    params, model_state, opt_state, train_idx, val_idx, ref_norms = program(keys, hp["lr"], hp["weight_decay"])
-    if not ref_norms and config.projection == "frobenius":
-        reference_norms(params, config)                 # raises: this model has no layers to project
+    params, model_state, opt_state, train_idx, val_idx = program(keys, hp["lr"], hp["weight_decay"])
     m = len(members)
     return PopulationState(
-        params=params, opt_state=opt_state, best_params=params, ref_norms=ref_norms,
+        params=params, opt_state=opt_state, best_params=params, ref_norms=reference_norms(params, config),
         key=keys, train_idx=train_idx, val_idx=val_idx,
         step=jnp.zeros((m,), jnp.int32), best_val=jnp.full((m,), jnp.inf, jnp.float32),
         best_step=jnp.full((m,), -1, jnp.int32), stopped=jnp.zeros((m,), bool), diverged=jnp.zeros((m,), bool),
@@ -270,8 +268,8 @@ def population_bytes(model, data, config: TrainConfig, members: Sequence[Mapping
     image_shape = tuple(int(d) for d in data.train_images.shape[1:])
     program = _init_program.__wrapped__(model, config.optimizer, config.trainable, n_total, float(config.val_ratio),
                                         image_shape)
-    params, model_state, opt_state, train_idx, val_idx, _ = jax.eval_shape(program, member_keys(members),
-                                                                            hp["lr"], hp["weight_decay"])
+    params, model_state, opt_state, train_idx, val_idx = jax.eval_shape(program, member_keys(members), hp["lr"],
+                                                                         hp["weight_decay"])
     state = parallel.state_bytes((params, params, model_state, model_state, opt_state, train_idx, val_idx))
     step = parallel.member_step_bytes(params, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size)
     return state, step * len(members)
@@ -291,16 +289,12 @@ def _init_program(model, optimizer: str, trainable: str | None, n_total: int, va
         train_idx, val_idx = split_indices(stream_key(key, "split"), n_total, val_ratio)
         return params, model_state, opt_state, train_idx, val_idx
 
-    def program(k, lr, wd):
-        params, model_state, opt_state, train_idx, val_idx = jax.lax.map(lambda a: one(*a), (k, lr, wd))
-        return params, model_state, opt_state, train_idx, val_idx, _reference_norms_or_empty(params)
-
     # lax.map, not vmap: the same values, and XLA compiles flax's initialisers for one member faster. An init runs
     # once, so its compile is nearly all of its cost, and on XLA:CPU most of that is LLVM optimising the unrolled
     # threefry rounds of every initialiser (ResNet-18: ~6 s of a 6 s compile); the program is compiled without
-    # LLVM's optimisation there (:data:`RUN_ONCE_OPTIONS`), which changes the initial values only in the last
+    # LLVM's optimisation there (:func:`jit_once`), which changes the initial values only in the last
     # float32 bits (one rounding in the uniform's scale) and is what every run of this version uses.
-    return jax.jit(program, compiler_options=RUN_ONCE_OPTIONS if jax.default_backend() == "cpu" else None)
+    return jit_once(lambda k, lr, wd: jax.lax.map(lambda a: one(*a), (k, lr, wd)))
 
 
 # XLA options for a program that runs once (a population's initialisation): no LLVM optimisation of its machine code
@@ -308,13 +302,10 @@ def _init_program(model, optimizer: str, trainable: str | None, n_total: int, va
 RUN_ONCE_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
-def _reference_norms_or_empty(params) -> dict:
-    """{hidden layer: ‖W‖_F} per member, or {} for a model without :func:`crobust.regularizers.hidden_matrices`
-    (decided while tracing)."""
-    try:
-        return jax.vmap(regularizers.hidden_frobenius_norms)(params)
-    except CrobustError:
-        return {}
+def jit_once(fn, **kwargs):
+    """``jax.jit(fn)`` for a program that runs once or moves data only: compiled with :data:`RUN_ONCE_OPTIONS`
+    on CPU, as usual elsewhere."""
+    return jax.jit(fn, compiler_options=RUN_ONCE_OPTIONS if jax.default_backend() == "cpu" else None, **kwargs)
 
 
 def reference_norms(params, config: TrainConfig) -> dict:
