@@ -29,7 +29,10 @@ cannot shrink its batch) and the cascade is applied with masks, which gives the 
 ``robust_acc_after[a]`` is AutoAttack's log line "robust accuracy after A" (cumulative); ``attack_acc[a]`` is
 attack a alone. Attack a at every ε uses ``fold_in(key, a)`` — the same random numbers at every ε (common random
 numbers, which makes the ε curve smoother); member m of a population uses its own key (``member_keys``) or
-``fold_in(key, m)``.
+``fold_in(key, m)``. A radius of 0 on the grid is never attacked: its threat set is {x}, so every attack's
+output there is x, and the record at ε = 0 (robust = correct clean, x_adv = x, every check's value) is written
+from the clean pass; :func:`robust_accuracy` and :func:`population_robust_accuracy` hand the compiled program the
+radii > 0 only (:func:`robust_flags`, the array core, attacks whatever grid it is given).
 
 The adversarial example reported for a point (``return_adv_at`` / ``return_adversarial``): the output of the first
 attack (in list order) that broke it; for a point no attack breaks, the first attack's output (APGD-CE's
@@ -265,6 +268,59 @@ def _adv_index(eps_values, return_adv_at) -> tuple:
                                f"{[format_eps(v) for v in eps_values]}")
         index.append(int(hits[0]))
     return tuple(index)
+
+
+def _attacked(eps_values) -> np.ndarray:
+    """Indices of the radii of the grid that are attacked: every ε > 0, or the whole grid when it holds no ε > 0
+    (the compiled program is then still needed for the clean pass and the gradient checks)."""
+    positive = np.flatnonzero(eps_values > 0)
+    return positive if positive.size else np.arange(len(eps_values))
+
+
+def _sub_adv_index(adv_index, attacked) -> tuple:
+    """``adv_index`` (radii of the full grid) as indices into the attacked sub-grid, zero radii left out."""
+    position = {int(i): k for k, i in enumerate(attacked)}
+    return tuple(sorted({position[i] for i in adv_index if i in position}))
+
+
+def _with_zero_radii(arrays, eps_values, attacked, adv_index, x, members=None):
+    """The arrays of :func:`robust_flags` on the full grid from those on the attacked sub-grid (host, numpy).
+
+    At ε = 0 the threat set of a point is {x} itself, so every attack's output is x and nothing needs running:
+    ``attack_correct`` and ``robust`` are ``clean_correct``, ``max_excess`` = ‖x − x‖ − 0 = 0, ``min_value`` /
+    ``max_value`` the extremes of x, ``nan_count`` 0, the grey image is within reach exactly when x is the grey
+    image (``grey_reachable``), and then it is misclassified exactly when x is (``grey_breaks``), and the
+    adversarial example is x. These are the values the attacks return there, without their iterations.
+    ``members``: the arrays carry a leading member axis of that size (None: one model)."""
+    a = {k: np.asarray(v) for k, v in arrays.items()}
+    if len(attacked) == len(eps_values):
+        return a
+    lead = () if members is None else (members,)
+    axis = len(lead)                                           # the ε axis
+    x = np.asarray(x)
+    clean = a["clean_correct"].astype(bool)                    # lead + (N,)
+    grey = np.all(x == np.float32(0.5), axis=tuple(range(1, x.ndim)))   # (N,)
+    n_attacks = a["attack_correct"].shape[axis + 1]
+    zero = dict(attack_correct=np.broadcast_to(clean[..., None, :], lead + (n_attacks, clean.shape[-1])),
+                robust=clean, max_excess=np.zeros(lead + (n_attacks,), a["max_excess"].dtype),
+                min_value=np.full(lead + (n_attacks,), np.min(x), a["min_value"].dtype),
+                max_value=np.full(lead + (n_attacks,), np.max(x), a["max_value"].dtype),
+                nan_count=np.zeros(lead + (n_attacks,), a["nan_count"].dtype),
+                grey_reachable=np.broadcast_to(grey, clean.shape),
+                grey_breaks=np.broadcast_to(grey, clean.shape) & ~clean)
+    position = {int(i): k for k, i in enumerate(attacked)}
+    out = dict(a)
+    for name, fill in zero.items():
+        sub = a[name]
+        pieces = [np.take(sub, position[e], axis=axis) if e in position else fill.astype(sub.dtype)
+                  for e in range(len(eps_values))]
+        out[name] = np.stack(pieces, axis=axis)
+    if adv_index:
+        sub_index = _sub_adv_index(adv_index, attacked)
+        xs = np.broadcast_to(x, lead + x.shape)
+        out["x_adv"] = np.stack([np.take(a["x_adv"], sub_index.index(position[i]), axis=axis) if i in position
+                                 else xs for i in adv_index], axis=axis)
+    return out
 
 
 # attacks that take ``chunk_size`` and draw their randomness for the whole batch before chunking (APGD's and PGD's
@@ -589,7 +645,8 @@ def robust_accuracy(logits_fn, x, y, key, *, eps, norm: str = "linf", attacks=DE
         Partial (same reuse, the arrays it holds at the call are used); any other callable is compiled for that
         call only, so whatever it reads now is used (a one-time :class:`crobust.attacks.RecompileWarning` says so).
       x: test images (N, ...) in [0, 1];  y: integer labels (N,);  key: PRNG key.
-      eps: one radius or a list (pixel units); all run in one compiled call (vmapped over ε).
+      eps: one radius or a list (pixel units); all run in one compiled call (vmapped over ε); ε = 0 is read from
+        the clean pass, not attacked.
       norm: ``'linf'`` or ``'l2'``.
       attacks: an ensemble name (``'standard'``, ``'cheap'``, ``'art'``; :mod:`crobust.attacks.presets`), or attack
         names / ``(name, {kwarg: value})`` pairs; see the module docstring. Default: the standard ensemble.
@@ -612,15 +669,18 @@ def robust_accuracy(logits_fn, x, y, key, *, eps, norm: str = "linf", attacks=DE
     y = check_labels(y, n, num_classes)
     specs = _attack_specs(attacks, num_classes)
     adv_index = tuple(range(len(eps_values))) if return_adversarial else _adv_index(eps_values, return_adv_at)
-    eps_loop, point_chunk = _layout.resolve_layout(eps_loop, point_chunk, logits_fn, x, specs, len(eps_values))
-    static = dict(norm=norm, frozen=_freeze(specs), adv_index=adv_index, eps_loop=eps_loop, point_chunk=point_chunk)
-    eps_array = jnp.asarray(eps_values, jnp.float32)
+    attacked = _attacked(eps_values)
+    eps_loop, point_chunk = _layout.resolve_layout(eps_loop, point_chunk, logits_fn, x, specs, len(attacked))
+    static = dict(norm=norm, frozen=_freeze(specs), adv_index=_sub_adv_index(adv_index, attacked),
+                  eps_loop=eps_loop, point_chunk=point_chunk)
+    eps_array = jnp.asarray(eps_values[attacked], jnp.float32)
     model = logits_fn if isinstance(logits_fn, Partial) else as_data(logits_fn, "crobust.evaluation.robust_accuracy")
     if model is not None:
         arrays = dict(_run_one(model, x, y, key, eps_array, **static))
     else:      # not passable as data: compiled for this call only, so its current state is what is evaluated
         arrays = dict(jax.jit(functools.partial(_core, logits_fn), static_argnames=_STATIC)(x, y, key, eps_array,
                                                                                             **static))
+    arrays = _with_zero_radii(arrays, eps_values, attacked, adv_index, x)
     x_adv = arrays.pop("x_adv", None)
     return _build_report(arrays, eps_values, norm, specs, _grey_radius(x, norm),
                          None if x_adv is None else np.asarray(x_adv), adv_index, on_fail, _key_data(key),
@@ -700,10 +760,12 @@ def population_robust_accuracy(apply_fn, params, x, y, key=None, *, eps, norm: s
     if execution == "host_steps":      # the grid is a Python loop over radii there, whatever was asked
         _layout.check_layout(eps_loop, point_chunk)
         eps_loop = True
+    attacked = _attacked(eps_values)
     eps_loop, point_chunk = _layout.resolve_layout(eps_loop, point_chunk, Partial(apply_fn, first), x, specs,
-                                                   len(eps_values), members=at_once)
-    static = dict(norm=norm, frozen=_freeze(specs), adv_index=adv_index, eps_loop=eps_loop, point_chunk=point_chunk)
-    eps_array = jnp.asarray(eps_values, jnp.float32)
+                                                   len(attacked), members=at_once)
+    static = dict(norm=norm, frozen=_freeze(specs), adv_index=_sub_adv_index(adv_index, attacked),
+                  eps_loop=eps_loop, point_chunk=point_chunk)
+    eps_array = jnp.asarray(eps_values[attacked], jnp.float32)
     if per_member:       # member m: robust_accuracy's computation on Partial(apply_fn, params_m)
         run = _run_one if execution == "host_loop" else _run_one_stepped
         per = parallel.host_map(lambda m: run(Partial(apply_fn, jax.tree.map(lambda leaf: leaf[m], params)), x, y,
@@ -714,6 +776,7 @@ def population_robust_accuracy(apply_fn, params, x, y, key=None, *, eps, norm: s
                                  layout.put_replicated(x), layout.put_replicated(y), eps_array, apply_fn=apply_fn,
                                  **static)
         arrays = jax.tree.map(lambda v: np.asarray(v)[:members], layout.get(arrays))
+    arrays = _with_zero_radii(arrays, eps_values, attacked, adv_index, x, members=members)
     grey_radius = _grey_radius(x, norm)
     reports = []
     for m in range(members):

@@ -407,3 +407,41 @@ def test_art_variant_runs_as_a_named_attack_and_ensemble():
     assert "gradient_masking" in art.checks["not_run"]
     assert 0 <= art.robust_acc[0] < art.clean_acc
     assert [a for a, _ in __import__("crobust.attacks.presets", fromlist=["x"]).ensemble("art")] == ["apgd-art"]
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", [0.0, 16 / 255]), ("l2", [0.5, 0.0])])
+def test_the_zero_radius_is_not_attacked_and_reads_what_the_attacks_return_there(monkeypatch, norm, eps):
+    """At ε = 0 the threat set is {x}: the reports hold there exactly what running the attacks gives (every output
+    is x), but the compiled program is handed only the radii > 0."""
+    model, params, x, y = _population()
+    x, y = x[:60], y[:60]
+    key = jax.random.key(5)
+    zero = eps.index(0.0)
+    ran = []
+    real = E._run_one
+    monkeypatch.setattr(E, "_run_one", lambda *a, **k: ran.append(np.asarray(a[4])) or real(*a, **k))
+    report = E.robust_accuracy(model.apply, x, y, key, params=_member(params, 0), eps=eps, norm=norm, attacks=FAST,
+                               on_fail="ignore", return_adv_at=eps)
+    assert [r.tolist() for r in ran] == [[np.float32(max(eps))]]
+    full = jax.jit(lambda p: E.robust_flags(functools.partial(model.apply, p), x, y, key, jnp.asarray(eps),
+                                            norm=norm, attacks=FAST))(_member(params, 0))
+    full = jax.tree.map(np.asarray, full)
+    assert_far_from_ties(model.apply(_member(params, 0), x))
+    np.testing.assert_array_equal(report.robust_flags[zero], full["robust"][zero])
+    for i, name in enumerate(("apgd-ce", "square")):
+        np.testing.assert_array_equal(report.attack_flags[name][zero], full["attack_correct"][zero, i])
+    assert report.checks["max_perturbation_excess"] <= 1e-6 and report.checks["nan_count"] == 0
+    assert (report.checks["min_value"], report.checks["max_value"]) == (float(full["min_value"].min()),
+                                                                        float(full["max_value"].max()))
+    np.testing.assert_array_equal(report.adversarial(0.0), np.asarray(x))
+    np.testing.assert_array_equal(np.asarray(full["x_adv"][zero]), np.asarray(x))
+    other = 1 - zero                                     # the attacked radius: the same run up to rounding
+    assert np.mean(report.robust_flags[other] == full["robust"][other]) >= 1 - 1.5 / len(y)
+    assert 0 < report.robust_acc[other] < report.robust_acc[zero] == report.clean_acc
+    # a population: the same fill, one leading member axis
+    pop = E.population_robust_accuracy(model.apply, params, x, y, eps=eps, norm=norm, attacks=FAST,
+                                       on_fail="ignore", member_keys=jax.random.split(key, 3), return_adv_at=[0.0])
+    for r in pop:
+        np.testing.assert_array_equal(r.robust_flags[zero], r.clean_correct)
+        np.testing.assert_array_equal(r.adversarial(0.0), np.asarray(x))
+        assert r.robust_acc[other] < r.robust_acc[zero]
