@@ -788,6 +788,14 @@ def population_robust_accuracy(apply_fn, params, x, y, key=None, *, eps, norm: s
     return reports
 
 
+@dataclasses.dataclass(frozen=True)
+class _KnownRung:
+    """A rung of :func:`budget_convergence` read from ``known``: one member's flags (E, N) and accuracies (E,)."""
+    robust_flags: np.ndarray
+    robust_acc: tuple
+    description: str
+
+
 def convergence_tolerance_pp(n_points: int, tolerance_pp: float = 0.5, min_points: int = 2) -> float:
     """The convergence threshold of :func:`budget_convergence` on ``n_points`` points, in percent of the points:
     max(tolerance_pp, 100 · min_points / n_points). New breaks strictly below it are within tolerance."""
@@ -796,7 +804,7 @@ def convergence_tolerance_pp(n_points: int, tolerance_pp: float = 0.5, min_point
 
 def budget_convergence(apply_fn, params, x, y, keys, *, eps, norm: str = "linf", iterations=(25, 50, 100, 200),
                        restarts=(1, 2, 4), attacks=("apgd-ce", "apgd-t"), tolerance_pp: float = 0.5, mesh=None,
-                       eps_loop="auto", point_chunk="auto", queries=(), tolerance_min_points: int = 2):
+                       eps_loop="auto", point_chunk="auto", queries=(), tolerance_min_points: int = 2, known=None):
     """Robust accuracy of selected members as the attack budget doubles, and whether it has converged.
 
     The budget axes: ``iterations`` at the first restart count, then ``restarts`` at the largest iteration count
@@ -835,6 +843,12 @@ def budget_convergence(apply_fn, params, x, y, keys, *, eps, norm: str = "linf",
         points). The threshold applied, max(tolerance_pp, 100 · tolerance_min_points / N) percent, is returned.
       eps_loop, point_chunk: the memory layout of every budget's evaluation (:func:`population_robust_accuracy`;
         ``'auto'`` chooses per budget, the restarts being part of a point's bytes).
+      known: {(n_iter, n_restarts, n_queries): robust flags (M, E, N)} of rungs already run on these points with
+        these keys and this ensemble at that budget, below the top rung (``n_queries`` None without a Square
+        axis), e.g. the headline
+        evaluation's flags for the same attacks when the headline budget is the ladder's first rung: those rungs
+        are read, not run again. Their per-point results are what running them gives, up to float rounding of a
+        different memory layout.
 
     Returns:
       a list of M dicts: ``budgets`` [{n_iter, n_restarts, n_queries (None without Square), robust_acc (per ε),
@@ -880,8 +894,18 @@ def budget_convergence(apply_fn, params, x, y, keys, *, eps, norm: str = "linf",
     budgets = [(t, restarts[0], q_first) for t in iterations] + \
         [(iterations[-1], r, q_first) for r in restarts[1:]] + \
         [(iterations[-1], restarts[-1], q) for q in queries[1:]]
+    known = dict(known or {})
     results = {}
+    for budget, flags in known.items():
+        flags = np.asarray(flags)
+        if budget not in budgets[:-1] or flags.dtype != bool or flags.shape != (members, len(eps_values), len(y)):
+            raise CrobustError(f"known: a rung of the ladder {budgets} below its top, with boolean flags of shape "
+                               f"({members}, {len(eps_values)}, {len(y)}), got {budget} with {flags.dtype} "
+                               f"{flags.shape}")
+        results[budget] = [_KnownRung(f, tuple(float(v) for v in f.mean(axis=-1)), "") for f in flags]
     for t, r, q in budgets:
+        if (t, r, q) in results:
+            continue
         results[(t, r, q)] = population_robust_accuracy(apply_fn, params, x, y, eps=eps_values, norm=norm,
                                                         attacks=ensemble_at(t, r, q), on_fail="ignore", mesh=mesh,
                                                         member_keys=member_keys, eps_loop=eps_loop,

@@ -445,3 +445,31 @@ def test_the_zero_radius_is_not_attacked_and_reads_what_the_attacks_return_there
         np.testing.assert_array_equal(r.robust_flags[zero], r.clean_correct)
         np.testing.assert_array_equal(r.adversarial(0.0), np.asarray(x))
         assert r.robust_acc[other] < r.robust_acc[zero]
+
+
+def test_budget_convergence_reads_a_known_rung_instead_of_running_it(monkeypatch):
+    """A rung given in ``known`` is not run: with the first rung's flags from the same call form the ladder's record
+    is the one it computes itself (the same program on the same bits), and planted flags are what it reads."""
+    model, params, x, y = _population()
+    x, y = x[:60], y[:60]
+    selected = jax.tree.map(lambda p: p[:2], params)
+    keys = jax.random.split(jax.random.key(5), 2)
+    kw = dict(eps=16 / 255, iterations=(1, 2), restarts=(1,), attacks=("apgd-ce",))
+    alone = E.budget_convergence(model.apply, selected, x, y, keys, **kw)
+    first = np.stack([r.robust_flags for r in E.population_robust_accuracy(
+        model.apply, selected, x, y, eps=[16 / 255], member_keys=keys, attacks=(("apgd-ce", {"n_iter": 1}),),
+        on_fail="ignore")])                                                            # (2, 1, 60)
+    calls = []
+    real = E.population_robust_accuracy
+    monkeypatch.setattr(E, "population_robust_accuracy", lambda *a, **k: calls.append(k["attacks"]) or real(*a, **k))
+    read = E.budget_convergence(model.apply, selected, x, y, keys, known={(1, 1, None): first}, **kw)
+    assert [c[0][1]["n_iter"] for c in calls] == [2]                                 # only the top rung ran
+    assert read == alone
+    planted = E.budget_convergence(model.apply, selected, x, y, keys, known={(1, 1, None): np.ones_like(first)}, **kw)
+    for m, r in enumerate(planted):                  # every point robust at the first rung: each top break is new
+        assert r["budgets"][0]["robust_acc"] == [1.0]
+        assert r["last_doubling_pp"]["iterations"] == pytest.approx(100 * (1 - alone[m]["robust_acc"][0]))
+    for bad in ({(2, 1, None): first}, {(1, 1, None): first[:1]}, {(1, 1, None): first.astype(int)},
+                {(3, 1, None): first}):
+        with pytest.raises(CrobustError, match="known"):
+            E.budget_convergence(model.apply, selected, x, y, keys, known=bad, **kw)

@@ -10,6 +10,7 @@
 """
 
 import csv
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -71,6 +72,35 @@ def test_pruning_ratio_zero_equals_the_unpruned_measure():
         np.testing.assert_array_equal(sweep[col("pruned_clean_acc", criterion=c, ratio="0")],
                                       plain["clean_acc_points"])
         assert sweep[col("pruned_removed", criterion=c, ratio="0")].tolist() == [0.0, 0.0]
+
+
+def test_the_ladder_reads_its_first_rung_from_the_headline_evaluation(monkeypatch):
+    """When the headline budget is the ladder's first rung, the ladder does not attack at it again: it reads the
+    headline evaluation's per-attack flags (the same attacks, keys and points), and its record is the one it gets
+    running the rung itself, up to the float rounding of another memory layout (one point of 24 at most)."""
+    from crobust import evaluation
+    pop, ctx = _population()
+    e = dataclasses.replace(EVAL, convergence_iters=(3, 6))
+    fresh = lambda: M.Context(e, blocks.MeasureConfig(), DATA, ctx.x, ctx.y)
+    alone = fresh()
+    M.budget_convergence(("linf",))(alone, pop)
+    both = fresh()
+    M.robust_accuracy(("linf",))(both, pop)
+    calls = []
+    real = evaluation.population_robust_accuracy
+    monkeypatch.setattr(evaluation, "population_robust_accuracy",
+                        lambda *a, **k: calls.append(k["attacks"]) or real(*a, **k))
+    M.budget_convergence(("linf",))(both, pop)
+    assert [c[0][1]["n_iter"] for c in calls] == [6]                  # the top rung only
+    for a, b in zip(alone.log["convergence"], both.log["convergence"]):
+        for rung_a, rung_b in zip(a["budgets"], b["budgets"]):
+            assert abs(rung_a["robust_acc"][0] - rung_b["robust_acc"][0]) <= 1 / 24 + 1e-9
+    # another first rung than the headline's budget: nothing to read, every rung runs
+    calls.clear()
+    other = M.Context(dataclasses.replace(e, convergence_iters=(2, 3, 6)), blocks.MeasureConfig(), DATA, ctx.x,
+                      ctx.y, cache=both.cache)
+    M.budget_convergence(("linf",))(other, pop)
+    assert [c[0][1]["n_iter"] for c in calls] == [2, 3, 6]
 
 
 def test_pruning_sweep_removes_the_stated_rows_and_measures_the_pruned_model():

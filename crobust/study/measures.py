@@ -191,8 +191,9 @@ def robust_accuracy(norms: Sequence[str] = ("linf", "l2")):
     attack, restart and iterate (:func:`crobust.evaluation.population_robust_accuracy`): ``robust_acc[norm, eps]``
     for every ε of the grid, ``clean_acc_points`` (accuracy on the attacked points), ``ra_over_sa[norm]`` =
     RA(headline ε)/clean accuracy on those points and ``check_failures[norm]``. Keeps each member's worst-case
-    x_adv at the headline ε and its per-point robust flags over the grid (M, E, N) in ``ctx.cache`` (nothing is
-    attacked twice) and the checks in ``ctx.log``."""
+    x_adv at the headline ε, its per-point robust flags over the grid (M, E, N) and each attack's (for the budget
+    ladder's first rung, :func:`_headline_rung`) in ``ctx.cache`` (nothing is attacked twice) and the checks in
+    ``ctx.log``."""
     def measure(ctx: Context, pop: TrainedPopulation):
         e = ctx.eval
         attacks = attack_list(e, ctx.data.num_classes)
@@ -212,6 +213,8 @@ def robust_accuracy(norms: Sequence[str] = ("linf", "l2")):
             out[column("ra_over_sa", norm=norm)] = ra[:, hi] / np.maximum(sa, 1e-12)
             ctx.cache[(pop.name, "ra_headline", norm)] = ra[:, hi]
             ctx.cache[(pop.name, "robust_flags", norm)] = np.stack([r.robust_flags for r in reports])  # (M, E, N)
+            ctx.cache[(pop.name, "attack_flags", norm)] = (attacks, {a: np.stack([r.attack_flags[a] for r in reports])
+                                                                     for a in reports[0].attack_flags})
             out[column("check_failures", norm=norm)] = np.array([len(r.checks["failures"]) for r in reports])
             out[column("clean_acc_points")] = sa
         return out
@@ -251,7 +254,9 @@ def budget_convergence(norms: Sequence[str] = ("linf", "l2"), x: str = "alpha", 
     (:func:`headline_converged`); 0 otherwise (the headline budget cannot be vouched for). The budgets and
     robust accuracies are logged for the report. ``populations`` (names) restricts the check to those populations
     (default: every one). With ``eval.convergence_queries`` the ladder runs the whole ensemble and doubles Square's
-    queries too (its first entry is the headline's ``n_queries``); without, it runs the gradient attacks only."""
+    queries too (its first entry is the headline's ``n_queries``); without, it runs the gradient attacks only.
+    When the robust-accuracy measure ran first and the headline budget is the ladder's first rung, that rung is
+    read from the headline evaluation rather than attacked again (:func:`_headline_rung`)."""
     def measure(ctx: Context, pop: TrainedPopulation):
         e = ctx.eval
         if not e.convergence_iters or (populations and pop.name not in populations):
@@ -264,10 +269,12 @@ def budget_convergence(norms: Sequence[str] = ("linf", "l2"), x: str = "alpha", 
         out = {}
         for norm in norms:
             keys = member_eval_keys(pop.seeds[chosen], f"attack/{norm}")
+            known = _headline_rung(ctx, pop, norm, attacks, chosen)
             res = evaluation.budget_convergence(pop.apply_fn, variables, ctx.x, ctx.y, keys, eps=e.headline(norm),
                                                 norm=norm, iterations=e.convergence_iters,
                                                 restarts=e.convergence_restarts, attacks=attacks,
-                                                queries=e.convergence_queries)
+                                                queries=e.convergence_queries,
+                                                known=known)
             conv, moved, head = (np.full(pop.size, np.nan) for _ in range(3))
             for m, r in zip(chosen, res):
                 conv[m] = float(r["converged"])
@@ -275,12 +282,39 @@ def budget_convergence(norms: Sequence[str] = ("linf", "l2"), x: str = "alpha", 
                 head[m] = float(headline_converged(r, e.n_iter, e.n_restarts, e.n_queries))
                 ctx.log["convergence"].append({**r, "population": pop.name, "member": m, x: float(xs[m]),
                                                "norm": norm, "eps": format_eps(e.headline(norm)),
-                                               "headline_converged": bool(head[m])})
+                                               "headline_converged": bool(head[m]),
+                                               "first_rung_from_headline": bool(known)})
             out[column("budget_converged", norm=norm)] = conv
             out[column("budget_last_doubling_pp", norm=norm)] = moved
             out[column("headline_converged", norm=norm)] = head
         return out
     return measure
+
+
+def _headline_rung(ctx: Context, pop: TrainedPopulation, norm: str, attacks, chosen) -> dict:
+    """The ladder's first rung read from the headline evaluation, when that evaluation ran it: ``{budget: (M', 1,
+    N) robust flags}`` for the ``chosen`` members, else ``{}``. It did when the headline budget is the first rung
+    (``eval.n_iter`` × ``eval.n_restarts``, and Square's ``n_queries`` where the ladder doubles queries), the
+    robust-accuracy measure attacked this population at this norm with the same member keys (stream
+    ``attack/<norm>``), and the ladder's attacks are the first ones of its ensemble with the same settings, so
+    each draws the same random numbers (attack a uses ``fold_in(key, a)``, at every ε). The flags are then the
+    conjunction of those attacks' per-point flags at the headline ε; running the rung again would repeat that
+    computation in another memory layout."""
+    e = ctx.eval
+    cached = ctx.cache.get((pop.name, "attack_flags", norm))
+    if cached is None:
+        return {}
+    ensemble, flags = cached
+    first = (e.convergence_iters[0], e.convergence_restarts[0])
+    queries = e.convergence_queries[0] if e.convergence_queries else None
+    one_rung = max(len(e.convergence_iters), len(e.convergence_restarts), len(e.convergence_queries)) < 2
+    if one_rung or (e.n_iter, e.n_restarts) != first or (queries is not None and queries != e.n_queries) or \
+            tuple(ensemble[:len(attacks)]) != tuple(attacks):
+        return {}
+    names = [a if isinstance(a, str) else a[0] for a in attacks]
+    hi = e.grid_index(norm, e.headline(norm))
+    robust = np.logical_and.reduce([flags[a][np.asarray(chosen), hi] for a in names])       # (M', N)
+    return {first + (queries,): robust[:, None, :]}
 
 
 def relative_to_baseline(values, x, seeds) -> np.ndarray:

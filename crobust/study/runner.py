@@ -445,6 +445,11 @@ def _convergence_lines(ctx: Context) -> list[str]:
                   f"ladder, the ladder converged and the stronger rungs break fewer than the tolerance of the points "
                   f"it calls robust). "
                   f"A primary claim on an unconverged headline is at most *inconclusive (not converged)*."]
+    read = sum(bool(r.get("first_rung_from_headline")) for r in rows)
+    if read:
+        lines += ["", f"In {read} of {len(rows)} checks the first rung is the headline's own budget: its flags are "
+                      f"the headline evaluation's (the same attacks, random streams and points), read, not attacked "
+                      f"a second time."]
     return lines
 
 
