@@ -42,8 +42,9 @@ seed would reach the level, at about 2 more minutes). With the three, ℓ∞ RA 
 at α = 0.3 (WRN: ρ = −1 in every seed, p 0.009, Holm 0.054), but clean accuracy falls with it (VGG by 9 points:
 the flat-accuracy confound contradicted) and at equal clean accuracy the fall is 0.03–0.08 and not significant:
 C1 beyond ResNet-18 inconclusive here, and the confound is the reason. Two of 36 ladder checks find one more point
-of 100 at 40 iterations. ``make reproduce PRESET=small`` ran this study in 290 s with the earlier grids; the two
-wider grids add about 2 minutes. ``paper``: not run here (a GPU and the checkpoint file).
+of 100 at 40 iterations. ``make reproduce PRESET=small`` ran this study in 276 s on a machine that had compiled
+its programs, 363 s on its first run (docs/measurements.md §3). ``paper``: not run here (a GPU and the checkpoint
+file).
 """
 
 from __future__ import annotations
