@@ -845,10 +845,9 @@ def budget_convergence(apply_fn, params, x, y, keys, *, eps, norm: str = "linf",
         ``'auto'`` chooses per budget, the restarts being part of a point's bytes).
       known: {(n_iter, n_restarts, n_queries): robust flags (M, E, N)} of rungs already run on these points with
         these keys and this ensemble at that budget, below the top rung (``n_queries`` None without a Square
-        axis), e.g. the headline
-        evaluation's flags for the same attacks when the headline budget is the ladder's first rung: those rungs
-        are read, not run again. Their per-point results are what running them gives, up to float rounding of a
-        different memory layout.
+        axis), e.g. the headline evaluation's flags for the same attacks when the headline budget is the ladder's
+        first rung: those rungs are read, not run again. Their per-point results are what running them gives, up
+        to float rounding of a different memory layout.
 
     Returns:
       a list of M dicts: ``budgets`` [{n_iter, n_restarts, n_queries (None without Square), robust_acc (per ε),

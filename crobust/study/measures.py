@@ -273,8 +273,7 @@ def budget_convergence(norms: Sequence[str] = ("linf", "l2"), x: str = "alpha", 
             res = evaluation.budget_convergence(pop.apply_fn, variables, ctx.x, ctx.y, keys, eps=e.headline(norm),
                                                 norm=norm, iterations=e.convergence_iters,
                                                 restarts=e.convergence_restarts, attacks=attacks,
-                                                queries=e.convergence_queries,
-                                                known=known)
+                                                queries=e.convergence_queries, known=known)
             conv, moved, head = (np.full(pop.size, np.nan) for _ in range(3))
             for m, r in zip(chosen, res):
                 conv[m] = float(r["converged"])
