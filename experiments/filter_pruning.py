@@ -471,7 +471,8 @@ def notes(cfg):
 
 STUDY = Study(name="filter_pruning", title="Post-hoc filter pruning (docs/paper.md §E10)", paper_claims=("C11",),
               presets=PRESETS, populations=populations, measures=measures, claims=claims, figures=figures,
-              notes=notes, summary=summary, group_by=("population", "ratio", "alpha"), setup=setup)
+              notes=notes, summary=summary, group_by=("population", "ratio", "alpha"), setup=setup,
+              source_studies=(SOURCE_STUDY,))
 run = STUDY.run
 main = STUDY.main
 

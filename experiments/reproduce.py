@@ -1,6 +1,6 @@
 """Re-run every study that exists and write one report per study plus an index of the paper's claims C1–C11.
 
-    python -m experiments.reproduce [--preset auto|smoke|small|paper] [--studies a,b] [--out reports]
+    python -m experiments.reproduce [--preset auto|smoke|small|paper] [--studies a,b] [--out reports] [--jobs auto|N]
 
 ``--preset auto`` (the default, what ``make reproduce`` uses) picks ``paper`` when JAX sees an accelerator and
 ``small`` on a CPU, and prints which and why. Each study writes to ``<out>/<preset>/<study>/``; the index
@@ -9,9 +9,13 @@ tests it (its primary claims, then its secondary ones; a study's checks are list
 or "not covered yet" with the study that will, and the parts of a claim no study here can test and why
 (:mod:`crobust.study.catalog`), then every study with its verdicts. A study whose data is missing is marked
 *skipped* with the one-line reason (which dataset, where it was looked for, how to get it); it never falls back to
-other data. Each study runs in a process of its own (on a multi-host run: in this process), so one study's
-compiled programs are released before the next. Exit status: 0 when every study completed or was skipped for missing data, 1 if any failed, 2 on bad
-input.
+other data. Each study runs in a process of its own (on a multi-host run: in this process, one after another), so
+its compiled programs are released when it ends, and ``--jobs`` of them run side by side (``auto``: two on a CPU
+with two or more cores for ``small`` and ``smoke``, else one; :func:`resolve_jobs`), each line of their progress
+prefixed with the study's name; two studies that share a population (``Study.source_studies``) never run at once.
+Ctrl-C stops the running studies as interrupted runs, their finished work checkpointed, and writes no index (exit
+130; the same command resumes them). Exit status otherwise: 0 when every study completed or was skipped for
+missing data, 1 if any failed, 2 on bad input.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import argparse
 import importlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +41,7 @@ from crobust.parallel import distributed_requested, host_threads, maybe_initiali
 from crobust.records import atomic_write_text, is_writer, write_json
 from crobust.study import catalog
 from crobust.study.cli import enable_compilation_cache
+from crobust.study.side_by_side import run_side_by_side
 from crobust.study.runner import check_workdir
 from experiments import STUDIES
 
@@ -140,22 +144,70 @@ def run_one(name: str, preset: str, workdir: str, progress: bool) -> dict:
     return entry
 
 
-def run_in_child(name: str, preset: str, args, workdir: str) -> dict:
-    """Run one study in a fresh Python process (``--child-result``), so that one study's compiled programs and
-    memory are released before the next (a single process that compiles every study's programs can exhaust the
-    operating system's memory-map limit). A child that dies without a result is recorded as failed."""
-    with tempfile.TemporaryDirectory() as tmp:
-        result = os.path.join(tmp, "entry.json")
-        cmd = [sys.executable, "-m", "experiments.reproduce", "--preset", preset, "--studies", name,
-               "--out", args.out, "--child-result", result] + (["--quiet"] if args.quiet else [])
-        code = subprocess.run(cmd, env=_CHILD_ENV).returncode
-        if os.path.exists(result):
-            with open(result, encoding="utf-8") as f:
-                return json.load(f)
+def resolve_jobs(jobs: str, preset: str) -> tuple[int, str]:
+    """(how many studies run side by side, why). ``auto``: two on a CPU with at least two cores for ``small`` and
+    ``smoke`` — one study keeps the two cores of the machine ``small`` is sized for about four-fifths busy (its
+    compilations, its small programs and its host loops leave gaps that a second study fills; measured in
+    docs/measurements.md §3) — and one otherwise: an accelerator is one device the studies would share, and a
+    ``paper`` study on a CPU needs much of the host's memory."""
+    if jobs != "auto":
+        return int(jobs), "set with --jobs"
+    backend = jax.default_backend()
+    if backend != "cpu":
+        return 1, f"auto: the {backend} device is shared, one study at a time"
+    if preset == "paper":
+        return 1, "auto: the paper preset on a CPU, one study at a time for memory"
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:                                          # no affinity call on this platform
+        cores = os.cpu_count() or 1
+    if cores < 2:
+        return 1, "auto: one core"
+    return 2, f"auto: {cores} CPU cores, two studies side by side"
+
+
+def child_command(name: str, preset: str, args, result: str) -> list:
+    """The command that runs study ``name`` alone in a fresh Python process and writes its index entry to
+    ``result`` (``--child-result``). One process per study releases its compiled programs and memory before the next
+    (a single process that compiled every study's programs could exhaust the operating system's memory-map limit)."""
+    return [sys.executable, "-m", "experiments.reproduce", "--preset", preset, "--studies", name,
+            "--out", args.out, "--child-result", result] + (["--quiet"] if args.quiet else [])
+
+
+def child_entry(name: str, workdir: str, code: int, result: str) -> dict:
+    """The index entry a child wrote to ``result``; a child that exited without one is recorded as failed, or as
+    interrupted where it exited with 130."""
+    if os.path.exists(result):
+        with open(result, encoding="utf-8") as f:
+            return json.load(f)
     study = importlib.import_module(STUDIES[name]).STUDY
-    print(f"FAILED {name}: its process exited with status {code} without a result", file=sys.stderr, flush=True)
+    if code != 130:                                     # 130: interrupted, and the child has said so
+        print(f"FAILED {name}: its process exited with status {code} without a result", file=sys.stderr, flush=True)
     return {"study": name, "title": study.title, "workdir": workdir, "paper_claims": list(study.paper_claims),
-            "status": "failed", "reason": f"the study's process exited with status {code}"}
+            "status": "interrupted" if code == 130 else "failed",
+            "reason": f"the study's process exited with status {code}"}
+
+
+def run_children(studies: list, preset: str, args, root: str, jobs: int) -> list:
+    """Every study in a child process, ``jobs`` at a time (:func:`crobust.study.side_by_side.run_side_by_side`;
+    two studies sharing a population never together); their index entries in the order of ``studies``."""
+    sources = {name: tuple(importlib.import_module(STUDIES[name]).STUDY.source_studies) for name in studies}
+    with tempfile.TemporaryDirectory() as tmp:
+        result = {name: os.path.join(tmp, f"{name}.json") for name in studies}
+
+        def on_start(name):
+            print(f"\n== {name} ({preset}) → {os.path.join(root, name)}", flush=True)
+
+        def on_exit(name, code, seconds):
+            entry = child_entry(name, os.path.join(root, name), code, result[name])
+            entry["wall_time_s"] = round(seconds, 1)
+            if jobs > 1:
+                print(f"== {name}: {entry['status']} ({seconds:.0f} s)", flush=True)
+            return entry
+
+        done = run_side_by_side(studies, jobs, lambda name: child_command(name, preset, args, result[name]),
+                                on_exit, sources=sources, on_start=on_start, env=_CHILD_ENV)
+    return [done[name] for name in studies]
 
 
 def main(argv=None) -> int:
@@ -164,6 +216,9 @@ def main(argv=None) -> int:
     p.add_argument("--studies", default=",".join(STUDIES), help=f"comma-separated subset of: {', '.join(STUDIES)}")
     p.add_argument("--out", default="reports", help="output folder (default: reports)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--jobs", default="auto",
+                   help="studies run side by side, each in its own process (default auto: 2 on a CPU with at least "
+                        "2 cores for small and smoke, else 1)")
     p.add_argument("--distributed", action="store_true", default=None,
                    help="multi-host run: call jax.distributed.initialize() first (same as CROBUST_DISTRIBUTED=1)")
     p.add_argument("--child-result", default=None, help=argparse.SUPPRESS)   # internal: one study, entry → file
@@ -174,6 +229,10 @@ def main(argv=None) -> int:
         studies = [s.strip() for s in args.studies.split(",") if s.strip()]
         for s in studies:
             check_choice("study", s, tuple(STUDIES))
+        if args.jobs != "auto" and (not args.jobs.isdigit() or int(args.jobs) < 1):
+            raise CrobustError(f"--jobs must be auto or a positive integer, got {args.jobs!r}")
+        if args.jobs not in ("auto", "1") and distributed_requested(args.distributed):
+            raise CrobustError("--jobs: a multi-host run runs its studies one after another on every host")
         check_workdir(args.out)
         host_threads()                    # a bad $CROBUST_HOST_THREADS is refused before anything is written
     except CrobustError as e:
@@ -184,20 +243,31 @@ def main(argv=None) -> int:
     if not args.child_result:
         print(f"crobust reproduce: preset {preset} ({why}); studies: {', '.join(studies)}", flush=True)
     root = os.path.join(args.out, preset)
-    results = []
     t0 = time.perf_counter()
     distributed = distributed_requested(args.distributed)
-    for name in studies:
-        workdir = os.path.join(root, name)
-        t = time.perf_counter()
-        if not args.child_result:
-            print(f"\n== {name} ({preset}) → {workdir}", flush=True)
-        if args.child_result or distributed:
-            entry = run_one(name, preset, workdir, progress=not args.quiet)
-        else:
-            entry = run_in_child(name, preset, args, workdir)
-        entry["wall_time_s"] = round(time.perf_counter() - t, 1)
-        results.append(entry)
+    if args.child_result or distributed:
+        results = []
+        for name in studies:
+            t = time.perf_counter()
+            if not args.child_result:
+                print(f"\n== {name} ({preset}) → {os.path.join(root, name)}", flush=True)
+            try:
+                entry = run_one(name, preset, os.path.join(root, name), progress=not args.quiet)
+            except KeyboardInterrupt as e:       # the run is recorded as interrupted, its checkpoints kept
+                print(f"interrupted ({e}): {name} did not finish; run the same command again to resume",
+                      file=sys.stderr, flush=True)
+                return 130
+            entry["wall_time_s"] = round(time.perf_counter() - t, 1)
+            results.append(entry)
+    else:
+        jobs, jobs_why = resolve_jobs(args.jobs, preset)
+        print(f"studies side by side: {jobs} ({jobs_why})", flush=True)
+        try:
+            results = run_children(studies, preset, args, root, jobs)
+        except KeyboardInterrupt as e:
+            print(f"interrupted ({e}): the studies that were running stopped with their finished work "
+                  f"checkpointed; run the same command again to resume; no index written", file=sys.stderr)
+            return 130
     if args.child_result:
         write_json(args.child_result, results[0])
         return 0

@@ -187,6 +187,29 @@ def test_reproduce_rejects_unknown_preset_and_study(capfd, monkeypatch):
     assert code == 2 and err.startswith("error: unknown preset 'huge'")
     code, err, _ = _in_process(reproduce.main, ("--studies", "nothing"), capfd, monkeypatch)
     assert code == 2 and "unknown study 'nothing'" in err
+    code, err, _ = _in_process(reproduce.main, ("--jobs", "0"), capfd, monkeypatch)
+    assert code == 2 and err.startswith("error: --jobs must be auto or a positive integer, got '0'")
+
+
+def test_studies_run_two_at_a_time_on_a_cpu_of_two_cores_for_small_and_one_at_a_time_for_paper(monkeypatch):
+    import jax
+    if jax.default_backend() != "cpu":
+        assert reproduce.resolve_jobs("auto", "small")[0] == 1                # one accelerator, shared
+        return
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert reproduce.resolve_jobs("auto", "small") == (2, "auto: 2 CPU cores, two studies side by side")
+    assert reproduce.resolve_jobs("auto", "smoke")[0] == 2 and reproduce.resolve_jobs("auto", "paper")[0] == 1
+    assert reproduce.resolve_jobs("3", "paper") == (3, "set with --jobs")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert reproduce.resolve_jobs("auto", "small") == (1, "auto: one core")
+
+
+def test_every_source_study_a_study_declares_is_a_registered_study_listed_before_it():
+    names = list(STUDIES)
+    for i, name in enumerate(names):
+        for source in importlib.import_module(STUDIES[name]).STUDY.source_studies:
+            assert source in names[:i], (name, source)
+    assert importlib.import_module(STUDIES["filter_pruning"]).STUDY.source_studies == ("resnet_row_sparsity",)
 
 
 def test_auto_preset_is_small_on_a_cpu_and_paper_on_an_accelerator_and_says_why():

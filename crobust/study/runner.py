@@ -95,7 +95,11 @@ class Population:
 @dataclasses.dataclass(frozen=True)
 class Study:
     """A study as data; see the module docstring. Each callable takes the resolved config (``populations`` also
-    the dataset); ``summary`` lists the table keys of the report's table of means, ``group_by`` its grouping."""
+    the dataset); ``summary`` lists the table keys of the report's table of means, ``group_by`` its grouping.
+    ``source_studies`` names every other study whose trained populations this one starts from
+    (``Start(population, study=name)``, :mod:`crobust.study.staging`): the two share that population's checkpoint
+    folder, so ``reproduce`` never runs them side by side; a run whose populations start from an undeclared study
+    is refused."""
 
     name: str
     title: str
@@ -109,6 +113,7 @@ class Study:
     summary: Callable
     group_by: tuple = ("population", "alpha")
     setup: Optional[Callable] = None           # (cfg, data) -> a sentence on what is special in the setup
+    source_studies: tuple = ()
 
     def run(self, cfg, workdir, *, preset: str = "custom", progress: bool = True) -> dict:
         return run(self, cfg, workdir, preset=preset, progress=progress)
@@ -120,6 +125,15 @@ class Study:
 
 # --------------------------------------------------------------------------------------------------------------
 # Before any work
+
+def check_source_studies(study: Study, populations) -> None:
+    """Every other study a population starts from is declared in ``study.source_studies`` (a
+    :class:`CrobustError` otherwise): ``reproduce`` schedules studies side by side from that declaration."""
+    for pop in populations:
+        other = pop.start.study if pop.start is not None else None
+        if other is not None and other not in study.source_studies:
+            raise CrobustError(f"population {pop.name} starts from study {other!r}, which {study.name} does not "
+                               f"declare: add it to Study(source_studies=...)")
 
 def check_workdir(path) -> Path:
     """Create ``path`` (and its parents) and check that a file can be written there; a clear
@@ -186,6 +200,7 @@ def run(study: Study, cfg, workdir, *, preset: str = "custom", progress: bool = 
         log = (lambda *a: print(f"[{study.name}]", *a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
         data = cfg.data.load()
         populations = staging.in_dependency_order(study.populations(cfg, data))
+        check_source_studies(study, populations)
         dependencies.order(study.measures(cfg))        # a measure whose needs no other provides: refused here
         check_populations(populations, data)
         path = check_workdir(workdir)
