@@ -156,8 +156,8 @@ def test_a_source_of_another_study_is_restored_from_that_studys_folder(runs, mon
     whole = runs[0]
     pretrain = next(p for p in _populations(CFG, CFG.data.load()) if p.name == "pretrain")
     start = Start(pretrain, study=STUDY.name, keep="^hidden_")
-    other = dataclasses.replace(STUDY, name="other", populations=lambda cfg, data: _populations(
-        cfg, data, start, "probe_here")[:1])
+    other = dataclasses.replace(STUDY, name="other", source_studies=(STUDY.name,), populations=lambda cfg, data:
+                                _populations(cfg, data, start, "probe_here")[:1])
     seen, real_fit = [], training_pkg.fit
 
     def recording_fit(*args, checkpoint_dir=None, **kwargs):
@@ -183,9 +183,14 @@ def test_a_study_runs_in_the_folder_where_another_study_trained_its_source_first
     import crobust.training as training_pkg
     whole = runs[0]
     pretrain = next(p for p in _populations(CFG, CFG.data.load()) if p.name == "pretrain")
-    other = dataclasses.replace(STUDY, name="other", populations=lambda cfg, data: _populations(
-        cfg, data, Start(pretrain, study=STUDY.name, keep="^hidden_"), "probe_here")[:1])
+    other = dataclasses.replace(STUDY, name="other", source_studies=(STUDY.name,), populations=lambda cfg, data:
+                                _populations(cfg, data, Start(pretrain, study=STUDY.name, keep="^hidden_"),
+                                             "probe_here")[:1])
     out = tmp_path / "tiny"
+    # undeclared, the shared source is refused before anything is written (reproduce schedules by the declaration)
+    with pytest.raises(CrobustError, match="starts from study 'staged_test', which other does not declare"):
+        dataclasses.replace(other, source_studies=()).run(CFG, out / "other", preset="tiny", progress=False)
+    assert not out.exists()
     other.run(CFG, out / "other", preset="tiny", progress=False)
     mine = out / STUDY.name
     assert sorted(p.name for p in mine.iterdir() if not p.name.startswith(".")) == ["checkpoints"]
