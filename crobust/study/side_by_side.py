@@ -60,8 +60,9 @@ def run_side_by_side(names: Sequence[str], jobs: int, command: Callable[[str], l
                      on_start: Callable[[str], None] = None, env: Mapping[str, str] = None,
                      poll_s: float = 0.2) -> dict:
     """Run ``command(name)`` (an argument list) for every name, at most ``jobs`` at once; ``{name: on_exit(name,
-    exit status, wall seconds)}`` in the order of ``names`` (KeyboardInterrupt after a signal, module docstring). ``sources``: {study: the studies it starts from}
-    (module docstring); ``on_start(name)`` is called just before a child starts."""
+    exit status, wall seconds)}`` in the order of ``names``, or KeyboardInterrupt once a signal came and the running
+    children have exited (module docstring). ``sources``: {study: the studies it starts from}; ``on_start(name)``
+    is called just before a child starts."""
     jobs = max(1, int(jobs))
     sources = dict(sources or {})
     pending, running, results = list(names), {}, {}
