@@ -301,6 +301,11 @@ def host_threads() -> int:
         if not value.isdigit() or int(value) < 1:
             raise CrobustError(f"{ENV_HOST_THREADS} must be a positive integer, got {value!r}")
         return int(value)
+    return host_cores()
+
+
+def host_cores() -> int:
+    """The CPU cores this process may run on (``os.sched_getaffinity``, else ``os.cpu_count``), at least 1."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:                                          # no affinity call on this platform
@@ -499,5 +504,5 @@ def population_map(fn: Callable, *member_trees, mesh: Mesh | None = None, replic
 __all__ = ["AXIS", "ENV_DISTRIBUTED", "ENV_HOST_THREADS", "distributed_requested", "maybe_initialize_distributed",
            "member_mesh", "mesh_size", "padded_size", "pad_members", "real_members", "leading_size", "pad_tree",
            "unpad_tree", "member_sharding", "replicated", "shard_population", "replicate", "MemberLayout", "host",
-           "population_map", "loops_over_members", "map_members", "is_convolutional", "host_loops_members",
+           "population_map", "loops_over_members", "map_members", "is_convolutional", "host_loops_members", "host_cores",
            "host_threads", "host_map"]

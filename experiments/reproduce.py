@@ -37,7 +37,7 @@ import jax
 
 from crobust._errors import CrobustError, check_choice
 from crobust.data import DataMissingError
-from crobust.parallel import distributed_requested, host_threads, maybe_initialize_distributed
+from crobust.parallel import distributed_requested, host_cores, host_threads, maybe_initialize_distributed
 from crobust.records import atomic_write_text, is_writer, write_json
 from crobust.study import catalog
 from crobust.study.cli import enable_compilation_cache
@@ -157,10 +157,7 @@ def resolve_jobs(jobs: str, preset: str) -> tuple[int, str]:
         return 1, f"auto: the {backend} device is shared, one study at a time"
     if preset == "paper":
         return 1, "auto: the paper preset on a CPU, one study at a time for memory"
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:                                          # no affinity call on this platform
-        cores = os.cpu_count() or 1
+    cores = host_cores()
     if cores < 2:
         return 1, "auto: one core"
     return 2, f"auto: {cores} CPU cores, two studies side by side"
